@@ -1,0 +1,294 @@
+/* config.c - see config.h. */
+#include "config.h"
+
+#include "defaults.h"
+#include "log.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <getopt.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+config_t g_config;
+
+void config_defaults(config_t *cfg)
+{
+    memset(cfg, 0, sizeof *cfg);
+    cfg->log_level = LOG_INFO;
+    cfg->max_frame_size = 4u << 20;
+    cfg->max_connections = 1024;
+    cfg->max_inflight = 1024;
+    cfg->conn_queue_high = 1u << 20;
+    cfg->max_processes = 4096;
+    cfg->default_output_window = 4u << 20;
+    cfg->max_kept_output = 256u << 20;
+    cfg->exited_ttl_s = 3600;
+    cfg->kill_grace_ms = 5000;
+    cfg->write_timeout_s = 120;
+    cfg->socket_mode = 0600;
+    cfg->ready_fd = -1;
+}
+
+static void usage(FILE *f)
+{
+    fprintf(f,
+            "usage: sandbox-agent [options]\n"
+            "\n"
+            "In-guest execution agent: runs processes and moves files for a control plane.\n"
+            "\n"
+            "  --listen ADDR          unix:PATH, tcp:HOST:PORT or vsock:PORT (repeatable;\n"
+            "                         default unix:" CONFIG_DEFAULT_SOCKET ")\n"
+            "  --token-file PATH      require this token in Hello (also $SANDBOX_AGENT_TOKEN,\n"
+            "                         or sandbox_agent.token= on the kernel command line)\n"
+            "  --insecure             allow TCP/vsock listeners without a token\n"
+            "  --socket-mode MODE     unix socket permissions, octal (default 0600)\n"
+            "  --socket-group GROUP   unix socket group\n"
+            "  --max-frame-size N     largest frame payload in bytes (default 4194304)\n"
+            "  --max-connections N    (default 1024)\n"
+            "  --max-inflight N       streams in flight per connection (default 1024)\n"
+            "  --max-processes N      running processes (default 4096)\n"
+            "  --output-window N      default bytes of output kept per process (default 4 MiB)\n"
+            "  --max-kept-output N    bytes of output kept for all processes (default 256 MiB)\n"
+            "  --exited-ttl SECONDS   forget exited processes after this (default 3600)\n"
+            "  --kill-grace-ms N      SIGTERM to SIGKILL delay (default 5000)\n"
+            "  --write-timeout S      close connections whose output has not moved (default 120)\n"
+            "  --ready-fd N           write a newline to fd N once listening, then close it\n"
+            "  --log-level LEVEL      debug, info, warn, error (default info)\n"
+            "  --log-format FORMAT    text or json (default text)\n"
+            "  --help, --version\n");
+}
+
+static int parse_u64(const char *opt, const char *s, uint64_t min, uint64_t max, uint64_t *out)
+{
+    char *end;
+    errno = 0;
+    unsigned long long v = strtoull(s, &end, 0);
+    if (errno || end == s || *end || s[0] == '-' || v < min || v > max) {
+        fprintf(stderr, "sandbox-agent: %s: '%s' is not a number in [%llu, %llu]\n", opt, s,
+                (unsigned long long)min, (unsigned long long)max);
+        return -1;
+    }
+    *out = v;
+    return 0;
+}
+
+static int read_token_file(config_t *cfg, const char *path)
+{
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0) {
+        fprintf(stderr, "sandbox-agent: --token-file '%s': %s\n", path, strerror(errno));
+        return -1;
+    }
+    ssize_t n = read(fd, cfg->token, sizeof cfg->token - 1);
+    int e = errno;
+    close(fd);
+    if (n < 0) {
+        fprintf(stderr, "sandbox-agent: --token-file '%s': %s\n", path, strerror(e));
+        return -1;
+    }
+    cfg->token[n] = 0;
+    cfg->token[strcspn(cfg->token, "\r\n")] = 0;
+    if (!cfg->token[0]) {
+        fprintf(stderr, "sandbox-agent: --token-file '%s': the file is empty\n", path);
+        return -1;
+    }
+    return 0;
+}
+
+/* sandbox_agent.token=... on the kernel command line, for images whose boot
+ * configuration is the only channel the control plane has. */
+static void token_from_cmdline(config_t *cfg)
+{
+    char buf[4096];
+    int fd = open("/proc/cmdline", O_RDONLY | O_CLOEXEC);
+    if (fd < 0)
+        return;
+    ssize_t n = read(fd, buf, sizeof buf - 1);
+    close(fd);
+    if (n <= 0)
+        return;
+    buf[n] = 0;
+    for (char *tok = strtok(buf, " \n"); tok; tok = strtok(NULL, " \n")) {
+        if (!strncmp(tok, "sandbox_agent.token=", 20)) {
+            snprintf(cfg->token, sizeof cfg->token, "%s", tok + 20);
+            return;
+        }
+    }
+}
+
+int config_parse(config_t *cfg, int argc, char **argv)
+{
+    enum {
+        O_LISTEN = 256, O_TOKEN_FILE, O_INSECURE, O_SOCKET_MODE, O_SOCKET_GROUP, O_MAX_FRAME,
+        O_MAX_CONN, O_MAX_INFLIGHT, O_MAX_PROC, O_WINDOW, O_MAX_KEPT, O_TTL, O_GRACE,
+        O_WTIMEOUT, O_READY_FD, O_LOG_LEVEL, O_LOG_FORMAT, O_HELP, O_VERSION,
+    };
+    static const struct option opts[] = {
+        {"listen", required_argument, NULL, O_LISTEN},
+        {"token-file", required_argument, NULL, O_TOKEN_FILE},
+        {"insecure", no_argument, NULL, O_INSECURE},
+        {"socket-mode", required_argument, NULL, O_SOCKET_MODE},
+        {"socket-group", required_argument, NULL, O_SOCKET_GROUP},
+        {"max-frame-size", required_argument, NULL, O_MAX_FRAME},
+        {"max-connections", required_argument, NULL, O_MAX_CONN},
+        {"max-inflight", required_argument, NULL, O_MAX_INFLIGHT},
+        {"max-processes", required_argument, NULL, O_MAX_PROC},
+        {"output-window", required_argument, NULL, O_WINDOW},
+        {"max-kept-output", required_argument, NULL, O_MAX_KEPT},
+        {"exited-ttl", required_argument, NULL, O_TTL},
+        {"kill-grace-ms", required_argument, NULL, O_GRACE},
+        {"write-timeout", required_argument, NULL, O_WTIMEOUT},
+        {"ready-fd", required_argument, NULL, O_READY_FD},
+        {"log-level", required_argument, NULL, O_LOG_LEVEL},
+        {"log-format", required_argument, NULL, O_LOG_FORMAT},
+        {"help", no_argument, NULL, O_HELP},
+        {"version", no_argument, NULL, O_VERSION},
+        {NULL, 0, NULL, 0},
+    };
+    int c, have_token_file = 0;
+    uint64_t v;
+
+    config_defaults(cfg);
+    opterr = 0;
+    optind = 1;
+    while ((c = getopt_long(argc, argv, ":", opts, NULL)) != -1) {
+        const char *name = optind > 0 && optind <= argc ? argv[optind - 1] : "?";
+        switch (c) {
+        case O_LISTEN:
+            if (cfg->n_listen == CONFIG_MAX_LISTEN) {
+                fprintf(stderr, "sandbox-agent: at most %d --listen addresses\n",
+                        CONFIG_MAX_LISTEN);
+                return -1;
+            }
+            if (strncmp(optarg, "unix:", 5) && strncmp(optarg, "tcp:", 4) &&
+                strncmp(optarg, "vsock:", 6)) {
+                fprintf(stderr,
+                        "sandbox-agent: --listen '%s': expected unix:PATH, tcp:HOST:PORT or "
+                        "vsock:PORT\n",
+                        optarg);
+                return -1;
+            }
+            cfg->listen[cfg->n_listen++] = optarg;
+            break;
+        case O_TOKEN_FILE:
+            if (read_token_file(cfg, optarg) < 0)
+                return -1;
+            have_token_file = 1;
+            break;
+        case O_INSECURE: cfg->insecure = 1; break;
+        case O_SOCKET_MODE:
+            if (parse_u64("--socket-mode", optarg, 0, 07777, &v) < 0)
+                return -1;
+            /* Octal even without a leading 0, as chmod reads it. */
+            cfg->socket_mode = (uint32_t)strtoul(optarg, NULL, 8);
+            break;
+        case O_SOCKET_GROUP: cfg->socket_group = optarg; break;
+        case O_MAX_FRAME:
+            if (parse_u64("--max-frame-size", optarg, 64 * 1024, 1u << 30, &v) < 0)
+                return -1;
+            cfg->max_frame_size = (uint32_t)v;
+            break;
+        case O_MAX_CONN:
+            if (parse_u64("--max-connections", optarg, 1, 1u << 20, &v) < 0)
+                return -1;
+            cfg->max_connections = (uint32_t)v;
+            break;
+        case O_MAX_INFLIGHT:
+            if (parse_u64("--max-inflight", optarg, 1, 1u << 20, &v) < 0)
+                return -1;
+            cfg->max_inflight = (uint32_t)v;
+            break;
+        case O_MAX_PROC:
+            if (parse_u64("--max-processes", optarg, 1, 1u << 22, &v) < 0)
+                return -1;
+            cfg->max_processes = (uint32_t)v;
+            break;
+        case O_WINDOW:
+            if (parse_u64("--output-window", optarg, 4096, 1ull << 40, &v) < 0)
+                return -1;
+            cfg->default_output_window = v;
+            break;
+        case O_MAX_KEPT:
+            if (parse_u64("--max-kept-output", optarg, 4096, 1ull << 42, &v) < 0)
+                return -1;
+            cfg->max_kept_output = v;
+            break;
+        case O_TTL:
+            if (parse_u64("--exited-ttl", optarg, 0, 1u << 30, &v) < 0)
+                return -1;
+            cfg->exited_ttl_s = (uint32_t)v;
+            break;
+        case O_GRACE:
+            if (parse_u64("--kill-grace-ms", optarg, 0, 1u << 30, &v) < 0)
+                return -1;
+            cfg->kill_grace_ms = (uint32_t)v;
+            break;
+        case O_WTIMEOUT:
+            if (parse_u64("--write-timeout", optarg, 0, 1u << 30, &v) < 0)
+                return -1;
+            cfg->write_timeout_s = (uint32_t)v;
+            break;
+        case O_READY_FD:
+            if (parse_u64("--ready-fd", optarg, 0, 1u << 20, &v) < 0)
+                return -1;
+            cfg->ready_fd = (int)v;
+            break;
+        case O_LOG_LEVEL:
+            if ((cfg->log_level = log_level_parse(optarg)) < 0) {
+                fprintf(stderr,
+                        "sandbox-agent: --log-level '%s': expected debug, info, warn or error\n",
+                        optarg);
+                return -1;
+            }
+            break;
+        case O_LOG_FORMAT:
+            if (!strcmp(optarg, "json"))
+                cfg->log_json = 1;
+            else if (!strcmp(optarg, "text"))
+                cfg->log_json = 0;
+            else {
+                fprintf(stderr, "sandbox-agent: --log-format '%s': expected text or json\n",
+                        optarg);
+                return -1;
+            }
+            break;
+        case O_HELP: usage(stdout); return 1;
+        case O_VERSION: printf("sandbox-agent %s\n", SANDBOX_AGENT_VERSION); return 1;
+        case ':':
+            fprintf(stderr, "sandbox-agent: option '%s' needs a value\n", name);
+            usage(stderr);
+            return -1;
+        default:
+            fprintf(stderr, "sandbox-agent: unknown option '%s'\n", name);
+            usage(stderr);
+            return -1;
+        }
+    }
+    if (optind < argc) {
+        fprintf(stderr, "sandbox-agent: unexpected argument '%s'\n", argv[optind]);
+        usage(stderr);
+        return -1;
+    }
+    if (!have_token_file) {
+        const char *t = getenv("SANDBOX_AGENT_TOKEN");
+        if (t && *t)
+            snprintf(cfg->token, sizeof cfg->token, "%s", t);
+        else
+            token_from_cmdline(cfg);
+    }
+    /* Children must never see the token. */
+    unsetenv("SANDBOX_AGENT_TOKEN");
+    if (cfg->n_listen == 0) {
+        static char def[300];
+        char path[256];
+        sa_default_socket(path, sizeof path, geteuid());
+        snprintf(def, sizeof def, "unix:%s", path);
+        cfg->listen[cfg->n_listen++] = def;
+    }
+    if (cfg->conn_queue_high < (size_t)cfg->max_frame_size + 64)
+        cfg->conn_queue_high = (size_t)cfg->max_frame_size + 64;
+    return 0;
+}

@@ -1,0 +1,44 @@
+/* config.h - every setting of the agent in one struct, filled from flags,
+ * the environment and the kernel command line. Parsing only: no side
+ * effects beyond reading the token file. */
+#ifndef SA_CONFIG_H
+#define SA_CONFIG_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#define CONFIG_MAX_LISTEN 16
+#define CONFIG_DEFAULT_SOCKET "/run/sandbox-agent.sock"
+#define CONFIG_DEFAULT_VSOCK_PORT 1024
+
+typedef struct config {
+    const char *listen[CONFIG_MAX_LISTEN]; /* "unix:PATH", "tcp:HOST:PORT", "vsock:PORT" */
+    int n_listen;
+    int log_level;
+    int log_json;
+    uint32_t max_frame_size;        /* bytes of one frame's payload */
+    uint32_t max_connections;
+    uint32_t max_inflight;          /* streams in flight per connection */
+    size_t conn_queue_high;         /* output queue: stop pulling streams above this */
+    uint32_t max_processes;         /* running at once */
+    uint64_t default_output_window; /* per process, bytes kept for replay */
+    uint64_t max_kept_output;       /* all processes together */
+    uint32_t exited_ttl_s;          /* exited processes are forgotten after this */
+    uint32_t kill_grace_ms;         /* SIGTERM to SIGKILL, timeouts and shutdown */
+    uint32_t write_timeout_s;       /* close a connection whose queue has not moved */
+    char token[256];                /* empty: no authentication */
+    int insecure;                   /* allow TCP without a token */
+    uint32_t socket_mode;
+    const char *socket_group;
+    int ready_fd;                   /* -1: none */
+} config_t;
+
+extern config_t g_config;
+
+/* Fill cfg from argv, environment and /proc/cmdline. Returns 0 to run,
+ * 1 when --help/--version was printed (exit 0), -1 after printing an error
+ * (exit 2). */
+int config_parse(config_t *cfg, int argc, char **argv);
+void config_defaults(config_t *cfg);
+
+#endif

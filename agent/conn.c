@@ -1,0 +1,704 @@
+/* conn.c - see conn.h.
+ *
+ * Output: frames are packed into a chain of blocks (small frames share a
+ * 16 KiB block, large frames own theirs) and written with writev. Streams are
+ * pulled only while the queue is below the high-water mark; input is not
+ * parsed while it is above, so a client that stops reading stops costing
+ * memory. Each connection writes at most WRITE_BUDGET per loop turn so one
+ * fast reader cannot starve the others.
+ */
+#include "conn.h"
+
+#include "config.h"
+#include "dispatch.h"
+#include "frame.h"
+#include "log.h"
+#include "util.h"
+
+#include <errno.h>
+#include <limits.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/uio.h>
+#include <unistd.h>
+
+#define BLOCK_SIZE (16 * 1024)
+#define IN_INITIAL (16 * 1024)
+#define WRITE_BUDGET (2u << 20)
+#define PUMP_MAX_CALLS 4096
+#define IOV_BATCH 64
+
+typedef struct oblock {
+    struct oblock *next;
+    uint8_t *data;
+    size_t len; /* bytes filled */
+    size_t off; /* bytes already written */
+    size_t cap;
+} oblock_t;
+
+struct conn {
+    struct ev_loop *loop;
+    ev_io rio, wio;
+    ev_timer wtimer;
+    int fd;
+    char kind[8];
+    char peer[96];
+    pid_t peer_pid;
+    uid_t peer_uid;
+
+    uint8_t *in;
+    size_t in_off, in_len, in_cap; /* unparsed bytes: in[in_off .. in_len) */
+
+    oblock_t *qhead, *qtail;
+    size_t queued;
+    ev_tstamp last_progress;
+
+    stream_t *streams; /* all in flight */
+    unsigned n_streams;
+    stream_t *rhead, *rtail; /* ready to be pulled */
+
+    unsigned authed : 1, zlib : 1, closing : 1, close_after_flush : 1, paused : 1,
+        pending : 1, in_service : 1;
+    conn_t *next_all, *prev_all;
+    conn_t *next_pending;
+    conn_t *next_free;
+};
+
+static conn_t *g_all, *g_pending, *g_free;
+static unsigned g_count;
+
+static void on_read(struct ev_loop *loop, ev_io *w, int revents);
+static void on_write(struct ev_loop *loop, ev_io *w, int revents);
+static void on_wtimer(struct ev_loop *loop, ev_timer *w, int revents);
+static void conn_service(conn_t *c);
+
+unsigned conn_count(void) { return g_count; }
+const char *conn_peer(const conn_t *c) { return c->peer; }
+pid_t conn_peer_pid(const conn_t *c) { return c->peer_pid; }
+uid_t conn_peer_uid(const conn_t *c) { return c->peer_uid; }
+int conn_authenticated(const conn_t *c) { return c->authed; }
+void conn_set_authenticated(conn_t *c) { c->authed = 1; }
+void conn_set_zlib(conn_t *c, int accept_zlib) { c->zlib = accept_zlib ? 1 : 0; }
+size_t conn_queued(const conn_t *c) { return c->queued; }
+
+size_t conn_max_payload(const conn_t *c)
+{
+    (void)c;
+    /* Leave room for the Response envelope and the result's own fields. */
+    return g_config.max_frame_size - 256;
+}
+
+static size_t queue_low(void) { return g_config.conn_queue_high / 4; }
+
+static void mark_pending(conn_t *c)
+{
+    if (c->pending || c->closing)
+        return;
+    c->pending = 1;
+    c->next_pending = g_pending;
+    g_pending = c;
+}
+
+conn_t *conn_new(struct ev_loop *loop, int fd, const char *kind, const char *peer)
+{
+    conn_t *c = calloc(1, sizeof *c);
+    if (!c) {
+        close(fd);
+        return NULL;
+    }
+    c->loop = loop;
+    c->fd = fd;
+    c->peer_pid = -1;
+    c->peer_uid = (uid_t)-1;
+    snprintf(c->kind, sizeof c->kind, "%s", kind);
+    snprintf(c->peer, sizeof c->peer, "%s", peer);
+    if (!strcmp(kind, "unix")) {
+        struct ucred cred;
+        socklen_t len = sizeof cred;
+        if (getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cred, &len) == 0) {
+            c->peer_pid = cred.pid;
+            c->peer_uid = cred.uid;
+            snprintf(c->peer, sizeof c->peer, "pid=%d uid=%u gid=%u", (int)cred.pid,
+                     (unsigned)cred.uid, (unsigned)cred.gid);
+        }
+    }
+    c->authed = g_config.token[0] ? 0 : 1;
+    ev_io_init(&c->rio, on_read, fd, EV_READ);
+    ev_io_init(&c->wio, on_write, fd, EV_WRITE);
+    c->rio.data = c->wio.data = c;
+    ev_init(&c->wtimer, on_wtimer);
+    c->wtimer.data = c;
+    ev_io_start(loop, &c->rio);
+    c->next_all = g_all;
+    if (g_all)
+        g_all->prev_all = c;
+    g_all = c;
+    g_count++;
+    return c;
+}
+
+/* ------------------------------------------------------------ output queue */
+
+static oblock_t *block_new(size_t cap)
+{
+    oblock_t *b = malloc(sizeof *b);
+    if (!b)
+        return NULL;
+    b->data = malloc(cap);
+    if (!b->data) {
+        free(b);
+        return NULL;
+    }
+    b->next = NULL;
+    b->len = b->off = 0;
+    b->cap = cap;
+    return b;
+}
+
+static void queue_append(conn_t *c, oblock_t *b)
+{
+    if (c->qtail)
+        c->qtail->next = b;
+    else
+        c->qhead = b;
+    c->qtail = b;
+    c->queued += b->len - b->off;
+}
+
+int conn_send(conn_t *c, uint64_t id, int done, Response *r)
+{
+    size_t plen;
+    int rc;
+
+    if (c->closing)
+        return -EPIPE;
+    r->id = id;
+    r->done = done ? 1 : 0;
+    plen = protobuf_c_message_get_packed_size(&r->base);
+    if (plen > g_config.max_frame_size)
+        return -EMSGSIZE;
+    /* Small and not worth compressing: pack straight into the tail block. */
+    if (!(c->zlib && plen >= FRAME_ZLIB_MIN) && plen + FRAME_HEADER_SIZE <= BLOCK_SIZE) {
+        oblock_t *b = c->qtail;
+        if (!b || b->cap - b->len < plen + FRAME_HEADER_SIZE) {
+            if (!(b = block_new(BLOCK_SIZE)))
+                return -ENOMEM;
+            queue_append(c, b);
+        }
+        frame_header_write(b->data + b->len, 0, (uint32_t)plen);
+        protobuf_c_message_pack(&r->base, b->data + b->len + FRAME_HEADER_SIZE);
+        b->len += plen + FRAME_HEADER_SIZE;
+        c->queued += plen + FRAME_HEADER_SIZE;
+    } else {
+        uint8_t *buf;
+        size_t len;
+        oblock_t *b;
+        if ((rc = frame_encode(&r->base, c->zlib, g_config.max_frame_size, &buf, &len)) < 0)
+            return rc;
+        if (!(b = malloc(sizeof *b))) {
+            free(buf);
+            return -ENOMEM;
+        }
+        b->next = NULL;
+        b->data = buf;
+        b->len = b->cap = len;
+        b->off = 0;
+        queue_append(c, b);
+    }
+    mark_pending(c);
+    return 0;
+}
+
+static int send_error_v(conn_t *c, uint64_t id, int code, int os_errno, const char *fmt,
+                        va_list ap)
+{
+    char msg[1024];
+    Response r = RESPONSE_INIT;
+    Sandbox__Agent__V1__Error e = SANDBOX__AGENT__V1__ERROR__INIT;
+    char *clean;
+    int rc;
+
+    vsnprintf(msg, sizeof msg, fmt, ap);
+    /* Messages quote user paths; keep the string field valid UTF-8. */
+    clean = util_utf8_sanitize(msg, strlen(msg));
+    e.code = code;
+    e.message = clean ? clean : (char *)"(out of memory)";
+    e.os_errno = os_errno;
+    r.result_case = RES(ERROR);
+    r.error = &e;
+    rc = conn_send(c, id, 1, &r);
+    free(clean);
+    return rc;
+}
+
+int conn_send_error(conn_t *c, uint64_t id, int code, int os_errno, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    int rc = send_error_v(c, id, code, os_errno, fmt, ap);
+    va_end(ap);
+    return rc;
+}
+
+int conn_send_errno(conn_t *c, uint64_t id, int neg_errno, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    int rc = send_error_v(c, id, dispatch_errno_code(neg_errno), -neg_errno, fmt, ap);
+    va_end(ap);
+    return rc;
+}
+
+/* Write queued blocks until the socket is full or the turn's budget is used.
+ * Returns 0, or -errno on a dead socket. */
+static int queue_write(conn_t *c)
+{
+    size_t budget = WRITE_BUDGET;
+    while (c->qhead && budget) {
+        struct iovec iov[IOV_BATCH];
+        int n = 0;
+        size_t want = 0;
+        for (oblock_t *b = c->qhead; b && n < IOV_BATCH && want < budget; b = b->next) {
+            if (b->len == b->off)
+                continue;
+            iov[n].iov_base = b->data + b->off;
+            iov[n].iov_len = b->len - b->off;
+            want += iov[n].iov_len;
+            n++;
+        }
+        if (!n)
+            break;
+        ssize_t w = writev(c->fd, iov, n);
+        if (w < 0) {
+            if (errno == EINTR)
+                continue;
+            if (errno == EAGAIN || errno == EWOULDBLOCK)
+                return 0;
+            return -errno;
+        }
+        c->last_progress = ev_now(c->loop);
+        c->queued -= (size_t)w;
+        budget = (size_t)w >= budget ? 0 : budget - (size_t)w;
+        size_t left = (size_t)w;
+        while (left && c->qhead) {
+            oblock_t *b = c->qhead;
+            size_t avail = b->len - b->off;
+            if (left < avail) {
+                b->off += left;
+                left = 0;
+                break;
+            }
+            left -= avail;
+            b->off = b->len;
+            /* Keep a partly filled tail block for the next small frames. */
+            if (b == c->qtail && b->cap == BLOCK_SIZE) {
+                b->off = b->len = 0;
+                break;
+            }
+            c->qhead = b->next;
+            if (!c->qhead)
+                c->qtail = NULL;
+            free(b->data);
+            free(b);
+        }
+        if ((size_t)w < want)
+            return 0; /* socket full */
+    }
+    return 0;
+}
+
+static void queue_free(conn_t *c)
+{
+    oblock_t *b = c->qhead, *next;
+    for (; b; b = next) {
+        next = b->next;
+        free(b->data);
+        free(b);
+    }
+    c->qhead = c->qtail = NULL;
+    c->queued = 0;
+}
+
+/* ------------------------------------------------------------ streams */
+
+static void ready_remove(conn_t *c, stream_t *s)
+{
+    if (!s->_ready)
+        return;
+    stream_t **pp = &c->rhead, *prev = NULL;
+    while (*pp && *pp != s) {
+        prev = *pp;
+        pp = &(*pp)->_rnext;
+    }
+    if (*pp) {
+        *pp = s->_rnext;
+        if (c->rtail == s)
+            c->rtail = prev;
+    }
+    s->_rnext = NULL;
+    s->_ready = 0;
+}
+
+static void ready_push(conn_t *c, stream_t *s)
+{
+    s->_ready = 1;
+    s->_rnext = NULL;
+    if (c->rtail)
+        c->rtail->_rnext = s;
+    else
+        c->rhead = s;
+    c->rtail = s;
+}
+
+void stream_wake(stream_t *s)
+{
+    conn_t *c = s->conn;
+    if (!c || c->closing || s->_ready)
+        return;
+    ready_push(c, s);
+    mark_pending(c);
+}
+
+int conn_id_in_flight(conn_t *c, uint64_t id) { return conn_stream_find(c, id) != NULL; }
+
+stream_t *conn_stream_find(conn_t *c, uint64_t id)
+{
+    for (stream_t *s = c->streams; s; s = s->_next)
+        if (s->id == id)
+            return s;
+    return NULL;
+}
+
+int conn_stream_add(conn_t *c, stream_t *s, uint64_t id)
+{
+    if (c->closing)
+        return -EPIPE;
+    if (conn_stream_find(c, id))
+        return -EEXIST;
+    if (c->n_streams >= g_config.max_inflight)
+        return -EMFILE;
+    s->conn = c;
+    s->id = id;
+    s->_prev = NULL;
+    s->_next = c->streams;
+    if (c->streams)
+        c->streams->_prev = s;
+    c->streams = s;
+    c->n_streams++;
+    s->_ready = 0;
+    stream_wake(s);
+    return 0;
+}
+
+static void stream_unlink(conn_t *c, stream_t *s)
+{
+    ready_remove(c, s);
+    if (s->_prev)
+        s->_prev->_next = s->_next;
+    else
+        c->streams = s->_next;
+    if (s->_next)
+        s->_next->_prev = s->_prev;
+    s->_next = s->_prev = NULL;
+    c->n_streams--;
+}
+
+void conn_stream_end(conn_t *c, stream_t *s)
+{
+    stream_unlink(c, s);
+    s->ops->destroy(s);
+}
+
+/* Pull ready streams round-robin until the queue reaches the high-water
+ * mark or nobody has anything. */
+static void pump(conn_t *c)
+{
+    int calls = 0;
+    while (c->rhead && !c->closing && c->queued < g_config.conn_queue_high &&
+           calls++ < PUMP_MAX_CALLS) {
+        stream_t *s = c->rhead;
+        c->rhead = s->_rnext;
+        if (!c->rhead)
+            c->rtail = NULL;
+        s->_rnext = NULL;
+        s->_ready = 0;
+        stream_status_t st = s->ops->next(s);
+        if (c->closing)
+            return;
+        if (st == STREAM_DONE)
+            conn_stream_end(c, s);
+        else if (st == STREAM_MORE && !s->_ready)
+            ready_push(c, s);
+    }
+}
+
+/* ------------------------------------------------------------ input */
+
+static void protocol_error(conn_t *c, int rc, const char *what)
+{
+    log_warn("conn %s (%s): protocol error: %s; closing", c->peer, c->kind, what);
+    conn_send_error(c, 0, CODE(PROTOCOL_ERROR), rc < 0 ? -rc : 0, "%s", what);
+    conn_close_after_flush(c);
+}
+
+/* Parse and dispatch every complete frame in the input buffer, unless the
+ * output queue is over the high-water mark (then input waits). */
+static void process_input(conn_t *c)
+{
+    while (!c->closing && !c->close_after_flush) {
+        uint8_t flags;
+        uint32_t plen;
+        size_t avail = c->in_len - c->in_off;
+        if (c->queued >= g_config.conn_queue_high) {
+            if (!c->paused) {
+                c->paused = 1;
+                ev_io_stop(c->loop, &c->rio);
+            }
+            break;
+        }
+        int rc = frame_header_parse(c->in + c->in_off, avail, g_config.max_frame_size, &flags,
+                                    &plen);
+        if (rc == 0)
+            break;
+        if (rc == -EPROTO) {
+            char msg[96];
+            snprintf(msg, sizeof msg, "frame flags 0x%02x: unknown bits set (only 0x01 is defined)",
+                     c->in[c->in_off]);
+            protocol_error(c, rc, msg);
+            return;
+        }
+        if (rc == -EMSGSIZE) {
+            char msg[128];
+            const uint8_t *h = c->in + c->in_off;
+            snprintf(msg, sizeof msg, "frame length %u exceeds the maximum frame size %u",
+                     (unsigned)h[1] << 24 | (unsigned)h[2] << 16 | (unsigned)h[3] << 8 | h[4],
+                     g_config.max_frame_size);
+            protocol_error(c, rc, msg);
+            return;
+        }
+        if (avail < FRAME_HEADER_SIZE + (size_t)plen)
+            break;
+        ProtobufCMessage *msg = NULL;
+        char err[160];
+        rc = frame_decode(&sandbox__agent__v1__request__descriptor, flags,
+                          c->in + c->in_off + FRAME_HEADER_SIZE, plen, g_config.max_frame_size,
+                          &msg, err, sizeof err);
+        c->in_off += FRAME_HEADER_SIZE + plen;
+        if (rc < 0) {
+            protocol_error(c, rc, err);
+            return;
+        }
+        dispatch_request(c, (const Request *)msg);
+        protobuf_c_message_free_unpacked(msg, NULL);
+    }
+    /* Compact; give back a buffer that grew for one large frame. */
+    if (c->in_off == c->in_len) {
+        c->in_off = c->in_len = 0;
+        if (c->in_cap > 4 * IN_INITIAL) {
+            free(c->in);
+            c->in = NULL;
+            c->in_cap = 0;
+        }
+    }
+}
+
+static void on_read(struct ev_loop *loop, ev_io *w, int revents)
+{
+    conn_t *c = w->data;
+    uint8_t flags;
+    uint32_t plen;
+    size_t need = IN_INITIAL;
+
+    /* Size the buffer for the frame being received, never beyond one
+     * maximum frame: the header was length-checked first. */
+    if (frame_header_parse(c->in + c->in_off, c->in_len - c->in_off, g_config.max_frame_size,
+                           &flags, &plen) == 1)
+        need = SA_MAX(need, FRAME_HEADER_SIZE + (size_t)plen);
+    if (c->in_off && c->in_cap - c->in_len < need) {
+        memmove(c->in, c->in + c->in_off, c->in_len - c->in_off);
+        c->in_len -= c->in_off;
+        c->in_off = 0;
+    }
+    if (c->in_cap - c->in_len < SA_MIN(need, 4096) || c->in_cap < need) {
+        size_t ncap = SA_MAX(c->in_cap, need);
+        uint8_t *nb = realloc(c->in, ncap);
+        if (!nb) {
+            log_error("conn %s: out of memory for input; closing", c->peer);
+            conn_close(c);
+            return;
+        }
+        c->in = nb;
+        c->in_cap = ncap;
+    }
+    ssize_t n = read(c->fd, c->in + c->in_len, c->in_cap - c->in_len);
+    if (n < 0) {
+        if (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR)
+            return;
+        log_info("conn %s (%s): read: %s; closing", c->peer, c->kind, strerror(errno));
+        conn_close(c);
+        return;
+    }
+    if (n == 0) {
+        if (c->in_len > c->in_off)
+            log_info("conn %s (%s): closed mid-frame (%zu bytes unparsed)", c->peer, c->kind,
+                     c->in_len - c->in_off);
+        else
+            log_debug("conn %s (%s): closed by peer", c->peer, c->kind);
+        conn_close(c);
+        return;
+    }
+    c->in_len += (size_t)n;
+    process_input(c);
+    conn_service(c);
+    (void)loop;
+    (void)revents;
+}
+
+/* ------------------------------------------------------------ service */
+
+/* Pull streams, write, resume input when drained, and arm the write watcher
+ * for whatever is left. */
+static void conn_service(conn_t *c)
+{
+    if (c->closing || c->in_service)
+        return;
+    c->in_service = 1;
+    for (int round = 0; round < 2 && !c->closing; round++) {
+        pump(c);
+        if (c->closing)
+            break;
+        int rc = queue_write(c);
+        if (rc < 0) {
+            log_info("conn %s (%s): write: %s; closing", c->peer, c->kind, strerror(-rc));
+            c->in_service = 0;
+            conn_close(c);
+            return;
+        }
+        if (c->paused && c->queued < queue_low()) {
+            c->paused = 0;
+            ev_io_start(c->loop, &c->rio);
+            process_input(c);
+            continue;
+        }
+        break;
+    }
+    c->in_service = 0;
+    if (c->closing)
+        return;
+    if (c->close_after_flush && c->queued == 0) {
+        conn_close(c);
+        return;
+    }
+    if (c->queued || c->rhead) {
+        if (!ev_is_active(&c->wio)) {
+            ev_io_start(c->loop, &c->wio);
+            c->last_progress = ev_now(c->loop);
+            if (g_config.write_timeout_s && !ev_is_active(&c->wtimer)) {
+                ev_timer_set(&c->wtimer, g_config.write_timeout_s, g_config.write_timeout_s);
+                ev_timer_start(c->loop, &c->wtimer);
+            }
+        }
+    } else if (ev_is_active(&c->wio)) {
+        ev_io_stop(c->loop, &c->wio);
+        ev_timer_stop(c->loop, &c->wtimer);
+    }
+}
+
+static void on_write(struct ev_loop *loop, ev_io *w, int revents)
+{
+    conn_service(w->data);
+    (void)loop;
+    (void)revents;
+}
+
+/* A peer that stopped reading for write_timeout_s (a VM restored from a
+ * snapshot leaves such half-open connections) is closed; its streams are
+ * released and the processes they followed carry on. */
+static void on_wtimer(struct ev_loop *loop, ev_timer *w, int revents)
+{
+    conn_t *c = w->data;
+    if (c->queued && ev_now(loop) - c->last_progress >= g_config.write_timeout_s) {
+        log_warn("conn %s (%s): no output consumed for %us (%zu bytes queued); closing",
+                 c->peer, c->kind, g_config.write_timeout_s, c->queued);
+        conn_close(c);
+    } else if (!c->queued && !c->rhead) {
+        ev_timer_stop(loop, w);
+    }
+    (void)revents;
+}
+
+void conn_before_sleep(struct ev_loop *loop)
+{
+    /* Service connections whose streams woke or that queued output. New
+     * wake-ups during service re-add to a fresh list, handled next turn. */
+    conn_t *list = g_pending;
+    g_pending = NULL;
+    while (list) {
+        conn_t *c = list;
+        list = c->next_pending;
+        c->pending = 0;
+        conn_service(c);
+    }
+    while (g_free) {
+        conn_t *c = g_free;
+        g_free = c->next_free;
+        free(c);
+    }
+    (void)loop;
+}
+
+/* ------------------------------------------------------------ close */
+
+void conn_close_after_flush(conn_t *c)
+{
+    if (c->closing)
+        return;
+    c->close_after_flush = 1;
+    ev_io_stop(c->loop, &c->rio);
+    mark_pending(c);
+}
+
+void conn_close(conn_t *c)
+{
+    if (c->closing)
+        return;
+    c->closing = 1;
+    /* Watchers stop before the fd closes, the fd closes before memory is
+     * freed, and the struct itself is freed after this loop turn. */
+    ev_io_stop(c->loop, &c->rio);
+    ev_io_stop(c->loop, &c->wio);
+    ev_timer_stop(c->loop, &c->wtimer);
+    close(c->fd);
+    c->fd = -1;
+    while (c->streams)
+        conn_stream_end(c, c->streams);
+    queue_free(c);
+    free(c->in);
+    c->in = NULL;
+    if (c->prev_all)
+        c->prev_all->next_all = c->next_all;
+    else
+        g_all = c->next_all;
+    if (c->next_all)
+        c->next_all->prev_all = c->prev_all;
+    g_count--;
+    /* Unlink from the pending list, if there. */
+    for (conn_t **pp = &g_pending; *pp; pp = &(*pp)->next_pending) {
+        if (*pp == c) {
+            *pp = c->next_pending;
+            break;
+        }
+    }
+    c->pending = 0;
+    c->next_free = g_free;
+    g_free = c;
+}
+
+void conn_close_all(void)
+{
+    while (g_all)
+        conn_close(g_all);
+}

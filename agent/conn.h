@@ -1,0 +1,68 @@
+/* conn.h - one client connection: input buffer and frame parsing, the
+ * output queue (writev, bounded), its streams by request id, the auth state,
+ * and deferred close. Everything a handler needs to answer goes through
+ * conn_send*(). */
+#ifndef SA_CONN_H
+#define SA_CONN_H
+
+#include "pb.h"
+#include "stream.h"
+
+#include <ev.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+typedef struct conn conn_t;
+
+/* Take ownership of an accepted, non-blocking fd. kind is "unix", "tcp" or
+ * "vsock", used in logs and for keepalive. Returns NULL (fd closed) on OOM. */
+conn_t *conn_new(struct ev_loop *loop, int fd, const char *kind, const char *peer);
+
+/* Queue one response frame. done marks the request's last response.
+ * Returns 0, or -EMSGSIZE when the message does not fit in a frame (the
+ * caller must split it), -ENOMEM, -EPIPE when the connection is closing. */
+int conn_send(conn_t *c, uint64_t id, int done, Response *r);
+/* Queue an Error response (done = true). code is an Error.Code value. */
+int conn_send_error(conn_t *c, uint64_t id, int code, int os_errno, const char *fmt, ...)
+    __attribute__((format(printf, 5, 6)));
+/* Queue an error chosen from a negative errno (see dispatch_errno_code). */
+int conn_send_errno(conn_t *c, uint64_t id, int neg_errno, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
+
+/* Register s as the stream answering id; schedules its first next().
+ * Returns 0, -EEXIST (id in flight), -EMFILE (in-flight limit). On error the
+ * stream is not taken: the caller destroys it. */
+int conn_stream_add(conn_t *c, stream_t *s, uint64_t id);
+stream_t *conn_stream_find(conn_t *c, uint64_t id);
+/* End a stream now (Cancel): destroy without sending anything. */
+void conn_stream_end(conn_t *c, stream_t *s);
+/* An id is in flight (a stream answers it). */
+int conn_id_in_flight(conn_t *c, uint64_t id);
+
+/* Bytes of the largest payload a handler may put in one frame, leaving room
+ * for the envelope. */
+size_t conn_max_payload(const conn_t *c);
+/* Bytes queued for the peer. */
+size_t conn_queued(const conn_t *c);
+
+int conn_authenticated(const conn_t *c);
+void conn_set_authenticated(conn_t *c);
+void conn_set_zlib(conn_t *c, int accept_zlib);
+/* Close after the queued output is flushed (protocol errors, auth). */
+void conn_close_after_flush(conn_t *c);
+/* Close now: cancels streams, frees later. */
+void conn_close(conn_t *c);
+const char *conn_peer(const conn_t *c);
+/* Peer credentials for unix sockets (-1 when unknown). */
+pid_t conn_peer_pid(const conn_t *c);
+uid_t conn_peer_uid(const conn_t *c);
+
+/* Global: number of open connections; close all (shutdown). */
+unsigned conn_count(void);
+void conn_close_all(void);
+/* Per-loop-turn work: flush woken streams, free closed connections. Called
+ * from an ev_prepare watcher that main installs. */
+void conn_before_sleep(struct ev_loop *loop);
+
+#endif

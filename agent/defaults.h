@@ -1,0 +1,23 @@
+/* defaults.h - the default socket address, shared by the agent and
+ * sandboxctl so that both work with no flags. Root uses
+ * /run/sandbox-agent.sock; other users $XDG_RUNTIME_DIR/sandbox-agent.sock,
+ * or /tmp/sandbox-agent-UID.sock without one. */
+#ifndef SA_DEFAULTS_H
+#define SA_DEFAULTS_H
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <unistd.h>
+
+static inline void sa_default_socket(char *buf, size_t len, uid_t uid)
+{
+    const char *xdg = getenv("XDG_RUNTIME_DIR");
+    if (uid == 0)
+        snprintf(buf, len, "/run/sandbox-agent.sock");
+    else if (xdg && xdg[0] == '/')
+        snprintf(buf, len, "%s/sandbox-agent.sock", xdg);
+    else
+        snprintf(buf, len, "/tmp/sandbox-agent-%u.sock", (unsigned)uid);
+}
+
+#endif

@@ -1,0 +1,128 @@
+/* dispatch.c - see dispatch.h. */
+#include "dispatch.h"
+
+#include "config.h"
+#include "control.h"
+#include "fs.h"
+#include "log.h"
+#include "proc.h"
+
+#include <errno.h>
+
+typedef struct route {
+    const char *name;
+    dispatch_handler_fn *fn;
+} route_t;
+
+/* Indexed by Request.op case. */
+static const route_t routes[] = {
+    [OP(HELLO)] = {"hello", control_hello},
+    [OP(PING)] = {"ping", control_ping},
+    [OP(INFO)] = {"info", control_info},
+    [OP(CANCEL)] = {"cancel", control_cancel},
+
+    [OP(START)] = {"start", proc_handle_start},
+    [OP(FOLLOW)] = {"follow", proc_handle_follow},
+    [OP(SIGNAL)] = {"signal", proc_handle_signal},
+    [OP(WRITE_STDIN)] = {"write_stdin", proc_handle_write_stdin},
+    [OP(CLOSE_STDIN)] = {"close_stdin", proc_handle_close_stdin},
+    [OP(RESIZE)] = {"resize", proc_handle_resize},
+    [OP(WAIT)] = {"wait", proc_handle_wait},
+    [OP(LIST_PROCESSES)] = {"list_processes", proc_handle_list},
+    [OP(GET_PROCESS)] = {"get_process", proc_handle_get},
+    [OP(FORGET)] = {"forget", proc_handle_forget},
+
+    [OP(READ_FILE)] = {"read_file", fs_handle_read},
+    [OP(WRITE_FILE)] = {"write_file", fs_handle_write},
+    [OP(LIST_DIR)] = {"list_dir", fs_handle_list},
+    [OP(STAT)] = {"stat", fs_handle_stat},
+    [OP(MKDIR)] = {"mkdir", fs_handle_mkdir},
+    [OP(REMOVE)] = {"remove", fs_handle_remove},
+    [OP(RENAME)] = {"rename", fs_handle_rename},
+    [OP(WATCH)] = {"watch", fs_handle_watch},
+};
+
+int dispatch_errno_code(int neg_errno)
+{
+    switch (-neg_errno) {
+    case 0: return CODE(CODE_UNSPECIFIED);
+    case ENOENT:
+    case ESRCH:
+    case ENXIO: return CODE(NOT_FOUND);
+    case EEXIST: return CODE(ALREADY_EXISTS);
+    case EACCES:
+    case EPERM:
+    case EROFS: return CODE(PERMISSION_DENIED);
+    case ENOSPC:
+    case EDQUOT:
+    case ENOMEM:
+    case EMFILE:
+    case ENFILE:
+    case EAGAIN:
+    case EFBIG: return CODE(RESOURCE_EXHAUSTED);
+    case EISDIR:
+    case ENOTDIR:
+    case ENOTEMPTY:
+    case EBUSY:
+    case ETXTBSY:
+    case EXDEV:
+    case ELOOP: return CODE(FAILED_PRECONDITION);
+    case EINVAL:
+    case ENAMETOOLONG:
+    case E2BIG:
+    case EMSGSIZE:
+    case ERANGE: return CODE(INVALID_ARGUMENT);
+    case ENOSYS:
+    case EOPNOTSUPP: return CODE(UNIMPLEMENTED);
+    case ECANCELED: return CODE(CANCELLED);
+    case ETIMEDOUT: return CODE(DEADLINE_EXCEEDED);
+    case EIO:
+    case EPIPE: return CODE(IO_ERROR);
+    default: return CODE(INTERNAL);
+    }
+}
+
+void dispatch_request(conn_t *c, const Request *req)
+{
+    int op = (int)req->op_case;
+
+    /* The auth gate: with a token configured, the first request must be a
+     * Hello carrying it. Anything else ends the connection. */
+    if (!conn_authenticated(c) && op != OP(HELLO)) {
+        log_warn("conn %s: request before authentication; closing", conn_peer(c));
+        conn_send_error(c, req->id, CODE(UNAUTHENTICATED), 0,
+                        "authentication required: send Hello with the token first");
+        conn_close_after_flush(c);
+        return;
+    }
+    /* A chunk of an upload in flight goes to the stream that owns its id. */
+    if (op == OP(WRITE_DATA)) {
+        stream_t *s = conn_stream_find(c, req->id);
+        if (!s || !s->ops->feed) {
+            conn_send_error(c, req->id, CODE(INVALID_ARGUMENT), 0,
+                            "write_data for id %llu: no upload in flight with that id",
+                            (unsigned long long)req->id);
+            return;
+        }
+        if (s->ops->feed(s, req) == STREAM_DONE)
+            conn_stream_end(c, s);
+        else
+            stream_wake(s);
+        return;
+    }
+    if (op <= 0 || (size_t)op >= sizeof routes / sizeof routes[0] || !routes[op].fn) {
+        conn_send_error(c, req->id, CODE(UNIMPLEMENTED), 0,
+                        "operation %d is not implemented by this agent (protocol version 1)",
+                        op);
+        return;
+    }
+    if (conn_id_in_flight(c, req->id)) {
+        conn_send_error(c, req->id, CODE(INVALID_ARGUMENT), 0,
+                        "request id %llu is already in flight on this connection",
+                        (unsigned long long)req->id);
+        return;
+    }
+    log_debug("conn %s: request %llu %s", conn_peer(c), (unsigned long long)req->id,
+              routes[op].name);
+    routes[op].fn(c, req);
+}

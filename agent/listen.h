@@ -1,0 +1,15 @@
+/* listen.h - the listening sockets (unix, TCP, vsock) and accept. Each
+ * accepted connection becomes a conn. */
+#ifndef SA_LISTEN_H
+#define SA_LISTEN_H
+
+#include <ev.h>
+#include <stddef.h>
+
+/* Open and start listening on addr ("unix:PATH", "tcp:HOST:PORT",
+ * "vsock:PORT"). Returns 0 or -errno with a readable reason in err. */
+int listen_add(struct ev_loop *loop, const char *addr, char *err, size_t errlen);
+/* Stop accepting and close every listener; unix socket files are removed. */
+void listen_close_all(struct ev_loop *loop);
+
+#endif

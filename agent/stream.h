@@ -1,0 +1,53 @@
+/* stream.h - the pull interface behind every long response.
+ *
+ * A request that answers more than once (following output, reading a file,
+ * listing a directory, watching a path, waiting for an exit) becomes a
+ * stream owned by its connection. The connection calls next() only while its
+ * output queue has room, so a slow client costs no memory: the producer
+ * stops, or (for process output) the follower's cursor simply lags.
+ * Producers call stream_wake() when next() may have something new.
+ */
+#ifndef SA_STREAM_H
+#define SA_STREAM_H
+
+#include "pb.h"
+
+#include <stdint.h>
+
+struct conn;
+typedef struct stream stream_t;
+
+typedef enum stream_status {
+    STREAM_WAIT = 0, /* nothing now; the producer will stream_wake() */
+    STREAM_MORE = 1, /* sent something; may have more at once */
+    STREAM_DONE = 2, /* sent the final (done = true) response; destroy me */
+} stream_status_t;
+
+typedef struct stream_ops {
+    const char *name;
+    /* Send at most about one frame with conn_send*(), and say what next. */
+    stream_status_t (*next)(stream_t *s);
+    /* A further request carrying this stream's id (WriteFile's FileData).
+     * NULL: such requests are refused with INVALID_ARGUMENT. The handler
+     * answers errors itself and returns STREAM_DONE to end the stream. */
+    stream_status_t (*feed)(stream_t *s, const Request *req);
+    /* Release everything. Called once: after DONE, on Cancel, or when the
+     * connection closes. Must not send. Frees the stream itself. */
+    void (*destroy)(stream_t *s);
+} stream_ops_t;
+
+struct stream {
+    const stream_ops_t *ops;
+    struct conn *conn;  /* owner; never NULL while registered */
+    uint64_t id;        /* the request id it answers */
+    /* private to conn.c */
+    stream_t *_next, *_prev;   /* all streams of the connection */
+    stream_t *_rnext;          /* ready list */
+    int _ready;
+};
+
+/* The producer has something: schedule next() when the connection has room.
+ * Safe to call any number of times, from any callback. */
+void stream_wake(stream_t *s);
+
+#endif

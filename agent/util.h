@@ -1,0 +1,38 @@
+/* util.h - tiny helpers every module uses: time, intrusive lists, min/max. */
+#ifndef SA_UTIL_H
+#define SA_UTIL_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <time.h>
+
+#define SA_MIN(a, b) ((a) < (b) ? (a) : (b))
+#define SA_MAX(a, b) ((a) > (b) ? (a) : (b))
+#define SA_ARRAY_LEN(a) (sizeof(a) / sizeof((a)[0]))
+#define SA_CONTAINER_OF(ptr, type, member) \
+    ((type *)(void *)((char *)(ptr) - offsetof(type, member)))
+
+static inline uint64_t util_now_unix_nano(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
+}
+
+static inline uint64_t util_now_mono_nano(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
+}
+
+/* Set O_NONBLOCK and FD_CLOEXEC; returns 0 or -errno. */
+int util_set_nonblock_cloexec(int fd);
+
+/* Copy src into a valid UTF-8 string, replacing invalid sequences with
+ * U+FFFD. Returns a malloc'd string or NULL on ENOMEM. */
+char *util_utf8_sanitize(const char *src, size_t len);
+/* 1 if buf[0..len) is valid UTF-8 with no NUL, else 0. */
+int util_utf8_valid(const char *buf, size_t len);
+
+#endif

@@ -1,0 +1,273 @@
+/* sandboxctl.c - the command line people use inside the VM: global flags,
+ * the subcommand table, and the connection-level commands (ping, info). */
+#include "ctl.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+static char g_token[256];
+
+int ctl_connect(ctl_t *ctl)
+{
+    char err[512];
+    ctl->cli = sa_client_connect(ctl->addr, err, sizeof err);
+    if (!ctl->cli) {
+        fprintf(stderr, "sandboxctl: %s\n", err);
+        return -1;
+    }
+    if (sa_client_hello(ctl->cli, ctl->token, "sandboxctl", 1, err, sizeof err) < 0) {
+        fprintf(stderr, "sandboxctl: %s\n", err);
+        sa_client_close(ctl->cli);
+        ctl->cli = NULL;
+        return -1;
+    }
+    return 0;
+}
+
+int ctl_fail(const char *what, const Response *r)
+{
+    if (r && r->result_case == RES(ERROR))
+        fprintf(stderr, "sandboxctl: %s: %s: %s\n", what, sa_error_code_name(r->error->code),
+                r->error->message);
+    else
+        fprintf(stderr, "sandboxctl: %s: unexpected response (result %d)\n", what,
+                r ? (int)r->result_case : -1);
+    return 1;
+}
+
+void ctl_json_string(const char *s)
+{
+    putchar('"');
+    for (const unsigned char *p = (const unsigned char *)s; p && *p; p++) {
+        if (*p == '"' || *p == '\\')
+            printf("\\%c", *p);
+        else if (*p < 0x20)
+            printf("\\u%04x", *p);
+        else
+            putchar(*p);
+    }
+    putchar('"');
+}
+
+static double ms_since(const struct timespec *t0)
+{
+    struct timespec t1;
+    clock_gettime(CLOCK_MONOTONIC, &t1);
+    return (double)(t1.tv_sec - t0->tv_sec) * 1e3 + (double)(t1.tv_nsec - t0->tv_nsec) / 1e6;
+}
+
+static int cmd_ping(ctl_t *ctl, int argc, char **argv)
+{
+    int count = 1;
+    if (argc > 2 || (argc == 2 && (count = atoi(argv[1])) <= 0)) {
+        fprintf(stderr, "usage: sandboxctl ping [COUNT]\n");
+        return 2;
+    }
+    if (ctl_connect(ctl) < 0)
+        return 1;
+    for (int i = 0; i < count; i++) {
+        Request req = REQUEST_INIT;
+        Sandbox__Agent__V1__Ping p = SANDBOX__AGENT__V1__PING__INIT;
+        Response *r = NULL;
+        struct timespec t0;
+        req.op_case = OP(PING);
+        req.ping = &p;
+        clock_gettime(CLOCK_MONOTONIC, &t0);
+        int rc = sa_client_call(ctl->cli, &req, &r, 10000);
+        double ms = ms_since(&t0);
+        if (rc < 0) {
+            fprintf(stderr, "sandboxctl: ping: %s\n", strerror(-rc));
+            return 1;
+        }
+        if (r->result_case != RES(PONG)) {
+            rc = ctl_fail("ping", r);
+            sa_response_free(r);
+            return rc;
+        }
+        if (ctl->json)
+            printf("{\"seq\":%d,\"rtt_ms\":%.3f,\"agent_time_unix_nano\":%llu}\n", i + 1, ms,
+                   (unsigned long long)r->pong->agent_time_unix_nano);
+        else
+            printf("pong from agent: seq=%d time=%.3f ms\n", i + 1, ms);
+        sa_response_free(r);
+    }
+    return 0;
+}
+
+static void human_bytes(uint64_t b, char *out, size_t len)
+{
+    const char *u[] = {"B", "KiB", "MiB", "GiB", "TiB"};
+    double v = (double)b;
+    int i = 0;
+    while (v >= 1024 && i < 4) {
+        v /= 1024;
+        i++;
+    }
+    snprintf(out, len, i ? "%.1f %s" : "%.0f %s", v, u[i]);
+}
+
+static int cmd_info(ctl_t *ctl, int argc, char **argv)
+{
+    Request req = REQUEST_INIT;
+    Sandbox__Agent__V1__GetInfo gi = SANDBOX__AGENT__V1__GET_INFO__INIT;
+    Response *r = NULL;
+    (void)argv;
+    if (argc != 1) {
+        fprintf(stderr, "usage: sandboxctl info\n");
+        return 2;
+    }
+    if (ctl_connect(ctl) < 0)
+        return 1;
+    req.op_case = OP(INFO);
+    req.info = &gi;
+    int rc = sa_client_call(ctl->cli, &req, &r, 10000);
+    if (rc < 0) {
+        fprintf(stderr, "sandboxctl: info: %s\n", strerror(-rc));
+        return 1;
+    }
+    if (r->result_case != RES(INFO)) {
+        rc = ctl_fail("info", r);
+        sa_response_free(r);
+        return rc;
+    }
+    const Info *in = r->info;
+    if (ctl->json) {
+        printf("{\"agent_version\":");
+        ctl_json_string(in->agent_version);
+        printf(",\"protocol_version\":%u,\"hostname\":", in->protocol_version);
+        ctl_json_string(in->hostname);
+        printf(",\"kernel_release\":");
+        ctl_json_string(in->kernel_release);
+        printf(",\"arch\":");
+        ctl_json_string(in->arch);
+        printf(",\"agent_pid\":%u,\"agent_uptime_nano\":%llu,\"boot_time_unix_nano\":%llu,"
+               "\"cpu_count\":%u,\"memory_total_bytes\":%llu,\"memory_available_bytes\":%llu,"
+               "\"load_1\":%.2f,\"load_5\":%.2f,\"load_15\":%.2f,\"open_connections\":%u,"
+               "\"running_processes\":%u,\"kept_processes\":%u,\"kept_output_bytes\":%llu,"
+               "\"agent_rss_bytes\":%llu}\n",
+               in->agent_pid, (unsigned long long)in->agent_uptime_nano,
+               (unsigned long long)in->boot_time_unix_nano, in->cpu_count,
+               (unsigned long long)in->memory_total_bytes,
+               (unsigned long long)in->memory_available_bytes, in->load_1, in->load_5,
+               in->load_15, in->open_connections, in->running_processes, in->kept_processes,
+               (unsigned long long)in->kept_output_bytes, (unsigned long long)in->agent_rss_bytes);
+    } else {
+        char mt[32], ma[32], rss[32], kept[32];
+        human_bytes(in->memory_total_bytes, mt, sizeof mt);
+        human_bytes(in->memory_available_bytes, ma, sizeof ma);
+        human_bytes(in->agent_rss_bytes, rss, sizeof rss);
+        human_bytes(in->kept_output_bytes, kept, sizeof kept);
+        printf("agent:       sandbox-agent %s (protocol %u), pid %u, up %.1f s, rss %s\n",
+               in->agent_version, in->protocol_version, in->agent_pid,
+               (double)in->agent_uptime_nano / 1e9, rss);
+        printf("host:        %s, Linux %s %s, %u CPUs\n", in->hostname, in->kernel_release,
+               in->arch, in->cpu_count);
+        printf("memory:      %s total, %s available\n", mt, ma);
+        printf("load:        %.2f %.2f %.2f\n", in->load_1, in->load_5, in->load_15);
+        printf("connections: %u open\n", in->open_connections);
+        printf("processes:   %u running, %u kept, %s of output kept\n", in->running_processes,
+               in->kept_processes, kept);
+    }
+    sa_response_free(r);
+    return 0;
+}
+
+const ctl_cmd_t ctl_cmds_base[] = {
+    {"ping", cmd_ping, "[COUNT]", "check the agent answers, with the round-trip time"},
+    {"info", cmd_info, "", "show the agent and the machine it runs on"},
+    {NULL, NULL, NULL, NULL},
+};
+
+static const ctl_cmd_t *const g_tables[] = {ctl_cmds_base, ctl_cmds_proc, ctl_cmds_fs};
+
+static void usage(FILE *f)
+{
+    fprintf(f, "usage: sandboxctl [--connect ADDR] [--token-file PATH] [--json] COMMAND [ARGS]\n"
+               "\n"
+               "  --connect ADDR     unix:PATH, PATH, tcp:HOST:PORT or vsock:CID:PORT\n"
+               "                     (default $SANDBOX_AGENT_ADDR, else the agent's default socket)\n"
+               "  --token-file PATH  the agent's token (also $SANDBOX_AGENT_TOKEN)\n"
+               "  --json             machine-readable output\n"
+               "\ncommands:\n");
+    for (size_t t = 0; t < sizeof g_tables / sizeof g_tables[0]; t++)
+        for (const ctl_cmd_t *c = g_tables[t]; c->name; c++)
+            fprintf(f, "  %-7s %-32s %s\n", c->name, c->usage, c->help);
+}
+
+static int read_token(const char *path)
+{
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0) {
+        fprintf(stderr, "sandboxctl: --token-file '%s': %s\n", path, strerror(errno));
+        return -1;
+    }
+    ssize_t n = read(fd, g_token, sizeof g_token - 1);
+    close(fd);
+    if (n < 0) {
+        fprintf(stderr, "sandboxctl: --token-file '%s': %s\n", path, strerror(errno));
+        return -1;
+    }
+    g_token[n] = 0;
+    g_token[strcspn(g_token, "\r\n")] = 0;
+    return 0;
+}
+
+int main(int argc, char **argv)
+{
+    ctl_t ctl = {0};
+    int i = 1;
+
+    for (; i < argc && argv[i][0] == '-'; i++) {
+        const char *a = argv[i];
+        if (!strcmp(a, "--connect") || !strcmp(a, "-c")) {
+            if (++i == argc)
+                goto need_value;
+            ctl.addr = argv[i];
+        } else if (!strncmp(a, "--connect=", 10)) {
+            ctl.addr = a + 10;
+        } else if (!strcmp(a, "--token-file")) {
+            if (++i == argc)
+                goto need_value;
+            if (read_token(argv[i]) < 0)
+                return 2;
+            ctl.token = g_token;
+        } else if (!strcmp(a, "--json")) {
+            ctl.json = 1;
+        } else if (!strcmp(a, "--help") || !strcmp(a, "-h")) {
+            usage(stdout);
+            return 0;
+        } else if (!strcmp(a, "--version")) {
+            printf("sandboxctl %s\n", SANDBOX_AGENT_VERSION);
+            return 0;
+        } else {
+            fprintf(stderr, "sandboxctl: unknown option '%s'\n", a);
+            usage(stderr);
+            return 2;
+        }
+    }
+    if (i == argc) {
+        usage(stderr);
+        return 2;
+    }
+    for (size_t t = 0; t < sizeof g_tables / sizeof g_tables[0]; t++) {
+        for (const ctl_cmd_t *c = g_tables[t]; c->name; c++) {
+            if (!strcmp(c->name, argv[i])) {
+                int rc = c->fn(&ctl, argc - i, argv + i);
+                if (ctl.cli)
+                    sa_client_close(ctl.cli);
+                return rc;
+            }
+        }
+    }
+    fprintf(stderr, "sandboxctl: unknown command '%s'\n", argv[i]);
+    usage(stderr);
+    return 2;
+need_value:
+    fprintf(stderr, "sandboxctl: option '%s' needs a value\n", argv[i - 1]);
+    return 2;
+}
