@@ -60,6 +60,7 @@ struct conn {
     unsigned n_streams;
     stream_t *rhead, *rtail; /* ready to be pulled */
 
+    unsigned holds; /* conn_hold_input() nesting */
     unsigned authed : 1, zlib : 1, closing : 1, close_after_flush : 1, paused : 1,
         pending : 1, in_service : 1;
     conn_t *next_all, *prev_all;
@@ -452,6 +453,8 @@ static void process_input(conn_t *c)
         uint8_t flags;
         uint32_t plen;
         size_t avail = c->in_len - c->in_off;
+        if (c->holds)
+            break;
         if (c->queued >= g_config.conn_queue_high) {
             if (!c->paused) {
                 c->paused = 1;
@@ -579,7 +582,8 @@ static void conn_service(conn_t *c)
         }
         if (c->paused && c->queued < queue_low()) {
             c->paused = 0;
-            ev_io_start(c->loop, &c->rio);
+            if (!c->holds && !c->close_after_flush)
+                ev_io_start(c->loop, &c->rio);
             process_input(c);
             continue;
         }
@@ -648,6 +652,22 @@ void conn_before_sleep(struct ev_loop *loop)
         free(c);
     }
     (void)loop;
+}
+
+void conn_hold_input(conn_t *c, int hold)
+{
+    if (hold) {
+        if (c->holds++ == 0 && !c->paused && !c->closing)
+            ev_io_stop(c->loop, &c->rio);
+        return;
+    }
+    if (!c->holds || --c->holds || c->closing)
+        return;
+    if (!c->paused && !c->close_after_flush)
+        ev_io_start(c->loop, &c->rio);
+    /* Frames already buffered are parsed now, not at the next read. */
+    process_input(c);
+    mark_pending(c);
 }
 
 /* ------------------------------------------------------------ close */

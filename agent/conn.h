@@ -46,6 +46,12 @@ size_t conn_max_payload(const conn_t *c);
 /* Bytes queued for the peer. */
 size_t conn_queued(const conn_t *c);
 
+/* Stop parsing further requests of this connection (hold = 1) until
+ * released (hold = 0): an upload whose previous chunk is still being written
+ * by a worker holds its connection's input, which is the upload's
+ * backpressure. Holds nest: each hold needs its release. */
+void conn_hold_input(conn_t *c, int hold);
+
 int conn_authenticated(const conn_t *c);
 void conn_set_authenticated(conn_t *c);
 void conn_set_zlib(conn_t *c, int accept_zlib);
