@@ -453,7 +453,7 @@ static void process_input(conn_t *c)
         uint8_t flags;
         uint32_t plen;
         size_t avail = c->in_len - c->in_off;
-        if (c->holds)
+        if (c->holds || !c->in)
             break;
         if (c->queued >= g_config.conn_queue_high) {
             if (!c->paused) {
@@ -517,8 +517,8 @@ static void on_read(struct ev_loop *loop, ev_io *w, int revents)
 
     /* Size the buffer for the frame being received, never beyond one
      * maximum frame: the header was length-checked first. */
-    if (frame_header_parse(c->in + c->in_off, c->in_len - c->in_off, g_config.max_frame_size,
-                           &flags, &plen) == 1)
+    if (c->in && frame_header_parse(c->in + c->in_off, c->in_len - c->in_off,
+                                    g_config.max_frame_size, &flags, &plen) == 1)
         need = SA_MAX(need, FRAME_HEADER_SIZE + (size_t)plen);
     if (c->in_off && c->in_cap - c->in_len < need) {
         memmove(c->in, c->in + c->in_off, c->in_len - c->in_off);
