@@ -1,0 +1,20 @@
+#!/bin/sh
+# Installs what building and testing sandbox-agent needs on Debian/Ubuntu.
+# Sourced by run-agent.sh and test.sh; does nothing when all is present.
+set -eu
+SA_PKGS="build-essential cmake pkg-config libev-dev libprotobuf-c-dev protobuf-c-compiler zlib1g-dev"
+if [ "${1:-}" = "test" ]; then
+    SA_PKGS="$SA_PKGS clang libclang-rt-dev python3 python3-protobuf protobuf-compiler util-linux procps socat"
+fi
+missing=""
+for p in $SA_PKGS; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing="$missing $p"
+done
+if [ -n "$missing" ]; then
+    SUDO=""
+    [ "$(id -u)" -eq 0 ] || SUDO="sudo"
+    echo "installing:$missing" >&2
+    $SUDO apt-get update -qq >&2 || true
+    # shellcheck disable=SC2086
+    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends $missing >&2
+fi
