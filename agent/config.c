@@ -12,6 +12,8 @@
 #include <string.h>
 #include <unistd.h>
 
+extern char **environ;
+
 config_t g_config;
 
 void config_defaults(config_t *cfg)
@@ -30,6 +32,7 @@ void config_defaults(config_t *cfg)
     cfg->write_timeout_s = 120;
     cfg->socket_mode = 0600;
     cfg->ready_fd = -1;
+    cfg->oom_score_adj = -1000;
 }
 
 static void usage(FILE *f)
@@ -39,8 +42,9 @@ static void usage(FILE *f)
             "\n"
             "In-guest execution agent: runs processes and moves files for a control plane.\n"
             "\n"
-            "  --listen ADDR          unix:PATH, tcp:HOST:PORT or vsock:PORT (repeatable;\n"
-            "                         default unix:" CONFIG_DEFAULT_SOCKET ")\n"
+            "  --listen ADDR          unix:PATH, tcp:HOST:PORT or vsock[:PORT] (repeatable;\n"
+            "                         default unix:" CONFIG_DEFAULT_SOCKET " for root, vsock\n"
+            "                         port 1024)\n"
             "  --token-file PATH      require this token in Hello (also $SANDBOX_AGENT_TOKEN,\n"
             "                         or sandbox_agent.token= on the kernel command line)\n"
             "  --insecure             allow TCP/vsock listeners without a token\n"
@@ -49,13 +53,18 @@ static void usage(FILE *f)
             "  --max-frame-size N     largest frame payload in bytes (default 4194304)\n"
             "  --max-connections N    (default 1024)\n"
             "  --max-inflight N       streams in flight per connection (default 1024)\n"
+            "  --max-queued-bytes N   output queued per connection before streams pause\n"
+            "                         (default 1048576, at least one frame)\n"
             "  --max-processes N      running processes (default 4096)\n"
             "  --output-window N      default bytes of output kept per process (default 4 MiB)\n"
             "  --max-kept-output N    bytes of output kept for all processes (default 256 MiB)\n"
             "  --exited-ttl SECONDS   forget exited processes after this (default 3600)\n"
             "  --kill-grace-ms N      SIGTERM to SIGKILL delay (default 5000)\n"
             "  --write-timeout S      close connections whose output has not moved (default 120)\n"
-            "  --ready-fd N           write a newline to fd N once listening, then close it\n"
+            "  --ready-fd N           write \"READY=1\\n\" to fd N once listening, then close it\n"
+            "                         ($NOTIFY_SOCKET, sd_notify style, is honoured too)\n"
+            "  --oom-score-adj N      the agent's own OOM score adjustment, -1000..1000\n"
+            "                         (default -1000, or the lowest the kernel allows)\n"
             "  --log-level LEVEL      debug, info, warn, error (default info)\n"
             "  --log-format FORMAT    text or json (default text)\n"
             "  --help, --version\n");
@@ -75,48 +84,130 @@ static int parse_u64(const char *opt, const char *s, uint64_t min, uint64_t max,
     return 0;
 }
 
+static int parse_i64(const char *opt, const char *s, long long min, long long max,
+                     long long *out)
+{
+    char *end;
+    errno = 0;
+    long long v = strtoll(s, &end, 10);
+    if (errno || end == s || *end || v < min || v > max) {
+        fprintf(stderr, "sandbox-agent: %s: '%s' is not a number in [%lld, %lld]\n", opt, s,
+                min, max);
+        return -1;
+    }
+    *out = v;
+    return 0;
+}
+
+/* Permissions are octal whether or not they start with 0, as chmod reads
+ * them; "999" or "0x1ff" are mistakes, not mode 0. */
+static int parse_mode(const char *opt, const char *s, uint32_t *out)
+{
+    char *end;
+    errno = 0;
+    unsigned long v = strtoul(s, &end, 8);
+    if (errno || end == s || *end || s[0] == '-' || s[0] == '+' || v > 07777) {
+        fprintf(stderr, "sandbox-agent: %s: '%s' is not an octal mode in [0, 7777]\n", opt, s);
+        return -1;
+    }
+    *out = (uint32_t)v;
+    return 0;
+}
+
+/* Store a token from any source. Trailing white space (the newline editors
+ * add) is dropped; a token that would not fit is refused rather than cut,
+ * since a cut token would refuse every client that sends the whole one. */
+static int set_token(config_t *cfg, const char *src, size_t len, const char *where)
+{
+    while (len && (src[len - 1] == '\n' || src[len - 1] == '\r' || src[len - 1] == ' ' ||
+                   src[len - 1] == '\t'))
+        len--;
+    if (memchr(src, 0, len)) {
+        fprintf(stderr, "sandbox-agent: %s: the token contains a NUL byte\n", where);
+        return -1;
+    }
+    if (len >= sizeof cfg->token) {
+        fprintf(stderr, "sandbox-agent: %s: the token is longer than %zu bytes\n", where,
+                sizeof cfg->token - 1);
+        return -1;
+    }
+    if (!len) {
+        fprintf(stderr, "sandbox-agent: %s: the token is empty\n", where);
+        return -1;
+    }
+    memcpy(cfg->token, src, len);
+    cfg->token[len] = 0;
+    return 0;
+}
+
 static int read_token_file(config_t *cfg, const char *path)
 {
-    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    char buf[sizeof cfg->token + 64], where[300];
+    size_t n = 0;
+    int fd = open(path, O_RDONLY | O_CLOEXEC), rc;
+
+    snprintf(where, sizeof where, "--token-file '%s'", path);
     if (fd < 0) {
-        fprintf(stderr, "sandbox-agent: --token-file '%s': %s\n", path, strerror(errno));
+        fprintf(stderr, "sandbox-agent: %s: %s\n", where, strerror(errno));
         return -1;
     }
-    ssize_t n = read(fd, cfg->token, sizeof cfg->token - 1);
-    int e = errno;
+    while (n < sizeof buf) {
+        ssize_t r = read(fd, buf + n, sizeof buf - n);
+        if (r < 0 && errno == EINTR)
+            continue;
+        if (r < 0) {
+            int e = errno;
+            close(fd);
+            fprintf(stderr, "sandbox-agent: %s: %s\n", where, strerror(e));
+            return -1;
+        }
+        if (r == 0)
+            break;
+        n += (size_t)r;
+    }
     close(fd);
-    if (n < 0) {
-        fprintf(stderr, "sandbox-agent: --token-file '%s': %s\n", path, strerror(e));
-        return -1;
-    }
-    cfg->token[n] = 0;
-    cfg->token[strcspn(cfg->token, "\r\n")] = 0;
-    if (!cfg->token[0]) {
-        fprintf(stderr, "sandbox-agent: --token-file '%s': the file is empty\n", path);
-        return -1;
-    }
-    return 0;
+    rc = set_token(cfg, buf, n, where);
+    /* The copy on the stack is not left behind. */
+    memset(buf, 0, sizeof buf);
+    return rc;
+}
+
+/* Remove $SANDBOX_AGENT_TOKEN from the environment. unsetenv() only drops
+ * the pointer: the bytes stay in the block the kernel copied at exec, which
+ * /proc/PID/environ shows, so they are overwritten first. */
+static void scrub_env_token(void)
+{
+    static const char key[] = "SANDBOX_AGENT_TOKEN=";
+    for (char **e = environ; e && *e; e++)
+        if (!strncmp(*e, key, sizeof key - 1))
+            memset(*e + sizeof key - 1, 0, strlen(*e + sizeof key - 1));
+    unsetenv("SANDBOX_AGENT_TOKEN");
 }
 
 /* sandbox_agent.token=... on the kernel command line, for images whose boot
  * configuration is the only channel the control plane has. */
-static void token_from_cmdline(config_t *cfg)
+static int token_from_cmdline(config_t *cfg)
 {
     char buf[4096];
     int fd = open("/proc/cmdline", O_RDONLY | O_CLOEXEC);
     if (fd < 0)
-        return;
+        return 0;
     ssize_t n = read(fd, buf, sizeof buf - 1);
     close(fd);
     if (n <= 0)
-        return;
+        return 0;
     buf[n] = 0;
-    for (char *tok = strtok(buf, " \n"); tok; tok = strtok(NULL, " \n")) {
+    for (char *save = NULL, *tok = strtok_r(buf, " \t\n", &save); tok;
+         tok = strtok_r(NULL, " \t\n", &save)) {
         if (!strncmp(tok, "sandbox_agent.token=", 20)) {
-            snprintf(cfg->token, sizeof cfg->token, "%s", tok + 20);
-            return;
+            if (set_token(cfg, tok + 20, strlen(tok + 20),
+                          "sandbox_agent.token= (kernel command line)") < 0)
+                return -1;
+            break;
         }
     }
+    memset(buf, 0, sizeof buf);
+    return 0;
 }
 
 int config_parse(config_t *cfg, int argc, char **argv)
@@ -124,7 +215,8 @@ int config_parse(config_t *cfg, int argc, char **argv)
     enum {
         O_LISTEN = 256, O_TOKEN_FILE, O_INSECURE, O_SOCKET_MODE, O_SOCKET_GROUP, O_MAX_FRAME,
         O_MAX_CONN, O_MAX_INFLIGHT, O_MAX_PROC, O_WINDOW, O_MAX_KEPT, O_TTL, O_GRACE,
-        O_WTIMEOUT, O_READY_FD, O_LOG_LEVEL, O_LOG_FORMAT, O_HELP, O_VERSION,
+        O_WTIMEOUT, O_READY_FD, O_LOG_LEVEL, O_LOG_FORMAT, O_HELP, O_VERSION, O_OOM,
+        O_MAX_QUEUED,
     };
     static const struct option opts[] = {
         {"listen", required_argument, NULL, O_LISTEN},
@@ -135,6 +227,8 @@ int config_parse(config_t *cfg, int argc, char **argv)
         {"max-frame-size", required_argument, NULL, O_MAX_FRAME},
         {"max-connections", required_argument, NULL, O_MAX_CONN},
         {"max-inflight", required_argument, NULL, O_MAX_INFLIGHT},
+        {"max-queued-bytes", required_argument, NULL, O_MAX_QUEUED},
+        {"oom-score-adj", required_argument, NULL, O_OOM},
         {"max-processes", required_argument, NULL, O_MAX_PROC},
         {"output-window", required_argument, NULL, O_WINDOW},
         {"max-kept-output", required_argument, NULL, O_MAX_KEPT},
@@ -150,11 +244,13 @@ int config_parse(config_t *cfg, int argc, char **argv)
     };
     int c, have_token_file = 0;
     uint64_t v;
+    long long sv;
 
     config_defaults(cfg);
     opterr = 0;
     optind = 1;
     while ((c = getopt_long(argc, argv, ":", opts, NULL)) != -1) {
+        /* getopt has moved past the option (and its value, if separate). */
         const char *name = optind > 0 && optind <= argc ? argv[optind - 1] : "?";
         switch (c) {
         case O_LISTEN:
@@ -162,6 +258,15 @@ int config_parse(config_t *cfg, int argc, char **argv)
                 fprintf(stderr, "sandbox-agent: at most %d --listen addresses\n",
                         CONFIG_MAX_LISTEN);
                 return -1;
+            }
+            /* Bare "vsock" means the documented default port. */
+            if (!strcmp(optarg, "vsock") || !strcmp(optarg, "vsock:")) {
+                static char vdef[CONFIG_MAX_LISTEN][24];
+                snprintf(vdef[cfg->n_listen], sizeof vdef[0], "vsock:%u",
+                         CONFIG_DEFAULT_VSOCK_PORT);
+                cfg->listen[cfg->n_listen] = vdef[cfg->n_listen];
+                cfg->n_listen++;
+                break;
             }
             if (strncmp(optarg, "unix:", 5) && strncmp(optarg, "tcp:", 4) &&
                 strncmp(optarg, "vsock:", 6)) {
@@ -180,12 +285,16 @@ int config_parse(config_t *cfg, int argc, char **argv)
             break;
         case O_INSECURE: cfg->insecure = 1; break;
         case O_SOCKET_MODE:
-            if (parse_u64("--socket-mode", optarg, 0, 07777, &v) < 0)
+            if (parse_mode("--socket-mode", optarg, &cfg->socket_mode) < 0)
                 return -1;
-            /* Octal even without a leading 0, as chmod reads it. */
-            cfg->socket_mode = (uint32_t)strtoul(optarg, NULL, 8);
             break;
-        case O_SOCKET_GROUP: cfg->socket_group = optarg; break;
+        case O_SOCKET_GROUP:
+            if (!optarg[0]) {
+                fprintf(stderr, "sandbox-agent: --socket-group: empty group name\n");
+                return -1;
+            }
+            cfg->socket_group = optarg;
+            break;
         case O_MAX_FRAME:
             if (parse_u64("--max-frame-size", optarg, 64 * 1024, 1u << 30, &v) < 0)
                 return -1;
@@ -200,6 +309,17 @@ int config_parse(config_t *cfg, int argc, char **argv)
             if (parse_u64("--max-inflight", optarg, 1, 1u << 20, &v) < 0)
                 return -1;
             cfg->max_inflight = (uint32_t)v;
+            break;
+        case O_MAX_QUEUED:
+            if (parse_u64("--max-queued-bytes", optarg, 64 * 1024, 1ull << 32, &v) < 0)
+                return -1;
+            cfg->conn_queue_high = (size_t)v;
+            break;
+        case O_OOM:
+            if (parse_i64("--oom-score-adj", optarg, -1000, 1000, &sv) < 0)
+                return -1;
+            cfg->oom_score_adj = (int)sv;
+            cfg->oom_score_adj_set = 1;
             break;
         case O_MAX_PROC:
             if (parse_u64("--max-processes", optarg, 1, 1u << 22, &v) < 0)
@@ -274,13 +394,18 @@ int config_parse(config_t *cfg, int argc, char **argv)
     }
     if (!have_token_file) {
         const char *t = getenv("SANDBOX_AGENT_TOKEN");
-        if (t && *t)
-            snprintf(cfg->token, sizeof cfg->token, "%s", t);
-        else
-            token_from_cmdline(cfg);
+        if (t && *t) {
+            if (set_token(cfg, t, strlen(t), "$SANDBOX_AGENT_TOKEN") < 0) {
+                scrub_env_token();
+                return -1;
+            }
+        } else if (token_from_cmdline(cfg) < 0) {
+            scrub_env_token();
+            return -1;
+        }
     }
-    /* Children must never see the token. */
-    unsetenv("SANDBOX_AGENT_TOKEN");
+    /* Children must never see the token, nor anyone reading /proc. */
+    scrub_env_token();
     if (cfg->n_listen == 0) {
         static char def[300];
         char path[256];

@@ -31,13 +31,17 @@ typedef struct config {
     uint32_t socket_mode;
     const char *socket_group;
     int ready_fd;                   /* -1: none */
+    int oom_score_adj;              /* wanted for the agent itself, -1000..1000 */
+    int oom_score_adj_set;          /* given on the command line */
 } config_t;
 
 extern config_t g_config;
 
 /* Fill cfg from argv, environment and /proc/cmdline. Returns 0 to run,
  * 1 when --help/--version was printed (exit 0), -1 after printing an error
- * (exit 2). */
+ * (exit 2). $SANDBOX_AGENT_TOKEN is removed from the environment and its
+ * bytes wiped from the initial environment block (/proc/self/environ), so
+ * neither children nor readers of /proc see it. */
 int config_parse(config_t *cfg, int argc, char **argv);
 void config_defaults(config_t *cfg);
 

@@ -31,7 +31,10 @@ typedef struct listener {
     ev_timer backoff; /* EMFILE: stop accepting for a moment */
     int fd;
     char kind[8];
+    char name[160]; /* the bound address, for logs ("tcp:127.0.0.1:41234") */
     char path[sizeof(((struct sockaddr_un *)0)->sun_path)]; /* unix only */
+    dev_t dev;      /* the socket file we created: removed only if still ours */
+    ino_t ino;
     struct listener *next;
 } listener_t;
 
@@ -55,6 +58,15 @@ static void refuse(int fd, int code, const char *msg)
             /* the peer is gone already; nothing to tell */
         }
         free(buf);
+    }
+    /* Closing a TCP socket with unread input sends a reset, which can make
+     * the peer drop the error frame unread: end our side first and discard
+     * what the client already sent (its Hello, typically). */
+    shutdown(fd, SHUT_WR);
+    for (int i = 0; i < 4; i++) {
+        char sink[4096];
+        if (read(fd, sink, sizeof sink) <= 0)
+            break;
     }
     close(fd);
 }
@@ -88,6 +100,28 @@ static void peer_name(const struct sockaddr_storage *ss, char *out, size_t outle
     }
 }
 
+/* The address a listener actually bound (port 0 picks one), for the log. */
+static void bound_name(listener_t *l)
+{
+    struct sockaddr_storage ss;
+    socklen_t sl = sizeof ss;
+    char addr[96];
+    if (l->path[0]) {
+        snprintf(l->name, sizeof l->name, "unix:%s", l->path);
+        return;
+    }
+    if (getsockname(l->fd, (struct sockaddr *)&ss, &sl) < 0) {
+        snprintf(l->name, sizeof l->name, "%s:?", l->kind);
+        return;
+    }
+    if (ss.ss_family == AF_VSOCK) {
+        snprintf(l->name, sizeof l->name, "vsock:%u", ((struct sockaddr_vm *)&ss)->svm_port);
+        return;
+    }
+    peer_name(&ss, addr, sizeof addr);
+    snprintf(l->name, sizeof l->name, "%s:%s", l->kind, addr);
+}
+
 static void on_backoff(struct ev_loop *loop, ev_timer *w, int revents)
 {
     listener_t *l = w->data;
@@ -106,13 +140,15 @@ static void on_accept(struct ev_loop *loop, ev_io *w, int revents)
         if (fd < 0) {
             if (errno == EINTR || errno == ECONNABORTED)
                 continue;
-            if (errno == EMFILE || errno == ENFILE) {
-                /* Out of descriptors: take one connection with the reserve
-                 * descriptor to tell it why, then pause accepting briefly
-                 * instead of spinning on a listener that stays readable. */
-                log_warn("accept on %s: %s; refusing connections for 100ms", l->kind,
-                         strerror(errno));
-                if (g_reserve_fd >= 0) {
+            if (errno == EMFILE || errno == ENFILE || errno == ENOBUFS || errno == ENOMEM) {
+                /* Out of descriptors or memory: take one connection with the
+                 * reserve descriptor to tell it why, then pause accepting
+                 * briefly instead of spinning on a listener that stays
+                 * readable. */
+                int e = errno;
+                log_warn("accept on %s: %s; refusing connections for 100ms", l->name,
+                         strerror(e));
+                if (g_reserve_fd >= 0 && (e == EMFILE || e == ENFILE)) {
                     close(g_reserve_fd);
                     g_reserve_fd = -1;
                     int tmp = accept4(l->fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
@@ -127,12 +163,12 @@ static void on_accept(struct ev_loop *loop, ev_io *w, int revents)
                 return;
             }
             if (errno != EAGAIN && errno != EWOULDBLOCK)
-                log_warn("accept on %s: %s", l->kind, strerror(errno));
+                log_warn("accept on %s: %s", l->name, strerror(errno));
             return;
         }
         if (conn_count() >= g_config.max_connections) {
-            log_warn("connection refused: %u connections open (--max-connections)",
-                     conn_count());
+            log_warn("connection on %s refused: %u connections open (--max-connections %u)",
+                     l->name, conn_count(), g_config.max_connections);
             refuse(fd, CODE(RESOURCE_EXHAUSTED),
                    "too many connections: the agent's --max-connections limit is reached");
             continue;
@@ -141,8 +177,10 @@ static void on_accept(struct ev_loop *loop, ev_io *w, int revents)
             set_keepalive(fd);
         peer_name(&ss, peer, sizeof peer);
         conn_t *c = conn_new(loop, fd, l->kind, peer);
+        /* For unix sockets the peer is "pid=.. uid=.. gid=.." (SO_PEERCRED):
+         * who connected is worth a line at the default level. */
         if (c)
-            log_debug("conn %s (%s): accepted", conn_peer(c), l->kind);
+            log_info("conn %s (%s): accepted on %s", conn_peer(c), l->kind, l->name);
     }
     (void)revents;
 }
@@ -157,24 +195,34 @@ static int unix_stale(const char *path)
         return errno == ENOENT ? 0 : -errno;
     if (!S_ISSOCK(st.st_mode))
         return -EEXIST;
-    int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    /* Non-blocking: a live agent with a full backlog answers EAGAIN instead
+     * of making us wait. Only "nobody listens" (ECONNREFUSED) proves the
+     * file stale; EACCES and the rest leave it alone. */
+    int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
     if (fd < 0)
         return -errno;
     memset(&sa, 0, sizeof sa);
     sa.sun_family = AF_UNIX;
     snprintf(sa.sun_path, sizeof sa.sun_path, "%s", path);
-    int rc = connect(fd, (struct sockaddr *)&sa, sizeof sa);
+    int rc = connect(fd, (struct sockaddr *)&sa, sizeof sa) < 0 ? errno : 0;
     close(fd);
-    if (rc == 0)
+    if (rc == 0 || rc == EAGAIN || rc == EINPROGRESS)
         return -EADDRINUSE;
-    unlink(path);
+    if (rc == ENOENT)
+        return 0;
+    if (rc != ECONNREFUSED)
+        return -rc;
+    if (unlink(path) < 0 && errno != ENOENT)
+        return -errno;
+    log_info("unix socket '%s': removed a stale socket file nobody listens on", path);
     return 0;
 }
 
 static int open_unix(listener_t *l, const char *path, char *err, size_t errlen)
 {
     struct sockaddr_un sa;
-    int fd = -1, rc;
+    struct stat st;
+    int fd = -1, rc, bound = 0;
 
     if (strlen(path) >= sizeof sa.sun_path || !path[0]) {
         snprintf(err, errlen, "unix socket path '%s': empty or longer than %zu bytes", path,
@@ -198,31 +246,49 @@ static int open_unix(listener_t *l, const char *path, char *err, size_t errlen)
     mode_t old = umask(0777 & ~g_config.socket_mode);
     rc = bind(fd, (struct sockaddr *)&sa, sizeof sa);
     umask(old);
-    if (rc < 0)
+    if (rc < 0) {
+        if (errno == EADDRINUSE) {
+            /* Another agent bound it between our check and our bind. */
+            snprintf(err, errlen, "unix socket path '%s': another agent is listening there",
+                     path);
+            rc = -EADDRINUSE;
+            goto out;
+        }
         goto fail;
+    }
+    bound = 1;
     if (chmod(path, g_config.socket_mode) < 0)
         goto fail;
     if (g_config.socket_group) {
+        /* A group name, else a numeric gid. getpwnam/getgrnam in a static
+         * binary reach NSS only through /etc/group (see packaging/README). */
         struct group *gr = getgrnam(g_config.socket_group);
-        char *end;
-        gid_t gid = gr ? gr->gr_gid : (gid_t)strtoul(g_config.socket_group, &end, 10);
-        if (!gr && *end) {
+        char *end = NULL;
+        unsigned long g = gr ? gr->gr_gid : strtoul(g_config.socket_group, &end, 10);
+        if (!gr && (!end || *end || end == g_config.socket_group || g > 0xfffffffeUL)) {
             snprintf(err, errlen, "--socket-group '%s': no such group", g_config.socket_group);
-            close(fd);
-            unlink(path);
-            return -ENOENT;
+            rc = -ENOENT;
+            goto out;
         }
-        if (chown(path, (uid_t)-1, gid) < 0)
+        if (chown(path, (uid_t)-1, (gid_t)g) < 0)
             goto fail;
     }
     if (listen(fd, 512) < 0)
         goto fail;
+    if (lstat(path, &st) == 0) {
+        l->dev = st.st_dev;
+        l->ino = st.st_ino;
+    }
     snprintf(l->path, sizeof l->path, "%s", path);
     l->fd = fd;
     return 0;
 fail:
     rc = -errno;
     snprintf(err, errlen, "unix socket '%s': %s", path, strerror(errno));
+out:
+    /* A socket file we created and could not finish is not left behind. */
+    if (bound)
+        unlink(path);
     if (fd >= 0)
         close(fd);
     return rc;
@@ -248,6 +314,18 @@ static int open_tcp(listener_t *l, const char *hostport, char *err, size_t errle
     memset(&hints, 0, sizeof hints);
     hints.ai_socktype = SOCK_STREAM;
     hints.ai_flags = AI_PASSIVE | AI_NUMERICSERV;
+    for (const char *p = colon + 1; *p; p++) {
+        if (*p < '0' || *p > '9' || p - colon > 5) {
+            snprintf(err, errlen, "tcp address '%s': port '%s' is not a number in [0, 65535]",
+                     hostport, colon + 1);
+            return -EINVAL;
+        }
+    }
+    if (atoi(colon + 1) > 65535) {
+        snprintf(err, errlen, "tcp address '%s': port '%s' is not a number in [0, 65535]",
+                 hostport, colon + 1);
+        return -EINVAL;
+    }
     if ((rc = getaddrinfo(host, colon + 1, &hints, &ai)) != 0) {
         snprintf(err, errlen, "tcp address '%s': %s", hostport, gai_strerror(rc));
         return -EINVAL;
@@ -277,7 +355,7 @@ static int open_vsock(listener_t *l, const char *portstr, char *err, size_t errl
     unsigned long port = strtoul(portstr, &end, 10);
     int fd, rc;
 
-    if (!*portstr || *end || port > 0xffffffffUL) {
+    if (!*portstr || *end || portstr[0] == '-' || portstr[0] == '+' || port > 0xffffffffUL) {
         snprintf(err, errlen, "vsock address 'vsock:%s': expected vsock:PORT", portstr);
         return -EINVAL;
     }
@@ -296,12 +374,27 @@ static int open_vsock(listener_t *l, const char *portstr, char *err, size_t errl
     sa.svm_port = (unsigned)port;
     if (bind(fd, (struct sockaddr *)&sa, sizeof sa) < 0 || listen(fd, 512) < 0) {
         rc = -errno;
-        snprintf(err, errlen, "vsock:%lu: %s", port, strerror(errno));
+        snprintf(err, errlen, "vsock:%lu: %s%s", port, strerror(errno),
+                 errno == EADDRNOTAVAIL ? " (no vsock transport is loaded for guests)" : "");
         close(fd);
         return rc;
     }
     l->fd = fd;
     return 0;
+}
+
+size_t listen_describe(char *buf, size_t len)
+{
+    size_t o = 0;
+    if (len)
+        buf[0] = 0;
+    for (listener_t *l = g_listeners; l && o < len; l = l->next) {
+        int n = snprintf(buf + o, len - o, "%s%s", o ? ", " : "", l->name);
+        if (n < 0)
+            break;
+        o += (size_t)n;
+    }
+    return o < len ? o : len;
 }
 
 int listen_add(struct ev_loop *loop, const char *addr, char *err, size_t errlen)
@@ -339,13 +432,18 @@ int listen_add(struct ev_loop *loop, const char *addr, char *err, size_t errlen)
     }
     if (g_reserve_fd < 0)
         g_reserve_fd = open("/dev/null", O_RDONLY | O_CLOEXEC);
+    bound_name(l);
+    log_info("listening on %s", l->name);
     ev_io_init(&l->io, on_accept, l->fd, EV_READ);
     l->io.data = l;
     ev_init(&l->backoff, on_backoff);
     l->backoff.data = l;
     ev_io_start(loop, &l->io);
-    l->next = g_listeners;
-    g_listeners = l;
+    /* Appended, so logs list the listeners in the order of the flags. */
+    listener_t **tail = &g_listeners;
+    while (*tail)
+        tail = &(*tail)->next;
+    *tail = l;
     return 0;
 }
 
@@ -357,8 +455,13 @@ void listen_close_all(struct ev_loop *loop)
         ev_io_stop(loop, &l->io);
         ev_timer_stop(loop, &l->backoff);
         close(l->fd);
-        if (l->path[0])
-            unlink(l->path);
+        /* Remove the socket file only if it is still the one we created: a
+         * newer agent may have replaced it. */
+        if (l->path[0]) {
+            struct stat st;
+            if (lstat(l->path, &st) == 0 && st.st_dev == l->dev && st.st_ino == l->ino)
+                unlink(l->path);
+        }
         free(l);
     }
     if (g_reserve_fd >= 0) {

@@ -9,6 +9,9 @@
 /* Open and start listening on addr ("unix:PATH", "tcp:HOST:PORT",
  * "vsock:PORT"). Returns 0 or -errno with a readable reason in err. */
 int listen_add(struct ev_loop *loop, const char *addr, char *err, size_t errlen);
+/* The bound addresses, comma-separated ("unix:/run/x.sock, tcp:0.0.0.0:7000"),
+ * for the start-up log line. Returns the length written. */
+size_t listen_describe(char *buf, size_t len);
 /* Stop accepting and close every listener; unix socket files are removed. */
 void listen_close_all(struct ev_loop *loop);
 

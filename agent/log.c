@@ -1,6 +1,9 @@
 /* log.c - see log.h. Lines are assembled in one buffer and written with a
  * single write(2) so concurrent writers (children inheriting stderr) do not
- * interleave inside a line. */
+ * interleave inside a line. Messages quote what clients sent (names, paths),
+ * so control characters are escaped in both formats: a client cannot forge a
+ * log line with a newline, and JSON lines stay valid JSON (invalid UTF-8
+ * becomes U+FFFD). */
 #include "log.h"
 
 #include <stdarg.h>
@@ -31,9 +34,79 @@ int log_level_parse(const char *s)
 
 int log_enabled(enum log_level level) { return level >= g_level; }
 
+/* Length of the valid UTF-8 sequence at p (at most n bytes), or 0. */
+static size_t utf8_seq(const unsigned char *p, size_t n)
+{
+    size_t len;
+    unsigned cp;
+    if (p[0] < 0x80)
+        return 1;
+    if (p[0] >= 0xc2 && p[0] <= 0xdf) {
+        len = 2;
+        cp = p[0] & 0x1fu;
+    } else if (p[0] >= 0xe0 && p[0] <= 0xef) {
+        len = 3;
+        cp = p[0] & 0x0fu;
+    } else if (p[0] >= 0xf0 && p[0] <= 0xf4) {
+        len = 4;
+        cp = p[0] & 0x07u;
+    } else {
+        return 0;
+    }
+    if (n < len)
+        return 0;
+    for (size_t i = 1; i < len; i++) {
+        if ((p[i] & 0xc0) != 0x80)
+            return 0;
+        cp = cp << 6 | (p[i] & 0x3fu);
+    }
+    /* Overlong forms, surrogates and beyond U+10FFFF are not UTF-8. */
+    if ((len == 3 && cp < 0x800) || (len == 4 && (cp < 0x10000 || cp > 0x10ffff)) ||
+        (cp >= 0xd800 && cp <= 0xdfff))
+        return 0;
+    return len;
+}
+
+/* Escape msg into out (always NUL-terminated). */
+static void escape(const char *msg, char *out, size_t outlen, int json)
+{
+    const unsigned char *p = (const unsigned char *)msg;
+    size_t n = strlen(msg), o = 0;
+
+    while (n && o + 8 < outlen) {
+        if (*p == '\n' || *p == '\r' || *p == '\t') {
+            out[o++] = '\\';
+            out[o++] = *p == '\n' ? 'n' : *p == '\r' ? 'r' : 't';
+            p++, n--;
+        } else if (*p < 0x20 || *p == 0x7f) {
+            o += (size_t)snprintf(out + o, outlen - o, json ? "\\u%04x" : "\\x%02x", *p);
+            p++, n--;
+        } else if (json && (*p == '"' || *p == '\\')) {
+            out[o++] = '\\';
+            out[o++] = (char)*p++;
+            n--;
+        } else if (json && *p >= 0x80) {
+            size_t len = utf8_seq(p, n);
+            if (!len) {
+                o += (size_t)snprintf(out + o, outlen - o, "\\ufffd");
+                p++, n--;
+            } else {
+                memcpy(out + o, p, len);
+                o += len;
+                p += len;
+                n -= len;
+            }
+        } else {
+            out[o++] = (char)*p++;
+            n--;
+        }
+    }
+    out[o] = 0;
+}
+
 void log_msg(enum log_level level, const char *fmt, ...)
 {
-    char msg[1024], line[2300];
+    char msg[1024], esc[2100], line[2300];
     struct timespec ts;
     struct tm tm;
     va_list ap;
@@ -44,33 +117,25 @@ void log_msg(enum log_level level, const char *fmt, ...)
     va_start(ap, fmt);
     vsnprintf(msg, sizeof msg, fmt, ap);
     va_end(ap);
+    escape(msg, esc, sizeof esc, g_json);
     clock_gettime(CLOCK_REALTIME, &ts);
     gmtime_r(&ts.tv_sec, &tm);
     if (g_json) {
-        char esc[2100];
-        size_t o = 0;
-        for (const unsigned char *p = (const unsigned char *)msg; *p && o < sizeof esc - 7; p++) {
-            if (*p == '"' || *p == '\\') {
-                esc[o++] = '\\';
-                esc[o++] = (char)*p;
-            } else if (*p < 0x20) {
-                o += (size_t)snprintf(esc + o, sizeof esc - o, "\\u%04x", *p);
-            } else {
-                esc[o++] = (char)*p;
-            }
-        }
-        esc[o] = 0;
         n = snprintf(line, sizeof line,
-                     "{\"ts\":\"%04d-%02d-%02dT%02d:%02d:%02d.%06ldZ\",\"level\":\"%s\",\"msg\":\"%s\"}\n",
+                     "{\"ts\":\"%04d-%02d-%02dT%02d:%02d:%02d.%06ldZ\",\"level\":\"%s\","
+                     "\"pid\":%d,\"msg\":\"%s\"}\n",
                      tm.tm_year + 1900, tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min,
-                     tm.tm_sec, ts.tv_nsec / 1000, level_names[level], esc);
+                     tm.tm_sec, ts.tv_nsec / 1000, level_names[level], (int)getpid(), esc);
     } else {
         n = snprintf(line, sizeof line, "%04d-%02d-%02dT%02d:%02d:%02d.%06ldZ %-5s %s\n",
                      tm.tm_year + 1900, tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min,
-                     tm.tm_sec, ts.tv_nsec / 1000, level_names[level], msg);
+                     tm.tm_sec, ts.tv_nsec / 1000, level_names[level], esc);
     }
-    if (n > (int)sizeof line - 1)
+    if (n > (int)sizeof line - 1) {
+        /* Cut, but keep the line a line. */
         n = (int)sizeof line - 1;
+        line[n - 1] = '\n';
+    }
     if (n > 0 && write(STDERR_FILENO, line, (size_t)n) < 0) {
         /* nowhere left to report a failing stderr */
     }

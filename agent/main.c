@@ -1,5 +1,6 @@
 /* main.c - sandbox-agent: flags to config, listeners, signals, the loop,
- * shutdown. */
+ * shutdown; the agent's own OOM score, readiness (--ready-fd and
+ * $NOTIFY_SOCKET) and the rules for running as PID 1. */
 #include "config.h"
 #include "conn.h"
 #include "control.h"
@@ -10,15 +11,30 @@
 
 #include <ev.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <signal.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
+#include <sys/un.h>
 #include <unistd.h>
 
 static ev_signal g_sigterm, g_sigint;
 static ev_prepare g_prepare;
 static int g_shutting_down;
+static char g_notify_socket[sizeof(((struct sockaddr_un *)0)->sun_path) + 1];
+
+/* Signals a user process might send that would end the agent by default.
+ * They are logged and otherwise ignored: a handler, not SIG_IGN, because an
+ * ignored disposition would be inherited by every command the agent runs. */
+static const int g_benign_signals[] = {SIGHUP, SIGUSR1, SIGUSR2};
+/* As PID 1 the kernel already drops default-action signals sent from inside
+ * the namespace; these get a handler anyway, so they show in the log. */
+static const int g_init_signals[] = {SIGQUIT, SIGALRM, SIGVTALRM, SIGPROF, SIGPWR};
+static ev_signal g_benign_w[sizeof g_benign_signals / sizeof g_benign_signals[0] +
+                            sizeof g_init_signals / sizeof g_init_signals[0]];
 
 static void on_prepare(struct ev_loop *loop, ev_prepare *w, int revents)
 {
@@ -32,16 +48,114 @@ static void on_processes_gone(struct ev_loop *loop)
     ev_break(loop, EVBREAK_ALL);
 }
 
+/* sd_notify without libsystemd: one datagram to $NOTIFY_SOCKET (a path, or
+ * an abstract name starting with '@'). Best effort: readiness is also
+ * visible as the socket accepting. */
+static void notify(const char *msg)
+{
+    struct sockaddr_un sa;
+    size_t len = strlen(g_notify_socket);
+    int fd;
+
+    if (!len)
+        return;
+    memset(&sa, 0, sizeof sa);
+    sa.sun_family = AF_UNIX;
+    memcpy(sa.sun_path, g_notify_socket, len);
+    if (sa.sun_path[0] == '@')
+        sa.sun_path[0] = 0;
+    if ((fd = socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0)) < 0) {
+        log_warn("NOTIFY_SOCKET: socket: %s", strerror(errno));
+        return;
+    }
+    if (sendto(fd, msg, strlen(msg), MSG_NOSIGNAL, (struct sockaddr *)&sa,
+               (socklen_t)(offsetof(struct sockaddr_un, sun_path) + len)) < 0)
+        log_warn("NOTIFY_SOCKET '%s': %s", g_notify_socket, strerror(errno));
+    close(fd);
+}
+
+/* Take $NOTIFY_SOCKET for ourselves: the commands we run must not tell the
+ * service manager they are the agent. */
+static void notify_setup(void)
+{
+    const char *ns = getenv("NOTIFY_SOCKET");
+    if (ns && (ns[0] == '/' || ns[0] == '@') && strlen(ns) < sizeof g_notify_socket - 1)
+        snprintf(g_notify_socket, sizeof g_notify_socket, "%s", ns);
+    else if (ns && ns[0])
+        log_warn("NOTIFY_SOCKET '%s': not a path or abstract name; ignored", ns);
+    unsetenv("NOTIFY_SOCKET");
+}
+
+static int oom_write(int fd, int v)
+{
+    char buf[16];
+    int n = snprintf(buf, sizeof buf, "%d", v);
+    if (lseek(fd, 0, SEEK_SET) < 0)
+        return -errno;
+    return write(fd, buf, (size_t)n) == n ? 0 : -errno;
+}
+
+/* Make the kernel's OOM killer pick user processes before the agent, which
+ * must keep answering when the workload eats the memory. Lowering needs
+ * CAP_SYS_RESOURCE; without it, the lowest value the kernel allows (the
+ * minimum a privileged ancestor set) is found by bisection. Children set
+ * their own back to 0 before exec. */
+static void oom_adjust(int want)
+{
+    char buf[16] = "";
+    int fd = open("/proc/self/oom_score_adj", O_RDWR | O_CLOEXEC);
+    int cur, rc;
+
+    if (fd < 0) {
+        log_warn("oom_score_adj: /proc/self/oom_score_adj: %s; left as is", strerror(errno));
+        return;
+    }
+    if (read(fd, buf, sizeof buf - 1) <= 0) {
+        log_warn("oom_score_adj: read: %s; left as is", strerror(errno));
+        close(fd);
+        return;
+    }
+    cur = atoi(buf);
+    if ((rc = oom_write(fd, want)) == 0) {
+        log_info("oom_score_adj set to %d (was %d)", want, cur);
+    } else if ((rc == -EACCES || rc == -EPERM) && want < cur) {
+        int lo = want, hi = cur; /* lo refused, hi allowed */
+        while (hi - lo > 1) {
+            int mid = lo + (hi - lo) / 2;
+            if (oom_write(fd, mid) == 0)
+                hi = mid;
+            else
+                lo = mid;
+        }
+        oom_write(fd, hi);
+        log_info("oom_score_adj %d needs CAP_SYS_RESOURCE; set to %d, the lowest allowed "
+                 "(was %d)", want, hi, cur);
+    } else {
+        log_warn("oom_score_adj %d: %s; left at %d", want, strerror(-rc), cur);
+    }
+    close(fd);
+}
+
+static void on_benign_signal(struct ev_loop *loop, ev_signal *w, int revents)
+{
+    log_info("signal %d (%s) ignored: only SIGTERM and SIGINT stop the agent", w->signum,
+             strsignal(w->signum));
+    (void)loop;
+    (void)revents;
+}
+
 static void on_signal(struct ev_loop *loop, ev_signal *w, int revents)
 {
     if (g_shutting_down) {
-        log_warn("signal %d during shutdown: exiting now", w->signum);
+        log_warn("signal %d (%s) during shutdown: exiting now", w->signum,
+                 strsignal(w->signum));
         ev_break(loop, EVBREAK_ALL);
         return;
     }
     g_shutting_down = 1;
-    log_info("signal %d: shutting down (stop accepting, cancel requests, stop processes)",
-             w->signum);
+    notify("STOPPING=1");
+    log_info("signal %d (%s): shutting down (stop accepting, cancel requests, stop processes)",
+             w->signum, strsignal(w->signum));
     /* Stop accepting, then end every connection: a stream in flight gets no
      * more responses, which its client sees as the connection closing. */
     listen_close_all(loop);
@@ -61,8 +175,21 @@ int main(int argc, char **argv)
         return 0;
     if (rc < 0)
         return 2;
+    /* A wrong --ready-fd is a mistake in the caller's command line: say so
+     * now rather than leave the caller waiting for a readiness never sent.
+     * Close-on-exec, so no child inherits it. */
+    if (g_config.ready_fd >= 0 && fcntl(g_config.ready_fd, F_SETFD, FD_CLOEXEC) < 0) {
+        fprintf(stderr, "sandbox-agent: --ready-fd %d: %s\n", g_config.ready_fd,
+                strerror(errno));
+        return 2;
+    }
     log_setup((enum log_level)g_config.log_level, g_config.log_json);
     control_set_start_time();
+    notify_setup();
+    if (getpid() == 1)
+        log_info("running as PID 1: reaping orphans; SIGTERM/SIGINT shut down; other signals "
+                 "are ignored; nothing is mounted");
+    oom_adjust(g_config.oom_score_adj);
 
     /* A peer that vanishes mid-write must not kill the agent; children get
      * SIGPIPE back to default before exec. */
@@ -92,22 +219,34 @@ int main(int argc, char **argv)
     ev_signal_init(&g_sigint, on_signal, SIGINT);
     ev_signal_start(loop, &g_sigterm);
     ev_signal_start(loop, &g_sigint);
+    {
+        size_t n = 0;
+        for (size_t i = 0; i < sizeof g_benign_signals / sizeof g_benign_signals[0]; i++, n++)
+            ev_signal_init(&g_benign_w[n], on_benign_signal, g_benign_signals[i]);
+        if (getpid() == 1)
+            for (size_t i = 0; i < sizeof g_init_signals / sizeof g_init_signals[0]; i++, n++)
+                ev_signal_init(&g_benign_w[n], on_benign_signal, g_init_signals[i]);
+        for (size_t i = 0; i < n; i++)
+            ev_signal_start(loop, &g_benign_w[i]);
+    }
     ev_prepare_init(&g_prepare, on_prepare);
     ev_prepare_start(loop, &g_prepare);
 
     {
-        char where[1024] = "";
-        size_t o = 0;
-        for (int i = 0; i < g_config.n_listen && o < sizeof where; i++)
-            o += (size_t)snprintf(where + o, sizeof where - o, "%s%s", i ? ", " : "",
-                                  g_config.listen[i]);
-        log_info("sandbox-agent %s listening on %s (pid %d%s)", SANDBOX_AGENT_VERSION, where,
-                 (int)getpid(), g_config.token[0] ? ", token required" : "");
+        char where[1024];
+        listen_describe(where, sizeof where);
+        log_info("sandbox-agent %s ready on %s (pid %d, %s)", SANDBOX_AGENT_VERSION, where,
+                 (int)getpid(), g_config.token[0] ? "token required" : "no token");
     }
     if (g_config.ready_fd >= 0) {
         if (write(g_config.ready_fd, "READY=1\n", 8) < 0)
             log_warn("--ready-fd %d: %s", g_config.ready_fd, strerror(errno));
         close(g_config.ready_fd);
+    }
+    {
+        char msg[64];
+        snprintf(msg, sizeof msg, "READY=1\nMAINPID=%d", (int)getpid());
+        notify(msg);
     }
 
     ev_run(loop, 0);
