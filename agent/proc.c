@@ -1,32 +1,1492 @@
-/* proc.c - placeholder until the process table lands: every process
- * operation answers UNIMPLEMENTED. */
+/* proc.c - see proc.h.
+ *
+ * Lifecycle of a process record:
+ *   spawned -> running (pipes read into its outlog)
+ *   leader reaped -> draining: read until EOF, or until DRAIN_IDLE_MS pass
+ *                    with no data (a grandchild keeps the pipe open)
+ *   pipes closed  -> final: ProcessExit goes to followers and waiters; the
+ *                    record joins the exited list (oldest first) and is kept
+ *                    until forgotten, exited_ttl_s passes, or the total cap
+ *                    on kept output needs its room.
+ * A record is freed when it has left the table and no stream holds it.
+ *
+ * Reaping: one ev_child watcher on pid 0 sees every child libev reaps with
+ * waitpid(-1), so orphans re-parented to the agent (a child subreaper, or
+ * PID 1) are reaped too.
+ */
 #include "proc.h"
 
-#include <errno.h>
+#include "config.h"
+#include "log.h"
+#include "outlog.h"
+#include "spawn.h"
+#include "user.h"
+#include "util.h"
 
-int proc_init(struct ev_loop *loop) { (void)loop; return 0; }
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/ioctl.h>
+#include <sys/prctl.h>
+#include <sys/wait.h>
+#include <termios.h>
+#include <unistd.h>
+
+#define HASH_SIZE 1024
+#define READ_SIZE (128 * 1024)
+#define PIPE_BIG (1 << 20)
+#define DRAIN_IDLE_MS 100
+#define STASH_SIZE 64
+#define META_OVERHEAD 512
+#define DEFAULT_PATH "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+#define MIN_WINDOW 4096
+
+#define ST(x) SANDBOX__AGENT__V1__STREAM__##x
+
+typedef Sandbox__Agent__V1__StartProcess StartProcess;
+
+enum pkind { PS_FOLLOW, PS_WAIT, PS_WRITE };
+
+typedef struct proc proc_t;
+
+/* A stream that answers a request about one process. */
+typedef struct pstream {
+    stream_t base;
+    proc_t *p;
+    enum pkind kind;
+    struct pstream *next, *prev; /* the process's followers and waiters */
+    /* follow */
+    outlog_cursor_t cur;
+    int attached, lines, no_wait;
+    /* write: the data, copied once from the request */
+    uint8_t *data;
+    size_t len, off;
+    int result; /* 0 pending, 1 written, -errno failed */
+    int queued;
+    struct pstream *wnext;
+} pstream_t;
+
+struct proc {
+    pid_t pid;
+    unsigned refs;
+    int in_table;
+    proc_t *hnext;
+    proc_t *next, *prev;   /* all in the table, start order */
+    proc_t *enext, *eprev; /* exited, exit order */
+    char *tag, *command, *cwd, *user;
+    char **args;
+    size_t n_args;
+    size_t meta;
+    int pty, stdin_pipe, lossless;
+    int running, final, status, timed_out, read_paused, big_pipes;
+    uint64_t started, ended, ended_mono;
+    int fd_out, fd_err, fd_in; /* pty: fd_out is the master, fd_in -1 */
+    ev_io r_out, r_err, w_in;
+    ev_timer t_timeout, t_kill, t_drain;
+    uint32_t kill_grace_ms;
+    uint8_t veof;
+    outlog_t log;
+    pstream_t *streams;
+    pstream_t *wq_head, *wq_tail;
+    int close_stdin_pending;
+};
+
+static struct ev_loop *g_loop;
+static ev_child g_child;
+static ev_timer g_ttl, g_shutdown_kill;
+static proc_t *g_hash[HASH_SIZE];
+static proc_t *g_all_head, *g_all_tail;
+static proc_t *g_exited_head, *g_exited_tail;
+static unsigned g_running, g_kept;
+static uint64_t g_kept_bytes, g_kept_meta;
+static int g_devnull = -1;
+static int g_reset_oom;
+static void (*g_shutdown_done)(struct ev_loop *);
+static uint8_t g_rbuf[READ_SIZE];
+static uint8_t g_scratch[OUTLOG_LINE_MAX];
+
+/* Exits of pids not (yet) in the table: orphans, mostly. */
+static struct {
+    pid_t pid;
+    int status;
+    uint64_t mono;
+} g_stash[STASH_SIZE];
+static unsigned g_stash_next;
+
+static void finalize(proc_t *p);
+static void enforce_caps(void);
+
+unsigned proc_count_running(void) { return g_running; }
+unsigned proc_count_kept(void) { return g_kept; }
+uint64_t proc_kept_output_bytes(void) { return g_kept_bytes; }
+
+/* ------------------------------------------------------------ table */
+
+static proc_t *find_pid(uint32_t pid)
+{
+    for (proc_t *p = g_hash[pid % HASH_SIZE]; p; p = p->hnext)
+        if ((uint32_t)p->pid == pid)
+            return p;
+    return NULL;
+}
+
+/* The newest process with this tag, a running one first. */
+static proc_t *find_tag(const char *tag)
+{
+    proc_t *best = NULL;
+    for (proc_t *p = g_all_tail; p; p = p->prev) {
+        if (!p->tag || strcmp(p->tag, tag))
+            continue;
+        if (p->running)
+            return p;
+        if (!best)
+            best = p;
+    }
+    return best;
+}
+
+static void table_add(proc_t *p)
+{
+    unsigned h = (unsigned)p->pid % HASH_SIZE;
+    p->hnext = g_hash[h];
+    g_hash[h] = p;
+    p->prev = g_all_tail;
+    p->next = NULL;
+    if (g_all_tail)
+        g_all_tail->next = p;
+    else
+        g_all_head = p;
+    g_all_tail = p;
+    p->in_table = 1;
+    p->refs++;
+}
+
+static void proc_free(proc_t *p)
+{
+    /* Watchers stop before the fds close, fds close before memory goes. */
+    ev_io_stop(g_loop, &p->r_out);
+    ev_io_stop(g_loop, &p->r_err);
+    ev_io_stop(g_loop, &p->w_in);
+    ev_timer_stop(g_loop, &p->t_timeout);
+    ev_timer_stop(g_loop, &p->t_kill);
+    ev_timer_stop(g_loop, &p->t_drain);
+    if (p->fd_out >= 0)
+        close(p->fd_out);
+    if (p->fd_err >= 0)
+        close(p->fd_err);
+    if (p->fd_in >= 0)
+        close(p->fd_in);
+    outlog_free(&p->log);
+    for (size_t i = 0; i < p->n_args; i++)
+        free(p->args[i]);
+    free(p->args);
+    free(p->tag);
+    free(p->command);
+    free(p->cwd);
+    free(p->user);
+    free(p);
+}
+
+static void unref(proc_t *p)
+{
+    if (--p->refs == 0)
+        proc_free(p);
+}
+
+/* Take an exited process out of the table (forget, TTL, cap). */
+static void table_remove(proc_t *p)
+{
+    if (!p->in_table)
+        return;
+    for (proc_t **pp = &g_hash[(unsigned)p->pid % HASH_SIZE]; *pp; pp = &(*pp)->hnext) {
+        if (*pp == p) {
+            *pp = p->hnext;
+            break;
+        }
+    }
+    if (p->prev)
+        p->prev->next = p->next;
+    else
+        g_all_head = p->next;
+    if (p->next)
+        p->next->prev = p->prev;
+    else
+        g_all_tail = p->prev;
+    if (p->final) {
+        if (p->eprev)
+            p->eprev->enext = p->enext;
+        else
+            g_exited_head = p->enext;
+        if (p->enext)
+            p->enext->eprev = p->eprev;
+        else
+            g_exited_tail = p->eprev;
+        g_kept--;
+    }
+    g_kept_meta -= p->meta;
+    p->in_table = 0;
+    unref(p);
+}
+
+/* ------------------------------------------------------------ streams */
+
+static void wake_streams(proc_t *p, int followers_only)
+{
+    for (pstream_t *s = p->streams; s; s = s->next)
+        if (!followers_only || s->kind == PS_FOLLOW)
+            stream_wake(&s->base);
+}
+
+static void attach_stream(proc_t *p, pstream_t *s)
+{
+    s->p = p;
+    p->refs++;
+    s->prev = NULL;
+    s->next = p->streams;
+    if (p->streams)
+        p->streams->prev = s;
+    p->streams = s;
+}
+
+static void reading_resume(proc_t *p)
+{
+    if (!p->read_paused)
+        return;
+    p->read_paused = 0;
+    if (p->fd_out >= 0)
+        ev_io_start(g_loop, &p->r_out);
+    if (p->fd_err >= 0)
+        ev_io_start(g_loop, &p->r_err);
+    if (!p->running && !p->final)
+        ev_timer_again(g_loop, &p->t_drain);
+}
+
+static void pstream_destroy(stream_t *base)
+{
+    pstream_t *s = (pstream_t *)base;
+    proc_t *p = s->p;
+    if (p) {
+        if (s->kind == PS_FOLLOW && s->attached && outlog_detach(&p->log, &s->cur))
+            reading_resume(p);
+        if (s->kind == PS_WRITE && s->queued) {
+            /* Leave the stdin queue; what was written stays written. */
+            for (pstream_t **pp = &p->wq_head, *prev = NULL; *pp; prev = *pp, pp = &(*pp)->wnext) {
+                if (*pp == s) {
+                    *pp = s->wnext;
+                    if (p->wq_tail == s)
+                        p->wq_tail = prev;
+                    break;
+                }
+            }
+            if (!p->wq_head)
+                ev_io_stop(g_loop, &p->w_in);
+        }
+        if (s->kind != PS_WRITE) {
+            if (s->prev)
+                s->prev->next = s->next;
+            else
+                p->streams = s->next;
+            if (s->next)
+                s->next->prev = s->prev;
+        }
+        unref(p);
+    }
+    free(s->data);
+    free(s);
+}
+
+static void fill_exit(const proc_t *p, ProcessExit *e)
+{
+    if (WIFSIGNALED(p->status)) {
+        e->signal = WTERMSIG(p->status);
+        e->exit_code = 128 + e->signal;
+        e->core_dumped = WCOREDUMP(p->status) ? 1 : 0;
+    } else {
+        e->exit_code = WEXITSTATUS(p->status);
+    }
+    e->ended_at_unix_nano = p->ended;
+    e->timed_out = p->timed_out ? 1 : 0;
+    e->total_output_bytes = p->log.next_seq;
+}
+
+static stream_status_t send_exit(pstream_t *s)
+{
+    Response r = RESPONSE_INIT;
+    ProcessExit e = SANDBOX__AGENT__V1__PROCESS_EXIT__INIT;
+    fill_exit(s->p, &e);
+    r.result_case = RES(EXIT);
+    r.exit = &e;
+    conn_send(s->base.conn, s->base.id, 1, &r);
+    return STREAM_DONE;
+}
+
+static stream_status_t send_ack(conn_t *c, uint64_t id)
+{
+    Response r = RESPONSE_INIT;
+    Ack ack = SANDBOX__AGENT__V1__ACK__INIT;
+    r.result_case = RES(ACK);
+    r.ack = &ack;
+    conn_send(c, id, 1, &r);
+    return STREAM_DONE;
+}
+
+static stream_status_t follow_next(stream_t *base)
+{
+    pstream_t *s = (pstream_t *)base;
+    proc_t *p = s->p;
+    outlog_item_t it;
+    Response r = RESPONSE_INIT;
+    int rc = 0;
+
+    outlog_peek(&p->log, &s->cur, conn_max_payload(base->conn), s->lines, p->final, g_scratch,
+                &it);
+    if (it.kind == OUTLOG_GAP) {
+        OutputGap g = SANDBOX__AGENT__V1__OUTPUT_GAP__INIT;
+        g.from_sequence = it.from_seq;
+        g.to_sequence = it.to_seq;
+        r.result_case = RES(GAP);
+        r.gap = &g;
+        for (int st = 0; st < OUTLOG_STREAMS && rc == 0; st++) {
+            if (!it.skipped[st])
+                continue;
+            g.stream = (Sandbox__Agent__V1__Stream)st;
+            g.skipped_bytes = it.skipped[st];
+            rc = conn_send(base->conn, base->id, 0, &r);
+        }
+    } else if (it.kind == OUTLOG_DATA) {
+        OutputEvent ev = SANDBOX__AGENT__V1__OUTPUT_EVENT__INIT;
+        ev.stream = (Sandbox__Agent__V1__Stream)it.stream;
+        ev.data.data = (uint8_t *)it.data;
+        ev.data.len = it.len;
+        ev.sequence = it.seq;
+        ev.offset = it.offset;
+        ev.timestamp_unix_nano = it.ts;
+        r.result_case = RES(OUTPUT);
+        r.output = &ev;
+        rc = conn_send(base->conn, base->id, 0, &r);
+    } else if (p->final) {
+        return send_exit(s);
+    } else if (s->no_wait) {
+        return send_ack(base->conn, base->id);
+    } else {
+        return STREAM_WAIT;
+    }
+    if (rc < 0)
+        return STREAM_WAIT; /* the connection is closing */
+    if (outlog_consume(&p->log, &s->cur, &it))
+        reading_resume(p);
+    return STREAM_MORE;
+}
+
+static stream_status_t wait_next(stream_t *base)
+{
+    pstream_t *s = (pstream_t *)base;
+    return s->p->final ? send_exit(s) : STREAM_WAIT;
+}
+
+static stream_status_t write_next(stream_t *base)
+{
+    pstream_t *s = (pstream_t *)base;
+    if (s->result == 0)
+        return STREAM_WAIT;
+    if (s->result > 0)
+        return send_ack(base->conn, base->id);
+    conn_send_errno(base->conn, base->id, s->result == -EPIPE ? -EPIPE : s->result,
+                    "stdin of process %d: %s", (int)s->p->pid,
+                    s->result == -EPIPE ? "closed (the process exited or closed it)"
+                                        : strerror(-s->result));
+    return STREAM_DONE;
+}
+
+static const stream_ops_t follow_ops = {"follow", follow_next, NULL, pstream_destroy};
+static const stream_ops_t wait_ops = {"wait", wait_next, NULL, pstream_destroy};
+static const stream_ops_t write_ops = {"write_stdin", write_next, NULL, pstream_destroy};
+
+static pstream_t *pstream_new(const stream_ops_t *ops, enum pkind kind)
+{
+    pstream_t *s = calloc(1, sizeof *s);
+    if (s) {
+        s->base.ops = ops;
+        s->kind = kind;
+    }
+    return s;
+}
+
+/* ------------------------------------------------------------ stdin */
+
+static void stdin_close(proc_t *p)
+{
+    ev_io_stop(g_loop, &p->w_in);
+    if (p->fd_in >= 0) {
+        close(p->fd_in);
+        p->fd_in = -1;
+    }
+    p->close_stdin_pending = 0;
+}
+
+static int stdin_fd(const proc_t *p) { return p->pty ? p->fd_out : p->fd_in; }
+
+static void stdin_fail_all(proc_t *p, int err)
+{
+    while (p->wq_head) {
+        pstream_t *s = p->wq_head;
+        p->wq_head = s->wnext;
+        s->queued = 0;
+        s->result = err;
+        stream_wake(&s->base);
+    }
+    p->wq_tail = NULL;
+    ev_io_stop(g_loop, &p->w_in);
+}
+
+/* Write queued stdin data while the pipe accepts it. */
+static void stdin_pump(proc_t *p)
+{
+    int fd = stdin_fd(p);
+    while (p->wq_head) {
+        pstream_t *s = p->wq_head;
+        ssize_t n = write(fd, s->data + s->off, s->len - s->off);
+        if (n < 0) {
+            if (errno == EINTR)
+                continue;
+            if (errno == EAGAIN)
+                break;
+            stdin_fail_all(p, -errno);
+            if (!p->pty)
+                stdin_close(p);
+            return;
+        }
+        s->off += (size_t)n;
+        if (s->off == s->len) {
+            p->wq_head = s->wnext;
+            if (!p->wq_head)
+                p->wq_tail = NULL;
+            s->queued = 0;
+            s->result = 1;
+            stream_wake(&s->base);
+        }
+    }
+    if (p->wq_head) {
+        ev_io_start(g_loop, &p->w_in);
+        return;
+    }
+    ev_io_stop(g_loop, &p->w_in);
+    if (p->close_stdin_pending)
+        stdin_close(p);
+}
+
+static void on_stdin_writable(struct ev_loop *loop, ev_io *w, int revents)
+{
+    stdin_pump(w->data);
+    (void)loop;
+    (void)revents;
+}
+
+/* ------------------------------------------------------------ output */
+
+static void close_output(proc_t *p, ev_io *w, int *fd)
+{
+    ev_io_stop(g_loop, w);
+    if (*fd >= 0) {
+        close(*fd);
+        *fd = -1;
+    }
+}
+
+static void on_output(struct ev_loop *loop, ev_io *w, int revents)
+{
+    proc_t *p = w->data;
+    int is_err = w == &p->r_err;
+    int *fd = is_err ? &p->fd_err : &p->fd_out;
+    int stream = is_err ? ST(STDERR) : p->pty ? ST(PTY) : ST(STDOUT);
+    ssize_t n = read(*fd, g_rbuf, sizeof g_rbuf);
+
+    if (n > 0) {
+        if (outlog_append(&p->log, stream, g_rbuf, (size_t)n, (uint64_t)(ev_now(loop) * 1e9)) < 0)
+            log_error("process %d: out of memory for output; %zd bytes dropped", (int)p->pid, n);
+        /* A process that fills the pipe gets a bigger one: fewer wakeups
+         * for bulk output, no cost for short commands. */
+        if (!p->big_pipes && (size_t)n >= 65536 && !p->pty) {
+            p->big_pipes = 1;
+            if (p->fd_out >= 0)
+                fcntl(p->fd_out, F_SETPIPE_SZ, PIPE_BIG);
+            if (p->fd_err >= 0)
+                fcntl(p->fd_err, F_SETPIPE_SZ, PIPE_BIG);
+        }
+        wake_streams(p, 1);
+        if (outlog_paused(&p->log)) {
+            p->read_paused = 1;
+            ev_io_stop(loop, &p->r_out);
+            ev_io_stop(loop, &p->r_err);
+            ev_timer_stop(loop, &p->t_drain);
+        } else if (!p->running) {
+            ev_timer_again(loop, &p->t_drain);
+        }
+        if (g_kept_bytes + g_kept_meta > g_config.max_kept_output)
+            enforce_caps();
+        return;
+    }
+    if (n < 0 && (errno == EAGAIN || errno == EINTR))
+        return;
+    /* EOF; EIO is a PTY whose slave side every process closed. */
+    if (n < 0 && errno != EIO)
+        log_warn("process %d: read %s: %s", (int)p->pid, is_err ? "stderr" : "stdout",
+                 strerror(errno));
+    close_output(p, w, fd);
+    if (p->pty)
+        stdin_fail_all(p, -EIO); /* its stdin was that pty */
+    if (!p->running && p->fd_out < 0 && p->fd_err < 0)
+        finalize(p);
+    (void)revents;
+}
+
+/* The leader exited DRAIN_IDLE_MS ago with no output since: whatever still
+ * holds the pipes (a background grandchild) no longer holds the exit. */
+static void on_drain_idle(struct ev_loop *loop, ev_timer *w, int revents)
+{
+    proc_t *p = w->data;
+    close_output(p, &p->r_out, &p->fd_out);
+    close_output(p, &p->r_err, &p->fd_err);
+    finalize(p);
+    (void)loop;
+    (void)revents;
+}
+
+/* ------------------------------------------------------------ lifecycle */
+
+static void on_ttl(struct ev_loop *loop, ev_timer *w, int revents)
+{
+    uint64_t now = util_now_mono_nano();
+    uint64_t ttl = (uint64_t)g_config.exited_ttl_s * 1000000000ull;
+    while (g_exited_head && g_exited_head->ended_mono + ttl <= now)
+        table_remove(g_exited_head);
+    if (g_exited_head) {
+        double left = (double)(g_exited_head->ended_mono + ttl - now) / 1e9;
+        ev_timer_set(w, left + 0.001, 0);
+        ev_timer_start(loop, w);
+    }
+    (void)revents;
+}
+
+/* Over the total cap: exited processes go, oldest first. */
+static void enforce_caps(void)
+{
+    while (g_exited_head && g_kept_bytes + g_kept_meta > g_config.max_kept_output)
+        table_remove(g_exited_head);
+}
+
+static void finalize(proc_t *p)
+{
+    if (p->final)
+        return;
+    p->final = 1;
+    ev_timer_stop(g_loop, &p->t_drain);
+    ev_timer_stop(g_loop, &p->t_timeout);
+    stdin_fail_all(p, -EPIPE);
+    if (p->pty) {
+        close_output(p, &p->r_out, &p->fd_out);
+    }
+    stdin_close(p);
+    wake_streams(p, 0);
+    if (!p->in_table)
+        return;
+    p->eprev = g_exited_tail;
+    p->enext = NULL;
+    if (g_exited_tail)
+        g_exited_tail->enext = p;
+    else
+        g_exited_head = p;
+    g_exited_tail = p;
+    g_kept++;
+    if (!ev_is_active(&g_ttl)) {
+        ev_timer_set(&g_ttl, (double)g_config.exited_ttl_s + 0.001, 0);
+        ev_timer_start(g_loop, &g_ttl);
+    }
+    enforce_caps(); /* may free p */
+}
+
+static void drop_all(void)
+{
+    ev_timer_stop(g_loop, &g_ttl);
+    while (g_all_head) {
+        proc_t *p = g_all_head;
+        if (!p->final) {
+            /* Shutdown: no one reads any more. */
+            p->final = 1;
+            stdin_fail_all(p, -EPIPE);
+            p->eprev = g_exited_tail;
+            p->enext = NULL;
+            if (g_exited_tail)
+                g_exited_tail->enext = p;
+            else
+                g_exited_head = p;
+            g_exited_tail = p;
+            g_kept++;
+        }
+        table_remove(p);
+    }
+}
+
+static void shutdown_check(void)
+{
+    if (g_shutdown_done && g_running == 0) {
+        void (*done)(struct ev_loop *) = g_shutdown_done;
+        g_shutdown_done = NULL;
+        ev_timer_stop(g_loop, &g_shutdown_kill);
+        ev_child_stop(g_loop, &g_child);
+        drop_all();
+        done(g_loop);
+    }
+}
+
+static void leader_exited(proc_t *p, int status)
+{
+    p->running = 0;
+    p->status = status;
+    p->ended = util_now_unix_nano();
+    p->ended_mono = util_now_mono_nano();
+    g_running--;
+    ev_timer_stop(g_loop, &p->t_timeout);
+    /* t_kill keeps running after a timeout: the group's stragglers get
+     * SIGKILL too. */
+    if (WIFSIGNALED(status))
+        log_debug("process %d killed by signal %d", (int)p->pid, WTERMSIG(status));
+    else
+        log_debug("process %d exited %d", (int)p->pid, WEXITSTATUS(status));
+    if (p->fd_out < 0 && p->fd_err < 0) {
+        finalize(p);
+    } else if (!p->read_paused) {
+        ev_timer_set(&p->t_drain, DRAIN_IDLE_MS / 1000.0, DRAIN_IDLE_MS / 1000.0);
+        ev_timer_again(g_loop, &p->t_drain);
+    }
+    shutdown_check();
+}
+
+static void on_child(struct ev_loop *loop, ev_child *w, int revents)
+{
+    proc_t *p = find_pid((uint32_t)w->rpid);
+    if (p && p->running) {
+        leader_exited(p, w->rstatus);
+    } else {
+        /* An orphan the agent inherited, or (in principle) a child whose
+         * record is not in the table yet: keep its status briefly. */
+        unsigned i = g_stash_next++ % STASH_SIZE;
+        g_stash[i].pid = w->rpid;
+        g_stash[i].status = w->rstatus;
+        g_stash[i].mono = util_now_mono_nano();
+        log_debug("reaped pid %d (not started by a request), status 0x%x", (int)w->rpid,
+                  w->rstatus);
+    }
+    (void)loop;
+    (void)revents;
+}
+
+static void on_timeout(struct ev_loop *loop, ev_timer *w, int revents)
+{
+    proc_t *p = w->data;
+    if (!p->running)
+        return;
+    log_info("process %d: timeout; SIGTERM to its group, SIGKILL in %u ms", (int)p->pid,
+             p->kill_grace_ms);
+    p->timed_out = 1;
+    kill(-p->pid, SIGTERM);
+    ev_timer_set(&p->t_kill, p->kill_grace_ms / 1000.0, 0);
+    ev_timer_start(loop, &p->t_kill);
+    (void)revents;
+}
+
+static void on_kill(struct ev_loop *loop, ev_timer *w, int revents)
+{
+    proc_t *p = w->data;
+    kill(-p->pid, SIGKILL); /* the group outlives its leader's pid */
+    (void)loop;
+    (void)revents;
+}
+
+static void on_shutdown_kill(struct ev_loop *loop, ev_timer *w, int revents)
+{
+    for (proc_t *p = g_all_head; p; p = p->next)
+        if (p->running)
+            kill(-p->pid, SIGKILL);
+    (void)loop;
+    (void)w;
+    (void)revents;
+}
+
+int proc_init(struct ev_loop *loop)
+{
+    int fd;
+    char buf[32] = "";
+
+    g_loop = loop;
+    /* Keep 0..2 taken, so no pipe of ours lands there (the child's dup2
+     * would then keep close-on-exec). */
+    while ((fd = open("/dev/null", O_RDWR)) >= 0 && fd <= 2)
+        ;
+    if (fd >= 0)
+        close(fd);
+    g_devnull = open("/dev/null", O_RDWR | O_CLOEXEC);
+    if (g_devnull < 0)
+        return -errno;
+    if (getpid() != 1 && prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) < 0)
+        log_warn("cannot become a child subreaper (%s): orphans will not be reaped here",
+                 strerror(errno));
+    /* Children start at oom_score_adj 0 whatever the agent set itself to. */
+    if ((fd = open("/proc/self/oom_score_adj", O_RDONLY | O_CLOEXEC)) >= 0) {
+        ssize_t n = read(fd, buf, sizeof buf - 1);
+        close(fd);
+        g_reset_oom = n > 0 && atoi(buf) != 0;
+    }
+    ev_child_init(&g_child, on_child, 0, 0);
+    ev_child_start(loop, &g_child);
+    ev_init(&g_ttl, on_ttl);
+    ev_init(&g_shutdown_kill, on_shutdown_kill);
+    return 0;
+}
+
 void proc_shutdown(struct ev_loop *loop, uint32_t grace_ms, void (*done)(struct ev_loop *))
 {
-    (void)grace_ms;
-    done(loop);
-}
-unsigned proc_count_running(void) { return 0; }
-unsigned proc_count_kept(void) { return 0; }
-uint64_t proc_kept_output_bytes(void) { return 0; }
-
-#define UNIMPL(fn)                                                                          \
-    void fn(conn_t *c, const Request *req)                                                  \
-    {                                                                                       \
-        conn_send_error(c, req->id, CODE(UNIMPLEMENTED), ENOSYS, "%s: not implemented yet", \
-                        #fn);                                                               \
+    g_shutdown_done = done;
+    for (proc_t *p = g_all_head; p; p = p->next)
+        if (p->running)
+            kill(-p->pid, SIGTERM);
+    if (g_running) {
+        ev_timer_set(&g_shutdown_kill, grace_ms / 1000.0, 0);
+        ev_timer_start(loop, &g_shutdown_kill);
     }
-UNIMPL(proc_handle_start)
-UNIMPL(proc_handle_follow)
-UNIMPL(proc_handle_signal)
-UNIMPL(proc_handle_write_stdin)
-UNIMPL(proc_handle_close_stdin)
-UNIMPL(proc_handle_resize)
-UNIMPL(proc_handle_wait)
-UNIMPL(proc_handle_list)
-UNIMPL(proc_handle_get)
-UNIMPL(proc_handle_forget)
+    shutdown_check();
+}
+
+/* ------------------------------------------------------------ start */
+
+typedef struct start_ctx {
+    char **argv;
+    char **envp;
+    char **owned; /* strings we allocated for envp */
+    size_t n_owned;
+    int fds[8];
+    int n_fds;
+} start_ctx_t;
+
+static void ctx_free(start_ctx_t *x)
+{
+    for (size_t i = 0; i < x->n_owned; i++)
+        free(x->owned[i]);
+    free(x->owned);
+    free(x->envp);
+    free(x->argv);
+    for (int i = 0; i < x->n_fds; i++)
+        if (x->fds[i] >= 0)
+            close(x->fds[i]);
+}
+
+static int env_key_eq(const char *entry, const char *key, size_t klen)
+{
+    return !strncmp(entry, key, klen) && entry[klen] == '=';
+}
+
+static int env_set(start_ctx_t *x, size_t *n, const char *key, const char *value)
+{
+    size_t klen = strlen(key), vlen = strlen(value);
+    char *s = malloc(klen + vlen + 2);
+    if (!s)
+        return -ENOMEM;
+    memcpy(s, key, klen);
+    s[klen] = '=';
+    memcpy(s + klen + 1, value, vlen + 1);
+    x->owned[x->n_owned++] = s;
+    for (size_t i = 0; i < *n; i++) {
+        if (env_key_eq(x->envp[i], key, klen)) {
+            x->envp[i] = s;
+            return 0;
+        }
+    }
+    x->envp[(*n)++] = s;
+    return 0;
+}
+
+static const char *env_get(char **envp, size_t n, const char *key)
+{
+    size_t klen = strlen(key);
+    for (size_t i = 0; i < n; i++)
+        if (env_key_eq(envp[i], key, klen))
+            return envp[i] + klen + 1;
+    return NULL;
+}
+
+static int has_req_env(const StartProcess *sp, const char *key)
+{
+    for (size_t i = 0; i < sp->n_env; i++)
+        if (!strcmp(sp->env[i]->key, key))
+            return 1;
+    return 0;
+}
+
+extern char **environ;
+
+/* envp = the agent's environment (unless clear_env) + the user's identity
+ * on a switch + TERM on a PTY + the request's env, later ones winning. */
+static int build_env(start_ctx_t *x, const StartProcess *sp, const user_id_t *u, int set_user)
+{
+    size_t base = 0, n = 0;
+    if (!sp->clear_env)
+        while (environ[base])
+            base++;
+    size_t cap = base + sp->n_env + 8;
+    x->envp = calloc(cap, sizeof *x->envp);
+    x->owned = calloc(sp->n_env + 8, sizeof *x->owned);
+    if (!x->envp || !x->owned)
+        return -ENOMEM;
+    for (size_t i = 0; i < base; i++)
+        x->envp[n++] = environ[i];
+    if (set_user) {
+        char uid[16];
+        snprintf(uid, sizeof uid, "%u", (unsigned)u->uid);
+        if (env_set(x, &n, "HOME", u->home) < 0 ||
+            env_set(x, &n, "USER", u->name[0] ? u->name : uid) < 0 ||
+            env_set(x, &n, "LOGNAME", u->name[0] ? u->name : uid) < 0)
+            return -ENOMEM;
+    }
+    if (sp->pty && !has_req_env(sp, "TERM") &&
+        env_set(x, &n, "TERM", sp->pty->term && sp->pty->term[0] ? sp->pty->term
+                                                                 : "xterm-256color") < 0)
+        return -ENOMEM;
+    for (size_t i = 0; i < sp->n_env; i++)
+        if (env_set(x, &n, sp->env[i]->key, sp->env[i]->value) < 0)
+            return -ENOMEM;
+    x->envp[n] = NULL;
+    return (int)n;
+}
+
+static char *xstrdup(const char *s) { return strdup(s ? s : ""); }
+
+static void send_started(conn_t *c, uint64_t id, int done, const proc_t *p)
+{
+    Response r = RESPONSE_INIT;
+    ProcessStarted ps = SANDBOX__AGENT__V1__PROCESS_STARTED__INIT;
+    ps.pid = (uint32_t)p->pid;
+    ps.started_at_unix_nano = p->started;
+    r.result_case = RES(STARTED);
+    r.started = &ps;
+    conn_send(c, id, done, &r);
+}
+
+static int open_pty(const StartProcess *sp, int *master, int *slave, uint8_t *veof)
+{
+    char name[128];
+    struct winsize ws = {0};
+    struct termios t;
+    int m = posix_openpt(O_RDWR | O_NOCTTY | O_CLOEXEC), s = -1, e;
+    if (m < 0)
+        return -errno;
+    if (grantpt(m) < 0 || unlockpt(m) < 0 || ptsname_r(m, name, sizeof name) != 0)
+        goto fail;
+    if ((s = open(name, O_RDWR | O_NOCTTY | O_CLOEXEC)) < 0)
+        goto fail;
+    ws.ws_row = (unsigned short)(sp->pty->rows ? sp->pty->rows : 24);
+    ws.ws_col = (unsigned short)(sp->pty->cols ? sp->pty->cols : 80);
+    if (ioctl(m, TIOCSWINSZ, &ws) < 0)
+        goto fail;
+    *veof = tcgetattr(s, &t) == 0 && t.c_cc[VEOF] ? t.c_cc[VEOF] : 4;
+    if (util_set_nonblock_cloexec(m) < 0)
+        goto fail;
+    *master = m;
+    *slave = s;
+    return 0;
+fail:
+    e = errno ? errno : EIO;
+    close(m);
+    if (s >= 0)
+        close(s);
+    return -e;
+}
+
+static int make_pipe(int fds[2], int parent_end)
+{
+    if (pipe2(fds, O_CLOEXEC) < 0)
+        return -errno;
+    int fl = fcntl(fds[parent_end], F_GETFL);
+    fcntl(fds[parent_end], F_SETFL, fl | O_NONBLOCK);
+    return 0;
+}
+
+static int reply_start_error(conn_t *c, uint64_t id, int rc, enum spawn_stage st,
+                             const StartProcess *sp)
+{
+    int e = -rc;
+    switch (st) {
+    case SPAWN_EXEC:
+        if (e == E2BIG)
+            return conn_send_errno(c, id, rc,
+                                   "command '%s': arguments and environment too large for exec "
+                                   "(%zu args, %zu env entries): %s",
+                                   sp->command, sp->n_args, sp->n_env, strerror(e));
+        return conn_send_errno(c, id, rc, "command '%s': %s", sp->command, strerror(e));
+    case SPAWN_CWD:
+        return conn_send_errno(c, id, rc, "cwd '%s': %s", sp->cwd, strerror(e));
+    case SPAWN_GROUPS:
+    case SPAWN_GID:
+    case SPAWN_UID:
+        return conn_send_errno(c, id, rc, "user '%s': %s: %s", sp->user, spawn_stage_name(st),
+                               strerror(e));
+    case SPAWN_FORK:
+        if (e == EAGAIN || e == ENOMEM)
+            return conn_send_error(c, id, CODE(RESOURCE_EXHAUSTED), e,
+                                   "cannot start '%s': the system refuses more processes "
+                                   "(%s; see ulimit -u, pids.max)",
+                                   sp->command, strerror(e));
+        return conn_send_errno(c, id, rc, "cannot start '%s': %s", sp->command, strerror(e));
+    default:
+        return conn_send_errno(c, id, rc, "command '%s': %s: %s", sp->command,
+                               spawn_stage_name(st), strerror(e));
+    }
+}
+
+static int valid_env_key(const char *k)
+{
+    return k && k[0] && !strchr(k, '=');
+}
+
+void proc_handle_start(conn_t *c, const Request *req)
+{
+    const StartProcess *sp = req->start;
+    start_ctx_t x = {0};
+    user_id_t u;
+    char err[256];
+    spawn_req_t sr = {0};
+    enum spawn_stage stage;
+    pid_t pid = 0;
+    int rc, set_user = sp->user && sp->user[0];
+    int master = -1, slave = -1, out[2] = {-1, -1}, errp[2] = {-1, -1}, in[2] = {-1, -1};
+    uint8_t veof = 4;
+    proc_t *p = NULL;
+    pstream_t *fs = NULL;
+    uint64_t t0;
+
+    for (int i = 0; i < 8; i++)
+        x.fds[i] = -1;
+    if (!sp->command || !sp->command[0]) {
+        conn_send_error(c, req->id, CODE(INVALID_ARGUMENT), 0, "start: command is empty");
+        return;
+    }
+    for (size_t i = 0; i < sp->n_env; i++) {
+        if (!valid_env_key(sp->env[i]->key)) {
+            conn_send_error(c, req->id, CODE(INVALID_ARGUMENT), 0,
+                            "start: env key '%s' is not a valid name (empty or contains '=')",
+                            sp->env[i]->key ? sp->env[i]->key : "");
+            return;
+        }
+    }
+    if (sp->pty && (sp->pty->rows > 65535 || sp->pty->cols > 65535)) {
+        conn_send_error(c, req->id, CODE(INVALID_ARGUMENT), 0,
+                        "start: pty size %ux%u is out of range (1..65535)", sp->pty->rows,
+                        sp->pty->cols);
+        return;
+    }
+    if (g_shutdown_done) {
+        conn_send_error(c, req->id, CODE(UNAVAILABLE), 0, "start: the agent is shutting down");
+        return;
+    }
+    if (g_running >= g_config.max_processes) {
+        conn_send_error(c, req->id, CODE(RESOURCE_EXHAUSTED), 0,
+                        "start: %u processes are running, the limit (--max-processes) is %u",
+                        g_running, g_config.max_processes);
+        return;
+    }
+    if ((rc = user_resolve(set_user ? sp->user : NULL, &u, err, sizeof err)) < 0) {
+        conn_send_errno(c, req->id, rc, "%s", err);
+        return;
+    }
+    if (set_user && u.uid == geteuid() && u.gid == getegid() && geteuid() != 0)
+        set_user = 0; /* already that user; no privilege needed */
+    if (sp->follow && !(fs = pstream_new(&follow_ops, PS_FOLLOW)))
+        goto nomem;
+    if (!(x.argv = calloc(sp->n_args + 2, sizeof *x.argv)))
+        goto nomem;
+    x.argv[0] = sp->command;
+    for (size_t i = 0; i < sp->n_args; i++)
+        x.argv[i + 1] = sp->args[i];
+    if ((rc = build_env(&x, sp, &u, set_user)) < 0)
+        goto nomem;
+    const char *path = env_get(x.envp, (size_t)rc, "PATH");
+
+    if (sp->pty) {
+        if ((rc = open_pty(sp, &master, &slave, &veof)) < 0) {
+            conn_send_errno(c, req->id, rc, "start: cannot open a pseudo-terminal: %s",
+                            strerror(-rc));
+            goto out;
+        }
+        x.fds[x.n_fds++] = master;
+        x.fds[x.n_fds++] = slave;
+        sr.fd_in = sr.fd_out = sr.fd_err = slave;
+        sr.pty = 1;
+    } else {
+        if ((rc = make_pipe(out, 0)) < 0 || (x.fds[x.n_fds++] = out[0], x.fds[x.n_fds++] = out[1],
+                                             (rc = make_pipe(errp, 0)) < 0)) {
+            conn_send_errno(c, req->id, rc, "start: pipe: %s", strerror(-rc));
+            goto out;
+        }
+        x.fds[x.n_fds++] = errp[0];
+        x.fds[x.n_fds++] = errp[1];
+        if (sp->stdin_mode == SANDBOX__AGENT__V1__STDIN_MODE__STDIN_PIPE) {
+            if ((rc = make_pipe(in, 1)) < 0) {
+                conn_send_errno(c, req->id, rc, "start: pipe: %s", strerror(-rc));
+                goto out;
+            }
+            x.fds[x.n_fds++] = in[0];
+            x.fds[x.n_fds++] = in[1];
+        }
+        sr.fd_in = in[0] >= 0 ? in[0] : g_devnull;
+        sr.fd_out = out[1];
+        sr.fd_err = errp[1];
+    }
+    sr.command = sp->command;
+    sr.argv = x.argv;
+    sr.envp = x.envp;
+    sr.path = path ? path : DEFAULT_PATH;
+    sr.cwd = sp->cwd;
+    sr.set_user = set_user;
+    sr.uid = u.uid;
+    sr.gid = u.gid;
+    sr.n_groups = u.n_groups;
+    sr.groups = u.groups;
+    sr.reset_oom = g_reset_oom;
+
+    t0 = util_now_mono_nano();
+    if ((rc = spawn_run(&sr, &pid, &stage)) < 0) {
+        reply_start_error(c, req->id, rc, stage, sp);
+        goto out;
+    }
+
+    /* The child runs. From here on nothing fails the request. */
+    if (!(p = calloc(1, sizeof *p))) {
+        kill(-pid, SIGKILL);
+        goto nomem;
+    }
+    p->pid = pid;
+    p->running = 1;
+    p->started = util_now_unix_nano();
+    p->pty = sp->pty != NULL;
+    p->stdin_pipe = p->pty || in[1] >= 0;
+    p->lossless = sp->lossless;
+    p->veof = veof;
+    p->kill_grace_ms = sp->kill_grace_ms ? sp->kill_grace_ms : g_config.kill_grace_ms;
+    p->fd_out = p->pty ? master : out[0];
+    p->fd_err = p->pty ? -1 : errp[0];
+    p->fd_in = p->pty ? -1 : in[1];
+    /* The parent's ends are now the record's; the child's ends close. */
+    for (int i = 0; i < x.n_fds; i++)
+        if (x.fds[i] == p->fd_out || x.fds[i] == p->fd_err || x.fds[i] == p->fd_in)
+            x.fds[i] = -1;
+    uint64_t window = sp->output_window ? sp->output_window : g_config.default_output_window;
+    window = SA_MAX(window, MIN_WINDOW);
+    window = SA_MIN(window, g_config.max_kept_output);
+    outlog_init(&p->log, window, sp->lossless, &g_kept_bytes);
+    p->command = xstrdup(sp->command);
+    p->tag = sp->tag && sp->tag[0] ? strdup(sp->tag) : NULL;
+    p->cwd = xstrdup(sp->cwd);
+    p->user = xstrdup(set_user || (sp->user && sp->user[0]) ? sp->user : u.name);
+    p->args = calloc(sp->n_args ? sp->n_args : 1, sizeof *p->args);
+    p->meta = META_OVERHEAD + strlen(sp->command) + strlen(p->cwd ? p->cwd : "");
+    if (p->args) {
+        for (size_t i = 0; i < sp->n_args; i++) {
+            if (!(p->args[i] = strdup(sp->args[i])))
+                break;
+            p->n_args++;
+            p->meta += strlen(sp->args[i]) + sizeof(char *);
+        }
+    }
+    ev_io_init(&p->r_out, on_output, p->fd_out, EV_READ);
+    ev_io_init(&p->r_err, on_output, p->fd_err, EV_READ);
+    ev_io_init(&p->w_in, on_stdin_writable, p->pty ? p->fd_out : p->fd_in, EV_WRITE);
+    ev_init(&p->t_timeout, on_timeout);
+    ev_init(&p->t_kill, on_kill);
+    ev_init(&p->t_drain, on_drain_idle);
+    p->r_out.data = p->r_err.data = p->w_in.data = p;
+    p->t_timeout.data = p->t_kill.data = p->t_drain.data = p;
+    ev_timer_set(&p->t_drain, DRAIN_IDLE_MS / 1000.0, DRAIN_IDLE_MS / 1000.0);
+    ev_io_start(g_loop, &p->r_out);
+    if (p->fd_err >= 0)
+        ev_io_start(g_loop, &p->r_err);
+    if (sp->timeout_ms) {
+        ev_timer_set(&p->t_timeout, sp->timeout_ms / 1000.0, 0);
+        ev_timer_start(g_loop, &p->t_timeout);
+    }
+    table_add(p);
+    g_kept_meta += p->meta;
+    g_running++;
+    /* libev reaps only from the loop, after this returns; an exit seen
+     * earlier (another reaper) would be in the stash. */
+    for (unsigned i = 0; i < STASH_SIZE; i++) {
+        if (g_stash[i].pid == pid && g_stash[i].mono >= t0) {
+            g_stash[i].pid = 0;
+            leader_exited(p, g_stash[i].status);
+            break;
+        }
+    }
+    log_debug("started process %d: %s (%zu args)", (int)pid, sp->command, sp->n_args);
+
+    send_started(c, req->id, !fs, p);
+    if (fs) {
+        fs->lines = sp->follow_lines;
+        outlog_attach(&p->log, &fs->cur, 0);
+        fs->attached = 1;
+        attach_stream(p, fs);
+        if ((rc = conn_stream_add(c, &fs->base, req->id)) < 0) {
+            pstream_destroy(&fs->base);
+            conn_send_errno(c, req->id, rc,
+                            "process %d started, but cannot follow it: %s", (int)pid,
+                            rc == -EMFILE ? "too many requests in flight" : strerror(-rc));
+        }
+        fs = NULL;
+    }
+    goto out;
+nomem:
+    conn_send_error(c, req->id, CODE(RESOURCE_EXHAUSTED), ENOMEM, "start: out of memory");
+out:
+    if (fs)
+        pstream_destroy(&fs->base);
+    ctx_free(&x);
+}
+
+/* ------------------------------------------------------------ other ops */
+
+/* The process named by pid, answering the error itself when there is none. */
+static proc_t *lookup(conn_t *c, uint64_t id, uint32_t pid, const char *op)
+{
+    proc_t *p;
+    if (pid == 0) {
+        conn_send_error(c, id, CODE(INVALID_ARGUMENT), 0, "%s: pid 0 is not a process", op);
+        return NULL;
+    }
+    if (!(p = find_pid(pid)))
+        conn_send_error(c, id, CODE(NOT_FOUND), ESRCH,
+                        "%s: process %u: not started by this agent, or already forgotten", op,
+                        pid);
+    return p;
+}
+
+void proc_handle_follow(conn_t *c, const Request *req)
+{
+    const Sandbox__Agent__V1__FollowOutput *f = req->follow;
+    proc_t *p;
+    pstream_t *s;
+    int rc;
+
+    if (f->pid == 0 && f->tag && f->tag[0]) {
+        if (!(p = find_tag(f->tag))) {
+            conn_send_error(c, req->id, CODE(NOT_FOUND), 0, "follow: no process has tag '%s'",
+                            f->tag);
+            return;
+        }
+    } else if (!(p = lookup(c, req->id, f->pid, "follow"))) {
+        return;
+    }
+    if (!(s = pstream_new(&follow_ops, PS_FOLLOW))) {
+        conn_send_error(c, req->id, CODE(RESOURCE_EXHAUSTED), ENOMEM, "follow: out of memory");
+        return;
+    }
+    if (outlog_attach(&p->log, &s->cur, f->from_sequence) < 0) {
+        conn_send_error(c, req->id, CODE(INVALID_ARGUMENT), 0,
+                        "follow: from_sequence %llu is beyond the output of process %d so far "
+                        "(%llu bytes)",
+                        (unsigned long long)f->from_sequence, (int)p->pid,
+                        (unsigned long long)p->log.next_seq);
+        free(s);
+        return;
+    }
+    s->attached = 1;
+    s->lines = f->lines;
+    s->no_wait = f->no_wait;
+    attach_stream(p, s);
+    if ((rc = conn_stream_add(c, &s->base, req->id)) < 0) {
+        pstream_destroy(&s->base);
+        conn_send_errno(c, req->id, rc, "follow: %s",
+                        rc == -EMFILE ? "too many requests in flight" : strerror(-rc));
+    }
+}
+
+void proc_handle_wait(conn_t *c, const Request *req)
+{
+    proc_t *p = lookup(c, req->id, req->wait->pid, "wait");
+    pstream_t *s;
+    int rc;
+    if (!p)
+        return;
+    if (!(s = pstream_new(&wait_ops, PS_WAIT))) {
+        conn_send_error(c, req->id, CODE(RESOURCE_EXHAUSTED), ENOMEM, "wait: out of memory");
+        return;
+    }
+    attach_stream(p, s);
+    if ((rc = conn_stream_add(c, &s->base, req->id)) < 0) {
+        pstream_destroy(&s->base);
+        conn_send_errno(c, req->id, rc, "wait: %s",
+                        rc == -EMFILE ? "too many requests in flight" : strerror(-rc));
+    }
+}
+
+void proc_handle_signal(conn_t *c, const Request *req)
+{
+    const Sandbox__Agent__V1__SendSignal *sg = req->signal;
+    proc_t *p;
+    if (sg->signal < 0 || sg->signal >= 65) {
+        conn_send_error(c, req->id, CODE(INVALID_ARGUMENT), EINVAL,
+                        "signal: %d is not a valid signal number (0..64)", sg->signal);
+        return;
+    }
+    if (!(p = lookup(c, req->id, sg->pid, "signal")))
+        return;
+    if (!p->running) {
+        conn_send_error(c, req->id, CODE(FAILED_PRECONDITION), ESRCH,
+                        "signal: process %d has already exited", (int)p->pid);
+        return;
+    }
+    if (kill(sg->group ? -p->pid : p->pid, sg->signal) < 0) {
+        conn_send_errno(c, req->id, -errno, "signal %d to %s %d: %s", sg->signal,
+                        sg->group ? "process group" : "process", (int)p->pid, strerror(errno));
+        return;
+    }
+    send_ack(c, req->id);
+}
+
+void proc_handle_write_stdin(conn_t *c, const Request *req)
+{
+    const Sandbox__Agent__V1__WriteStdin *w = req->write_stdin;
+    proc_t *p = lookup(c, req->id, w->pid, "write_stdin");
+    pstream_t *s;
+    size_t done = 0;
+    int rc, fd;
+
+    if (!p)
+        return;
+    if (!p->stdin_pipe) {
+        conn_send_error(c, req->id, CODE(FAILED_PRECONDITION), 0,
+                        "write_stdin: process %d was started without a stdin pipe "
+                        "(stdin_mode STDIN_PIPE or a pty)",
+                        (int)p->pid);
+        return;
+    }
+    fd = stdin_fd(p);
+    if (fd < 0 || p->final || p->close_stdin_pending) {
+        conn_send_error(c, req->id, CODE(FAILED_PRECONDITION), EPIPE,
+                        "write_stdin: stdin of process %d is closed", (int)p->pid);
+        return;
+    }
+    /* The common case: the pipe has room and nothing is queued ahead. */
+    while (!p->wq_head && done < w->data.len) {
+        ssize_t n = write(fd, w->data.data + done, w->data.len - done);
+        if (n < 0) {
+            if (errno == EINTR)
+                continue;
+            if (errno == EAGAIN)
+                break;
+            rc = -errno;
+            conn_send_errno(c, req->id, rc, "write_stdin: stdin of process %d: %s", (int)p->pid,
+                            strerror(-rc));
+            return;
+        }
+        done += (size_t)n;
+    }
+    if (done == w->data.len) {
+        send_ack(c, req->id);
+        return;
+    }
+    if (!(s = pstream_new(&write_ops, PS_WRITE)) || !(s->data = malloc(w->data.len - done))) {
+        free(s);
+        conn_send_error(c, req->id, CODE(RESOURCE_EXHAUSTED), ENOMEM,
+                        "write_stdin: out of memory");
+        return;
+    }
+    memcpy(s->data, w->data.data + done, w->data.len - done);
+    s->len = w->data.len - done;
+    s->p = p;
+    p->refs++;
+    s->queued = 1;
+    if (p->wq_tail)
+        p->wq_tail->wnext = s;
+    else
+        p->wq_head = s;
+    p->wq_tail = s;
+    if ((rc = conn_stream_add(c, &s->base, req->id)) < 0) {
+        pstream_destroy(&s->base);
+        conn_send_errno(c, req->id, rc, "write_stdin: %s",
+                        rc == -EMFILE ? "too many requests in flight" : strerror(-rc));
+        return;
+    }
+    ev_io_start(g_loop, &p->w_in);
+}
+
+void proc_handle_close_stdin(conn_t *c, const Request *req)
+{
+    proc_t *p = lookup(c, req->id, req->close_stdin->pid, "close_stdin");
+    if (!p)
+        return;
+    if (!p->stdin_pipe) {
+        conn_send_error(c, req->id, CODE(FAILED_PRECONDITION), 0,
+                        "close_stdin: process %d has no stdin pipe", (int)p->pid);
+        return;
+    }
+    if (p->pty) {
+        /* The terminal's EOF character: read() in the child returns 0 at
+         * the start of a line (canonical mode). */
+        if (p->fd_out >= 0 && write(p->fd_out, &p->veof, 1) < 0 && errno != EAGAIN) {
+            conn_send_errno(c, req->id, -errno, "close_stdin: pty of process %d: %s",
+                            (int)p->pid, strerror(errno));
+            return;
+        }
+    } else if (p->wq_head) {
+        p->close_stdin_pending = 1; /* after the queued writes */
+    } else {
+        stdin_close(p);
+    }
+    send_ack(c, req->id);
+}
+
+void proc_handle_resize(conn_t *c, const Request *req)
+{
+    const Sandbox__Agent__V1__ResizePty *rz = req->resize;
+    proc_t *p = lookup(c, req->id, rz->pid, "resize");
+    struct winsize ws = {0};
+    if (!p)
+        return;
+    if (!p->pty) {
+        conn_send_error(c, req->id, CODE(FAILED_PRECONDITION), ENOTTY,
+                        "resize: process %d does not run on a pty", (int)p->pid);
+        return;
+    }
+    if (!rz->rows || !rz->cols || rz->rows > 65535 || rz->cols > 65535) {
+        conn_send_error(c, req->id, CODE(INVALID_ARGUMENT), EINVAL,
+                        "resize: %ux%u is not a valid size (1..65535 each)", rz->rows, rz->cols);
+        return;
+    }
+    if (p->fd_out < 0) {
+        conn_send_error(c, req->id, CODE(FAILED_PRECONDITION), 0,
+                        "resize: the pty of process %d is closed", (int)p->pid);
+        return;
+    }
+    ws.ws_row = (unsigned short)rz->rows;
+    ws.ws_col = (unsigned short)rz->cols;
+    if (ioctl(p->fd_out, TIOCSWINSZ, &ws) < 0) {
+        conn_send_errno(c, req->id, -errno, "resize: pty of process %d: %s", (int)p->pid,
+                        strerror(errno));
+        return;
+    }
+    send_ack(c, req->id);
+}
+
+static void fill_info(const proc_t *p, ProcessInfo *in, ProcessExit *ex, int with_args)
+{
+    in->pid = (uint32_t)p->pid;
+    in->tag = p->tag ? p->tag : (char *)"";
+    in->command = p->command ? p->command : (char *)"";
+    in->n_args = with_args ? p->n_args : 0;
+    in->args = p->args;
+    in->cwd = p->cwd ? p->cwd : (char *)"";
+    in->user = p->user ? p->user : (char *)"";
+    in->state = p->running ? SANDBOX__AGENT__V1__PROCESS_STATE__RUNNING
+                           : SANDBOX__AGENT__V1__PROCESS_STATE__EXITED;
+    if (!p->running) {
+        fill_exit(p, ex);
+        in->exit = ex;
+        in->ended_at_unix_nano = p->ended;
+    }
+    in->started_at_unix_nano = p->started;
+    in->stdout_bytes = p->log.total[ST(STDOUT)];
+    in->stderr_bytes = p->log.total[ST(STDERR)];
+    in->pty_bytes = p->log.total[ST(PTY)];
+    in->pty = p->pty;
+    in->stdin_mode = p->stdin_pipe ? SANDBOX__AGENT__V1__STDIN_MODE__STDIN_PIPE
+                                   : SANDBOX__AGENT__V1__STDIN_MODE__STDIN_NULL;
+    in->oldest_sequence = p->log.oldest_seq;
+    in->next_sequence = p->log.next_seq;
+    in->lossless = p->lossless;
+}
+
+void proc_handle_get(conn_t *c, const Request *req)
+{
+    proc_t *p = lookup(c, req->id, req->get_process->pid, "get_process");
+    Response r = RESPONSE_INIT;
+    ProcessInfo in = SANDBOX__AGENT__V1__PROCESS_INFO__INIT;
+    ProcessExit ex = SANDBOX__AGENT__V1__PROCESS_EXIT__INIT;
+    if (!p)
+        return;
+    fill_info(p, &in, &ex, 1);
+    r.result_case = RES(PROCESS);
+    r.process = &in;
+    if (conn_send(c, req->id, 1, &r) == -EMSGSIZE) {
+        in.n_args = 0; /* args that fill a frame are left out */
+        conn_send(c, req->id, 1, &r);
+    }
+}
+
+/* One ProcessList per frame: when the table does not fit in one, several
+ * responses with done = false come first. */
+void proc_handle_list(conn_t *c, const Request *req)
+{
+    int all = req->list_processes->include_exited;
+    size_t n = 0, cap = 0, bytes = 0, limit = conn_max_payload(c);
+    ProcessInfo *infos = NULL, **ptrs = NULL;
+    ProcessExit *exits = NULL;
+    Response r = RESPONSE_INIT;
+    ProcessList pl = SANDBOX__AGENT__V1__PROCESS_LIST__INIT;
+
+    for (proc_t *p = g_all_head; p; p = p->next)
+        if (all || p->running)
+            cap++;
+    if (cap && (!(infos = calloc(cap, sizeof *infos)) || !(ptrs = calloc(cap, sizeof *ptrs)) ||
+                !(exits = calloc(cap, sizeof *exits)))) {
+        conn_send_error(c, req->id, CODE(RESOURCE_EXHAUSTED), ENOMEM, "list: out of memory");
+        goto out;
+    }
+    r.result_case = RES(PROCESSES);
+    r.processes = &pl;
+    for (proc_t *p = g_all_head; p; p = p->next) {
+        if (!all && !p->running)
+            continue;
+        ProcessInfo *in = &infos[n];
+        ProcessExit *ex = &exits[n];
+        sandbox__agent__v1__process_info__init(in);
+        sandbox__agent__v1__process_exit__init(ex);
+        fill_info(p, in, ex, 1);
+        size_t sz = sandbox__agent__v1__process_info__get_packed_size(in) + 8;
+        if (sz > limit / 2) {
+            in->n_args = 0;
+            sz = sandbox__agent__v1__process_info__get_packed_size(in) + 8;
+        }
+        if (bytes + sz > limit && pl.n_processes) {
+            conn_send(c, req->id, 0, &r);
+            pl.n_processes = 0;
+            bytes = 0;
+        }
+        ptrs[n] = in;
+        if (!pl.n_processes)
+            pl.processes = &ptrs[n];
+        pl.n_processes++;
+        bytes += sz;
+        n++;
+    }
+    conn_send(c, req->id, 1, &r);
+out:
+    free(infos);
+    free(ptrs);
+    free(exits);
+}
+
+void proc_handle_forget(conn_t *c, const Request *req)
+{
+    proc_t *p = lookup(c, req->id, req->forget->pid, "forget");
+    if (!p)
+        return;
+    if (!p->final) {
+        conn_send_error(c, req->id, CODE(FAILED_PRECONDITION), 0,
+                        "forget: process %d is %s; only exited processes can be forgotten",
+                        (int)p->pid, p->running ? "running" : "still delivering its output");
+        return;
+    }
+    table_remove(p);
+    send_ack(c, req->id);
+}

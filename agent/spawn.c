@@ -1,0 +1,239 @@
+/* spawn.c - see spawn.h.
+ *
+ * The child runs on a separate stack in the parent's memory (clone with
+ * CLONE_VM | CLONE_VFORK, as glibc's posix_spawn does), so starting a process
+ * does not copy the agent's page tables. Until exec the child may therefore
+ * touch nothing but its own stack: everything (argv, envp, the PATH) is
+ * prepared by the parent, and the set*id calls are raw system calls (glibc's
+ * wrappers would try to synchronise the parent's threads). All signals are
+ * blocked around the clone so no handler of the agent runs in the child; the
+ * child sets every disposition to default and then unblocks everything.
+ * Under AddressSanitizer a plain fork is used: its runtime does not expect a
+ * second task on the parent's memory.
+ */
+#include "spawn.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <sched.h>
+#include <signal.h>
+#include <stdint.h>
+#include <string.h>
+#include <sys/ioctl.h>
+#include <sys/mman.h>
+#include <sys/syscall.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#if defined(__SANITIZE_ADDRESS__)
+#define SPAWN_USE_FORK 1
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer)
+#define SPAWN_USE_FORK 1
+#endif
+#endif
+
+#define CHILD_STACK (256 * 1024)
+#define KSIGSET_SIZE 8 /* the kernel's sigset_t */
+
+typedef struct child_ctx {
+    const spawn_req_t *r;
+    int err_fd;
+} child_ctx_t;
+
+typedef struct child_err {
+    int stage;
+    int err;
+} child_err_t;
+
+const char *spawn_stage_name(enum spawn_stage s)
+{
+    switch (s) {
+    case SPAWN_OK: return "ok";
+    case SPAWN_FORK: return "fork";
+    case SPAWN_SESSION: return "setsid";
+    case SPAWN_TTY: return "controlling terminal";
+    case SPAWN_FDS: return "descriptors";
+    case SPAWN_GROUPS: return "setgroups";
+    case SPAWN_GID: return "setgid";
+    case SPAWN_UID: return "setuid";
+    case SPAWN_CWD: return "chdir";
+    case SPAWN_EXEC: return "exec";
+    }
+    return "?";
+}
+
+__attribute__((noreturn)) static void child_fail(int fd, int stage, int err)
+{
+    child_err_t e = {stage, err};
+    ssize_t w = write(fd, &e, sizeof e);
+    (void)w;
+    _exit(127);
+}
+
+/* execvp's search, over the PATH the parent chose, without allocating. */
+static int child_exec(const spawn_req_t *r)
+{
+    char buf[4096];
+    size_t clen = strlen(r->command);
+    int saw_eacces = 0;
+    const char *p = r->path;
+
+    if (strchr(r->command, '/')) {
+        execve(r->command, r->argv, r->envp);
+        return errno;
+    }
+    if (clen + 2 > sizeof buf)
+        return ENAMETOOLONG;
+    for (;;) {
+        const char *end = strchr(p, ':');
+        size_t dlen = end ? (size_t)(end - p) : strlen(p);
+        if (dlen + clen + 2 <= sizeof buf) {
+            if (dlen) {
+                memcpy(buf, p, dlen);
+                buf[dlen] = '/';
+                memcpy(buf + dlen + 1, r->command, clen + 1);
+            } else {
+                memcpy(buf, r->command, clen + 1); /* empty entry: the cwd */
+            }
+            execve(buf, r->argv, r->envp);
+            switch (errno) {
+            case EACCES:
+                saw_eacces = 1;
+                break;
+            case ENOENT:
+            case ENOTDIR:
+            case ESTALE:
+            case ENODEV:
+            case ETIMEDOUT:
+            case ELOOP:
+            case ENAMETOOLONG:
+                break;
+            default:
+                return errno; /* E2BIG, ENOEXEC, ETXTBSY...: this is the file */
+            }
+        }
+        if (!end)
+            break;
+        p = end + 1;
+    }
+    return saw_eacces ? EACCES : ENOENT;
+}
+
+static int child_main(void *arg)
+{
+    const child_ctx_t *x = arg;
+    const spawn_req_t *r = x->r;
+    uint8_t kzero[32];
+    int fd;
+
+    /* Default dispositions for all: ignored signals (SIGPIPE) would stay
+     * ignored across exec, and handlers must not run on the shared memory. */
+    memset(kzero, 0, sizeof kzero);
+    for (int sig = 1; sig < 65; sig++)
+        if (sig != SIGKILL && sig != SIGSTOP)
+            syscall(SYS_rt_sigaction, sig, kzero, NULL, KSIGSET_SIZE);
+
+    if (r->pty) {
+        if (setsid() < 0)
+            child_fail(x->err_fd, SPAWN_SESSION, errno);
+        if (ioctl(r->fd_in, TIOCSCTTY, 0) < 0)
+            child_fail(x->err_fd, SPAWN_TTY, errno);
+    } else if (setpgid(0, 0) < 0) {
+        child_fail(x->err_fd, SPAWN_SESSION, errno);
+    }
+    /* The agent keeps 0..2 open, so these fds are all above 2 and dup2
+     * clears their close-on-exec flag. */
+    if (dup2(r->fd_in, 0) < 0 || dup2(r->fd_out, 1) < 0 || dup2(r->fd_err, 2) < 0)
+        child_fail(x->err_fd, SPAWN_FDS, errno);
+    if (r->reset_oom && (fd = open("/proc/self/oom_score_adj", O_WRONLY | O_CLOEXEC)) >= 0) {
+        ssize_t w = write(fd, "0", 1);
+        (void)w;
+        close(fd);
+    }
+    if (r->set_user) {
+        if (syscall(SYS_setgroups, (size_t)r->n_groups, r->groups) < 0)
+            child_fail(x->err_fd, SPAWN_GROUPS, errno);
+        if (syscall(SYS_setresgid, r->gid, r->gid, r->gid) < 0)
+            child_fail(x->err_fd, SPAWN_GID, errno);
+        if (syscall(SYS_setresuid, r->uid, r->uid, r->uid) < 0)
+            child_fail(x->err_fd, SPAWN_UID, errno);
+    }
+    if (r->cwd && r->cwd[0] && chdir(r->cwd) < 0)
+        child_fail(x->err_fd, SPAWN_CWD, errno);
+    /* Everything the agent opens is close-on-exec; this is the backstop
+     * (keeping the error pipe, which exec closes). */
+#ifdef SYS_close_range
+    if (x->err_fd > 3)
+        syscall(SYS_close_range, 3u, (unsigned)x->err_fd - 1, 0u);
+    syscall(SYS_close_range, (unsigned)x->err_fd + 1, ~0u, 0u);
+#endif
+    memset(kzero, 0, sizeof kzero);
+    syscall(SYS_rt_sigprocmask, SIG_SETMASK, kzero, NULL, KSIGSET_SIZE);
+    child_fail(x->err_fd, SPAWN_EXEC, child_exec(r));
+}
+
+int spawn_run(const spawn_req_t *r, pid_t *pid, enum spawn_stage *stage)
+{
+    static void *stack;
+    int ep[2];
+    sigset_t all, old;
+    child_ctx_t x;
+    child_err_t ce = {0, 0};
+    pid_t child;
+    int rc = 0, e;
+
+    *stage = SPAWN_FORK;
+    if (pipe2(ep, O_CLOEXEC) < 0)
+        return -errno;
+#ifndef SPAWN_USE_FORK
+    if (!stack) {
+        /* One stack serves every spawn: the parent waits (CLONE_VFORK). */
+        void *s = mmap(NULL, CHILD_STACK, PROT_READ | PROT_WRITE,
+                       MAP_PRIVATE | MAP_ANONYMOUS | MAP_STACK, -1, 0);
+        if (s == MAP_FAILED) {
+            e = errno;
+            close(ep[0]);
+            close(ep[1]);
+            return -e;
+        }
+        stack = s;
+    }
+#endif
+    x.r = r;
+    x.err_fd = ep[1];
+    sigfillset(&all);
+    sigprocmask(SIG_SETMASK, &all, &old);
+#ifdef SPAWN_USE_FORK
+    (void)stack;
+    child = fork();
+    if (child == 0)
+        child_main(&x);
+#else
+    child = clone(child_main, (char *)stack + CHILD_STACK, CLONE_VM | CLONE_VFORK | SIGCHLD, &x);
+#endif
+    e = errno;
+    sigprocmask(SIG_SETMASK, &old, NULL);
+    close(ep[1]);
+    if (child < 0) {
+        close(ep[0]);
+        return -e;
+    }
+    /* EOF: exec succeeded (the pipe was close-on-exec). */
+    ssize_t n;
+    do
+        n = read(ep[0], &ce, sizeof ce);
+    while (n < 0 && errno == EINTR);
+    close(ep[0]);
+    if (n == (ssize_t)sizeof ce) {
+        *stage = (enum spawn_stage)ce.stage;
+        rc = -(ce.err ? ce.err : EIO);
+        /* Reap it here so it never reaches the process table. */
+        while (waitpid(child, NULL, 0) < 0 && errno == EINTR)
+            ;
+        return rc;
+    }
+    *stage = SPAWN_OK;
+    *pid = child;
+    return 0;
+}

@@ -1,0 +1,45 @@
+/* spawn.h - start one child: fork (a vfork-style clone when not under
+ * AddressSanitizer), its own process group or session and controlling
+ * terminal, defaults for every signal, user switch, cwd, descriptors, exec.
+ * Exec failures come back synchronously through a close-on-exec pipe. */
+#ifndef SA_SPAWN_H
+#define SA_SPAWN_H
+
+#include <sys/types.h>
+
+/* Which step failed in the child (for the error message). */
+enum spawn_stage {
+    SPAWN_OK = 0,
+    SPAWN_FORK,
+    SPAWN_SESSION,
+    SPAWN_TTY,
+    SPAWN_FDS,
+    SPAWN_GROUPS,
+    SPAWN_GID,
+    SPAWN_UID,
+    SPAWN_CWD,
+    SPAWN_EXEC,
+};
+
+typedef struct spawn_req {
+    const char *command;     /* a path (with '/'), or a name looked up in path */
+    char *const *argv;       /* NULL-terminated */
+    char *const *envp;       /* NULL-terminated */
+    const char *path;        /* PATH for the lookup */
+    const char *cwd;         /* NULL or "": inherit */
+    int set_user;            /* switch to uid/gid/groups */
+    uid_t uid;
+    gid_t gid;
+    int n_groups;
+    const gid_t *groups;
+    int fd_in, fd_out, fd_err; /* become the child's 0, 1, 2 */
+    int pty;                 /* fd_in is a PTY slave: setsid and make it the ctty */
+    int reset_oom;           /* write 0 to /proc/self/oom_score_adj */
+} spawn_req_t;
+
+/* Start the child. Returns 0 with *pid, or -errno with *stage saying which
+ * step failed (the failed child is already reaped). */
+int spawn_run(const spawn_req_t *r, pid_t *pid, enum spawn_stage *stage);
+const char *spawn_stage_name(enum spawn_stage s);
+
+#endif
