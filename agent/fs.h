@@ -1,11 +1,15 @@
 /* fs.h - file operations and their streams, each done with the requesting
- * user's permissions. */
+ * user's permissions. Blocking work runs on the file workers (fsworker.h);
+ * every request, even a one-shot one, is a stream of its connection, so a
+ * connection that closes mid-operation orphans the work, never the memory. */
 #ifndef SA_FS_H
 #define SA_FS_H
 
 #include "dispatch.h"
+#include "user.h"
 
 #include <ev.h>
+#include <sys/stat.h>
 
 int fs_init(struct ev_loop *loop);
 void fs_shutdown(void);
@@ -17,6 +21,34 @@ dispatch_handler_fn fs_handle_stat;
 dispatch_handler_fn fs_handle_mkdir;
 dispatch_handler_fn fs_handle_remove;
 dispatch_handler_fn fs_handle_rename;
-dispatch_handler_fn fs_handle_watch;
+dispatch_handler_fn fs_handle_watch; /* in watch.c */
+
+/* ------------------------------------------------ shared with watch.c */
+
+/* A bump allocator for the strings of Entries: freed all at once after the
+ * response that points into it is packed. */
+typedef struct fs_arena {
+    struct fs_ablk *head;
+} fs_arena_t;
+void *fs_arena_alloc(fs_arena_t *a, size_t n); /* NULL on ENOMEM */
+void fs_arena_free(fs_arena_t *a);
+
+/* Set a string field and its *_raw twin from the bytes src[0..len): the
+ * string is always valid UTF-8; raw is set only when src is not. */
+int fs_set_name(fs_arena_t *a, char **str, ProtobufCBinaryData *raw, const char *src,
+                size_t len);
+/* Fill e for path from fstatat(dirfd, name) (following symlinks when
+ * follow). Thread-safe: the workers call it. Returns 0 or -errno. */
+int fs_entry_at(fs_arena_t *a, Entry *e, int dirfd, const char *name, const char *path,
+                int follow);
+
+/* The request's user (spec empty: the agent's own; *set = 0). Answers the
+ * error and returns -1 when it cannot be resolved. */
+int fs_req_user(conn_t *c, uint64_t id, const char *spec, user_id_t *u, int *set);
+/* The request's path as a malloc'd absolute path: raw when non-empty, else
+ * str; relative paths are taken from u's home ("/" without one). Answers the
+ * error and returns -1 when missing or too long. */
+int fs_req_path(conn_t *c, uint64_t id, const char *what, const char *str,
+                const ProtobufCBinaryData *raw, const user_id_t *u, char **out);
 
 #endif

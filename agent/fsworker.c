@@ -1,0 +1,184 @@
+/* fsworker.c - see fsworker.h.
+ *
+ * Credentials are per thread in the kernel; glibc's setgroups/setfsuid
+ * wrappers would broadcast a change to every thread, so the raw system calls
+ * are used: they change only the calling worker, for one job, and the worker
+ * switches back before taking the next. */
+#include "fsworker.h"
+
+#include "log.h"
+
+#include <errno.h>
+#include <pthread.h>
+#include <string.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+
+#define FSW_THREADS 2
+
+static struct ev_loop *g_loop;
+static ev_async g_async;
+static pthread_t g_threads[FSW_THREADS];
+static int g_nthreads;
+static pthread_mutex_t g_mu = PTHREAD_MUTEX_INITIALIZER;
+static pthread_cond_t g_cv = PTHREAD_COND_INITIALIZER;
+static fsw_job_t *g_qhead, *g_qtail;   /* waiting for a worker */
+static fsw_job_t *g_dhead, *g_dtail;   /* run, waiting for done() on the loop */
+static int g_stop, g_inline;
+static uid_t g_euid;
+static gid_t g_egid;
+static int g_ngroups;
+static gid_t g_groups[USER_MAX_GROUPS];
+
+static void list_push(fsw_job_t **h, fsw_job_t **t, fsw_job_t *j)
+{
+    j->_next = NULL;
+    if (*t)
+        (*t)->_next = j;
+    else
+        *h = j;
+    *t = j;
+}
+
+/* Take u's identity for this thread only. Returns 0, 1 when nothing needed
+ * changing, or -EPERM when the agent may not act as u. */
+static int id_enter(const user_id_t *u)
+{
+    if (!u || (u->uid == g_euid && u->gid == g_egid))
+        return 1;
+    if (syscall(SYS_setgroups, (size_t)u->n_groups, u->groups) < 0)
+        return -errno;
+    syscall(SYS_setfsgid, u->gid);
+    syscall(SYS_setfsuid, u->uid);
+    /* setfs[ug]id return the previous value and never fail visibly: ask. */
+    if ((uid_t)syscall(SYS_setfsuid, (uid_t)-1) != u->uid ||
+        (gid_t)syscall(SYS_setfsgid, (gid_t)-1) != u->gid)
+        return -EPERM;
+    return 0;
+}
+
+static void id_leave(void)
+{
+    syscall(SYS_setfsuid, g_euid);
+    syscall(SYS_setfsgid, g_egid);
+    syscall(SYS_setgroups, (size_t)g_ngroups, g_groups);
+}
+
+static void run_one(fsw_job_t *j)
+{
+    int rc = id_enter(j->user);
+    j->id_err = rc < 0 ? rc : 0;
+    if (rc >= 0)
+        j->run(j);
+    if (rc != 1)
+        id_leave();
+}
+
+static void *worker(void *arg)
+{
+    (void)arg;
+    pthread_mutex_lock(&g_mu);
+    for (;;) {
+        while (!g_qhead && !g_stop)
+            pthread_cond_wait(&g_cv, &g_mu);
+        if (!g_qhead)
+            break;
+        fsw_job_t *j = g_qhead;
+        g_qhead = j->_next;
+        if (!g_qhead)
+            g_qtail = NULL;
+        pthread_mutex_unlock(&g_mu);
+        run_one(j);
+        pthread_mutex_lock(&g_mu);
+        list_push(&g_dhead, &g_dtail, j);
+        ev_async_send(g_loop, &g_async);
+    }
+    pthread_mutex_unlock(&g_mu);
+    return NULL;
+}
+
+/* Run done() for everything finished; done() may submit more. */
+static void drain_done(void)
+{
+    for (;;) {
+        pthread_mutex_lock(&g_mu);
+        fsw_job_t *j = g_dhead;
+        g_dhead = g_dtail = NULL;
+        pthread_mutex_unlock(&g_mu);
+        if (!j)
+            return;
+        while (j) {
+            fsw_job_t *next = j->_next;
+            j->done(j);
+            j = next;
+        }
+    }
+}
+
+static void on_async(struct ev_loop *loop, ev_async *w, int revents)
+{
+    (void)loop;
+    (void)w;
+    (void)revents;
+    drain_done();
+}
+
+int fsw_init(struct ev_loop *loop)
+{
+    int n;
+    g_loop = loop;
+    g_euid = geteuid();
+    g_egid = getegid();
+    n = getgroups(USER_MAX_GROUPS, g_groups);
+    g_ngroups = n < 0 ? 0 : n;
+    ev_async_init(&g_async, on_async);
+    ev_async_start(loop, &g_async);
+    /* The async watcher must not keep the loop alive on its own. */
+    ev_unref(loop);
+    for (g_nthreads = 0; g_nthreads < FSW_THREADS; g_nthreads++) {
+        int rc = pthread_create(&g_threads[g_nthreads], NULL, worker, NULL);
+        if (rc) {
+            log_error("file worker thread: %s", strerror(rc));
+            if (g_nthreads == 0)
+                return -rc;
+            break;
+        }
+    }
+    return 0;
+}
+
+void fsw_submit(fsw_job_t *j)
+{
+    pthread_mutex_lock(&g_mu);
+    /* No threads (never initialised, as in the fuzzer, or shut down): run
+     * here. Callers submit last, touching nothing of the job afterwards. */
+    if (g_inline || !g_loop) {
+        pthread_mutex_unlock(&g_mu);
+        run_one(j);
+        j->done(j);
+        return;
+    }
+    list_push(&g_qhead, &g_qtail, j);
+    pthread_cond_signal(&g_cv);
+    pthread_mutex_unlock(&g_mu);
+}
+
+void fsw_shutdown(void)
+{
+    if (!g_loop)
+        return;
+    pthread_mutex_lock(&g_mu);
+    g_stop = 1;
+    pthread_cond_broadcast(&g_cv);
+    pthread_mutex_unlock(&g_mu);
+    for (int i = 0; i < g_nthreads; i++)
+        pthread_join(g_threads[i], NULL);
+    g_nthreads = 0;
+    pthread_mutex_lock(&g_mu);
+    g_inline = 1;
+    pthread_mutex_unlock(&g_mu);
+    drain_done();
+    ev_ref(g_loop);
+    ev_async_stop(g_loop, &g_async);
+    g_loop = NULL;
+}

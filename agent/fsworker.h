@@ -1,0 +1,29 @@
+/* fsworker.h - a small pool of threads that run blocking file operations
+ * off the event loop, each with the requesting user's file-system identity,
+ * and hand the results back to the loop (ev_async). */
+#ifndef SA_FSWORKER_H
+#define SA_FSWORKER_H
+
+#include "user.h"
+
+#include <ev.h>
+
+typedef struct fsw_job fsw_job_t;
+typedef void fsw_fn(fsw_job_t *j);
+
+struct fsw_job {
+    fsw_fn *run;           /* on a worker thread, with the identity of user */
+    fsw_fn *done;          /* then on the loop thread */
+    const user_id_t *user; /* NULL: the agent's own identity */
+    int id_err;            /* -errno when the identity could not be taken: run not called */
+    fsw_job_t *_next;      /* private */
+};
+
+int fsw_init(struct ev_loop *loop);
+/* Queue j; its done() runs on the loop once run() has returned. During and
+ * after fsw_shutdown() both run at once on the caller's thread. */
+void fsw_submit(fsw_job_t *j);
+/* Finish every queued job, join the threads, run the pending done()s. */
+void fsw_shutdown(void);
+
+#endif
