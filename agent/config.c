@@ -178,10 +178,15 @@ static int read_token_file(config_t *cfg, const char *path)
 static void scrub_env_token(void)
 {
     static const char key[] = "SANDBOX_AGENT_TOKEN=";
-    for (char **e = environ; e && *e; e++)
+    char *found[8];
+    size_t n = 0;
+    for (char **e = environ; e && *e && n < sizeof found / sizeof found[0]; e++)
         if (!strncmp(*e, key, sizeof key - 1))
-            memset(*e + sizeof key - 1, 0, strlen(*e + sizeof key - 1));
+            found[n++] = *e;
+    /* unsetenv first: it finds the entries by name, which the wipe erases. */
     unsetenv("SANDBOX_AGENT_TOKEN");
+    for (size_t i = 0; i < n; i++)
+        memset(found[i], 0, strlen(found[i]));
 }
 
 /* sandbox_agent.token=... on the kernel command line, for images whose boot
@@ -197,17 +202,17 @@ static int token_from_cmdline(config_t *cfg)
     if (n <= 0)
         return 0;
     buf[n] = 0;
+    int rc = 0;
     for (char *save = NULL, *tok = strtok_r(buf, " \t\n", &save); tok;
          tok = strtok_r(NULL, " \t\n", &save)) {
         if (!strncmp(tok, "sandbox_agent.token=", 20)) {
-            if (set_token(cfg, tok + 20, strlen(tok + 20),
-                          "sandbox_agent.token= (kernel command line)") < 0)
-                return -1;
+            rc = set_token(cfg, tok + 20, strlen(tok + 20),
+                           "sandbox_agent.token= (kernel command line)");
             break;
         }
     }
     memset(buf, 0, sizeof buf);
-    return 0;
+    return rc;
 }
 
 int config_parse(config_t *cfg, int argc, char **argv)
