@@ -1,0 +1,277 @@
+/* Unit tests of the output log (agent/outlog.c) without the event loop:
+ * ordering, replay, windows and gaps, lossless pause, lines mode. */
+#include "harness.h"
+#include "outlog.h"
+
+#define OUT 1
+#define ERR 2
+
+static uint8_t scratch[OUTLOG_LINE_MAX];
+
+/* Read everything the cursor can get now into buf (data only); returns
+ * bytes, counts gaps. */
+static size_t drain(outlog_t *log, outlog_cursor_t *cur, int lines, int final, char *buf,
+                    size_t cap, uint64_t *gap_bytes, int *gaps)
+{
+    size_t n = 0;
+    for (;;) {
+        outlog_item_t it;
+        outlog_peek(log, cur, 1000, lines, final, scratch, &it);
+        if (it.kind == OUTLOG_NONE)
+            break;
+        if (it.kind == OUTLOG_GAP) {
+            uint64_t sum = 0;
+            for (int s = 0; s < OUTLOG_STREAMS; s++)
+                sum += it.skipped[s];
+            ASSERT_EQ(sum, it.to_seq - it.from_seq);
+            if (gap_bytes)
+                *gap_bytes += sum;
+            if (gaps)
+                (*gaps)++;
+        } else {
+            ASSERT_EQ(it.seq, cur->seq);
+            ASSERT_LE(n + it.len, cap);
+            memcpy(buf + n, it.data, it.len);
+            n += it.len;
+        }
+        outlog_consume(log, cur, &it);
+    }
+    return n;
+}
+
+TEST(interleaved_order_kept)
+{
+    outlog_t log;
+    uint64_t acct = 0;
+    outlog_cursor_t cur;
+    char buf[256];
+    outlog_init(&log, 1 << 20, 0, &acct);
+    outlog_append(&log, OUT, "a1\n", 3, 1);
+    outlog_append(&log, ERR, "b1\n", 3, 2);
+    outlog_append(&log, OUT, "a2\n", 3, 3);
+    ASSERT_EQ(acct, 9);
+    ASSERT_EQ(outlog_attach(&log, &cur, 0), 0);
+    outlog_item_t it;
+    outlog_peek(&log, &cur, 1000, 0, 0, scratch, &it);
+    ASSERT_EQ(it.kind, OUTLOG_DATA);
+    ASSERT_EQ(it.stream, OUT);
+    ASSERT_EQ(it.len, 3);
+    ASSERT_EQ(it.offset, 0);
+    outlog_consume(&log, &cur, &it);
+    outlog_peek(&log, &cur, 1000, 0, 0, scratch, &it);
+    ASSERT_EQ(it.stream, ERR);
+    ASSERT_EQ(it.seq, 3);
+    ASSERT_EQ(it.offset, 0);
+    outlog_consume(&log, &cur, &it);
+    outlog_peek(&log, &cur, 1000, 0, 0, scratch, &it);
+    ASSERT_EQ(it.stream, OUT);
+    ASSERT_EQ(it.seq, 6);
+    ASSERT_EQ(it.offset, 3);
+    outlog_consume(&log, &cur, &it);
+    outlog_peek(&log, &cur, 1000, 0, 0, scratch, &it);
+    ASSERT_EQ(it.kind, OUTLOG_NONE);
+    /* Live data after replay continues from the same cursor. */
+    outlog_append(&log, ERR, "b2\n", 3, 4);
+    ASSERT_EQ(drain(&log, &cur, 0, 0, buf, sizeof buf, NULL, NULL), 3);
+    ASSERT_MEM_EQ(buf, "b2\n", 3);
+    outlog_detach(&log, &cur);
+    outlog_free(&log);
+    ASSERT_EQ(acct, 0);
+}
+
+TEST(small_writes_coalesce_and_max_splits)
+{
+    outlog_t log;
+    outlog_cursor_t cur;
+    char buf[8192];
+    outlog_init(&log, 1 << 20, 0, NULL);
+    for (int i = 0; i < 3000; i++)
+        outlog_append(&log, OUT, "x", 1, (uint64_t)i);
+    ASSERT_LT(log.n, 3);
+    outlog_attach(&log, &cur, 0);
+    outlog_item_t it;
+    outlog_peek(&log, &cur, 1000, 0, 0, scratch, &it);
+    ASSERT_EQ(it.len, 1000); /* max respected */
+    ASSERT_EQ(drain(&log, &cur, 0, 0, buf, sizeof buf, NULL, NULL), 3000);
+    outlog_detach(&log, &cur);
+    outlog_free(&log);
+}
+
+TEST(window_evicts_and_gap_per_stream)
+{
+    outlog_t log;
+    outlog_cursor_t slow, late;
+    char big[5000], buf[1 << 16];
+    uint64_t gapb = 0;
+    int gaps = 0;
+    memset(big, 'o', sizeof big);
+    outlog_init(&log, 20000, 0, NULL);
+    outlog_attach(&log, &slow, 0);
+    for (int i = 0; i < 20; i++)
+        outlog_append(&log, i % 2 ? ERR : OUT, big, sizeof big, 0);
+    ASSERT_LE(log.cost, 20000 + 5000 + OUTLOG_CHUNK_OVERHEAD);
+    ASSERT_GT(log.oldest_seq, 0);
+    /* The slow follower first learns what it missed, per stream. */
+    outlog_item_t it;
+    outlog_peek(&log, &slow, 1000, 0, 0, scratch, &it);
+    ASSERT_EQ(it.kind, OUTLOG_GAP);
+    ASSERT_EQ(it.from_seq, 0);
+    ASSERT_EQ(it.to_seq, log.oldest_seq);
+    ASSERT_EQ(it.skipped[OUT] + it.skipped[ERR], log.oldest_seq);
+    ASSERT_EQ(it.skipped[OUT], log.evicted[OUT]);
+    size_t n = drain(&log, &slow, 0, 0, buf, sizeof buf, &gapb, &gaps);
+    ASSERT_EQ(gaps, 1);
+    ASSERT_EQ(n + gapb, 100000);
+    /* A follower resuming from an evicted position gets an unspecified gap. */
+    ASSERT_EQ(outlog_attach(&log, &late, 7), 0);
+    outlog_peek(&log, &late, 1000, 0, 0, scratch, &it);
+    ASSERT_EQ(it.kind, OUTLOG_GAP);
+    ASSERT_EQ(it.skipped[0], log.oldest_seq - 7);
+    outlog_detach(&log, &late);
+    /* Beyond the end is refused. */
+    ASSERT_EQ(outlog_attach(&log, &late, log.next_seq + 1), -ERANGE);
+    outlog_detach(&log, &slow);
+    outlog_free(&log);
+}
+
+TEST(resume_mid_log_knows_stream_offsets)
+{
+    outlog_t log;
+    outlog_cursor_t cur;
+    outlog_init(&log, 1 << 20, 0, NULL);
+    outlog_append(&log, OUT, "aaaa", 4, 0);
+    outlog_append(&log, ERR, "bb", 2, 0);
+    outlog_append(&log, OUT, "cc", 2, 0);
+    ASSERT_EQ(outlog_attach(&log, &cur, 5), 0);
+    ASSERT_EQ(cur.stream_off[ERR], 1);
+    ASSERT_EQ(cur.stream_off[OUT], 4);
+    outlog_item_t it;
+    outlog_peek(&log, &cur, 1000, 0, 0, scratch, &it);
+    ASSERT_EQ(it.stream, ERR);
+    ASSERT_EQ(it.len, 1);
+    ASSERT_EQ(it.offset, 1);
+    outlog_detach(&log, &cur);
+    outlog_free(&log);
+}
+
+TEST(lossless_pauses_until_follower_advances)
+{
+    outlog_t log;
+    outlog_cursor_t cur;
+    char chunk[4096], buf[1 << 16];
+    memset(chunk, 'z', sizeof chunk);
+    outlog_init(&log, 16384, 1, NULL);
+    outlog_attach(&log, &cur, 0);
+    int appended = 0;
+    while (!outlog_paused(&log) && appended < 100) {
+        outlog_append(&log, OUT, chunk, sizeof chunk, 0);
+        appended++;
+    }
+    ASSERT(outlog_paused(&log));
+    ASSERT_EQ(log.oldest_seq, 0); /* nothing the follower needs was dropped */
+    size_t n = drain(&log, &cur, 0, 0, buf, sizeof buf, NULL, NULL);
+    ASSERT_EQ(n, (size_t)appended * sizeof chunk);
+    ASSERT(!outlog_paused(&log));
+    outlog_detach(&log, &cur);
+    outlog_free(&log);
+}
+
+TEST(lossless_detach_resumes)
+{
+    outlog_t log;
+    outlog_cursor_t cur;
+    char chunk[8192];
+    memset(chunk, 'z', sizeof chunk);
+    outlog_init(&log, 8192, 1, NULL);
+    outlog_attach(&log, &cur, 0);
+    for (int i = 0; i < 4; i++)
+        outlog_append(&log, OUT, chunk, sizeof chunk, 0);
+    ASSERT(outlog_paused(&log));
+    ASSERT_EQ(outlog_detach(&log, &cur), 1);
+    ASSERT(!outlog_paused(&log));
+    outlog_free(&log);
+}
+
+TEST(lines_whole_lines_and_final_partial)
+{
+    outlog_t log;
+    outlog_cursor_t cur;
+    outlog_item_t it;
+    outlog_init(&log, 1 << 20, 0, NULL);
+    outlog_attach(&log, &cur, 0);
+    outlog_append(&log, OUT, "one\ntw", 6, 0);
+    outlog_peek(&log, &cur, 1000, 1, 0, scratch, &it);
+    ASSERT_EQ(it.kind, OUTLOG_DATA);
+    ASSERT_EQ(it.len, 4);
+    outlog_consume(&log, &cur, &it);
+    outlog_peek(&log, &cur, 1000, 1, 0, scratch, &it);
+    ASSERT_EQ(it.kind, OUTLOG_NONE); /* "tw" waits for its newline */
+    /* The same stream again, in a new chunk after a big one: gathered. */
+    char big[5000];
+    memset(big, 'q', sizeof big);
+    outlog_append(&log, OUT, big, sizeof big, 0);
+    outlog_append(&log, OUT, "o\nthr", 5, 0);
+    outlog_peek(&log, &cur, OUTLOG_LINE_MAX, 1, 0, scratch, &it);
+    ASSERT_EQ(it.kind, OUTLOG_DATA);
+    ASSERT_EQ(it.len, 2 + sizeof big + 2);
+    ASSERT_MEM_EQ(it.data, "tw", 2);
+    ASSERT_MEM_EQ(it.data + 2 + sizeof big, "o\n", 2);
+    outlog_consume(&log, &cur, &it);
+    outlog_peek(&log, &cur, 1000, 1, 0, scratch, &it);
+    ASSERT_EQ(it.kind, OUTLOG_NONE);
+    outlog_peek(&log, &cur, 1000, 1, 1, scratch, &it); /* at exit */
+    ASSERT_EQ(it.kind, OUTLOG_DATA);
+    ASSERT_EQ(it.len, 3);
+    outlog_detach(&log, &cur);
+    outlog_free(&log);
+}
+
+TEST(lines_long_line_split_outside_utf8)
+{
+    outlog_t log;
+    outlog_cursor_t cur;
+    outlog_item_t it;
+    static char line[OUTLOG_LINE_MAX + 100];
+    /* 'a' then euro signs (3 bytes each) so the limit lands inside one. */
+    line[0] = 'a';
+    for (size_t i = 1; i + 3 <= sizeof line; i += 3)
+        memcpy(line + i, "\xe2\x82\xac", 3);
+    outlog_init(&log, 1 << 20, 0, NULL);
+    outlog_attach(&log, &cur, 0);
+    outlog_append(&log, OUT, line, sizeof line - 1, 0);
+    outlog_peek(&log, &cur, 1 << 20, 1, 0, scratch, &it);
+    ASSERT_EQ(it.kind, OUTLOG_DATA);
+    ASSERT_LE(it.len, OUTLOG_LINE_MAX);
+    ASSERT_GT(it.len, OUTLOG_LINE_MAX - 4);
+    ASSERT_EQ((it.len - 1) % 3, 0); /* whole euro signs only */
+    outlog_detach(&log, &cur);
+    outlog_free(&log);
+}
+
+TEST(lines_other_stream_flushes_partial)
+{
+    outlog_t log;
+    outlog_cursor_t cur;
+    outlog_item_t it;
+    outlog_init(&log, 1 << 20, 0, NULL);
+    outlog_attach(&log, &cur, 0);
+    outlog_append(&log, OUT, "prompt> ", 8, 0);
+    outlog_append(&log, ERR, "warn\n", 5, 0);
+    outlog_peek(&log, &cur, 1000, 1, 0, scratch, &it);
+    ASSERT_EQ(it.stream, OUT);
+    ASSERT_EQ(it.len, 8);
+    outlog_consume(&log, &cur, &it);
+    outlog_peek(&log, &cur, 1000, 1, 0, scratch, &it);
+    ASSERT_EQ(it.stream, ERR);
+    ASSERT_EQ(it.len, 5);
+    outlog_detach(&log, &cur);
+    outlog_free(&log);
+}
+
+TEST_MAIN(TEST_ENTRY(interleaved_order_kept), TEST_ENTRY(small_writes_coalesce_and_max_splits),
+          TEST_ENTRY(window_evicts_and_gap_per_stream),
+          TEST_ENTRY(resume_mid_log_knows_stream_offsets),
+          TEST_ENTRY(lossless_pauses_until_follower_advances), TEST_ENTRY(lossless_detach_resumes),
+          TEST_ENTRY(lines_whole_lines_and_final_partial),
+          TEST_ENTRY(lines_long_line_split_outside_utf8),
+          TEST_ENTRY(lines_other_stream_flushes_partial))
