@@ -8,9 +8,10 @@
  * - ReadFile pulls: next() sends the chunk the last job read and submits the
  *   read of the following one, so the disk works while the socket drains and
  *   memory stays at one chunk per reader.
- * - WriteFile pushes: while a chunk is being written the connection's input
- *   is held (conn_hold_input), which is the upload's backpressure; the data
- *   buffer is taken over from the unpacked request, not copied.
+ * - WriteFile pushes: one chunk is written by a worker while at most one
+ *   more waits in the stream; with that slot full the connection's input is
+ *   held (conn_hold_input), which is the upload's backpressure. The data
+ *   buffers are taken over from the unpacked requests, not copied.
  * - ListDirectory sorts names and types only, then fills Entries one batch
  *   (one frame) per job.
  * - A stream destroyed while its job runs is marked orphan; the job's done()
@@ -639,8 +640,11 @@ typedef struct wr {
     gid_t ogid;
     mode_t mode;
     uint32_t expect;
-    uint8_t *data;      /* the chunk to write, taken from the request */
+    uint8_t *data;      /* the chunk being written, taken from the request */
     size_t len;
+    uint8_t *next;      /* one more, received while data was being written */
+    size_t next_len;
+    int next_last, held;
     int last, opened, finished, created;
     off_t orig_size;
     uint64_t written;
@@ -834,7 +838,17 @@ static void wr_done(fsop_t *o)
 {
     wr_t *w = (wr_t *)o;
     conn_t *c = o->base.conn;
-    if (o->err || w->finished) {
+    int held = w->held;
+    w->held = 0;
+    if (!o->err && !w->finished && w->next) {
+        /* The chunk that waited goes to the worker; the slot is free, so
+         * the connection's input may go on. */
+        w->data = w->next;
+        w->len = w->next_len;
+        w->last = w->next_last;
+        w->next = NULL;
+        op_submit(o, wr_run);
+    } else if (o->err || w->finished) {
         Response r = RESPONSE_INIT;
         WriteFileResult res = SANDBOX__AGENT__V1__WRITE_FILE_RESULT__INIT;
         res.bytes_written = w->written;
@@ -844,7 +858,8 @@ static void wr_done(fsop_t *o)
         r.written = &res;
         op_finish(o, &r); /* ends the stream: o is gone */
     }
-    conn_hold_input(c, 0);
+    if (held)
+        conn_hold_input(c, 0);
 }
 
 static void wr_cleanup_run(fsw_job_t *j)
@@ -857,6 +872,7 @@ static void wr_cleanup_run(fsw_job_t *j)
 static void wr_free(wr_t *w)
 {
     free(w->data);
+    free(w->next);
     free(w->dir);
     op_free(&w->o);
 }
@@ -893,18 +909,31 @@ static stream_status_t wr_feed(stream_t *s, const Request *req)
 {
     wr_t *w = (wr_t *)s;
     conn_t *c = s->conn;
-    if (w->o.busy || w->last) {
-        /* Input is held while a chunk is written, and the stream ends with
-         * the last one: only a client that ignored `more` gets here. */
+    ProtobufCBinaryData *d = &((Request *)req)->write_data->data;
+    if (w->last || w->next_last || w->next) {
+        /* The stream ends with the last chunk, and input is held while a
+         * chunk waits: only a client that ignored `more` gets here. */
         conn_send_error(c, s->id, CODE(INVALID_ARGUMENT), 0,
                         "write_data for id %llu: the upload already had its last chunk",
                         (unsigned long long)s->id);
         return STREAM_DONE;
     }
-    wr_take(w, &((Request *)req)->write_data->data);
-    w->last = !req->write_data->more;
+    if (!w->o.busy) {
+        wr_take(w, d);
+        w->last = !req->write_data->more;
+        op_submit(&w->o, wr_run);
+        return STREAM_WAIT;
+    }
+    /* One chunk is written while the next waits here, so the client and
+     * the disk both keep moving; a third waits in the socket: holding the
+     * input is the upload's backpressure. */
+    w->next = d->data;
+    w->next_len = d->len;
+    w->next_last = !req->write_data->more;
+    d->data = NULL;
+    d->len = 0;
+    w->held = 1;
     conn_hold_input(c, 1);
-    op_submit(&w->o, wr_run);
     return STREAM_WAIT;
 }
 
@@ -967,7 +996,6 @@ void fs_handle_write(conn_t *c, const Request *req)
     w->last = !m->more;
     if (op_register(c, req, &w->o, &wr_ops) < 0)
         return;
-    conn_hold_input(c, 1);
     op_submit(&w->o, wr_run);
 }
 
