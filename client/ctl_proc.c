@@ -353,9 +353,11 @@ static int do_start(ctl_t *ctl, int argc, char **argv, int follow)
         return 1;
     }
     if (r->result_case != RES(STARTED)) {
-        rc = ctl_fail(argv[0], r);
+        /* As a shell says it: 126 found but not runnable, 127 not found. */
+        int denied = r->result_case == RES(ERROR) && r->error->code == CODE(PERMISSION_DENIED);
+        ctl_fail(argv[0], r);
         sa_response_free(r);
-        return rc == 1 ? 127 : rc;
+        return denied ? 126 : 127;
     }
     uint32_t pid = r->started->pid;
     sa_response_free(r);
