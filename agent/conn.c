@@ -30,6 +30,8 @@
 #define WRITE_BUDGET (2u << 20)
 #define PUMP_MAX_CALLS 4096
 #define IOV_BATCH 64
+#define ZLIB_MISSES 2
+#define ZLIB_SKIP 64
 
 typedef struct oblock {
     struct oblock *next;
@@ -61,6 +63,11 @@ struct conn {
     stream_t *rhead, *rtail; /* ready to be pulled */
 
     unsigned holds; /* conn_hold_input() nesting */
+    /* Compression that does not pay (random file data, already compressed
+     * output) is skipped for a while instead of costing the loop on every
+     * frame: after ZLIB_MISSES misses, the next ZLIB_SKIP large frames go
+     * plain, then compression is tried again. */
+    unsigned zlib_misses, zlib_skip;
     unsigned authed : 1, zlib : 1, closing : 1, close_after_flush : 1, paused : 1,
         pending : 1, in_service : 1;
     conn_t *next_all, *prev_all;
@@ -197,8 +204,19 @@ int conn_send(conn_t *c, uint64_t id, int done, Response *r)
         uint8_t *buf;
         size_t len;
         oblock_t *b;
-        if ((rc = frame_encode(&r->base, c->zlib, g_config.max_frame_size, &buf, &len)) < 0)
+        int try_zlib = c->zlib && plen >= FRAME_ZLIB_MIN && c->zlib_skip == 0;
+        if (c->zlib_skip)
+            c->zlib_skip--;
+        if ((rc = frame_encode(&r->base, try_zlib, g_config.max_frame_size, &buf, &len)) < 0)
             return rc;
+        if (try_zlib) {
+            if (buf[0] & FRAME_FLAG_ZLIB)
+                c->zlib_misses = 0;
+            else if (++c->zlib_misses >= ZLIB_MISSES) {
+                c->zlib_misses = 0;
+                c->zlib_skip = ZLIB_SKIP;
+            }
+        }
         if (!(b = malloc(sizeof *b))) {
             free(buf);
             return -ENOMEM;

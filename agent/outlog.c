@@ -152,6 +152,16 @@ int outlog_append(outlog_t *log, int stream, const void *data, size_t len, uint6
     return 0;
 }
 
+void outlog_trim(outlog_t *log, uint64_t max_cost)
+{
+    uint64_t window = log->window;
+    if (log->cost <= max_cost)
+        return;
+    log->window = max_cost;
+    evict(log);
+    log->window = window;
+}
+
 /* Index of the chunk holding seq (oldest_seq <= seq < next_seq). */
 static size_t find_chunk(const outlog_t *log, uint64_t seq)
 {

@@ -61,6 +61,12 @@ void outlog_free(outlog_t *log);
 int outlog_append(outlog_t *log, int stream, const void *data, size_t len, uint64_t ts);
 static inline int outlog_paused(const outlog_t *log) { return log->paused; }
 
+/* Evict down to max_cost (data + overhead) now, as if the window were that
+ * small, under the same rules (the newest chunk stays; lossless keeps what
+ * followers need and pauses instead). Used when the agent's total cap on
+ * kept output is reached. */
+void outlog_trim(outlog_t *log, uint64_t max_cost);
+
 /* Followers. A cursor starts at from_seq (0 = the oldest kept byte).
  * Returns 0, or -ERANGE when from_seq is beyond the output so far. */
 int outlog_attach(outlog_t *log, outlog_cursor_t *cur, uint64_t from_seq);

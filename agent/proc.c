@@ -119,6 +119,7 @@ static unsigned g_stash_next;
 
 static void finalize(proc_t *p);
 static void enforce_caps(void);
+static void trim_running(proc_t *p);
 
 unsigned proc_count_running(void) { return g_running; }
 unsigned proc_count_kept(void) { return g_kept; }
@@ -526,8 +527,10 @@ static void on_output(struct ev_loop *loop, ev_io *w, int revents)
         } else if (!p->running) {
             ev_timer_again(loop, &p->t_drain);
         }
-        if (g_kept_bytes + g_kept_meta > g_config.max_kept_output)
+        if (g_kept_bytes + g_kept_meta > g_config.max_kept_output) {
             enforce_caps();
+            trim_running(p);
+        }
         return;
     }
     if (n < 0 && (errno == EAGAIN || errno == EINTR))
@@ -577,6 +580,28 @@ static void enforce_caps(void)
 {
     while (g_exited_head && g_kept_bytes + g_kept_meta > g_config.max_kept_output)
         table_remove(g_exited_head);
+}
+
+/* Still over the total cap with no exited process left to drop: running
+ * processes alone hold too much. The process whose output just arrived
+ * trims its own window by the excess, down to TRIM_FLOOR: its followers see
+ * an OutputGap as usual (a lossless one pauses instead), and the agent's
+ * memory stays within the cap plus TRIM_FLOOR per running process. */
+#define TRIM_FLOOR (64 * 1024)
+static void trim_running(proc_t *p)
+{
+    uint64_t total = g_kept_bytes + g_kept_meta;
+    if (total <= g_config.max_kept_output)
+        return;
+    uint64_t excess = total - g_config.max_kept_output;
+    uint64_t target = p->log.cost > excess + TRIM_FLOOR ? p->log.cost - excess : TRIM_FLOOR;
+    outlog_trim(&p->log, target);
+    if (outlog_paused(&p->log) && !p->read_paused) {
+        p->read_paused = 1;
+        ev_io_stop(g_loop, &p->r_out);
+        ev_io_stop(g_loop, &p->r_err);
+        ev_timer_stop(g_loop, &p->t_drain);
+    }
 }
 
 static void finalize(proc_t *p)

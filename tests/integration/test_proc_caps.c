@@ -1,0 +1,132 @@
+/* The total cap on kept output (--max-kept-output) holds for running
+ * processes too, and cancelling or duplicating a stream behaves as the
+ * protocol says. */
+#include "proc_helpers.h"
+
+static Response *get_info(sa_client_t *c)
+{
+    Request req = REQUEST_INIT;
+    Sandbox__Agent__V1__GetInfo gi = SANDBOX__AGENT__V1__GET_INFO__INIT;
+    req.op_case = OP(INFO);
+    req.info = &gi;
+    Response *r = call(c, &req);
+    ASSERT_RESULT(r, INFO);
+    return r;
+}
+
+TEST(running_processes_share_the_total_cap)
+{
+    agent_t a;
+    /* 1 MiB for everyone; each process would keep 4 MiB by default. */
+    agent_start(&a, "--max-kept-output", "1048576", NULL);
+    sa_client_t *c = agent_connect(&a);
+    uint32_t pids[4];
+    for (int i = 0; i < 4; i++)
+        pids[i] = start_sh(c, "head -c 3000000 /dev/zero; exec sleep 30", NULL, NULL);
+    /* Wait until all output is read (3 MB each), then look at the log. */
+    for (int tries = 0; tries < 500; tries++) {
+        uint64_t total = 0;
+        for (int i = 0; i < 4; i++) {
+            Sandbox__Agent__V1__GetProcess gp = SANDBOX__AGENT__V1__GET_PROCESS__INIT;
+            gp.pid = pids[i];
+            Response *r = simple(c, OP(GET_PROCESS), &gp);
+            ASSERT_RESULT(r, PROCESS);
+            total += r->process->next_sequence;
+            sa_response_free(r);
+        }
+        if (total == 4ull * 3000000)
+            break;
+        usleep(20000);
+    }
+    Response *r = get_info(c);
+    /* The cap, plus at most the trim floor (64 KiB) per running process. */
+    ASSERT_LE(r->info->kept_output_bytes, (1u << 20) + 4 * 64 * 1024 + 65536);
+    sa_response_free(r);
+    /* The oldest output went, and a follower resuming from the start is
+     * told exactly what it missed. */
+    Sandbox__Agent__V1__GetProcess gp = SANDBOX__AGENT__V1__GET_PROCESS__INIT;
+    gp.pid = pids[0];
+    r = simple(c, OP(GET_PROCESS), &gp);
+    ASSERT_RESULT(r, PROCESS);
+    uint64_t oldest = r->process->oldest_sequence;
+    ASSERT_GT(oldest, 1);
+    sa_response_free(r);
+    uint64_t id = follow_send(c, pids[0], 1, 0, 0);
+    r = recv_id(c, id);
+    ASSERT_RESULT(r, GAP);
+    ASSERT_EQ(r->gap->from_sequence, 1);
+    ASSERT_EQ(r->gap->to_sequence, oldest);
+    ASSERT_EQ(r->gap->skipped_bytes, oldest - 1);
+    sa_response_free(r);
+    for (int i = 0; i < 4; i++) {
+        r = send_signal(c, pids[i], SIGKILL, 1);
+        ASSERT_RESULT(r, ACK);
+        sa_response_free(r);
+    }
+    sa_client_close(c);
+    agent_stop(&a);
+}
+
+TEST(cancel_and_duplicate_id)
+{
+    agent_t a;
+    agent_start(&a, NULL);
+    sa_client_t *c = agent_connect(&a);
+    uint32_t pid = start_sh(c, "exec sleep 30", NULL, NULL);
+    /* A wait in flight on id 500. */
+    Request req = REQUEST_INIT;
+    Sandbox__Agent__V1__WaitProcess w = SANDBOX__AGENT__V1__WAIT_PROCESS__INIT;
+    w.pid = pid;
+    req.id = 500;
+    req.op_case = OP(WAIT);
+    req.wait = &w;
+    ASSERT_EQ(sa_client_send(c, &req), 0);
+    /* The same id again: refused, the first one untouched. */
+    Sandbox__Agent__V1__Ping p = SANDBOX__AGENT__V1__PING__INIT;
+    Request dup = REQUEST_INIT;
+    dup.id = 500;
+    dup.op_case = OP(PING);
+    dup.ping = &p;
+    ASSERT_EQ(sa_client_send(c, &dup), 0);
+    Response *r = recv_id(c, 500);
+    ASSERT_ERROR(r, INVALID_ARGUMENT);
+    ASSERT(strstr(r->error->message, "in flight"));
+    sa_response_free(r);
+    /* Cancel it: the wait ends with CANCELLED, the cancel gets an Ack. */
+    Request cn = REQUEST_INIT;
+    Sandbox__Agent__V1__Cancel cm = SANDBOX__AGENT__V1__CANCEL__INIT;
+    cm.target_id = 500;
+    cn.id = 501;
+    cn.op_case = OP(CANCEL);
+    cn.cancel = &cm;
+    ASSERT_EQ(sa_client_send(c, &cn), 0);
+    r = recv_id(c, 500);
+    ASSERT_ERROR(r, CANCELLED);
+    sa_response_free(r);
+    r = recv_id(c, 501);
+    ASSERT_RESULT(r, ACK);
+    ASSERT(r->done);
+    sa_response_free(r);
+    /* The process did not notice. */
+    Sandbox__Agent__V1__GetProcess gp = SANDBOX__AGENT__V1__GET_PROCESS__INIT;
+    gp.pid = pid;
+    r = simple(c, OP(GET_PROCESS), &gp);
+    ASSERT_RESULT(r, PROCESS);
+    ASSERT_EQ(r->process->state, SANDBOX__AGENT__V1__PROCESS_STATE__RUNNING);
+    sa_response_free(r);
+    /* The id is free again. */
+    req.id = 500;
+    r = NULL;
+    ASSERT_EQ(sa_client_send(c, &req), 0);
+    r = send_signal(c, pid, SIGKILL, 0);
+    ASSERT_RESULT(r, ACK);
+    sa_response_free(r);
+    r = recv_id(c, 500);
+    ASSERT_RESULT(r, EXIT);
+    ASSERT_EQ(r->exit->signal, SIGKILL);
+    sa_response_free(r);
+    sa_client_close(c);
+    agent_stop(&a);
+}
+
+TEST_MAIN(TEST_ENTRY(running_processes_share_the_total_cap), TEST_ENTRY(cancel_and_duplicate_id))
