@@ -173,7 +173,7 @@ void results_print_table(void)
         else
             snprintf(ra, sizeof ra, "%.2fx", ratio);
         fmt_target(r, t, sizeof t);
-        char ref[64];
+        char ref[128];
         if (r->ref[0])
             snprintf(ref, sizeof ref, "%s %s %s", r->ref, rv, r->unit);
         else
