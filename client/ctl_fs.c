@@ -712,19 +712,22 @@ static int cmd_stat(ctl_t *ctl, int argc, char **argv)
         if (ctl->json) {
             print_entry(ctl, e, 1, e->path);
         } else {
-            char m[12];
+            char m[12], when[40];
+            time_t t = (time_t)(e->mtime_unix_nano / 1000000000);
+            struct tm tm;
             mode_string(e, m);
+            localtime_r(&t, &tm);
+            strftime(when, sizeof when, "%Y-%m-%d %H:%M:%S", &tm);
             printf("  Path: %s%s%s\n  Type: %s\n  Size: %llu\n  Mode: %04o (%s)\n"
                    " Owner: %s (%u)\n Group: %s (%u)\n Links: %llu\n Inode: %llu\n"
-                   " Mtime: %lld.%09lld\n",
+                   " Mtime: %s.%09lld\n",
                    e->path, e->type == T_LINK ? " -> " : "",
                    e->type == T_LINK ? e->symlink_target : "",
                    e->type == T_DIR ? "directory" : e->type == T_LINK ? "symlink"
                                                   : e->type == T_FILE ? "file" : "other",
                    (unsigned long long)e->size, e->mode, m, e->owner, e->uid, e->group, e->gid,
                    (unsigned long long)e->nlink, (unsigned long long)e->inode,
-                   (long long)(e->mtime_unix_nano / 1000000000),
-                   (long long)(e->mtime_unix_nano % 1000000000));
+                   when, (long long)(e->mtime_unix_nano % 1000000000));
         }
         sa_response_free(r);
     }
