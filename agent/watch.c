@@ -95,33 +95,55 @@ static int dir_add(watch_t *w, const char *path)
     return wd;
 }
 
-/* Watch path's subdirectories, depth first. Errors below the root are
- * skipped: a subdirectory the user may not read is not watched. */
+/* Watch path's subdirectories. Errors below the root are skipped: a
+ * subdirectory the user may not read is not watched. The walk keeps a list
+ * of directories still to read instead of recursing, and has one directory
+ * open at a time: a tree as deep as PATH_MAX allows (2,000 levels) would
+ * otherwise take a PATH_MAX buffer and a descriptor per level, overflowing
+ * a thread's stack. */
 static void add_tree(watch_t *w, const char *path)
 {
-    DIR *d = opendir(path);
-    struct dirent *de;
+    char **todo = NULL;
+    size_t n = 0, cap = 0;
+    char *dir = strdup(path);
     char sub[PATH_MAX];
-    if (!d)
-        return;
-    while ((de = readdir(d))) {
-        const char *n = de->d_name;
-        if (n[0] == '.' && (!n[1] || (n[1] == '.' && !n[2])))
-            continue;
-        if (de->d_type != DT_DIR && de->d_type != DT_UNKNOWN)
-            continue;
-        int len = snprintf(sub, sizeof sub, "%s/%s", strcmp(path, "/") ? path : "", n);
-        if (len < 0 || (size_t)len >= sizeof sub)
-            continue;
-        if (de->d_type == DT_UNKNOWN) {
-            struct stat st;
-            if (lstat(sub, &st) < 0 || !S_ISDIR(st.st_mode))
+
+    while (dir) {
+        DIR *d = opendir(dir);
+        struct dirent *de;
+        while (d && (de = readdir(d))) {
+            const char *name = de->d_name;
+            if (name[0] == '.' && (!name[1] || (name[1] == '.' && !name[2])))
                 continue;
+            if (de->d_type != DT_DIR && de->d_type != DT_UNKNOWN)
+                continue;
+            int len = snprintf(sub, sizeof sub, "%s/%s", strcmp(dir, "/") ? dir : "", name);
+            if (len < 0 || (size_t)len >= sizeof sub)
+                continue;
+            if (de->d_type == DT_UNKNOWN) {
+                struct stat st;
+                if (lstat(sub, &st) < 0 || !S_ISDIR(st.st_mode))
+                    continue;
+            }
+            if (dir_add(w, sub) < 0)
+                continue;
+            if (n == cap) {
+                size_t ncap = cap ? cap * 2 : 16;
+                char **nt = realloc(todo, ncap * sizeof *nt);
+                if (!nt)
+                    continue;
+                todo = nt;
+                cap = ncap;
+            }
+            if ((todo[n] = strdup(sub)))
+                n++;
         }
-        if (dir_add(w, sub) >= 0)
-            add_tree(w, sub);
+        if (d)
+            closedir(d);
+        free(dir);
+        dir = n ? todo[--n] : NULL;
     }
-    closedir(d);
+    free(todo);
 }
 
 static void setup_run(fsw_job_t *j)
