@@ -120,6 +120,7 @@ static unsigned g_stash_next;
 static void finalize(proc_t *p);
 static void enforce_caps(void);
 static void trim_running(proc_t *p);
+static void stdin_close(proc_t *p);
 
 unsigned proc_count_running(void) { return g_running; }
 unsigned proc_count_kept(void) { return g_kept; }
@@ -283,7 +284,11 @@ static void pstream_destroy(stream_t *base)
                     break;
                 }
             }
-            if (!p->wq_head)
+            /* A CloseStdin waiting behind the cancelled write closes now,
+             * or it would never happen. */
+            if (!p->wq_head && p->close_stdin_pending)
+                stdin_close(p);
+            else if (!p->wq_head)
                 ev_io_stop(g_loop, &p->w_in);
         }
         if (s->kind != PS_WRITE) {
@@ -887,7 +892,11 @@ static int build_env(start_ctx_t *x, const StartProcess *sp, const user_id_t *u,
     return (int)n;
 }
 
-static char *xstrdup(const char *s) { return strdup(s ? s : ""); }
+/* Strings kept for ProcessInfo go back out in proto3 string fields, which
+ * must be UTF-8: protobuf-c does not check what a client sent, so a tag,
+ * command or argument that is not UTF-8 is kept with U+FFFD in its place
+ * (a strict client could not parse the answer otherwise). */
+static char *xstrdup(const char *s) { return util_utf8_sanitize(s ? s : "", s ? strlen(s) : 0); }
 
 static void send_started(conn_t *c, uint64_t id, int done, const proc_t *p)
 {
@@ -1112,14 +1121,14 @@ void proc_handle_start(conn_t *c, const Request *req)
     window = SA_MIN(window, g_config.max_kept_output);
     outlog_init(&p->log, window, sp->lossless, &g_kept_bytes);
     p->command = xstrdup(sp->command);
-    p->tag = sp->tag && sp->tag[0] ? strdup(sp->tag) : NULL;
+    p->tag = sp->tag && sp->tag[0] ? xstrdup(sp->tag) : NULL;
     p->cwd = xstrdup(sp->cwd);
     p->user = xstrdup(set_user || (sp->user && sp->user[0]) ? sp->user : u.name);
     p->args = calloc(sp->n_args ? sp->n_args : 1, sizeof *p->args);
     p->meta = META_OVERHEAD + strlen(sp->command) + strlen(p->cwd ? p->cwd : "");
     if (p->args) {
         for (size_t i = 0; i < sp->n_args; i++) {
-            if (!(p->args[i] = strdup(sp->args[i])))
+            if (!(p->args[i] = xstrdup(sp->args[i])))
                 break;
             p->n_args++;
             p->meta += strlen(sp->args[i]) + sizeof(char *);
@@ -1203,7 +1212,10 @@ void proc_handle_follow(conn_t *c, const Request *req)
     int rc;
 
     if (f->pid == 0 && f->tag && f->tag[0]) {
-        if (!(p = find_tag(f->tag))) {
+        char *tag = xstrdup(f->tag); /* as the tags were kept */
+        p = tag ? find_tag(tag) : NULL;
+        free(tag);
+        if (!p) {
             conn_send_error(c, req->id, CODE(NOT_FOUND), 0, "follow: no process has tag '%s'",
                             f->tag);
             return;
@@ -1363,6 +1375,10 @@ void proc_handle_close_stdin(conn_t *c, const Request *req)
                             (int)p->pid, strerror(errno));
             return;
         }
+    } else if (p->fd_in < 0 || p->close_stdin_pending) {
+        conn_send_error(c, req->id, CODE(FAILED_PRECONDITION), EPIPE,
+                        "close_stdin: stdin of process %d is already closed", (int)p->pid);
+        return;
     } else if (p->wq_head) {
         p->close_stdin_pending = 1; /* after the queued writes */
     } else {
