@@ -479,6 +479,8 @@ typedef struct rd {
     size_t cap, have;   /* a chunk read, not yet sent */
     uint64_t have_off;
     int eof, opened;
+    int chardev;        /* read without blocking; EAGAIN ends the file */
+    int noseek;         /* pread refused (ESPIPE): read() from where it is */
 } rd_t;
 
 static void rd_read(rd_t *r)
@@ -489,10 +491,28 @@ static void rd_read(rd_t *r)
     r->have = 0;
     r->have_off = r->pos;
     while (r->have < want) {
-        ssize_t n = pread(r->fd, r->buf + r->have, want - r->have, (off_t)r->pos);
+        ssize_t n = r->noseek ? read(r->fd, r->buf + r->have, want - r->have)
+                              : pread(r->fd, r->buf + r->have, want - r->have, (off_t)r->pos);
         if (n < 0) {
             if (errno == EINTR)
                 continue;
+            if (errno == ESPIPE && !r->noseek && r->pos == 0) {
+                r->noseek = 1; /* a terminal, a stream device */
+                continue;
+            }
+            if (errno == ESPIPE) {
+                r->o.errcode = CODE(INVALID_ARGUMENT);
+                op_fail(&r->o, -ESPIPE, "%s '%s': cannot seek to offset %llu: %s", r->o.what,
+                        r->o.path, (unsigned long long)r->pos, strerror(ESPIPE));
+                return;
+            }
+            if ((errno == EAGAIN || errno == EWOULDBLOCK) && r->chardev) {
+                /* A device with nothing more to give now (/dev/kmsg, a
+                 * terminal): blocking would hold this worker, and every
+                 * file operation behind it, until it spoke again. */
+                r->eof = 1;
+                break;
+            }
             op_fail_path(&r->o, -errno, r->o.path);
             return;
         }
@@ -541,7 +561,10 @@ static void rd_run(fsw_job_t *j)
             op_fail(&r->o, -EINVAL, "%s '%s': not a regular file", r->o.what, r->o.path);
             return;
         }
-        fcntl(r->fd, F_SETFL, O_RDONLY);
+        /* Character devices stay non-blocking: see rd_read. */
+        r->chardev = S_ISCHR(st.st_mode);
+        if (!r->chardev)
+            fcntl(r->fd, F_SETFL, O_RDONLY);
         if (!(r->buf = malloc(r->cap))) {
             op_fail(&r->o, -ENOMEM, "%s: out of memory", r->o.what);
             return;
