@@ -1090,7 +1090,7 @@ static int level_scan(ls_t *ls, level_t *l, int parentfd, const char *name, cons
         return -errno;
     if (!(l->dir = strdup(dir)))
         return -ENOMEM;
-    int dfd = dup(l->fd);
+    int dfd = fcntl(l->fd, F_DUPFD_CLOEXEC, 0); /* dup() would drop close-on-exec */
     if (dfd < 0 || !(d = fdopendir(dfd))) {
         rc = -errno;
         if (dfd >= 0)

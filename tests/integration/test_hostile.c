@@ -1233,7 +1233,40 @@ TEST(deep_tree_watch_and_list)
     tmpdir_remove();
 }
 
-TEST_MAIN(TEST_ENTRY(invalid_utf8_in_string_fields_is_never_echoed_raw),
+/* A child started while uploads, watches, reads and listings hold
+ * descriptors in the agent inherits none of them. */
+TEST(children_inherit_no_descriptor_of_work_in_flight)
+{
+    agent_t a;
+    tmpdir_make();
+    agent_start(&a, NULL);
+    sa_client_t *c = agent_connect(&a);
+    uint64_t up = write_send(c, 0, P("up"), "x", 1, 1);
+    uint64_t w = watch_send(c, g_dir, 1);
+    uint64_t ls = list_send(c, "/proc", 3);
+    ping_ok(c);
+    for (int i = 0; i < 20; i++) {
+        uint32_t pid = start_sh(c, "ls /proc/self/fd | tr '\\n' ' '", NULL, NULL);
+        collected_t k;
+        collect_all(c, pid, &k);
+        ASSERT_EQ(k.exit_code, 0);
+        /* ls's own directory descriptor is 3. */
+        if (k.len != 8 || memcmp(k.data, "0 1 2 3 ", 8))
+            FAIL("the child has descriptors: %.*s", (int)k.len, k.data);
+        collected_free(&k);
+    }
+    cancel_ok(c, up);
+    cancel_ok(c, w);
+    /* The listing may have ended by now; either way it is not in flight. */
+    uint64_t cid = cancel_send(c, ls);
+    sa_response_free(recv_id(c, cid));
+    sa_client_close(c);
+    agent_stop(&a);
+    tmpdir_remove();
+}
+
+TEST_MAIN(TEST_ENTRY(children_inherit_no_descriptor_of_work_in_flight),
+          TEST_ENTRY(invalid_utf8_in_string_fields_is_never_echoed_raw),
           TEST_ENTRY(ten_thousand_pipelined_requests), TEST_ENTRY(inflight_limit_then_close),
           TEST_ENTRY(cancel_every_kind_of_stream),
           TEST_ENTRY(close_stdin_after_cancelled_write_still_closes),
