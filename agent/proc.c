@@ -93,6 +93,7 @@ struct proc {
     pstream_t *streams;
     pstream_t *wq_head, *wq_tail;
     int close_stdin_pending;
+    int stop_group; /* running at shutdown: its group must be gone before exit */
 };
 
 static struct ev_loop *g_loop;
@@ -106,6 +107,7 @@ static uint64_t g_kept_bytes, g_kept_meta;
 static int g_devnull = -1;
 static int g_reset_oom;
 static void (*g_shutdown_done)(struct ev_loop *);
+static unsigned g_shutdown_polls; /* checks after the SIGKILL */
 static uint8_t g_rbuf[READ_SIZE];
 static uint8_t g_scratch[OUTLOG_LINE_MAX];
 
@@ -661,9 +663,26 @@ static void drop_all(void)
     }
 }
 
+/* A group that was running at shutdown still has members (a grandchild
+ * that ignores SIGTERM outlives its shell). Its pgid cannot be reused while
+ * any member lives, so kill(-pgid, 0) asks about that group only. */
+static int stopped_groups_alive(void)
+{
+    for (proc_t *p = g_all_head; p; p = p->next)
+        if (p->stop_group && kill(-p->pid, 0) == 0)
+            return 1;
+    return 0;
+}
+
+/* Shutdown is over when every leader is reaped and every group it led is
+ * gone, or SHUTDOWN_MAX_POLLS checks after the SIGKILL (a member stuck in
+ * the kernel cannot hold the agent forever). */
+#define SHUTDOWN_POLL_S 0.05
+#define SHUTDOWN_MAX_POLLS 40
 static void shutdown_check(void)
 {
-    if (g_shutdown_done && g_running == 0) {
+    if (g_shutdown_done && g_running == 0 &&
+        (g_shutdown_polls >= SHUTDOWN_MAX_POLLS || !stopped_groups_alive())) {
         void (*done)(struct ev_loop *) = g_shutdown_done;
         g_shutdown_done = NULL;
         ev_timer_stop(g_loop, &g_shutdown_kill);
@@ -739,11 +758,15 @@ static void on_kill(struct ev_loop *loop, ev_timer *w, int revents)
 
 static void on_shutdown_kill(struct ev_loop *loop, ev_timer *w, int revents)
 {
-    for (proc_t *p = g_all_head; p; p = p->next)
-        if (p->running)
-            kill(-p->pid, SIGKILL);
-    (void)loop;
-    (void)w;
+    if (g_shutdown_polls++ == 0) {
+        for (proc_t *p = g_all_head; p; p = p->next)
+            if (p->running || p->stop_group)
+                kill(-p->pid, SIGKILL);
+    }
+    /* Check again until the groups are reaped (orphans come to the agent). */
+    ev_timer_set(w, SHUTDOWN_POLL_S, 0);
+    ev_timer_start(loop, w);
+    shutdown_check();
     (void)revents;
 }
 
@@ -781,9 +804,12 @@ int proc_init(struct ev_loop *loop)
 void proc_shutdown(struct ev_loop *loop, uint32_t grace_ms, void (*done)(struct ev_loop *))
 {
     g_shutdown_done = done;
-    for (proc_t *p = g_all_head; p; p = p->next)
-        if (p->running)
+    for (proc_t *p = g_all_head; p; p = p->next) {
+        if (p->running) {
             kill(-p->pid, SIGTERM);
+            p->stop_group = 1;
+        }
+    }
     if (g_running) {
         ev_timer_set(&g_shutdown_kill, grace_ms / 1000.0, 0);
         ev_timer_start(loop, &g_shutdown_kill);
