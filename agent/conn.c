@@ -56,7 +56,7 @@ struct conn {
 
     oblock_t *qhead, *qtail;
     size_t queued;
-    ev_tstamp last_progress;
+    uint64_t last_progress; /* monotonic ns of the last write that moved data */
 
     stream_t *streams; /* all in flight */
     unsigned n_streams;
@@ -298,7 +298,7 @@ static int queue_write(conn_t *c)
                 return 0;
             return -errno;
         }
-        c->last_progress = ev_now(c->loop);
+        c->last_progress = util_now_mono_nano();
         c->queued -= (size_t)w;
         budget = (size_t)w >= budget ? 0 : budget - (size_t)w;
         size_t left = (size_t)w;
@@ -617,9 +617,9 @@ static void conn_service(conn_t *c)
     if (c->queued || c->rhead) {
         if (!ev_is_active(&c->wio)) {
             ev_io_start(c->loop, &c->wio);
-            c->last_progress = ev_now(c->loop);
+            c->last_progress = util_now_mono_nano();
             if (g_config.write_timeout_s && !ev_is_active(&c->wtimer)) {
-                ev_timer_set(&c->wtimer, g_config.write_timeout_s, g_config.write_timeout_s);
+                ev_timer_set(&c->wtimer, g_config.write_timeout_s, 0);
                 ev_timer_start(c->loop, &c->wtimer);
             }
         }
@@ -638,17 +638,25 @@ static void on_write(struct ev_loop *loop, ev_io *w, int revents)
 
 /* A peer that stopped reading for write_timeout_s (a VM restored from a
  * snapshot leaves such half-open connections) is closed; its streams are
- * released and the processes they followed carry on. */
+ * released and the processes they followed carry on. The clock is the
+ * monotonic one: a wall-clock jump after a restore neither closes a live
+ * peer nor spares a dead one. The timer is re-armed for what is left since
+ * the last progress, so the close comes write_timeout_s after it. */
 static void on_wtimer(struct ev_loop *loop, ev_timer *w, int revents)
 {
     conn_t *c = w->data;
-    if (c->queued && ev_now(loop) - c->last_progress >= g_config.write_timeout_s) {
+    uint64_t limit = (uint64_t)g_config.write_timeout_s * 1000000000ull;
+    uint64_t idle = util_now_mono_nano() - c->last_progress;
+
+    if (c->queued && idle >= limit) {
         log_warn("conn %s (%s): no output consumed for %us (%zu bytes queued); closing",
                  c->peer, c->kind, g_config.write_timeout_s, c->queued);
         conn_close(c);
-    } else if (!c->queued && !c->rhead) {
-        ev_timer_stop(loop, w);
+        return;
     }
+    ev_timer_set(w, c->queued ? (double)(limit - idle) / 1e9 + 0.001 : g_config.write_timeout_s,
+                 0);
+    ev_timer_start(loop, w);
     (void)revents;
 }
 
