@@ -9,7 +9,7 @@
 
 #define CONFIG_MAX_LISTEN 16
 #define CONFIG_DEFAULT_SOCKET "/run/sandbox-agent.sock"
-#define CONFIG_DEFAULT_VSOCK_PORT 1024
+#define CONFIG_DEFAULT_VSOCK_PORT 1024u
 
 typedef struct config {
     const char *listen[CONFIG_MAX_LISTEN]; /* "unix:PATH", "tcp:HOST:PORT", "vsock:PORT" */
