@@ -1,12 +1,38 @@
 /* watch.c - see watch.h.
  *
+ * One inotify instance serves every WatchPath stream of the agent: the
+ * kernel gives root only fs.inotify.max_user_instances (128 by default)
+ * instances, and an instance per stream let one client starve every other
+ * inotify user on the machine. The instance is opened with the first watch
+ * stream and closed with the last, and has one ev_io on the loop.
+ *
+ * Kernel watch descriptors (kwd_t) are shared: inotify_add_watch returns the
+ * same wd for the same inode, so a wd is reference-counted by the
+ * subscriptions (sub_t) that streams hold on it, and removed from the kernel
+ * when the last one goes. Every watch is added with IN_MASK_ADD so one
+ * stream never narrows the mask another relies on. An event on a wd is
+ * fanned out to every stream subscribed to it, each with its own path for
+ * that directory (two streams may reach one directory by different paths).
+ *
  * The first watches (the whole tree for a recursive watch) are added by a
  * file worker with the requesting user's identity, so a user can only watch
- * what it may read. Directories that appear later inside a recursive watch
- * are added on the loop, with the agent's identity: the user could already
- * read their parent. A rename inside the tree arrives as MOVED_FROM and
- * MOVED_TO with one cookie and becomes one RENAME event; a half without its
- * partner is a file moved out (DELETE) or in (CREATE).
+ * what it may read; the worker only calls inotify_add_watch and records
+ * what it got, and the loop takes the references when the job is done.
+ * While any such walk is in flight, a wd whose last reference goes is kept
+ * (refs 0) rather than removed, since the walk may have just been handed
+ * the same wd; and a wd the kernel drops (IN_IGNORED) is remembered so the
+ * walk's record of it is not taken. Directories that appear later inside a
+ * recursive watch are added on the loop, with the agent's identity: the
+ * user could already read their parent. Events that happen before a
+ * stream's walk is done are not reported to it.
+ *
+ * A rename inside the tree arrives as MOVED_FROM and MOVED_TO with one
+ * cookie and becomes one RENAME event; a half without its partner is a file
+ * moved out (DELETE) or in (CREATE).
+ *
+ * The kernel's limit on watches (fs.inotify.max_user_watches) is the limit:
+ * ENOSPC from inotify_add_watch ends the stream with RESOURCE_EXHAUSTED,
+ * and its subscriptions are released.
  */
 #include "watch.h"
 
@@ -25,31 +51,53 @@
 
 #define WATCH_MASK                                                                           \
     (IN_CREATE | IN_MODIFY | IN_DELETE | IN_MOVED_FROM | IN_MOVED_TO | IN_ATTRIB |           \
-     IN_DELETE_SELF | IN_EXCL_UNLINK)
+     IN_DELETE_SELF | IN_EXCL_UNLINK | IN_MASK_ADD)
+
+typedef struct watch watch_t;
+typedef struct kwd kwd_t;
 
 typedef struct wev {
     int kind;
     char *path, *old; /* malloc'd; old only for RENAME */
 } wev_t;
 
-typedef struct wdir {
+/* One stream's interest in one kernel wd. */
+typedef struct sub {
+    watch_t *w;
+    kwd_t *k;
+    char *path;               /* this directory (or file) as the stream names it */
+    struct sub *knext, *kprev; /* the subscribers of k */
+    struct sub *wnext, *wprev; /* the subscriptions of w */
+} sub_t;
+
+/* One kernel watch descriptor of the shared instance. */
+struct kwd {
+    int wd;
+    size_t refs;    /* subscriptions; 0 only while a walk is in flight */
+    sub_t *subs;
+    kwd_t *hnext;   /* hash chain */
+};
+
+/* What a worker's walk added: taken by the loop in setup_done. */
+typedef struct added {
     int wd;
     char *path;
-} wdir_t;
+} added_t;
 
-typedef struct watch {
+struct watch {
     stream_t base;
     fsw_job_t job;
     int busy, orphan, started, ready;
-    int ifd;
-    ev_io io;
+    int ifd; /* the shared instance, for the worker */
     int as_user;
     user_id_t user;
     char *path;
     int recursive;
     int root_wd;
-    wdir_t *dirs;
-    size_t ndirs, capdirs;
+    sub_t *subs;
+    added_t *added; /* the walk's results, until setup_done */
+    size_t nadded, capadded;
+    watch_t *gnext, *gprev; /* every watch stream */
     wev_t q[WATCH_QUEUE];
     size_t qhead, qcount;
     int overflow;
@@ -57,51 +105,230 @@ typedef struct watch {
     char *moved_path;
     int err;
     char errmsg[PATH_MAX + 128];
-} watch_t;
+};
 
-static wdir_t *dir_find(watch_t *w, int wd)
+/* The agent's one inotify instance and its wds. Loop thread only. */
+static struct {
+    int fd;              /* -1 while no watch stream exists */
+    ev_io io;
+    watch_t *streams;    /* holders of fd */
+    kwd_t **buckets;
+    size_t nbuckets, nkwd;
+    size_t zombies;      /* kwds at refs 0, kept while walks run */
+    size_t walks;        /* setup jobs in flight */
+    int *ignored;        /* wds dropped by the kernel while walks ran */
+    size_t nignored, capignored;
+} g_in = {.fd = -1};
+
+/* ------------------------------------------------------------ the wd table */
+
+static size_t kwd_bucket(int wd)
 {
-    for (size_t i = 0; i < w->ndirs; i++)
-        if (w->dirs[i].wd == wd)
-            return &w->dirs[i];
+    return ((size_t)(unsigned)wd * 2654435761u) & (g_in.nbuckets - 1);
+}
+
+static kwd_t *kwd_find(int wd)
+{
+    if (!g_in.nbuckets)
+        return NULL;
+    for (kwd_t *k = g_in.buckets[kwd_bucket(wd)]; k; k = k->hnext)
+        if (k->wd == wd)
+            return k;
     return NULL;
 }
 
-static int dir_add(watch_t *w, const char *path)
+static int kwd_grow(void)
+{
+    size_t nb = g_in.nbuckets ? g_in.nbuckets * 2 : 64;
+    kwd_t **b = calloc(nb, sizeof *b);
+    if (!b)
+        return -ENOMEM;
+    kwd_t **old = g_in.buckets;
+    size_t on = g_in.nbuckets;
+    g_in.buckets = b;
+    g_in.nbuckets = nb;
+    for (size_t i = 0; i < on; i++) {
+        for (kwd_t *k = old[i], *next; k; k = next) {
+            next = k->hnext;
+            size_t h = kwd_bucket(k->wd);
+            k->hnext = b[h];
+            b[h] = k;
+        }
+    }
+    free(old);
+    return 0;
+}
+
+static kwd_t *kwd_get(int wd)
+{
+    kwd_t *k = kwd_find(wd);
+    if (k)
+        return k;
+    if (g_in.nkwd >= g_in.nbuckets && kwd_grow() < 0)
+        return NULL;
+    if (!(k = calloc(1, sizeof *k)))
+        return NULL;
+    k->wd = wd;
+    size_t h = kwd_bucket(wd);
+    k->hnext = g_in.buckets[h];
+    g_in.buckets[h] = k;
+    g_in.nkwd++;
+    g_in.zombies++; /* until its first reference */
+    return k;
+}
+
+/* Forget k; the kernel watch is removed too unless the kernel already did. */
+static void kwd_drop(kwd_t *k, int in_kernel)
+{
+    kwd_t **pp = &g_in.buckets[kwd_bucket(k->wd)];
+    while (*pp != k)
+        pp = &(*pp)->hnext;
+    *pp = k->hnext;
+    g_in.nkwd--;
+    if (!k->refs)
+        g_in.zombies--;
+    if (in_kernel && g_in.fd >= 0)
+        inotify_rm_watch(g_in.fd, k->wd);
+    free(k);
+}
+
+/* Remove the unreferenced wds once no walk can be handed them. */
+static void kwd_collect(void)
+{
+    if (g_in.walks || !g_in.zombies)
+        return;
+    for (size_t i = 0; i < g_in.nbuckets; i++) {
+        for (kwd_t *k = g_in.buckets[i], *next; k; k = next) {
+            next = k->hnext;
+            if (!k->refs)
+                kwd_drop(k, 1);
+        }
+    }
+}
+
+static void sub_unlink(sub_t *s)
+{
+    watch_t *w = s->w;
+    kwd_t *k = s->k;
+    if (s->kprev)
+        s->kprev->knext = s->knext;
+    else
+        k->subs = s->knext;
+    if (s->knext)
+        s->knext->kprev = s->kprev;
+    if (s->wprev)
+        s->wprev->wnext = s->wnext;
+    else
+        w->subs = s->wnext;
+    if (s->wnext)
+        s->wnext->wprev = s->wprev;
+    free(s->path);
+    free(s);
+}
+
+/* Drop one subscription and the kernel watch with its last one. */
+static void sub_free(sub_t *s)
+{
+    kwd_t *k = s->k;
+    sub_unlink(s);
+    if (--k->refs)
+        return;
+    g_in.zombies++;
+    if (!g_in.walks)
+        kwd_drop(k, 1);
+}
+
+/* Subscribe w to wd under path (taken, even on error). The same wd twice
+ * for one stream (a directory moved, or reached twice) keeps the newest
+ * path. */
+static int sub_add(watch_t *w, int wd, char *path)
+{
+    kwd_t *k = kwd_get(wd);
+    if (!k) {
+        free(path);
+        return -ENOMEM;
+    }
+    for (sub_t *s = k->subs; s; s = s->knext) {
+        if (s->w == w) {
+            free(s->path);
+            s->path = path;
+            return 0;
+        }
+    }
+    sub_t *s = calloc(1, sizeof *s);
+    if (!s) {
+        if (!k->refs && !g_in.walks)
+            kwd_drop(k, 1);
+        free(path);
+        return -ENOMEM;
+    }
+    s->w = w;
+    s->k = k;
+    s->path = path;
+    s->knext = k->subs;
+    if (k->subs)
+        k->subs->kprev = s;
+    k->subs = s;
+    s->wnext = w->subs;
+    if (w->subs)
+        w->subs->wprev = s;
+    w->subs = s;
+    if (!k->refs++)
+        g_in.zombies--;
+    return 0;
+}
+
+/* -------------------------------------------------------- adding watches */
+
+static void set_err(watch_t *w, int rc, const char *path)
+{
+    if (w->err)
+        return;
+    w->err = rc;
+    snprintf(w->errmsg, sizeof w->errmsg, "watch '%s': %s%s", path, strerror(-rc),
+             rc == -ENOSPC ? " (the kernel's inotify watch limit, fs.inotify.max_user_watches,"
+                             " is reached)"
+                           : "");
+}
+
+/* Add a kernel watch for path. On a worker (setup), the result is recorded
+ * for the loop; on the loop, w is subscribed at once. Returns the wd. */
+static int dir_add(watch_t *w, const char *path, int on_worker)
 {
     int wd = inotify_add_watch(w->ifd, path, WATCH_MASK);
     if (wd < 0)
         return -errno;
-    wdir_t *d = dir_find(w, wd);
-    if (d) { /* the same inode again (moved): keep the newest path */
-        char *p = strdup(path);
-        if (!p)
-            return -ENOMEM;
-        free(d->path);
-        d->path = p;
-        return wd;
-    }
-    if (w->ndirs == w->capdirs) {
-        size_t cap = w->capdirs ? w->capdirs * 2 : 16;
-        wdir_t *nd = realloc(w->dirs, cap * sizeof *nd);
-        if (!nd)
-            return -ENOMEM;
-        w->dirs = nd;
-        w->capdirs = cap;
-    }
-    if (!(w->dirs[w->ndirs].path = strdup(path)))
+    char *p = strdup(path);
+    if (!p)
         return -ENOMEM;
-    w->dirs[w->ndirs++].wd = wd;
+    if (!on_worker) {
+        int rc = sub_add(w, wd, p);
+        return rc < 0 ? rc : wd;
+    }
+    if (w->nadded == w->capadded) {
+        size_t cap = w->capadded ? w->capadded * 2 : 16;
+        added_t *na = realloc(w->added, cap * sizeof *na);
+        if (!na) {
+            free(p);
+            return -ENOMEM;
+        }
+        w->added = na;
+        w->capadded = cap;
+    }
+    w->added[w->nadded].wd = wd;
+    w->added[w->nadded++].path = p;
     return wd;
 }
 
-/* Watch path's subdirectories. Errors below the root are skipped: a
- * subdirectory the user may not read is not watched. The walk keeps a list
- * of directories still to read instead of recursing, and has one directory
- * open at a time: a tree as deep as PATH_MAX allows (2,000 levels) would
- * otherwise take a PATH_MAX buffer and a descriptor per level, overflowing
- * a thread's stack. */
-static void add_tree(watch_t *w, const char *path)
+/* Watch path's subdirectories. Errors below the root are skipped (a
+ * subdirectory the user may not read is not watched) except the watch
+ * limit, which fails the stream: a recursive watch that silently misses
+ * part of its tree would be a lie. The walk keeps a list of directories
+ * still to read instead of recursing, and has one directory open at a time:
+ * a tree as deep as PATH_MAX allows (2,000 levels) would otherwise take a
+ * PATH_MAX buffer and a descriptor per level, overflowing a thread's
+ * stack. */
+static void add_tree(watch_t *w, const char *path, int on_worker)
 {
     char **todo = NULL;
     size_t n = 0, cap = 0;
@@ -109,7 +336,7 @@ static void add_tree(watch_t *w, const char *path)
     char sub[PATH_MAX];
 
     while (dir) {
-        DIR *d = opendir(dir);
+        DIR *d = w->err ? NULL : opendir(dir);
         struct dirent *de;
         while (d && (de = readdir(d))) {
             const char *name = de->d_name;
@@ -125,7 +352,12 @@ static void add_tree(watch_t *w, const char *path)
                 if (lstat(sub, &st) < 0 || !S_ISDIR(st.st_mode))
                     continue;
             }
-            if (dir_add(w, sub) < 0)
+            int rc = dir_add(w, sub, on_worker);
+            if (rc == -ENOSPC) {
+                set_err(w, rc, sub);
+                break;
+            }
+            if (rc < 0)
                 continue;
             if (n == cap) {
                 size_t ncap = cap ? cap * 2 : 16;
@@ -151,40 +383,20 @@ static void setup_run(fsw_job_t *j)
     watch_t *w = SA_CONTAINER_OF(j, watch_t, job);
     struct stat st;
     if (stat(w->path, &st) < 0) {
-        w->err = -errno;
-        snprintf(w->errmsg, sizeof w->errmsg, "watch '%s': %s", w->path, strerror(errno));
+        set_err(w, -errno, w->path);
         return;
     }
-    int rc = dir_add(w, w->path);
+    int rc = dir_add(w, w->path, 1);
     if (rc < 0) {
-        w->err = rc;
-        snprintf(w->errmsg, sizeof w->errmsg, "watch '%s': %s%s", w->path, strerror(-rc),
-                 rc == -ENOSPC ? " (the inotify watch limit is reached)" : "");
+        set_err(w, rc, w->path);
         return;
     }
     w->root_wd = rc;
     if (w->recursive && S_ISDIR(st.st_mode))
-        add_tree(w, w->path);
+        add_tree(w, w->path, 1);
 }
 
-static void watch_free(watch_t *w)
-{
-    if (ev_is_active(&w->io))
-        ev_io_stop(EV_DEFAULT, &w->io);
-    if (w->ifd >= 0)
-        close(w->ifd);
-    for (size_t i = 0; i < w->ndirs; i++)
-        free(w->dirs[i].path);
-    free(w->dirs);
-    for (size_t i = 0; i < w->qcount; i++) {
-        wev_t *e = &w->q[(w->qhead + i) % WATCH_QUEUE];
-        free(e->path);
-        free(e->old);
-    }
-    free(w->moved_path);
-    free(w->path);
-    free(w);
-}
+/* --------------------------------------------------------------- events */
 
 /* Queue an event, taking path and old; drops them and marks the overflow
  * when the client has not kept up. */
@@ -226,35 +438,38 @@ static void flush_moved(watch_t *w)
 static void rename_dirs(watch_t *w, const char *old, const char *now)
 {
     size_t ol = strlen(old);
-    for (size_t i = 0; i < w->ndirs; i++) {
-        char *p = w->dirs[i].path;
+    for (sub_t *s = w->subs; s; s = s->wnext) {
+        char *p = s->path;
         if (strncmp(p, old, ol) || (p[ol] && p[ol] != '/'))
             continue;
         char *np = NULL;
         if (asprintf(&np, "%s%s", now, p + ol) >= 0) {
             free(p);
-            w->dirs[i].path = np;
+            s->path = np;
         }
     }
 }
 
-static void handle_event(watch_t *w, const struct inotify_event *ev)
+/* A new directory inside a recursive watch: watch it before reporting it;
+ * whatever appeared in it before the watch took is found by the walk. */
+static void add_new_dir(watch_t *w, const char *path)
 {
-    if (ev->mask & IN_Q_OVERFLOW) {
-        enqueue(w, SANDBOX__AGENT__V1__FS_EVENT__KIND__OVERFLOW, NULL, NULL);
-        return;
-    }
-    wdir_t *d = dir_find(w, ev->wd);
-    if (!d)
-        return;
-    if (ev->mask & IN_IGNORED) {
-        free(d->path);
-        *d = w->dirs[--w->ndirs];
-        return;
-    }
+    int rc = dir_add(w, path, 0);
+    if (rc >= 0)
+        add_tree(w, path, 0);
+    else if (rc == -ENOSPC)
+        set_err(w, rc, path);
+    if (w->err)
+        stream_wake(&w->base); /* next() answers the error and ends it */
+}
+
+/* One event as the stream that holds s sees it. */
+static void stream_event(sub_t *s, const struct inotify_event *ev)
+{
+    watch_t *w = s->w;
     if ((ev->mask & IN_DELETE_SELF) && ev->wd != w->root_wd)
         return; /* its parent reports it */
-    char *path = join(d->path, ev->len ? ev->name : NULL);
+    char *path = join(s->path, ev->len ? ev->name : NULL);
     if (!path)
         return;
     if (ev->mask & IN_MOVED_FROM) {
@@ -272,17 +487,15 @@ static void handle_event(watch_t *w, const struct inotify_event *ev)
             return;
         }
         flush_moved(w);
-        if ((ev->mask & IN_ISDIR) && w->recursive && dir_add(w, path) >= 0)
-            add_tree(w, path);
+        if ((ev->mask & IN_ISDIR) && w->recursive)
+            add_new_dir(w, path);
         enqueue(w, SANDBOX__AGENT__V1__FS_EVENT__KIND__CREATE, path, NULL);
         return;
     }
     flush_moved(w);
     if (ev->mask & IN_CREATE) {
-        /* Watch a new directory before reporting it; whatever appeared in it
-         * before the watch took is found by add_tree's walk. */
-        if ((ev->mask & IN_ISDIR) && w->recursive && dir_add(w, path) >= 0)
-            add_tree(w, path);
+        if ((ev->mask & IN_ISDIR) && w->recursive)
+            add_new_dir(w, path);
         enqueue(w, SANDBOX__AGENT__V1__FS_EVENT__KIND__CREATE, path, NULL);
     } else if (ev->mask & (IN_DELETE | IN_DELETE_SELF)) {
         enqueue(w, SANDBOX__AGENT__V1__FS_EVENT__KIND__DELETE, path, NULL);
@@ -295,26 +508,156 @@ static void handle_event(watch_t *w, const struct inotify_event *ev)
     }
 }
 
+static void handle_event(const struct inotify_event *ev)
+{
+    if (ev->mask & IN_Q_OVERFLOW) {
+        /* The kernel dropped events of every wd: every stream may miss some. */
+        for (watch_t *w = g_in.streams; w; w = w->gnext)
+            if (w->ready && !w->err)
+                enqueue(w, SANDBOX__AGENT__V1__FS_EVENT__KIND__OVERFLOW, NULL, NULL);
+        return;
+    }
+    if (ev->mask & IN_IGNORED) {
+        /* The kernel dropped the watch (its inode went, or its file system):
+         * so do its subscribers. A walk in flight may hold it too. */
+        if (g_in.walks && g_in.nignored < SIZE_MAX / sizeof(int)) {
+            if (g_in.nignored == g_in.capignored) {
+                size_t cap = g_in.capignored ? g_in.capignored * 2 : 16;
+                int *ni = realloc(g_in.ignored, cap * sizeof *ni);
+                if (ni) {
+                    g_in.ignored = ni;
+                    g_in.capignored = cap;
+                }
+            }
+            if (g_in.nignored < g_in.capignored)
+                g_in.ignored[g_in.nignored++] = ev->wd;
+        }
+        kwd_t *k = kwd_find(ev->wd);
+        if (!k)
+            return;
+        if (k->refs)
+            g_in.zombies++; /* refs becomes 0; kwd_drop counts it out */
+        while (k->subs)
+            sub_unlink(k->subs);
+        k->refs = 0;
+        kwd_drop(k, 0);
+        return;
+    }
+    kwd_t *k = kwd_find(ev->wd);
+    if (!k)
+        return;
+    /* Handling may subscribe a stream to a new directory (at the head of
+     * that wd's list, never removing one here): take next first anyway. */
+    for (sub_t *s = k->subs, *next; s; s = next) {
+        next = s->knext;
+        if (s->w->ready && !s->w->err)
+            stream_event(s, ev);
+    }
+}
+
 static void on_inotify(struct ev_loop *loop, ev_io *io, int revents)
 {
-    watch_t *w = io->data;
     char buf[64 * 1024] __attribute__((aligned(__alignof__(struct inotify_event))));
     (void)loop;
+    (void)io;
     (void)revents;
-    for (int rounds = 0; rounds < 16; rounds++) {
-        ssize_t n = read(w->ifd, buf, sizeof buf);
+    for (int rounds = 0; rounds < 16 && g_in.fd >= 0; rounds++) {
+        ssize_t n = read(g_in.fd, buf, sizeof buf);
         if (n <= 0)
             break;
         for (char *p = buf; p < buf + n;) {
             const struct inotify_event *ev = (const struct inotify_event *)(void *)p;
-            handle_event(w, ev);
+            handle_event(ev);
             p += sizeof *ev + ev->len;
         }
     }
     /* A MOVED_FROM whose partner is not in the same read moved out. */
-    flush_moved(w);
+    for (watch_t *w = g_in.streams; w; w = w->gnext)
+        flush_moved(w);
 }
 
+/* ------------------------------------------------------ the stream's life */
+
+/* Open the shared instance for a new stream (the first opens it). */
+static int inotify_hold(watch_t *w)
+{
+    if (g_in.fd < 0) {
+        int fd = inotify_init1(IN_NONBLOCK | IN_CLOEXEC);
+        if (fd < 0)
+            return -errno;
+        g_in.fd = fd;
+        ev_io_init(&g_in.io, on_inotify, fd, EV_READ);
+        ev_io_start(EV_DEFAULT, &g_in.io);
+    }
+    w->ifd = g_in.fd;
+    w->gnext = g_in.streams;
+    if (g_in.streams)
+        g_in.streams->gprev = w;
+    g_in.streams = w;
+    return 0;
+}
+
+/* The last stream closes the instance: watcher stopped, then the fd (which
+ * drops every kernel watch), then the table. */
+static void inotify_release(watch_t *w)
+{
+    if (w->ifd < 0)
+        return;
+    if (w->gprev)
+        w->gprev->gnext = w->gnext;
+    else
+        g_in.streams = w->gnext;
+    if (w->gnext)
+        w->gnext->gprev = w->gprev;
+    w->ifd = -1;
+    if (g_in.streams)
+        return;
+    ev_io_stop(EV_DEFAULT, &g_in.io);
+    close(g_in.fd);
+    g_in.fd = -1;
+    for (size_t i = 0; i < g_in.nbuckets; i++) {
+        for (kwd_t *k = g_in.buckets[i], *next; k; k = next) {
+            next = k->hnext;
+            free(k);
+        }
+    }
+    free(g_in.buckets);
+    g_in.buckets = NULL;
+    g_in.nbuckets = g_in.nkwd = g_in.zombies = 0;
+    free(g_in.ignored);
+    g_in.ignored = NULL;
+    g_in.nignored = g_in.capignored = 0;
+}
+
+static void watch_free(watch_t *w)
+{
+    while (w->subs)
+        sub_free(w->subs);
+    for (size_t i = 0; i < w->nadded; i++)
+        free(w->added[i].path);
+    free(w->added);
+    inotify_release(w);
+    for (size_t i = 0; i < w->qcount; i++) {
+        wev_t *e = &w->q[(w->qhead + i) % WATCH_QUEUE];
+        free(e->path);
+        free(e->old);
+    }
+    free(w->moved_path);
+    free(w->path);
+    free(w);
+}
+
+static int was_ignored(int wd)
+{
+    for (size_t i = 0; i < g_in.nignored; i++)
+        if (g_in.ignored[i] == wd)
+            return 1;
+    return 0;
+}
+
+/* On the loop: take references on what the walk added (all of it, even on
+ * an error, so the wds it alone holds are removed by the same path), then
+ * give them back if the stream failed or is gone. */
 static void setup_done(fsw_job_t *j)
 {
     watch_t *w = SA_CONTAINER_OF(j, watch_t, job);
@@ -324,16 +667,26 @@ static void setup_done(fsw_job_t *j)
         snprintf(w->errmsg, sizeof w->errmsg, "watch: cannot act as user %u: %s",
                  (unsigned)w->user.uid, strerror(-j->id_err));
     }
+    for (size_t i = 0; i < w->nadded; i++) {
+        if (was_ignored(w->added[i].wd))
+            free(w->added[i].path);
+        else if (sub_add(w, w->added[i].wd, w->added[i].path) < 0 && !w->err)
+            set_err(w, -ENOMEM, w->path);
+    }
+    free(w->added);
+    w->added = NULL;
+    w->nadded = w->capadded = 0;
+    if (w->err || w->orphan)
+        while (w->subs)
+            sub_free(w->subs);
+    if (!--g_in.walks)
+        g_in.nignored = 0;
+    kwd_collect();
     if (w->orphan) {
         watch_free(w);
         return;
     }
     w->ready = 1;
-    if (!w->err) {
-        ev_io_init(&w->io, on_inotify, w->ifd, EV_READ);
-        w->io.data = w;
-        ev_io_start(EV_DEFAULT, &w->io);
-    }
     stream_wake(&w->base);
 }
 
@@ -347,6 +700,7 @@ static stream_status_t watch_next(stream_t *s)
         w->job.run = setup_run;
         w->job.done = setup_done;
         w->job.user = w->as_user ? &w->user : NULL;
+        g_in.walks++;
         fsw_submit(&w->job);
         return STREAM_WAIT;
     }
@@ -417,16 +771,15 @@ void fs_handle_watch(conn_t *c, const Request *req)
         return;
     }
     w->recursive = m->recursive;
-    w->ifd = inotify_init1(IN_NONBLOCK | IN_CLOEXEC);
-    if (w->ifd < 0) {
-        int e = errno;
-        conn_send_errno(c, req->id, -e, "watch '%s': inotify: %s%s", w->path, strerror(e),
-                        e == EMFILE ? " (the inotify instance limit is reached)" : "");
+    int rc = inotify_hold(w);
+    if (rc < 0) {
+        conn_send_errno(c, req->id, rc, "watch '%s': inotify: %s%s", w->path, strerror(-rc),
+                        rc == -EMFILE ? " (the inotify instance limit is reached)" : "");
         watch_free(w);
         return;
     }
     w->base.ops = &watch_ops;
-    int rc = conn_stream_add(c, &w->base, req->id);
+    rc = conn_stream_add(c, &w->base, req->id);
     if (rc < 0) {
         conn_send_errno(c, req->id, rc == -EEXIST ? -EINVAL : rc, "watch: cannot start: %s",
                         strerror(-rc));
