@@ -1,7 +1,8 @@
 /* watch.h - WatchPath: inotify watches of a file or a tree, streamed as
  * FsEvents through a bounded queue (an OVERFLOW event instead of growth).
- * The handler, fs_handle_watch, is declared in fs.h with the other file
- * operations. */
+ * Every stream shares the agent's one inotify instance, open while any
+ * watch stream exists. The handler, fs_handle_watch, is declared in fs.h
+ * with the other file operations. */
 #ifndef SA_WATCH_H
 #define SA_WATCH_H
 
