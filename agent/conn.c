@@ -30,6 +30,11 @@
 #define WRITE_BUDGET (2u << 20)
 #define PUMP_MAX_CALLS 4096
 #define IOV_BATCH 64
+/* Seconds of request handling per loop turn after which each connection
+ * handles one request per turn: sixty-four clients starting processes at
+ * once then cost a Ping on another connection about this much, not the sum
+ * of every spawn. */
+#define TURN_BUDGET 0.002
 #define ZLIB_MISSES 2
 #define ZLIB_SKIP 64
 
@@ -69,7 +74,7 @@ struct conn {
      * plain, then compression is tried again. */
     unsigned zlib_misses, zlib_skip;
     unsigned authed : 1, zlib : 1, closing : 1, close_after_flush : 1, paused : 1,
-        pending : 1, in_service : 1;
+        pending : 1, in_service : 1, deferred : 1;
     conn_t *next_all, *prev_all;
     conn_t *next_pending;
     conn_t *next_free;
@@ -467,12 +472,20 @@ static void protocol_error(conn_t *c, int rc, const char *what)
  * output queue is over the high-water mark (then input waits). */
 static void process_input(conn_t *c)
 {
+    int handled = 0;
+    c->deferred = 0;
     while (!c->closing && !c->close_after_flush) {
         uint8_t flags;
         uint32_t plen;
         size_t avail = c->in_len - c->in_off;
         if (c->holds || !c->in)
             break;
+        /* This turn has been busy: the rest waits for the next turn (the
+         * write watcher brings it back), after other connections' events. */
+        if (handled && avail && ev_time() - ev_now(c->loop) > TURN_BUDGET) {
+            c->deferred = 1;
+            break;
+        }
         if (c->queued >= g_config.conn_queue_high) {
             if (!c->paused) {
                 c->paused = 1;
@@ -514,6 +527,7 @@ static void process_input(conn_t *c)
         }
         dispatch_request(c, (const Request *)msg);
         protobuf_c_message_free_unpacked(msg, NULL);
+        handled = 1;
     }
     /* Compact; give back a buffer that grew for one large frame. */
     if (c->in_off == c->in_len) {
@@ -587,6 +601,8 @@ static void conn_service(conn_t *c)
     if (c->closing || c->in_service)
         return;
     c->in_service = 1;
+    if (c->deferred && !c->paused)
+        process_input(c);
     for (int round = 0; round < 2 && !c->closing; round++) {
         pump(c);
         if (c->closing)
@@ -614,7 +630,7 @@ static void conn_service(conn_t *c)
         conn_close(c);
         return;
     }
-    if (c->queued || c->rhead) {
+    if (c->queued || c->rhead || c->deferred) {
         if (!ev_is_active(&c->wio)) {
             ev_io_start(c->loop, &c->wio);
             c->last_progress = util_now_mono_nano();
