@@ -92,6 +92,9 @@ int agent_up(agent_t *a, const char *name, const char *const *extra);
 void agent_down(agent_t *a);
 /* VmRSS of pid in KiB, -1 when unknown. */
 long rss_kib(pid_t pid);
+/* The main thread's time on a CPU and waiting for one (runqueue), in ns,
+ * from /proc/PID/schedstat; -1 when unknown. */
+int sched_ns(pid_t pid, uint64_t *run, uint64_t *wait);
 /* Connected and greeted; exits the benchmark on failure (nothing to
  * measure without it). */
 sa_client_t *agent_client(const agent_t *a);

@@ -342,6 +342,23 @@ long rss_kib(pid_t pid)
     return v;
 }
 
+int sched_ns(pid_t pid, uint64_t *run, uint64_t *wait)
+{
+    char path[64];
+    unsigned long long r, w;
+    snprintf(path, sizeof path, "/proc/%d/schedstat", (int)pid);
+    FILE *f = fopen(path, "r");
+    if (!f)
+        return -1;
+    int n = fscanf(f, "%llu %llu", &r, &w);
+    fclose(f);
+    if (n != 2)
+        return -1;
+    *run = r;
+    *wait = w;
+    return 0;
+}
+
 sa_client_t *agent_client(const agent_t *a)
 {
     char err[256];
