@@ -66,7 +66,7 @@ typedef struct row {
     enum better better;
     double target_ratio;
     double target_abs;
-    char note[160];
+    char note[256];
 } row_t;
 
 void result_add(const char *fig, const char *what, const char *unit, double agent,

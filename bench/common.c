@@ -181,9 +181,13 @@ void results_print_table(void)
         printf("| %s | %s | %s %s | %s | %s | %s | %s |\n", r->fig, r->what, a, r->unit, ref, ra,
                t, met < 0 ? "-" : met ? "yes" : "**no**");
     }
-    for (size_t i = 0; i < g_nrows; i++)
-        if (g_rows[i].note[0])
+    for (size_t i = 0; i < g_nrows; i++) {
+        int seen = 0;
+        for (size_t j = 0; j < i && !seen; j++)
+            seen = !strcmp(g_rows[j].note, g_rows[i].note);
+        if (g_rows[i].note[0] && !seen)
             printf("\n- %s %s: %s", g_rows[i].fig, g_rows[i].what, g_rows[i].note);
+    }
     printf("\n");
 }
 
