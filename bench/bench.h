@@ -20,6 +20,7 @@
 
 typedef struct bench_opts {
     const char *agent_bin;
+    const char *static_agent_bin; /* optional: a -DSANDBOX_AGENT_STATIC=ON build */
     const char *qga_bin;   /* NULL: qemu-ga not installed; its rows are skipped */
     const char *socat_bin; /* NULL: socat not installed */
     const char *json_out;

@@ -1033,8 +1033,25 @@ void fig_memory(void)
              idle_shared, idle_priv, idle_pss);
     result_add("6", "RSS idle", "MiB", kib_mib(idle), g_have_qga ? "qemu-ga idle" : NULL,
                kib_mib(g_qga_idle_kib), LOWER, NAN, 2.0, note);
+    if (g_opt.static_agent_bin) {
+        agent_t st;
+        const char *keep = g_opt.agent_bin;
+        g_opt.agent_bin = g_opt.static_agent_bin;
+        if (agent_up(&st, "static", NULL) == 0) {
+            sa_client_t *sc = agent_client(&st);
+            agent_ping(sc);
+            sa_client_close(sc);
+            sleep_us(100000);
+            long v = rss_kib(st.pid);
+            agent_down(&st);
+            result_add("6", "RSS idle, static build", "MiB", kib_mib(v),
+                       g_have_qga ? "qemu-ga idle" : NULL, kib_mib(g_qga_idle_kib), LOWER, NAN,
+                       2.0, "the same agent built with -DSANDBOX_AGENT_STATIC=ON");
+        }
+        g_opt.agent_bin = keep;
+    }
     result_add("6", "RSS after one 8 MiB followed run", "MiB", kib_mib(after_one),
-               g_have_qga ? "qemu-ga after capture" : NULL, kib_mib(g_qga_capture_kib), LOWER,
+               g_qga_capture_kib >= 0 ? "qemu-ga after capture" : NULL, kib_mib(g_qga_capture_kib), LOWER,
                NAN, NAN, "qemu-ga: after one guest-exec capture of the same size");
     result_add("6", "RSS with 1,000 sleeping processes", "MiB", kib_mib(with_procs), NULL, NAN,
                LOWER, NAN, 64.0, NULL);

@@ -23,6 +23,7 @@ static void usage(FILE *f)
     fprintf(f,
             "usage: sa-bench [options]\n"
             "  --agent PATH      the sandbox-agent binary (default the one built with this)\n"
+            "  --static-agent PATH  also measure the idle RSS of this (static) build\n"
             "  --qga PATH        qemu-ga (default: found in /usr/sbin, /usr/bin; 'none' to skip)\n"
             "  --socat PATH      socat (default: found in PATH; 'none' to skip)\n"
             "  --json PATH       write the results there (default bench/results/latest.json)\n"
@@ -107,6 +108,7 @@ int main(int argc, char **argv)
         {"socat", required_argument, NULL, 's'}, {"json", required_argument, NULL, 'j'},
         {"only", required_argument, NULL, 'o'},  {"size-mib", required_argument, NULL, 'm'},
         {"quick", no_argument, NULL, 'Q'},       {"help", no_argument, NULL, 'h'},
+        {"static-agent", required_argument, NULL, 'S'},
         {NULL, 0, NULL, 0}};
     static const char *const sbin[] = {"/usr/sbin", "/usr/bin", "/usr/local/sbin", NULL};
     const char *qga = NULL, *socat = NULL;
@@ -118,6 +120,7 @@ int main(int argc, char **argv)
     while ((c = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
         switch (c) {
         case 'a': g_opt.agent_bin = optarg; break;
+        case 'S': g_opt.static_agent_bin = optarg; break;
         case 'q': qga = optarg; break;
         case 's': socat = optarg; break;
         case 'j': g_opt.json_out = optarg; break;

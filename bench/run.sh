@@ -32,12 +32,22 @@ fi
 cmake -S . -B "$build" -DCMAKE_BUILD_TYPE=Release -DSANDBOX_AGENT_SANITIZE=OFF >/dev/null
 cmake --build "$build" -j"$(nproc)" --target sa-bench >/dev/null
 
+# The static build too, for the idle RSS it reaches (no shared libc pages).
+static=""
+if cmake -S . -B "$build-static" -DCMAKE_BUILD_TYPE=Release -DSANDBOX_AGENT_STATIC=ON \
+        -DSANDBOX_AGENT_TESTS=OFF >/dev/null 2>&1 &&
+    cmake --build "$build-static" -j"$(nproc)" --target sandbox-agent >/dev/null 2>&1; then
+    static="--static-agent $build-static/sandbox-agent"
+else
+    echo "static build unavailable: its idle RSS row is skipped" >&2
+fi
+
 mkdir -p bench/results
 commit=$(git rev-parse --short HEAD 2>/dev/null || echo unknown)
 if ! git diff --quiet HEAD -- agent 2>/dev/null; then
     commit="$commit+dirty"
 fi
 out=bench/results/latest
-SA_BENCH_COMMIT=$commit "$build/bench/sa-bench" --json "$out.json" "$@" | tee "$out.log"
+SA_BENCH_COMMIT=$commit "$build/bench/sa-bench" --json "$out.json" $static "$@" | tee "$out.log"
 # The table alone, for pasting into the README.
 sed -n '/^| # |/,/^results:/p' "$out.log" | sed '/^results:/d' >"$out.md"
