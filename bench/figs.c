@@ -296,10 +296,10 @@ static int wait_ok(pid_t pid)
 /* Read fd to EOF, discarding; returns the bytes. */
 static uint64_t drain(int fd)
 {
-    static __thread uint8_t *buf;
+    uint8_t *buf = malloc(1u << 20);
     uint64_t total = 0;
     if (!buf)
-        buf = malloc(1u << 20);
+        return 0;
     for (;;) {
         ssize_t n = read(fd, buf, 1u << 20);
         if (n < 0 && errno == EINTR)
@@ -308,6 +308,7 @@ static uint64_t drain(int fd)
             break;
         total += (uint64_t)n;
     }
+    free(buf);
     return total;
 }
 

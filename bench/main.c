@@ -194,8 +194,12 @@ int main(int argc, char **argv)
     if (!rc)
         printf("\nresults: %s (%.0f s)\n", g_opt.json_out, (double)(now_ns() - t0) / 1e9);
     char cmd[400];
-    snprintf(cmd, sizeof cmd, "rm -rf '%s' '%s'", g_opt.dir, g_opt.shm);
+    /* SA_BENCH_KEEP=1 keeps the agents' logs (a sanitizer build's reports). */
+    snprintf(cmd, sizeof cmd, "rm -rf '%s' '%s'", getenv("SA_BENCH_KEEP") ? "" : g_opt.dir,
+             g_opt.shm);
     if (system(cmd) != 0)
         fprintf(stderr, "sa-bench: could not remove %s\n", g_opt.dir);
+    else if (getenv("SA_BENCH_KEEP"))
+        printf("logs kept in %s\n", g_opt.dir);
     return rc;
 }
