@@ -969,8 +969,10 @@ static int make_pipe(int fds[2], int parent_end)
 {
     if (pipe2(fds, O_CLOEXEC) < 0)
         return -errno;
-    int fl = fcntl(fds[parent_end], F_GETFL);
-    fcntl(fds[parent_end], F_SETFL, fl | O_NONBLOCK);
+    /* A fresh pipe end has no status flags but its access mode, which
+     * F_SETFL ignores: no F_GETFL needed. Only the agent's end is
+     * non-blocking; the child's stays blocking. */
+    fcntl(fds[parent_end], F_SETFL, O_NONBLOCK);
     return 0;
 }
 
@@ -1057,9 +1059,19 @@ void proc_handle_start(conn_t *c, const Request *req)
                         g_running, g_config.max_processes);
         return;
     }
-    if ((rc = user_resolve(set_user ? sp->user : NULL, &u, err, sizeof err)) < 0) {
-        conn_send_errno(c, req->id, rc, "%s", err);
-        return;
+    if (set_user) {
+        if ((rc = user_resolve(sp->user, &u, err, sizeof err)) < 0) {
+            conn_send_errno(c, req->id, rc, "%s", err);
+            return;
+        }
+    } else {
+        /* The agent's own identity does not change: resolved once, not per
+         * start (a lookup reads nsswitch.conf and passwd). */
+        static user_id_t self;
+        static int have_self;
+        if (!have_self && user_resolve(NULL, &self, err, sizeof err) == 0)
+            have_self = 1;
+        u = self;
     }
     if (set_user && u.uid == geteuid() && u.gid == getegid() && geteuid() != 0)
         set_user = 0; /* already that user; no privilege needed */

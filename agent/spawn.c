@@ -8,6 +8,8 @@
  * wrappers would try to synchronise the parent's threads). All signals are
  * blocked around the clone so no handler of the agent runs in the child; the
  * child sets every disposition to default and then unblocks everything.
+ * A failure before exec is written by the child into the parent's memory
+ * (as glibc does), so no error pipe is needed.
  * Under AddressSanitizer a plain fork is used: its runtime does not expect a
  * second task on the parent's memory.
  */
@@ -38,7 +40,10 @@
 
 typedef struct child_ctx {
     const spawn_req_t *r;
-    int err_fd;
+    int err_fd; /* fork: the close-on-exec error pipe; clone: -1 */
+    /* clone (CLONE_VM): the child writes its failure here, in the parent's
+     * memory, before it exits; the parent reads it once it resumes. */
+    volatile int stage, err;
 } child_ctx_t;
 
 typedef struct child_err {
@@ -63,11 +68,16 @@ const char *spawn_stage_name(enum spawn_stage s)
     return "?";
 }
 
-__attribute__((noreturn)) static void child_fail(int fd, int stage, int err)
+__attribute__((noreturn)) static void child_fail(child_ctx_t *x, int stage, int err)
 {
-    child_err_t e = {stage, err};
-    ssize_t w = write(fd, &e, sizeof e);
-    (void)w;
+    if (x->err_fd < 0) {
+        x->stage = stage;
+        x->err = err ? err : EIO;
+    } else {
+        child_err_t e = {stage, err};
+        ssize_t w = write(x->err_fd, &e, sizeof e);
+        (void)w;
+    }
     _exit(127);
 }
 
@@ -122,7 +132,7 @@ static int child_exec(const spawn_req_t *r)
 
 static int child_main(void *arg)
 {
-    const child_ctx_t *x = arg;
+    child_ctx_t *x = arg;
     const spawn_req_t *r = x->r;
     uint8_t kzero[32];
     int fd;
@@ -136,16 +146,16 @@ static int child_main(void *arg)
 
     if (r->pty) {
         if (setsid() < 0)
-            child_fail(x->err_fd, SPAWN_SESSION, errno);
+            child_fail(x, SPAWN_SESSION, errno);
         if (ioctl(r->fd_in, TIOCSCTTY, 0) < 0)
-            child_fail(x->err_fd, SPAWN_TTY, errno);
+            child_fail(x, SPAWN_TTY, errno);
     } else if (setpgid(0, 0) < 0) {
-        child_fail(x->err_fd, SPAWN_SESSION, errno);
+        child_fail(x, SPAWN_SESSION, errno);
     }
     /* The agent keeps 0..2 open, so these fds are all above 2 and dup2
      * clears their close-on-exec flag. */
     if (dup2(r->fd_in, 0) < 0 || dup2(r->fd_out, 1) < 0 || dup2(r->fd_err, 2) < 0)
-        child_fail(x->err_fd, SPAWN_FDS, errno);
+        child_fail(x, SPAWN_FDS, errno);
     if (r->reset_oom && (fd = open("/proc/self/oom_score_adj", O_WRONLY | O_CLOEXEC)) >= 0) {
         ssize_t w = write(fd, "0", 1);
         (void)w;
@@ -153,65 +163,54 @@ static int child_main(void *arg)
     }
     if (r->set_user) {
         if (syscall(SYS_setgroups, (size_t)r->n_groups, r->groups) < 0)
-            child_fail(x->err_fd, SPAWN_GROUPS, errno);
+            child_fail(x, SPAWN_GROUPS, errno);
         if (syscall(SYS_setresgid, r->gid, r->gid, r->gid) < 0)
-            child_fail(x->err_fd, SPAWN_GID, errno);
+            child_fail(x, SPAWN_GID, errno);
         if (syscall(SYS_setresuid, r->uid, r->uid, r->uid) < 0)
-            child_fail(x->err_fd, SPAWN_UID, errno);
+            child_fail(x, SPAWN_UID, errno);
     }
     if (r->cwd && r->cwd[0] && chdir(r->cwd) < 0)
-        child_fail(x->err_fd, SPAWN_CWD, errno);
+        child_fail(x, SPAWN_CWD, errno);
     /* Everything the agent opens is close-on-exec; this is the backstop
      * (keeping the error pipe, which exec closes). */
 #ifdef SYS_close_range
-    if (x->err_fd > 3)
-        syscall(SYS_close_range, 3u, (unsigned)x->err_fd - 1, 0u);
-    syscall(SYS_close_range, (unsigned)x->err_fd + 1, ~0u, 0u);
+    if (x->err_fd < 0) {
+        syscall(SYS_close_range, 3u, ~0u, 0u);
+    } else {
+        if (x->err_fd > 3)
+            syscall(SYS_close_range, 3u, (unsigned)x->err_fd - 1, 0u);
+        syscall(SYS_close_range, (unsigned)x->err_fd + 1, ~0u, 0u);
+    }
 #endif
     memset(kzero, 0, sizeof kzero);
     syscall(SYS_rt_sigprocmask, SIG_SETMASK, kzero, NULL, KSIGSET_SIZE);
-    child_fail(x->err_fd, SPAWN_EXEC, child_exec(r));
+    child_fail(x, SPAWN_EXEC, child_exec(r));
 }
 
 int spawn_run(const spawn_req_t *r, pid_t *pid, enum spawn_stage *stage)
 {
-    static void *stack;
-    int ep[2];
     sigset_t all, old;
     child_ctx_t x;
     child_err_t ce = {0, 0};
     pid_t child;
-    int rc = 0, e;
+    int e;
 
     *stage = SPAWN_FORK;
+    x.r = r;
+    x.stage = 0;
+    x.err = 0;
+#ifdef SPAWN_USE_FORK
+    /* fork: the child's memory is its own, so a failure comes back through
+     * a close-on-exec pipe (EOF means exec succeeded). */
+    int ep[2];
     if (pipe2(ep, O_CLOEXEC) < 0)
         return -errno;
-#ifndef SPAWN_USE_FORK
-    if (!stack) {
-        /* One stack serves every spawn: the parent waits (CLONE_VFORK). */
-        void *s = mmap(NULL, CHILD_STACK, PROT_READ | PROT_WRITE,
-                       MAP_PRIVATE | MAP_ANONYMOUS | MAP_STACK, -1, 0);
-        if (s == MAP_FAILED) {
-            e = errno;
-            close(ep[0]);
-            close(ep[1]);
-            return -e;
-        }
-        stack = s;
-    }
-#endif
-    x.r = r;
     x.err_fd = ep[1];
     sigfillset(&all);
     sigprocmask(SIG_SETMASK, &all, &old);
-#ifdef SPAWN_USE_FORK
-    (void)stack;
     child = fork();
     if (child == 0)
         child_main(&x);
-#else
-    child = clone(child_main, (char *)stack + CHILD_STACK, CLONE_VM | CLONE_VFORK | SIGCHLD, &x);
-#endif
     e = errno;
     sigprocmask(SIG_SETMASK, &old, NULL);
     close(ep[1]);
@@ -219,19 +218,42 @@ int spawn_run(const spawn_req_t *r, pid_t *pid, enum spawn_stage *stage)
         close(ep[0]);
         return -e;
     }
-    /* EOF: exec succeeded (the pipe was close-on-exec). */
     ssize_t n;
     do
         n = read(ep[0], &ce, sizeof ce);
     while (n < 0 && errno == EINTR);
     close(ep[0]);
-    if (n == (ssize_t)sizeof ce) {
+    if (n != (ssize_t)sizeof ce)
+        ce.err = 0;
+#else
+    /* clone(CLONE_VM | CLONE_VFORK): this thread resumes once the child has
+     * exec'd or exited; a failure is already in x, written by the child. */
+    static void *stack;
+    if (!stack) {
+        /* One stack serves every spawn: the parent waits (CLONE_VFORK). */
+        void *s = mmap(NULL, CHILD_STACK, PROT_READ | PROT_WRITE,
+                       MAP_PRIVATE | MAP_ANONYMOUS | MAP_STACK, -1, 0);
+        if (s == MAP_FAILED)
+            return -errno;
+        stack = s;
+    }
+    x.err_fd = -1;
+    sigfillset(&all);
+    sigprocmask(SIG_SETMASK, &all, &old);
+    child = clone(child_main, (char *)stack + CHILD_STACK, CLONE_VM | CLONE_VFORK | SIGCHLD, &x);
+    e = errno;
+    sigprocmask(SIG_SETMASK, &old, NULL);
+    if (child < 0)
+        return -e;
+    ce.stage = x.stage;
+    ce.err = x.err;
+#endif
+    if (ce.err) {
         *stage = (enum spawn_stage)ce.stage;
-        rc = -(ce.err ? ce.err : EIO);
         /* Reap it here so it never reaches the process table. */
         while (waitpid(child, NULL, 0) < 0 && errno == EINTR)
             ;
-        return rc;
+        return -ce.err;
     }
     *stage = SPAWN_OK;
     *pid = child;
