@@ -33,6 +33,7 @@ void config_defaults(config_t *cfg)
     cfg->socket_mode = 0600;
     cfg->ready_fd = -1;
     cfg->oom_score_adj = -1000;
+    cfg->nice = -10;
 }
 
 static void usage(FILE *f)
@@ -64,6 +65,8 @@ static void usage(FILE *f)
             "  --ready-fd N           write \"READY=1\\n\" to fd N once listening, then close it\n"
             "                         ($NOTIFY_SOCKET, sd_notify style, is honoured too)\n"
             "  --oom-score-adj N      the agent's own OOM score adjustment, -1000..1000\n"
+            "  --nice N               the agent's own nice value, -20..19 (default -10;\n"
+            "                         processes it starts get 0)\n"
             "                         (default -1000, or the lowest the kernel allows)\n"
             "  --log-level LEVEL      debug, info, warn, error (default info)\n"
             "  --log-format FORMAT    text or json (default text)\n"
@@ -220,7 +223,7 @@ int config_parse(config_t *cfg, int argc, char **argv)
     enum {
         O_LISTEN = 256, O_TOKEN_FILE, O_INSECURE, O_SOCKET_MODE, O_SOCKET_GROUP, O_MAX_FRAME,
         O_MAX_CONN, O_MAX_INFLIGHT, O_MAX_PROC, O_WINDOW, O_MAX_KEPT, O_TTL, O_GRACE,
-        O_WTIMEOUT, O_READY_FD, O_LOG_LEVEL, O_LOG_FORMAT, O_HELP, O_VERSION, O_OOM,
+        O_WTIMEOUT, O_READY_FD, O_LOG_LEVEL, O_LOG_FORMAT, O_HELP, O_VERSION, O_OOM, O_NICE,
         O_MAX_QUEUED,
     };
     static const struct option opts[] = {
@@ -234,6 +237,7 @@ int config_parse(config_t *cfg, int argc, char **argv)
         {"max-inflight", required_argument, NULL, O_MAX_INFLIGHT},
         {"max-queued-bytes", required_argument, NULL, O_MAX_QUEUED},
         {"oom-score-adj", required_argument, NULL, O_OOM},
+        {"nice", required_argument, NULL, O_NICE},
         {"max-processes", required_argument, NULL, O_MAX_PROC},
         {"output-window", required_argument, NULL, O_WINDOW},
         {"max-kept-output", required_argument, NULL, O_MAX_KEPT},
@@ -319,6 +323,11 @@ int config_parse(config_t *cfg, int argc, char **argv)
             if (parse_u64("--max-queued-bytes", optarg, 64 * 1024, 1ull << 32, &v) < 0)
                 return -1;
             cfg->conn_queue_high = (size_t)v;
+            break;
+        case O_NICE:
+            if (parse_i64("--nice", optarg, -20, 19, &sv) < 0)
+                return -1;
+            cfg->nice = (int)sv;
             break;
         case O_OOM:
             if (parse_i64("--oom-score-adj", optarg, -1000, 1000, &sv) < 0)

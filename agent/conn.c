@@ -31,9 +31,8 @@
 #define PUMP_MAX_CALLS 4096
 #define IOV_BATCH 64
 /* Seconds of request handling per loop turn after which each connection
- * handles one request per turn: sixty-four clients starting processes at
- * once then cost a Ping on another connection about this much, not the sum
- * of every spawn. */
+ * handles one request per turn, so that one connection's pipelined burst
+ * does not hold up the others' requests. */
 #define TURN_BUDGET 0.002
 #define ZLIB_MISSES 2
 #define ZLIB_SKIP 64

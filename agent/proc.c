@@ -32,6 +32,7 @@
 #include <string.h>
 #include <sys/ioctl.h>
 #include <sys/prctl.h>
+#include <sys/resource.h>
 #include <sys/wait.h>
 #include <termios.h>
 #include <unistd.h>
@@ -105,7 +106,7 @@ static proc_t *g_exited_head, *g_exited_tail;
 static unsigned g_running, g_kept;
 static uint64_t g_kept_bytes, g_kept_meta;
 static int g_devnull = -1;
-static int g_reset_oom;
+static int g_reset_oom, g_reset_nice;
 static void (*g_shutdown_done)(struct ev_loop *);
 static unsigned g_shutdown_polls; /* checks after the SIGKILL */
 static uint8_t g_rbuf[READ_SIZE];
@@ -794,6 +795,10 @@ int proc_init(struct ev_loop *loop)
         close(fd);
         g_reset_oom = n > 0 && atoi(buf) != 0;
     }
+    /* Likewise nice 0, whatever the agent runs at. */
+    errno = 0;
+    int prio = getpriority(PRIO_PROCESS, 0);
+    g_reset_nice = errno == 0 && prio != 0;
     ev_child_init(&g_child, on_child, 0, 0);
     ev_child_start(loop, &g_child);
     ev_init(&g_ttl, on_ttl);
@@ -1127,6 +1132,7 @@ void proc_handle_start(conn_t *c, const Request *req)
     sr.n_groups = u.n_groups;
     sr.groups = u.groups;
     sr.reset_oom = g_reset_oom;
+    sr.reset_nice = g_reset_nice;
 
     t0 = util_now_mono_nano();
     if ((rc = spawn_run(&sr, &pid, &stage)) < 0) {

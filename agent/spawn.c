@@ -23,6 +23,7 @@
 #include <string.h>
 #include <sys/ioctl.h>
 #include <sys/mman.h>
+#include <sys/resource.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -182,6 +183,10 @@ static int child_main(void *arg)
         syscall(SYS_close_range, (unsigned)x->err_fd + 1, ~0u, 0u);
     }
 #endif
+    /* Last, so the child runs at the agent's priority until it execs (the
+     * agent's loop waits for that): raising a nice value needs no privilege. */
+    if (r->reset_nice)
+        syscall(SYS_setpriority, PRIO_PROCESS, 0, 0);
     memset(kzero, 0, sizeof kzero);
     syscall(SYS_rt_sigprocmask, SIG_SETMASK, kzero, NULL, KSIGSET_SIZE);
     child_fail(x, SPAWN_EXEC, child_exec(r));

@@ -35,6 +35,7 @@ typedef struct spawn_req {
     int fd_in, fd_out, fd_err; /* become the child's 0, 1, 2 */
     int pty;                 /* fd_in is a PTY slave: setsid and make it the ctty */
     int reset_oom;           /* write 0 to /proc/self/oom_score_adj */
+    int reset_nice;          /* set the child's nice value back to 0 */
 } spawn_req_t;
 
 /* Start the child. Returns 0 with *pid, or -errno with *stage saying which

@@ -3,6 +3,8 @@
  * protocol says. */
 #include "proc_helpers.h"
 
+static agent_t A;
+
 static Response *get_info(sa_client_t *c)
 {
     Request req = REQUEST_INIT;
@@ -129,4 +131,46 @@ TEST(cancel_and_duplicate_id)
     agent_stop(&a);
 }
 
-TEST_MAIN(TEST_ENTRY(running_processes_share_the_total_cap), TEST_ENTRY(cancel_and_duplicate_id))
+/* Field 19 of /proc/PID/stat: the nice value. */
+static int nice_of(pid_t pid)
+{
+    char path[64], buf[1024];
+    snprintf(path, sizeof path, "/proc/%d/stat", (int)pid);
+    FILE *f = fopen(path, "r");
+    ASSERT(f);
+    ASSERT(fgets(buf, sizeof buf, f));
+    fclose(f);
+    char *p = strrchr(buf, ')');
+    ASSERT(p);
+    int field = 2, ni = 0;
+    for (char *t = strtok(p + 1, " "); t; t = strtok(NULL, " "))
+        if (++field == 19) {
+            ni = atoi(t);
+            break;
+        }
+    return ni;
+}
+
+/* The agent runs ahead of the workload (nice -10 by default, when allowed);
+ * what it starts runs at 0. */
+TEST(children_get_nice_zero)
+{
+    agent_start(&A, "--nice", "-5", NULL);
+    sa_client_t *c = agent_connect(&A);
+    int agent_nice = nice_of(A.pid);
+    if (geteuid() == 0)
+        ASSERT_EQ(agent_nice, -5);
+    start_opts_t o = {0};
+    o.follow = 1;
+    uint64_t id;
+    start_sh(c, "exec awk '{print $19}' /proc/self/stat", &o, &id);
+    collected_t k = {0};
+    collect_until_done(c, id, &k);
+    ASSERT_EQ(k.exit_code, 0);
+    ASSERT_EQ(atoi(k.data), 0);
+    collected_free(&k);
+    sa_client_close(c);
+    agent_stop(&A);
+}
+
+TEST_MAIN(TEST_ENTRY(children_get_nice_zero), TEST_ENTRY(running_processes_share_the_total_cap), TEST_ENTRY(cancel_and_duplicate_id))
