@@ -50,7 +50,9 @@
 
 typedef Sandbox__Agent__V1__StartProcess StartProcess;
 
-enum pkind { PS_FOLLOW, PS_WAIT, PS_WRITE };
+enum pkind { PS_FOLLOW, PS_WAIT, PS_WRITE, PS_START };
+
+typedef struct start_job start_job_t;
 
 typedef struct proc proc_t;
 
@@ -67,6 +69,12 @@ typedef struct pstream {
     uint8_t *data;
     size_t len, off;
     int result; /* 0 pending, 1 written, -errno failed */
+    /* start: the spawn in flight (NULL once it is done) and its outcome */
+    start_job_t *job;
+    int start_rc;
+    enum spawn_stage start_stage;
+    int start_follow, start_lines;
+    StartProcess *start_req; /* kept for the error message */
     int queued;
     struct pstream *wnext;
 } pstream_t;
@@ -104,6 +112,7 @@ static proc_t *g_hash[HASH_SIZE];
 static proc_t *g_all_head, *g_all_tail;
 static proc_t *g_exited_head, *g_exited_tail;
 static unsigned g_running, g_kept;
+static unsigned g_spawning; /* starts handed to the spawner, not yet done */
 static uint64_t g_kept_bytes, g_kept_meta;
 static int g_devnull = -1;
 static int g_reset_oom, g_reset_nice;
@@ -270,10 +279,16 @@ static void reading_resume(proc_t *p)
         ev_timer_again(g_loop, &p->t_drain);
 }
 
+static void start_job_orphan(start_job_t *j);
+
 static void pstream_destroy(stream_t *base)
 {
     pstream_t *s = (pstream_t *)base;
     proc_t *p = s->p;
+    if (s->job)
+        start_job_orphan(s->job); /* the process still starts; nobody hears of it */
+    if (s->start_req)
+        sandbox__agent__v1__start_process__free_unpacked(s->start_req, NULL);
     if (p) {
         if (s->kind == PS_FOLLOW && s->attached && outlog_detach(&p->log, &s->cur))
             reading_resume(p);
@@ -682,7 +697,7 @@ static int stopped_groups_alive(void)
 #define SHUTDOWN_MAX_POLLS 40
 static void shutdown_check(void)
 {
-    if (g_shutdown_done && g_running == 0 &&
+    if (g_shutdown_done && g_running == 0 && g_spawning == 0 &&
         (g_shutdown_polls >= SHUTDOWN_MAX_POLLS || !stopped_groups_alive())) {
         void (*done)(struct ev_loop *) = g_shutdown_done;
         g_shutdown_done = NULL;
@@ -773,7 +788,7 @@ static void on_shutdown_kill(struct ev_loop *loop, ev_timer *w, int revents)
 
 int proc_init(struct ev_loop *loop)
 {
-    int fd;
+    int fd, rc;
     char buf[32] = "";
 
     g_loop = loop;
@@ -799,6 +814,8 @@ int proc_init(struct ev_loop *loop)
     errno = 0;
     int prio = getpriority(PRIO_PROCESS, 0);
     g_reset_nice = errno == 0 && prio != 0;
+    if ((rc = spawn_async_init(loop)) < 0)
+        return rc;
     ev_child_init(&g_child, on_child, 0, 0);
     ev_child_start(loop, &g_child);
     ev_init(&g_ttl, on_ttl);
@@ -1018,148 +1035,111 @@ static int valid_env_key(const char *k)
     return k && k[0] && !strchr(k, '=');
 }
 
-void proc_handle_start(conn_t *c, const Request *req)
-{
-    const StartProcess *sp = req->start;
-    start_ctx_t x = {0};
+/* A start in flight: everything the spawner and the record need, owned
+ * here, since the request is freed when its handler returns. */
+struct start_job {
+    spawn_job_t sj;
+    pstream_t *s;     /* the request's stream; NULL once it went away */
+    StartProcess *sp; /* a copy of the request */
+    start_ctx_t x;
     user_id_t u;
-    char err[256];
-    spawn_req_t sr = {0};
-    enum spawn_stage stage;
-    pid_t pid = 0;
-    int rc, set_user = sp->user && sp->user[0];
-    int master = -1, slave = -1, out[2] = {-1, -1}, errp[2] = {-1, -1}, in[2] = {-1, -1};
-    uint8_t veof = 4;
-    proc_t *p = NULL;
-    pstream_t *fs = NULL;
+    int set_user;
+    int master, out_r, err_r, in_w; /* the agent's ends */
+    uint8_t veof;
     uint64_t t0;
+};
 
-    for (int i = 0; i < 8; i++)
-        x.fds[i] = -1;
-    if (!sp->command || !sp->command[0]) {
-        conn_send_error(c, req->id, CODE(INVALID_ARGUMENT), 0, "start: command is empty");
-        return;
-    }
-    for (size_t i = 0; i < sp->n_env; i++) {
-        if (!valid_env_key(sp->env[i]->key)) {
-            conn_send_error(c, req->id, CODE(INVALID_ARGUMENT), 0,
-                            "start: env key '%s' is not a valid name (empty or contains '=')",
-                            sp->env[i]->key ? sp->env[i]->key : "");
-            return;
-        }
-    }
-    if (sp->pty && (sp->pty->rows > 65535 || sp->pty->cols > 65535)) {
-        conn_send_error(c, req->id, CODE(INVALID_ARGUMENT), 0,
-                        "start: pty size %ux%u is out of range (1..65535)", sp->pty->rows,
-                        sp->pty->cols);
-        return;
-    }
-    if (g_shutdown_done) {
-        conn_send_error(c, req->id, CODE(UNAVAILABLE), 0, "start: the agent is shutting down");
-        return;
-    }
-    if (g_running >= g_config.max_processes) {
-        conn_send_error(c, req->id, CODE(RESOURCE_EXHAUSTED), 0,
-                        "start: %u processes are running, the limit (--max-processes) is %u",
-                        g_running, g_config.max_processes);
-        return;
-    }
-    if (set_user) {
-        if ((rc = user_resolve(sp->user, &u, err, sizeof err)) < 0) {
-            conn_send_errno(c, req->id, rc, "%s", err);
-            return;
-        }
-    } else {
-        /* The agent's own identity does not change: resolved once, not per
-         * start (a lookup reads nsswitch.conf and passwd). */
-        static user_id_t self;
-        static int have_self;
-        if (!have_self && user_resolve(NULL, &self, err, sizeof err) == 0)
-            have_self = 1;
-        u = self;
-    }
-    if (set_user && u.uid == geteuid() && u.gid == getegid() && geteuid() != 0)
-        set_user = 0; /* already that user; no privilege needed */
-    if (sp->follow && !(fs = pstream_new(&follow_ops, PS_FOLLOW)))
-        goto nomem;
-    if (!(x.argv = calloc(sp->n_args + 2, sizeof *x.argv)))
-        goto nomem;
-    x.argv[0] = sp->command;
-    for (size_t i = 0; i < sp->n_args; i++)
-        x.argv[i + 1] = sp->args[i];
-    if ((rc = build_env(&x, sp, &u, set_user)) < 0)
-        goto nomem;
-    const char *path = env_get(x.envp, (size_t)rc, "PATH");
+static void start_job_orphan(start_job_t *j)
+{
+    j->s = NULL;
+}
 
-    if (sp->pty) {
-        if ((rc = open_pty(sp, &master, &slave, &veof)) < 0) {
-            conn_send_errno(c, req->id, rc, "start: cannot open a pseudo-terminal: %s",
-                            strerror(-rc));
-            goto out;
-        }
-        x.fds[x.n_fds++] = master;
-        x.fds[x.n_fds++] = slave;
-        sr.fd_in = sr.fd_out = sr.fd_err = slave;
-        sr.pty = 1;
-    } else {
-        if ((rc = make_pipe(out, 0)) < 0 || (x.fds[x.n_fds++] = out[0], x.fds[x.n_fds++] = out[1],
-                                             (rc = make_pipe(errp, 0)) < 0)) {
-            conn_send_errno(c, req->id, rc, "start: pipe: %s", strerror(-rc));
-            goto out;
-        }
-        x.fds[x.n_fds++] = errp[0];
-        x.fds[x.n_fds++] = errp[1];
-        if (sp->stdin_mode == SANDBOX__AGENT__V1__STDIN_MODE__STDIN_PIPE) {
-            if ((rc = make_pipe(in, 1)) < 0) {
-                conn_send_errno(c, req->id, rc, "start: pipe: %s", strerror(-rc));
-                goto out;
-            }
-            x.fds[x.n_fds++] = in[0];
-            x.fds[x.n_fds++] = in[1];
-        }
-        sr.fd_in = in[0] >= 0 ? in[0] : g_devnull;
-        sr.fd_out = out[1];
-        sr.fd_err = errp[1];
-    }
-    sr.command = sp->command;
-    sr.argv = x.argv;
-    sr.envp = x.envp;
-    sr.path = path ? path : DEFAULT_PATH;
-    sr.cwd = sp->cwd;
-    sr.set_user = set_user;
-    sr.uid = u.uid;
-    sr.gid = u.gid;
-    sr.n_groups = u.n_groups;
-    sr.groups = u.groups;
-    sr.reset_oom = g_reset_oom;
-    sr.reset_nice = g_reset_nice;
+static void start_job_free(start_job_t *j)
+{
+    ctx_free(&j->x);
+    if (j->sp)
+        sandbox__agent__v1__start_process__free_unpacked(j->sp, NULL);
+    free(j);
+}
 
-    t0 = util_now_mono_nano();
-    if ((rc = spawn_run(&sr, &pid, &stage)) < 0) {
-        reply_start_error(c, req->id, rc, stage, sp);
+/* A copy of the request that outlives it (pack, then unpack). */
+static StartProcess *start_copy(const StartProcess *sp)
+{
+    size_t n = sandbox__agent__v1__start_process__get_packed_size(sp);
+    uint8_t *buf = malloc(n ? n : 1);
+    StartProcess *copy;
+    if (!buf)
+        return NULL;
+    sandbox__agent__v1__start_process__pack(sp, buf);
+    copy = sandbox__agent__v1__start_process__unpack(NULL, n, buf);
+    free(buf);
+    return copy;
+}
+
+/* The start stream: waits for the spawner, then answers ProcessStarted (or
+ * the start's error) and, with follow, becomes the follow stream. */
+static stream_status_t start_next(stream_t *base)
+{
+    pstream_t *s = (pstream_t *)base;
+    if (s->job)
+        return STREAM_WAIT;
+    if (s->start_rc < 0) {
+        reply_start_error(base->conn, base->id, s->start_rc, s->start_stage, s->start_req);
+        return STREAM_DONE;
+    }
+    send_started(base->conn, base->id, !s->start_follow, s->p);
+    if (!s->start_follow)
+        return STREAM_DONE;
+    s->kind = PS_FOLLOW;
+    s->lines = s->start_lines;
+    outlog_attach(&s->p->log, &s->cur, 0);
+    s->attached = 1;
+    base->ops = &follow_ops;
+    return STREAM_MORE;
+}
+
+static const stream_ops_t start_ops = {"start", start_next, NULL, pstream_destroy};
+
+/* The spawner is done (loop thread). On success the record is made whether
+ * or not anybody still waits for the answer: the process runs. */
+static void start_done(spawn_job_t *sj)
+{
+    start_job_t *j = (start_job_t *)sj;
+    const StartProcess *sp = j->sp;
+    pstream_t *s = j->s;
+    pid_t pid = sj->pid;
+    proc_t *p = NULL;
+
+    g_spawning--;
+    if (s) {
+        s->job = NULL;
+        s->start_rc = sj->rc;
+        s->start_stage = sj->stage;
+    }
+    if (sj->rc < 0)
         goto out;
-    }
 
-    /* The child runs. From here on nothing fails the request. */
     if (!(p = calloc(1, sizeof *p))) {
         kill(-pid, SIGKILL);
-        goto nomem;
+        if (s)
+            s->start_rc = -ENOMEM;
+        goto out;
     }
     p->pid = pid;
     p->running = 1;
     p->started = util_now_unix_nano();
     p->pty = sp->pty != NULL;
-    p->stdin_pipe = p->pty || in[1] >= 0;
+    p->stdin_pipe = p->pty || j->in_w >= 0;
     p->lossless = sp->lossless;
-    p->veof = veof;
+    p->veof = j->veof;
     p->kill_grace_ms = sp->kill_grace_ms ? sp->kill_grace_ms : g_config.kill_grace_ms;
-    p->fd_out = p->pty ? master : out[0];
-    p->fd_err = p->pty ? -1 : errp[0];
-    p->fd_in = p->pty ? -1 : in[1];
+    p->fd_out = p->pty ? j->master : j->out_r;
+    p->fd_err = p->pty ? -1 : j->err_r;
+    p->fd_in = p->pty ? -1 : j->in_w;
     /* The parent's ends are now the record's; the child's ends close. */
-    for (int i = 0; i < x.n_fds; i++)
-        if (x.fds[i] == p->fd_out || x.fds[i] == p->fd_err || x.fds[i] == p->fd_in)
-            x.fds[i] = -1;
+    for (int i = 0; i < j->x.n_fds; i++)
+        if (j->x.fds[i] == p->fd_out || j->x.fds[i] == p->fd_err || j->x.fds[i] == p->fd_in)
+            j->x.fds[i] = -1;
     uint64_t window = sp->output_window ? sp->output_window : g_config.default_output_window;
     window = SA_MAX(window, MIN_WINDOW);
     window = SA_MIN(window, g_config.max_kept_output);
@@ -1167,7 +1147,7 @@ void proc_handle_start(conn_t *c, const Request *req)
     p->command = xstrdup(sp->command);
     p->tag = sp->tag && sp->tag[0] ? xstrdup(sp->tag) : NULL;
     p->cwd = xstrdup(sp->cwd);
-    p->user = xstrdup(set_user || (sp->user && sp->user[0]) ? sp->user : u.name);
+    p->user = xstrdup(j->set_user || (sp->user && sp->user[0]) ? sp->user : j->u.name);
     p->args = calloc(sp->n_args ? sp->n_args : 1, sizeof *p->args);
     p->meta = META_OVERHEAD + strlen(sp->command) + strlen(p->cwd ? p->cwd : "");
     if (p->args) {
@@ -1197,38 +1177,196 @@ void proc_handle_start(conn_t *c, const Request *req)
     table_add(p);
     g_kept_meta += p->meta;
     g_running++;
-    /* libev reaps only from the loop, after this returns; an exit seen
-     * earlier (another reaper) would be in the stash. */
+    /* The loop may have reaped it already (a short command): the exit
+     * waits in the stash. */
     for (unsigned i = 0; i < STASH_SIZE; i++) {
-        if (g_stash[i].pid == pid && g_stash[i].mono >= t0) {
+        if (g_stash[i].pid == pid && g_stash[i].mono >= j->t0) {
             g_stash[i].pid = 0;
             leader_exited(p, g_stash[i].status);
             break;
         }
     }
     log_debug("started process %d: %s (%zu args)", (int)pid, sp->command, sp->n_args);
-
-    send_started(c, req->id, !fs, p);
-    if (fs) {
-        fs->lines = sp->follow_lines;
-        outlog_attach(&p->log, &fs->cur, 0);
-        fs->attached = 1;
-        attach_stream(p, fs);
-        if ((rc = conn_stream_add(c, &fs->base, req->id)) < 0) {
-            pstream_destroy(&fs->base);
-            conn_send_errno(c, req->id, rc,
-                            "process %d started, but cannot follow it: %s", (int)pid,
-                            rc == -EMFILE ? "too many requests in flight" : strerror(-rc));
+    if (g_shutdown_done) {
+        /* Started while the agent was stopping: it goes with the rest. */
+        kill(-pid, SIGTERM);
+        p->stop_group = 1;
+        if (!ev_is_active(&g_shutdown_kill)) {
+            ev_timer_set(&g_shutdown_kill, g_config.kill_grace_ms / 1000.0, 0);
+            ev_timer_start(g_loop, &g_shutdown_kill);
         }
-        fs = NULL;
     }
-    goto out;
+    if (s)
+        attach_stream(p, s);
+out:
+    if (s) {
+        /* The request is the stream's now, for an error message. */
+        s->start_req = j->sp;
+        j->sp = NULL;
+        stream_wake(&s->base);
+    }
+    start_job_free(j);
+    if (g_shutdown_done)
+        shutdown_check();
+}
+
+void proc_handle_start(conn_t *c, const Request *req)
+{
+    const StartProcess *sp = req->start;
+    start_job_t *j = NULL;
+    char err[256];
+    spawn_req_t *sr;
+    int rc, set_user = sp->user && sp->user[0];
+    int master = -1, slave = -1, out[2] = {-1, -1}, errp[2] = {-1, -1}, in[2] = {-1, -1};
+    pstream_t *s = NULL;
+
+    if (!sp->command || !sp->command[0]) {
+        conn_send_error(c, req->id, CODE(INVALID_ARGUMENT), 0, "start: command is empty");
+        return;
+    }
+    for (size_t i = 0; i < sp->n_env; i++) {
+        if (!valid_env_key(sp->env[i]->key)) {
+            conn_send_error(c, req->id, CODE(INVALID_ARGUMENT), 0,
+                            "start: env key '%s' is not a valid name (empty or contains '=')",
+                            sp->env[i]->key ? sp->env[i]->key : "");
+            return;
+        }
+    }
+    if (sp->pty && (sp->pty->rows > 65535 || sp->pty->cols > 65535)) {
+        conn_send_error(c, req->id, CODE(INVALID_ARGUMENT), 0,
+                        "start: pty size %ux%u is out of range (1..65535)", sp->pty->rows,
+                        sp->pty->cols);
+        return;
+    }
+    if (g_shutdown_done) {
+        conn_send_error(c, req->id, CODE(UNAVAILABLE), 0, "start: the agent is shutting down");
+        return;
+    }
+    if (g_running + g_spawning >= g_config.max_processes) {
+        conn_send_error(c, req->id, CODE(RESOURCE_EXHAUSTED), 0,
+                        "start: %u processes are running, the limit (--max-processes) is %u",
+                        g_running + g_spawning, g_config.max_processes);
+        return;
+    }
+    if (!(j = calloc(1, sizeof *j)) || !(s = pstream_new(&start_ops, PS_START)))
+        goto nomem;
+    for (int i = 0; i < 8; i++)
+        j->x.fds[i] = -1;
+    j->master = j->out_r = j->err_r = j->in_w = -1;
+    j->veof = 4;
+    if (set_user) {
+        if ((rc = user_resolve(sp->user, &j->u, err, sizeof err)) < 0) {
+            conn_send_errno(c, req->id, rc, "%s", err);
+            goto out;
+        }
+    } else {
+        /* The agent's own identity does not change: resolved once, not per
+         * start (a lookup reads nsswitch.conf and passwd). */
+        static user_id_t self;
+        static int have_self;
+        if (!have_self && user_resolve(NULL, &self, err, sizeof err) == 0)
+            have_self = 1;
+        j->u = self;
+    }
+    if (set_user && j->u.uid == geteuid() && j->u.gid == getegid() && geteuid() != 0)
+        set_user = 0; /* already that user; no privilege needed */
+    j->set_user = set_user;
+    if (!(j->sp = start_copy(sp)))
+        goto nomem;
+    sp = j->sp; /* from here on, the copy: it outlives the request */
+    if (!(j->x.argv = calloc(sp->n_args + 2, sizeof *j->x.argv)))
+        goto nomem;
+    j->x.argv[0] = sp->command;
+    for (size_t i = 0; i < sp->n_args; i++)
+        j->x.argv[i + 1] = sp->args[i];
+    if ((rc = build_env(&j->x, sp, &j->u, set_user)) < 0)
+        goto nomem;
+    const char *path = env_get(j->x.envp, (size_t)rc, "PATH");
+
+    sr = &j->sj.req;
+    if (sp->pty) {
+        if ((rc = open_pty(sp, &master, &slave, &j->veof)) < 0) {
+            conn_send_errno(c, req->id, rc, "start: cannot open a pseudo-terminal: %s",
+                            strerror(-rc));
+            goto out;
+        }
+        j->x.fds[j->x.n_fds++] = master;
+        j->x.fds[j->x.n_fds++] = slave;
+        sr->fd_in = sr->fd_out = sr->fd_err = slave;
+        sr->pty = 1;
+    } else {
+        if ((rc = make_pipe(out, 0)) < 0 ||
+            (j->x.fds[j->x.n_fds++] = out[0], j->x.fds[j->x.n_fds++] = out[1],
+             (rc = make_pipe(errp, 0)) < 0)) {
+            conn_send_errno(c, req->id, rc, "start: pipe: %s", strerror(-rc));
+            goto out;
+        }
+        j->x.fds[j->x.n_fds++] = errp[0];
+        j->x.fds[j->x.n_fds++] = errp[1];
+        if (sp->stdin_mode == SANDBOX__AGENT__V1__STDIN_MODE__STDIN_PIPE) {
+            if ((rc = make_pipe(in, 1)) < 0) {
+                conn_send_errno(c, req->id, rc, "start: pipe: %s", strerror(-rc));
+                goto out;
+            }
+            j->x.fds[j->x.n_fds++] = in[0];
+            j->x.fds[j->x.n_fds++] = in[1];
+        }
+        sr->fd_in = in[0] >= 0 ? in[0] : g_devnull;
+        sr->fd_out = out[1];
+        sr->fd_err = errp[1];
+    }
+    j->master = master;
+    j->out_r = out[0];
+    j->err_r = errp[0];
+    j->in_w = in[1];
+    sr->command = sp->command;
+    sr->argv = j->x.argv;
+    sr->envp = j->x.envp;
+    sr->path = path ? path : DEFAULT_PATH;
+    sr->cwd = sp->cwd;
+    sr->set_user = set_user;
+    sr->uid = j->u.uid;
+    sr->gid = j->u.gid;
+    sr->n_groups = j->u.n_groups;
+    sr->groups = j->u.groups;
+    sr->reset_oom = g_reset_oom;
+    sr->reset_nice = g_reset_nice;
+    j->sj.done = start_done;
+
+    s->start_follow = sp->follow;
+    s->start_lines = sp->follow_lines;
+    if ((rc = conn_stream_add(c, &s->base, req->id)) < 0) {
+        conn_send_errno(c, req->id, rc, "start: %s",
+                        rc == -EMFILE ? "too many requests in flight on this connection"
+                                      : strerror(-rc));
+        goto out;
+    }
+    j->s = s;
+    s->job = j;
+    j->t0 = util_now_mono_nano();
+    g_spawning++;
+    /* A lone start runs right here: the handoff to the spawner costs a
+     * tenth of a short command's round trip. When starts come together
+     * (another in flight, or already one in this loop turn), they go to the
+     * spawner, so the loop keeps answering everyone while children exec. */
+    static unsigned last_turn;
+    unsigned turn = ev_iteration(g_loop);
+    if (g_spawning == 1 && last_turn != turn + 1) {
+        last_turn = turn + 1;
+        j->sj.rc = spawn_run(&j->sj.req, &j->sj.pid, &j->sj.stage);
+        start_done(&j->sj);
+        return;
+    }
+    last_turn = turn + 1;
+    spawn_submit(&j->sj);
+    return;
 nomem:
     conn_send_error(c, req->id, CODE(RESOURCE_EXHAUSTED), ENOMEM, "start: out of memory");
 out:
-    if (fs)
-        pstream_destroy(&fs->base);
-    ctx_free(&x);
+    if (s)
+        pstream_destroy(&s->base);
+    if (j)
+        start_job_free(j);
 }
 
 /* ------------------------------------------------------------ other ops */

@@ -16,6 +16,7 @@
 #include "spawn.h"
 
 #include <errno.h>
+#include <pthread.h>
 #include <fcntl.h>
 #include <sched.h>
 #include <signal.h>
@@ -263,4 +264,94 @@ int spawn_run(const spawn_req_t *r, pid_t *pid, enum spawn_stage *stage)
     *stage = SPAWN_OK;
     *pid = child;
     return 0;
+}
+
+/* ------------------------------------------------------------ spawner */
+
+static struct ev_loop *g_sloop;
+static ev_async g_sasync;
+static pthread_mutex_t g_smu = PTHREAD_MUTEX_INITIALIZER;
+static pthread_cond_t g_scv = PTHREAD_COND_INITIALIZER;
+static spawn_job_t *g_sq_head, *g_sq_tail; /* waiting for the spawner */
+static spawn_job_t *g_sd_head, *g_sd_tail; /* spawned, waiting for done() */
+
+static void sq_push(spawn_job_t **h, spawn_job_t **t, spawn_job_t *j)
+{
+    j->_next = NULL;
+    if (*t)
+        (*t)->_next = j;
+    else
+        *h = j;
+    *t = j;
+}
+
+static void *spawner_main(void *arg)
+{
+    (void)arg;
+    pthread_mutex_lock(&g_smu);
+    for (;;) {
+        while (!g_sq_head)
+            pthread_cond_wait(&g_scv, &g_smu);
+        spawn_job_t *j = g_sq_head;
+        g_sq_head = j->_next;
+        if (!g_sq_head)
+            g_sq_tail = NULL;
+        pthread_mutex_unlock(&g_smu);
+        j->rc = spawn_run(&j->req, &j->pid, &j->stage);
+        pthread_mutex_lock(&g_smu);
+        sq_push(&g_sd_head, &g_sd_tail, j);
+        ev_async_send(g_sloop, &g_sasync);
+    }
+    return NULL;
+}
+
+static void on_spawned(struct ev_loop *loop, ev_async *w, int revents)
+{
+    spawn_job_t *list;
+    pthread_mutex_lock(&g_smu);
+    list = g_sd_head;
+    g_sd_head = g_sd_tail = NULL;
+    pthread_mutex_unlock(&g_smu);
+    while (list) {
+        spawn_job_t *j = list;
+        list = j->_next;
+        j->done(j); /* may free j */
+    }
+    (void)loop;
+    (void)w;
+    (void)revents;
+}
+
+int spawn_async_init(struct ev_loop *loop)
+{
+    pthread_t t;
+    pthread_attr_t attr;
+    sigset_t all, old;
+    int rc;
+
+    g_sloop = loop;
+    ev_async_init(&g_sasync, on_spawned);
+    ev_async_start(loop, &g_sasync);
+    /* Signals stay with the loop's thread: the spawner blocks them all. */
+    sigfillset(&all);
+    pthread_sigmask(SIG_SETMASK, &all, &old);
+    pthread_attr_init(&attr);
+    pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
+    pthread_attr_setstacksize(&attr, 128 * 1024);
+    rc = pthread_create(&t, &attr, spawner_main, NULL);
+    pthread_attr_destroy(&attr);
+    pthread_sigmask(SIG_SETMASK, &old, NULL);
+    if (rc) {
+        ev_async_stop(loop, &g_sasync);
+        return -rc;
+    }
+    return 0;
+}
+
+void spawn_submit(spawn_job_t *job)
+{
+    pthread_mutex_lock(&g_smu);
+    sq_push(&g_sq_head, &g_sq_tail, job);
+    pthread_cond_signal(&g_scv);
+    pthread_mutex_unlock(&g_smu);
 }

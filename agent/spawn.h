@@ -1,10 +1,12 @@
 /* spawn.h - start one child: fork (a vfork-style clone when not under
  * AddressSanitizer), its own process group or session and controlling
  * terminal, defaults for every signal, user switch, cwd, descriptors, exec.
- * Exec failures come back synchronously through a close-on-exec pipe. */
+ * Exec failures come back as the result of the start (through the shared
+ * memory of the vfork-style child, or a close-on-exec pipe after fork). */
 #ifndef SA_SPAWN_H
 #define SA_SPAWN_H
 
+#include <ev.h>
 #include <sys/types.h>
 
 /* Which step failed in the child (for the error message). */
@@ -41,6 +43,25 @@ typedef struct spawn_req {
 /* Start the child. Returns 0 with *pid, or -errno with *stage saying which
  * step failed (the failed child is already reaped). */
 int spawn_run(const spawn_req_t *r, pid_t *pid, enum spawn_stage *stage);
+
+/* Starting off the loop. The calling thread waits while a vfork-style child
+ * execs, which on a busy machine takes milliseconds; one spawner thread does
+ * that waiting so the loop keeps serving every connection meanwhile. */
+typedef struct spawn_job spawn_job_t;
+typedef void spawn_done_fn(spawn_job_t *job);
+struct spawn_job {
+    spawn_req_t req;      /* everything it points to stays valid until done */
+    spawn_done_fn *done;  /* called on the loop thread with the result */
+    int rc;               /* spawn_run's result */
+    pid_t pid;
+    enum spawn_stage stage;
+    spawn_job_t *_next;
+};
+
+/* Start the spawner thread (signals blocked in it). 0 or -errno. */
+int spawn_async_init(struct ev_loop *loop);
+/* Queue a job; its done() runs later on the loop. */
+void spawn_submit(spawn_job_t *job);
 const char *spawn_stage_name(enum spawn_stage s);
 
 #endif

@@ -229,7 +229,14 @@ TEST(lossless_slow_follower_gets_every_byte_with_bounded_rss)
     }
     ASSERT_EQ(total, 67108864);
     fprintf(stderr, "  agent rss: %lld KiB at start, peak %lld KiB\n", rss0 / 1024, peak / 1024);
-    ASSERT_LT(peak - rss0, 40ll << 20);
+    /* 64 MiB went through a 1 MiB window: the log, the connection's queue
+     * (a few frames of up to 4 MiB) and the allocator's slack. Under
+     * AddressSanitizer freed frames sit in its quarantine as well. */
+#if defined(__SANITIZE_ADDRESS__)
+    ASSERT_LT(peak - rss0, 64ll << 20);
+#else
+    ASSERT_LT(peak - rss0, 24ll << 20);
+#endif
     sa_client_close(c);
     agent_stop(&A);
 }
