@@ -1218,8 +1218,8 @@ static void ls_run(fsw_job_t *j)
             continue;
         Entry *e = &ls->ents[ls->n_ents];
         int rc = fs_entry_at(&ls->o.arena, e, l->fd, name, path, 0);
-        if (rc == -ENOENT)
-            continue; /* removed since the scan */
+        if (rc == -ENOENT || rc == -ESRCH)
+            continue; /* removed since the scan (ESRCH: a /proc entry whose process exited) */
         if (rc < 0) {
             op_fail_path(&ls->o, rc, path);
             return;
