@@ -20,7 +20,11 @@ int ctl_connect(ctl_t *ctl)
         fprintf(stderr, "sandboxctl: %s\n", err);
         return -1;
     }
-    if (sa_client_hello(ctl->cli, ctl->token, "sandboxctl", 1, err, sizeof err) < 0) {
+    /* Compression pays over a network, not over a local socket, where it
+     * would only cost both sides CPU. */
+    const char *a = ctl->addr ? ctl->addr : getenv("SANDBOX_AGENT_ADDR");
+    int zlib = a && (!strncmp(a, "tcp:", 4) || !strncmp(a, "vsock:", 6));
+    if (sa_client_hello(ctl->cli, ctl->token, "sandboxctl", zlib, err, sizeof err) < 0) {
         fprintf(stderr, "sandboxctl: %s\n", err);
         sa_client_close(ctl->cli);
         ctl->cli = NULL;
