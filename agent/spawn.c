@@ -46,7 +46,30 @@ typedef struct child_ctx {
     /* clone (CLONE_VM): the child writes its failure here, in the parent's
      * memory, before it exits; the parent reads it once it resumes. */
     volatile int stage, err;
+    uint64_t changed; /* bit sig-1: the agent's disposition is not SIG_DFL */
 } child_ctx_t;
+
+/* The signals whose disposition the agent changed (handlers, SIG_IGN).
+ * Asked of the kernel once, at the first start, after the agent has set
+ * up its signals: the child then resets those few instead of all 64 while
+ * the loop waits for its exec. */
+static uint64_t changed_signals(void)
+{
+    static uint64_t set;
+    static int known;
+    if (!known) {
+        for (int sig = 1; sig < 65; sig++) {
+            struct sigaction sa;
+            if (sig == SIGKILL || sig == SIGSTOP)
+                continue;
+            /* Unknown to libc (its own reserved real-time signals): reset. */
+            if (sigaction(sig, NULL, &sa) < 0 || sa.sa_handler != SIG_DFL)
+                set |= 1ull << (sig - 1);
+        }
+        known = 1;
+    }
+    return set;
+}
 
 typedef struct child_err {
     int stage;
@@ -139,11 +162,12 @@ static int child_main(void *arg)
     uint8_t kzero[32];
     int fd;
 
-    /* Default dispositions for all: ignored signals (SIGPIPE) would stay
-     * ignored across exec, and handlers must not run on the shared memory. */
+    /* Default dispositions for every signal the agent changed: ignored ones
+     * (SIGPIPE) would stay ignored across exec, and handlers must not run on
+     * the shared memory. The others are default already. */
     memset(kzero, 0, sizeof kzero);
     for (int sig = 1; sig < 65; sig++)
-        if (sig != SIGKILL && sig != SIGSTOP)
+        if (x->changed >> (sig - 1) & 1)
             syscall(SYS_rt_sigaction, sig, kzero, NULL, KSIGSET_SIZE);
 
     if (r->pty) {
@@ -205,6 +229,7 @@ int spawn_run(const spawn_req_t *r, pid_t *pid, enum spawn_stage *stage)
     x.r = r;
     x.stage = 0;
     x.err = 0;
+    x.changed = changed_signals();
 #ifdef SPAWN_USE_FORK
     /* fork: the child's memory is its own, so a failure comes back through
      * a close-on-exec pipe (EOF means exec succeeded). */
