@@ -33,7 +33,6 @@ void config_defaults(config_t *cfg)
     cfg->socket_mode = 0600;
     cfg->ready_fd = -1;
     cfg->oom_score_adj = -1000;
-    cfg->nice = -10;
 }
 
 static void usage(FILE *f)
@@ -65,8 +64,8 @@ static void usage(FILE *f)
             "  --ready-fd N           write \"READY=1\\n\" to fd N once listening, then close it\n"
             "                         ($NOTIFY_SOCKET, sd_notify style, is honoured too)\n"
             "  --oom-score-adj N      the agent's own OOM score adjustment, -1000..1000\n"
-            "  --nice N               the agent's own nice value, -20..19 (default -10;\n"
-            "                         processes it starts get 0)\n"
+            "  --nice N               the agent's own nice value, -20..19 (default: as\n"
+            "                         started; processes it starts get 0)\n"
             "                         (default -1000, or the lowest the kernel allows)\n"
             "  --log-level LEVEL      debug, info, warn, error (default info)\n"
             "  --log-format FORMAT    text or json (default text)\n"
@@ -328,6 +327,7 @@ int config_parse(config_t *cfg, int argc, char **argv)
             if (parse_i64("--nice", optarg, -20, 19, &sv) < 0)
                 return -1;
             cfg->nice = (int)sv;
+            cfg->nice_set = 1;
             break;
         case O_OOM:
             if (parse_i64("--oom-score-adj", optarg, -1000, 1000, &sv) < 0)

@@ -34,6 +34,7 @@ typedef struct config {
     int oom_score_adj;              /* wanted for the agent itself, -1000..1000 */
     int oom_score_adj_set;          /* given on the command line */
     int nice;                       /* the agent's own nice value; children get 0 */
+    int nice_set;                   /* given on the command line */
 } config_t;
 
 extern config_t g_config;

@@ -191,14 +191,18 @@ int main(int argc, char **argv)
         log_info("running as PID 1: reaping orphans; SIGTERM/SIGINT shut down; other signals "
                  "are ignored; nothing is mounted");
     oom_adjust(g_config.oom_score_adj);
-    /* Ahead of the user's workload for the CPU, as for memory: the agent
-     * keeps answering while user processes use every core. Children are
-     * put back to 0 before exec. */
-    if (setpriority(PRIO_PROCESS, 0, g_config.nice) == 0)
-        log_info("nice set to %d", g_config.nice);
-    else
-        log_info("nice %d: %s; left at %d", g_config.nice, strerror(errno),
-                 getpriority(PRIO_PROCESS, 0));
+    /* Only when asked: a higher priority makes the agent preempt a process
+     * at every write to its pipe and read its output in smaller pieces
+     * (measured: streaming 1.8x -> 1.0x of socat at -10), and Ping stays
+     * answered under load without it. Children are put back to 0 before
+     * exec whatever the agent runs at. */
+    if (g_config.nice_set) {
+        if (setpriority(PRIO_PROCESS, 0, g_config.nice) == 0)
+            log_info("nice set to %d", g_config.nice);
+        else
+            log_info("nice %d: %s; left at %d", g_config.nice, strerror(errno),
+                     getpriority(PRIO_PROCESS, 0));
+    }
 
     /* A peer that vanishes mid-write must not kill the agent; children get
      * SIGPIPE back to default before exec. */
