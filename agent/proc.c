@@ -440,6 +440,20 @@ static pstream_t *pstream_new(const stream_ops_t *ops, enum pkind kind)
     return s;
 }
 
+/* Register s as the stream answering id. On failure s is destroyed and the
+ * error answered; returns 0 or -errno. */
+static int stream_register(conn_t *c, uint64_t id, pstream_t *s, const char *op)
+{
+    int rc = conn_stream_add(c, &s->base, id);
+    if (rc < 0) {
+        pstream_destroy(&s->base);
+        conn_send_errno(c, id, rc, "%s: %s", op,
+                        rc == -EMFILE ? "too many requests in flight on this connection"
+                                      : strerror(-rc));
+    }
+    return rc;
+}
+
 /* ------------------------------------------------------------ stdin */
 
 static void stdin_close(proc_t *p)
@@ -1391,7 +1405,6 @@ void proc_handle_follow(conn_t *c, const Request *req)
     const Sandbox__Agent__V1__FollowOutput *f = req->follow;
     proc_t *p;
     pstream_t *s;
-    int rc;
 
     if (f->pid == 0 && f->tag && f->tag[0]) {
         char *tag = xstrdup(f->tag); /* as the tags were kept */
@@ -1422,18 +1435,13 @@ void proc_handle_follow(conn_t *c, const Request *req)
     s->lines = f->lines;
     s->no_wait = f->no_wait;
     attach_stream(p, s);
-    if ((rc = conn_stream_add(c, &s->base, req->id)) < 0) {
-        pstream_destroy(&s->base);
-        conn_send_errno(c, req->id, rc, "follow: %s",
-                        rc == -EMFILE ? "too many requests in flight" : strerror(-rc));
-    }
+    stream_register(c, req->id, s, "follow");
 }
 
 void proc_handle_wait(conn_t *c, const Request *req)
 {
     proc_t *p = lookup(c, req->id, req->wait->pid, "wait");
     pstream_t *s;
-    int rc;
     if (!p)
         return;
     if (!(s = pstream_new(&wait_ops, PS_WAIT))) {
@@ -1441,11 +1449,7 @@ void proc_handle_wait(conn_t *c, const Request *req)
         return;
     }
     attach_stream(p, s);
-    if ((rc = conn_stream_add(c, &s->base, req->id)) < 0) {
-        pstream_destroy(&s->base);
-        conn_send_errno(c, req->id, rc, "wait: %s",
-                        rc == -EMFILE ? "too many requests in flight" : strerror(-rc));
-    }
+    stream_register(c, req->id, s, "wait");
 }
 
 void proc_handle_signal(conn_t *c, const Request *req)
@@ -1530,12 +1534,8 @@ void proc_handle_write_stdin(conn_t *c, const Request *req)
     else
         p->wq_head = s;
     p->wq_tail = s;
-    if ((rc = conn_stream_add(c, &s->base, req->id)) < 0) {
-        pstream_destroy(&s->base);
-        conn_send_errno(c, req->id, rc, "write_stdin: %s",
-                        rc == -EMFILE ? "too many requests in flight" : strerror(-rc));
+    if (stream_register(c, req->id, s, "write_stdin") < 0)
         return;
-    }
     ev_io_start(g_loop, &p->w_in);
 }
 

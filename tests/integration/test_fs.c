@@ -1,6 +1,8 @@
 /* Integration tests of the file operations: the real agent, driven through
  * the client library, on files in a fresh temporary directory. */
 #include "harness.h"
+#define TMPDIR_PREFIX "/tmp/sa-fs-"
+#include "tmpdir.h"
 
 #include <dirent.h>
 #include <sys/mount.h>
@@ -12,32 +14,7 @@ typedef Sandbox__Agent__V1__ReadFile ReadFileReq;
 typedef Sandbox__Agent__V1__WriteFile WriteFileReq;
 typedef Sandbox__Agent__V1__FileData FileDataReq;
 
-static char g_dir[64];
 
-static void tmpdir_make(void)
-{
-    snprintf(g_dir, sizeof g_dir, "/tmp/sa-fs-XXXXXX");
-    if (!mkdtemp(g_dir))
-        FAIL("mkdtemp: %s", strerror(errno));
-    chmod(g_dir, 0755);
-}
-
-static void tmpdir_remove(void)
-{
-    char cmd[128];
-    snprintf(cmd, sizeof cmd, "rm -rf %s", g_dir);
-    if (system(cmd)) {
-    }
-}
-
-static char *P(const char *name)
-{
-    static char buf[8][512];
-    static int i;
-    char *p = buf[i++ % 8];
-    snprintf(p, 512, "%s/%s", g_dir, name);
-    return p;
-}
 
 static size_t chunk_size(sa_client_t *c) { return sa_client_max_frame(c) - 1024; }
 

@@ -3,6 +3,8 @@
  * message naming the thing, the agent alive, other connections served, no
  * descriptor left behind in the agent, memory bounded. */
 #include "proc_helpers.h"
+#define TMPDIR_PREFIX "/tmp/sa-hostile-"
+#include "tmpdir.h"
 
 #include <dirent.h>
 #include <pthread.h>
@@ -13,32 +15,7 @@ typedef Sandbox__Agent__V1__ReadFile ReadFileReq;
 typedef Sandbox__Agent__V1__WriteFile WriteFileReq;
 typedef Sandbox__Agent__V1__FileData FileDataReq;
 
-static char g_dir[64];
 
-static void tmpdir_make(void)
-{
-    snprintf(g_dir, sizeof g_dir, "/tmp/sa-hostile-XXXXXX");
-    if (!mkdtemp(g_dir))
-        FAIL("mkdtemp: %s", strerror(errno));
-    chmod(g_dir, 0755);
-}
-
-static void tmpdir_remove(void)
-{
-    char cmd[128];
-    snprintf(cmd, sizeof cmd, "rm -rf %s", g_dir);
-    if (system(cmd)) {
-    }
-}
-
-static char *P(const char *name)
-{
-    static char buf[8][512];
-    static int i;
-    char *p = buf[i++ % 8];
-    snprintf(p, 512, "%s/%s", g_dir, name);
-    return p;
-}
 
 /* Descriptors the agent holds now. */
 static int fd_count(pid_t pid)

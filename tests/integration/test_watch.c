@@ -3,6 +3,9 @@
  * watches are shared between streams that watch the same directory, and a
  * stream's end never takes another stream's events with it. */
 #include "harness.h"
+#define TMPDIR_PREFIX "/tmp/sa-watch-"
+#define TMPDIR_CUSTOM_P
+#include "tmpdir.h"
 
 #include <dirent.h>
 #include <sched.h>
@@ -14,23 +17,6 @@ typedef Sandbox__Agent__V1__WatchPath WatchReq;
 #define K_DELETE SANDBOX__AGENT__V1__FS_EVENT__KIND__DELETE
 #define K_MODIFY SANDBOX__AGENT__V1__FS_EVENT__KIND__MODIFY
 
-static char g_dir[64];
-
-static void tmpdir_make(void)
-{
-    snprintf(g_dir, sizeof g_dir, "/tmp/sa-watch-XXXXXX");
-    if (!mkdtemp(g_dir))
-        FAIL("mkdtemp: %s", strerror(errno));
-    chmod(g_dir, 0755);
-}
-
-static void tmpdir_remove(void)
-{
-    char cmd[128];
-    snprintf(cmd, sizeof cmd, "rm -rf %s", g_dir);
-    if (system(cmd)) {
-    }
-}
 
 static char *P(const char *fmt, ...)
 {
