@@ -219,7 +219,10 @@ TEST(exec_failures_are_synchronous_errors)
     start_opts_t badcwd = {.cwd = "/nonexistent-dir"};
     start_opts_t baduser = {.user = "no-such-user-xyz"};
     start_opts_t nopath = {.clear_env = 1, .env_k = "PATH", .env_v = "/nonexistent"};
-    expect_start_error(c, missing, 1, NULL, CODE(NOT_FOUND), ENOENT);
+    /* A plain PATH: a directory in the caller's PATH that this user may not
+     * search would rightly make it EACCES, as execvp does. */
+    start_opts_t plain = {.env_k = "PATH", .env_v = "/usr/bin:/bin"};
+    expect_start_error(c, missing, 1, &plain, CODE(NOT_FOUND), ENOENT);
     expect_start_error(c, missing_path, 1, NULL, CODE(NOT_FOUND), ENOENT);
     expect_start_error(c, notexec, 1, NULL, CODE(PERMISSION_DENIED), EACCES);
     expect_start_error(c, ok, 1, &badcwd, CODE(NOT_FOUND), ENOENT);
@@ -550,7 +553,7 @@ TEST(sandboxctl_run_status_and_output)
     ASSERT_EQ(run_ctl(A.addr, a2, out, sizeof out), 128 + 9);
     const char *a3[] = {"run", "--timeout", "0.2", "--", "sleep", "30", NULL};
     ASSERT_EQ(run_ctl(A.addr, a3, out, sizeof out), 128 + SIGTERM);
-    const char *a4[] = {"run", "--", "no-such-command-xyz", NULL};
+    const char *a4[] = {"run", "--env", "PATH=/usr/bin:/bin", "--", "no-such-command-xyz", NULL};
     ASSERT_EQ(run_ctl(A.addr, a4, out, sizeof out), 127);
     const char *a5[] = {"start", "--", "sleep", "30", NULL};
     ASSERT_EQ(run_ctl(A.addr, a5, out, sizeof out), 0);
