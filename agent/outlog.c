@@ -9,6 +9,7 @@
 #include "outlog.h"
 
 #include <errno.h>
+#include <stddef.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -102,45 +103,37 @@ static void evict(outlog_t *log)
     log->paused = blocked;
 }
 
-int outlog_append(outlog_t *log, int stream, const void *data, size_t len, uint64_t ts)
+/* Give back the unused room of the tail before a new chunk follows it. */
+static void seal_tail(outlog_t *log)
 {
     outlog_chunk_t *t = log->n ? at(log, log->n - 1) : NULL;
-
-    if (!len)
-        return 0;
-    if (stream < 0 || stream >= OUTLOG_STREAMS)
-        return -EINVAL;
-    if (t && t->stream == stream && t->cap - t->len >= len) {
-        memcpy(t->data + t->len, data, len);
-        t->len += (uint32_t)len;
-    } else {
-        size_t cap = len < SMALL_CAP ? SMALL_CAP : len;
-        outlog_chunk_t *c;
-        if (len > UINT32_MAX / 2)
-            return -EINVAL;
-        /* Seal the previous tail: give back its unused room. */
-        if (t && t->cap - t->len > 256) {
-            outlog_chunk_t *s = realloc(t, sizeof *t + t->len);
-            if (s) {
-                s->cap = s->len;
-                *slot(log, log->n - 1) = s;
-            }
+    if (t && t->cap - t->len > 256) {
+        outlog_chunk_t *s = realloc(t, sizeof *t + t->len);
+        if (s) {
+            s->cap = s->len;
+            *slot(log, log->n - 1) = s;
         }
-        if (!(c = malloc(sizeof *c + cap)))
-            return -ENOMEM;
-        c->seq = log->next_seq;
-        c->offset = log->total[stream];
-        c->ts = ts;
-        c->len = (uint32_t)len;
-        c->cap = (uint32_t)cap;
-        c->stream = (uint8_t)stream;
-        memcpy(c->data, data, len);
-        if (ring_push(log, c) < 0) {
-            free(c);
-            return -ENOMEM;
-        }
-        log->cost += OUTLOG_CHUNK_OVERHEAD;
     }
+}
+
+/* Make c (len bytes of stream, already in its data) the newest chunk. */
+static int push_chunk(outlog_t *log, outlog_chunk_t *c, int stream, size_t len, uint64_t ts)
+{
+    seal_tail(log);
+    c->seq = log->next_seq;
+    c->offset = log->total[stream];
+    c->ts = ts;
+    c->len = (uint32_t)len;
+    c->stream = (uint8_t)stream;
+    if (ring_push(log, c) < 0)
+        return -ENOMEM;
+    log->cost += OUTLOG_CHUNK_OVERHEAD;
+    return 0;
+}
+
+/* Account len new bytes of stream and evict beyond the window. */
+static void appended(outlog_t *log, int stream, size_t len)
+{
     log->next_seq += len;
     log->total[stream] += len;
     log->kept += len;
@@ -149,6 +142,82 @@ int outlog_append(outlog_t *log, int stream, const void *data, size_t len, uint6
         *log->account += len;
     if (log->cost > log->window)
         evict(log);
+}
+
+int outlog_append(outlog_t *log, int stream, const void *data, size_t len, uint64_t ts)
+{
+    outlog_chunk_t *t = log->n ? at(log, log->n - 1) : NULL;
+
+    if (!len)
+        return 0;
+    if (stream < 0 || stream >= OUTLOG_STREAMS || len > UINT32_MAX / 2)
+        return -EINVAL;
+    if (t && t->stream == stream && t->cap - t->len >= len) {
+        memcpy(t->data + t->len, data, len);
+        t->len += (uint32_t)len;
+    } else {
+        size_t cap = len < SMALL_CAP ? SMALL_CAP : len;
+        outlog_chunk_t *c = malloc(sizeof *c + cap);
+        if (!c)
+            return -ENOMEM;
+        c->cap = (uint32_t)cap;
+        memcpy(c->data, data, len);
+        if (push_chunk(log, c, stream, len, ts) < 0) {
+            free(c);
+            return -ENOMEM;
+        }
+    }
+    appended(log, stream, len);
+    return 0;
+}
+
+uint8_t *outlog_buf_new(size_t cap)
+{
+    outlog_chunk_t *c;
+    if (cap > UINT32_MAX / 2 || !(c = malloc(sizeof *c + cap)))
+        return NULL;
+    c->cap = (uint32_t)cap;
+    return c->data;
+}
+
+void outlog_buf_free(uint8_t *buf)
+{
+    if (buf)
+        free((char *)buf - offsetof(outlog_chunk_t, data));
+}
+
+int outlog_append_buf(outlog_t *log, int stream, uint8_t *buf, size_t len, uint64_t ts,
+                      int *taken)
+{
+    outlog_chunk_t *c = (outlog_chunk_t *)(void *)(buf - offsetof(outlog_chunk_t, data));
+    outlog_chunk_t *t = log->n ? at(log, log->n - 1) : NULL;
+
+    *taken = 0;
+    if (!len)
+        return 0;
+    if (stream < 0 || stream >= OUTLOG_STREAMS || len > c->cap)
+        return -EINVAL;
+    /* Small reads join the tail chunk (one malloc per many lines); a large
+     * one becomes a chunk as it is, with no copy. */
+    if (len < OUTLOG_ADOPT_MIN || (t && t->stream == stream && t->cap - t->len >= len))
+        return outlog_append(log, stream, buf, len, ts);
+    /* A read that filled a fraction of the buffer gives the rest back at
+     * once: the window counts bytes kept, and the slack must not escape it. */
+    if (c->cap - len > SMALL_CAP) {
+        outlog_chunk_t *s = realloc(c, sizeof *c + len);
+        if (s) {
+            c = s;
+            c->cap = (uint32_t)len;
+        }
+    }
+    if (push_chunk(log, c, stream, len, ts) < 0) {
+        /* c may have moved: the caller's buffer is c's data either way */
+        *taken = 1;
+        free(c);
+        return -ENOMEM;
+    }
+    *taken = 1;
+    appended(log, stream, len);
     return 0;
 }
 

@@ -61,6 +61,18 @@ void outlog_free(outlog_t *log);
 int outlog_append(outlog_t *log, int stream, const void *data, size_t len, uint64_t ts);
 static inline int outlog_paused(const outlog_t *log) { return log->paused; }
 
+/* Reading straight into the log: a buffer of cap bytes that can become a
+ * chunk as it is. outlog_append_buf() appends the len bytes read into it:
+ * reads of at least OUTLOG_ADOPT_MIN bytes are adopted with no copy (*taken
+ * is set: the buffer is the log's now), smaller ones are copied into the
+ * tail chunk and the caller keeps the buffer for its next read. Whenever
+ * *taken is set (also on -ENOMEM) the buffer is no longer the caller's. */
+#define OUTLOG_ADOPT_MIN (16 * 1024)
+uint8_t *outlog_buf_new(size_t cap);
+void outlog_buf_free(uint8_t *buf);
+int outlog_append_buf(outlog_t *log, int stream, uint8_t *buf, size_t len, uint64_t ts,
+                      int *taken);
+
 /* Evict down to max_cost (data + overhead) now, as if the window were that
  * small, under the same rules (the newest chunk stays; lossless keeps what
  * followers need and pauses instead). Used when the agent's total cap on

@@ -118,7 +118,10 @@ static int g_devnull = -1;
 static int g_reset_oom, g_reset_nice;
 static void (*g_shutdown_done)(struct ev_loop *);
 static unsigned g_shutdown_polls; /* checks after the SIGKILL */
-static uint8_t g_rbuf[READ_SIZE];
+/* The buffer the next read of any process's output goes into: a large read
+ * becomes that process's log chunk as it is (no copy), and a new buffer is
+ * made for the next one. */
+static uint8_t *g_rbuf;
 static uint8_t g_scratch[OUTLOG_LINE_MAX];
 
 /* Exits of pids not (yet) in the table: orphans, mostly. */
@@ -541,11 +544,18 @@ static void on_output(struct ev_loop *loop, ev_io *w, int revents)
     int is_err = w == &p->r_err;
     int *fd = is_err ? &p->fd_err : &p->fd_out;
     int stream = is_err ? ST(STDERR) : p->pty ? ST(PTY) : ST(STDOUT);
-    ssize_t n = read(*fd, g_rbuf, sizeof g_rbuf);
+    ssize_t n;
+    int taken = 0;
 
+    if (!g_rbuf && !(g_rbuf = outlog_buf_new(READ_SIZE)))
+        return; /* out of memory: the pipe waits, the next turn tries again */
+    n = read(*fd, g_rbuf, READ_SIZE);
     if (n > 0) {
-        if (outlog_append(&p->log, stream, g_rbuf, (size_t)n, (uint64_t)(ev_now(loop) * 1e9)) < 0)
+        if (outlog_append_buf(&p->log, stream, g_rbuf, (size_t)n,
+                              (uint64_t)(ev_now(loop) * 1e9), &taken) < 0)
             log_error("process %d: out of memory for output; %zd bytes dropped", (int)p->pid, n);
+        if (taken)
+            g_rbuf = NULL;
         /* A process that fills the pipe gets a bigger one: fewer wakeups
          * for bulk output, no cost for short commands. */
         if (!p->big_pipes && (size_t)n >= 65536 && !p->pty) {
@@ -674,6 +684,8 @@ static void finalize(proc_t *p)
 static void drop_all(void)
 {
     ev_timer_stop(g_loop, &g_ttl);
+    outlog_buf_free(g_rbuf);
+    g_rbuf = NULL;
     while (g_all_head) {
         proc_t *p = g_all_head;
         if (!p->final) {

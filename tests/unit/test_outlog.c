@@ -268,7 +268,50 @@ TEST(lines_other_stream_flushes_partial)
     outlog_free(&log);
 }
 
-TEST_MAIN(TEST_ENTRY(interleaved_order_kept), TEST_ENTRY(small_writes_coalesce_and_max_splits),
+/* Reads straight into a log buffer: large ones are adopted (no copy), small
+ * ones are copied and the buffer stays the caller's; order, offsets and
+ * eviction are as with outlog_append. */
+TEST(append_buf_adopts_large_reads)
+{
+    outlog_t log;
+    uint64_t account = 0;
+    outlog_init(&log, 256 * 1024, 0, &account);
+    static char want[400000];
+    size_t wn = 0;
+    for (int i = 0; i < 6; i++) {
+        size_t len = i % 2 ? 100 : 64 * 1024; /* large, small, large, ... */
+        uint8_t *buf = outlog_buf_new(128 * 1024);
+        ASSERT(buf);
+        for (size_t j = 0; j < len; j++)
+            buf[j] = (uint8_t)('a' + (i + j) % 26);
+        memcpy(want + wn, buf, len);
+        wn += len;
+        int taken = -1;
+        ASSERT_EQ(outlog_append_buf(&log, i % 2 ? ERR : OUT, buf, len, (uint64_t)i, &taken), 0);
+        ASSERT_EQ(taken, len >= OUTLOG_ADOPT_MIN);
+        if (!taken)
+            outlog_buf_free(buf);
+    }
+    ASSERT_EQ(log.next_seq, wn);
+    ASSERT_EQ(log.total[OUT], 3 * 64 * 1024);
+    ASSERT_EQ(log.total[ERR], 300);
+    ASSERT_EQ(account, log.kept);
+    ASSERT_LE(log.cost, 256 * 1024);
+    /* What is kept is exactly the newest bytes, in order. */
+    outlog_cursor_t cur;
+    ASSERT_EQ(outlog_attach(&log, &cur, 0), 0);
+    static char got[400000];
+    uint64_t gap = 0;
+    size_t n = drain(&log, &cur, 0, 1, got, sizeof got, &gap, NULL);
+    ASSERT_EQ(gap, 0);
+    ASSERT_EQ(n, log.kept);
+    ASSERT_MEM_EQ(got, want + (wn - n), n);
+    outlog_detach(&log, &cur);
+    outlog_free(&log);
+    ASSERT_EQ(account, 0);
+}
+
+TEST_MAIN(TEST_ENTRY(append_buf_adopts_large_reads), TEST_ENTRY(interleaved_order_kept), TEST_ENTRY(small_writes_coalesce_and_max_splits),
           TEST_ENTRY(window_evicts_and_gap_per_stream),
           TEST_ENTRY(resume_mid_log_knows_stream_offsets),
           TEST_ENTRY(lossless_pauses_until_follower_advances), TEST_ENTRY(lossless_detach_resumes),
