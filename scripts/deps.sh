@@ -1,10 +1,10 @@
 #!/bin/sh
 # Installs what building and testing sandbox-agent needs on Debian/Ubuntu.
-# Sourced by run-agent.sh and test.sh; does nothing when all is present.
+# Run by run-agent.sh and test.sh; does nothing when all is present.
 set -eu
 SA_PKGS="build-essential cmake pkg-config libev-dev libprotobuf-c-dev protobuf-c-compiler zlib1g-dev"
 if [ "${1:-}" = "test" ]; then
-    SA_PKGS="$SA_PKGS clang libclang-rt-dev python3 python3-protobuf protobuf-compiler util-linux procps socat"
+    SA_PKGS="$SA_PKGS clang python3 python3-protobuf protobuf-compiler util-linux procps"
 fi
 missing=""
 for p in $SA_PKGS; do
@@ -17,4 +17,14 @@ if [ -n "$missing" ]; then
     $SUDO apt-get update -qq >&2 || true
     # shellcheck disable=SC2086
     DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends $missing >&2
+fi
+
+# libFuzzer's runtime for the tests: the unversioned package where the
+# distribution has it, else the one matching the installed clang.
+if [ "${1:-}" = "test" ] && ! ls /usr/lib/llvm-*/lib/clang/*/lib/linux/libclang_rt.fuzzer-*.a >/dev/null 2>&1; then
+    SUDO=""
+    [ "$(id -u)" -eq 0 ] || SUDO="sudo"
+    v=$(clang --version | sed -n 's/.*clang version \([0-9]*\).*/\1/p' | head -1)
+    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends libclang-rt-dev >&2 ||
+        DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "libclang-rt-$v-dev" >&2
 fi
