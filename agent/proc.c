@@ -532,6 +532,9 @@ static void on_stdin_writable(struct ev_loop *loop, ev_io *w, int revents)
 static void close_output(proc_t *p, ev_io *w, int *fd)
 {
     ev_io_stop(g_loop, w);
+    /* On a PTY the master is stdin too: its write watcher goes first. */
+    if (p->pty && fd == &p->fd_out)
+        ev_io_stop(g_loop, &p->w_in);
     if (*fd >= 0) {
         close(*fd);
         *fd = -1;
