@@ -13,7 +13,7 @@
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
-#include <zlib.h>
+#include <libdeflate.h>
 
 typedef Sandbox__Agent__V1__FileType FileType;
 #define T_DIR SANDBOX__AGENT__V1__FILE_TYPE__DIRECTORY
@@ -135,7 +135,7 @@ static int upload_file(ctl_t *ctl, const char *src, const char *dst)
     struct stat st;
     size_t cs = sa_client_max_frame(ctl->cli) - 1024;
     uint8_t *buf = NULL;
-    uLong crc = crc32(0, NULL, 0);
+    uint32_t crc = 0;
     uint64_t id = sa_client_next_id(ctl->cli), sent = 0;
     progress_t pr;
     Response *r = NULL;
@@ -198,7 +198,7 @@ static int upload_file(ctl_t *ctl, const char *src, const char *dst)
                 goto out;
             }
         }
-        crc = crc32(crc, buf, (uInt)n);
+        crc = libdeflate_crc32(crc, buf, (size_t)n);
         sent += n;
         pr.done = sent;
         if (pr.total < sent)
@@ -223,7 +223,7 @@ static int upload_file(ctl_t *ctl, const char *src, const char *dst)
     progress_draw(&pr, 1);
     if (r->written->bytes_written != sent || r->written->crc32 != crc) {
         fprintf(stderr, "sandboxctl: cp: %s: the agent wrote %llu bytes with crc32 %08x; sent "
-                        "%llu with %08lx\n",
+                        "%llu with %08x\n",
                 dst, (unsigned long long)r->written->bytes_written, r->written->crc32,
                 (unsigned long long)sent, crc);
         goto out;
@@ -243,7 +243,7 @@ static int download_fd(ctl_t *ctl, const char *src, int fd, const char *label, u
     Request req = REQUEST_INIT;
     Sandbox__Agent__V1__ReadFile rf = SANDBOX__AGENT__V1__READ_FILE__INIT;
     progress_t pr;
-    uLong crc = crc32(0, NULL, 0);
+    uint32_t crc = 0;
     uint64_t got = 0;
     rf.path = (char *)src;
     rf.user = (char *)g_user;
@@ -266,7 +266,7 @@ static int download_fd(ctl_t *ctl, const char *src, int fd, const char *label, u
         if (r->result_case == RES(CHUNK)) {
             const uint8_t *p = r->chunk->data.data;
             size_t n = r->chunk->data.len;
-            crc = crc32(crc, p, (uInt)n);
+            crc = libdeflate_crc32(crc, p, (size_t)n);
             got += n;
             while (n) {
                 ssize_t w = write(fd, p, n);
@@ -291,7 +291,7 @@ static int download_fd(ctl_t *ctl, const char *src, int fd, const char *label, u
                 fputc('\n', stderr);
             rc = ctl_fail(label, r);
         } else if (r->file_end->crc32 != crc || r->file_end->size != got) {
-            fprintf(stderr, "sandboxctl: %s: %s: checksum mismatch (agent %08x, received %08lx)\n",
+            fprintf(stderr, "sandboxctl: %s: %s: checksum mismatch (agent %08x, received %08x)\n",
                     label, src, r->file_end->crc32, crc);
             rc = 1;
         } else {

@@ -49,7 +49,7 @@ if(SANDBOX_AGENT_STATIC)
   # One self-contained binary: nothing to depend on.
   set(CPACK_DEBIAN_PACKAGE_DEPENDS "")
 else()
-  set(CPACK_DEBIAN_PACKAGE_DEPENDS "libc6, libev4 | libev4t64, libprotobuf-c1, zlib1g")
+  set(CPACK_DEBIAN_PACKAGE_DEPENDS "libc6, libev4 | libev4t64, libprotobuf-c1, zlib1g, libdeflate0")
 endif()
 # The binaries, the unit, its settings and the man pages; not the OpenRC
 # script, and not the tests (which install nothing).

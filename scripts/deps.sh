@@ -2,7 +2,7 @@
 # Installs what building and testing sandbox-agent needs on Debian/Ubuntu.
 # Run by run-agent.sh and test.sh; does nothing when all is present.
 set -eu
-SA_PKGS="build-essential cmake pkg-config libev-dev libprotobuf-c-dev protobuf-c-compiler zlib1g-dev"
+SA_PKGS="build-essential cmake pkg-config libev-dev libprotobuf-c-dev protobuf-c-compiler zlib1g-dev libdeflate-dev"
 if [ "${1:-}" = "test" ]; then
     SA_PKGS="$SA_PKGS clang python3 python3-protobuf protobuf-compiler util-linux procps"
 fi

@@ -9,7 +9,7 @@
 # Needs root (debootstrap, chroot), network access to the Debian archive, and
 # debootstrap, qemu-system-x86, e2fsprogs, cmake and the agent's build
 # dependencies (with their static archives: libev-dev, libprotobuf-c-dev,
-# zlib1g-dev). Uses KVM when /dev/kvm is usable, else TCG (much slower).
+# zlib1g-dev, libdeflate-dev). Uses KVM when /dev/kvm is usable, else TCG (much slower).
 #
 # Settings (environment):
 #   SUITE=bookworm  MIRROR=http://deb.debian.org/debian
