@@ -167,6 +167,9 @@ void fig_fanout(void);
 void fig_files(void);
 void fig_memory(void);
 void fig_startup(void);
+/* Figure 9: exec round trip and Ping p99 as kept processes and following
+ * connections grow (scale.c). */
+void fig_scale(void);
 
 /* Figure 8: a Ping client on its own connection that runs while other
  * figures load the agent. */

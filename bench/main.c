@@ -185,6 +185,8 @@ int main(int argc, char **argv)
     if (wanted(2) || wanted(3) || wanted(5))
         pinger_report();
     agent_down(&g_agent);
+    if (wanted(9))
+        fig_scale();
     if (g_have_qga)
         qga_down(&g_qga);
     result_fact("seconds", "%.1f", (double)(now_ns() - t0) / 1e9);

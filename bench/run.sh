@@ -7,7 +7,7 @@
 #
 #   sh bench/run.sh              # everything, about 2-3 minutes
 #   sh bench/run.sh --quick      # small sizes, to try the harness
-#   sh bench/run.sh --only 1,3   # some figures
+#   sh bench/run.sh --only 1,3   # some figures (9: cost as work grows)
 #
 # BUILD_DIR (default build-bench) picks the build directory. Runs as root
 # when it can: qemu-guest-agent needs it, and so do the 1,000 processes of
