@@ -1,6 +1,5 @@
-/* spawnref.c - posix_spawn for the benchmark, compiled apart from the rest:
- * the client library's include path carries agent/, whose spawn.h would
- * shadow the system's <spawn.h>. */
+/* spawnref.c - posix_spawn for the benchmark's references (the floor every
+ * exec figure is compared with). */
 #include "spawnref.h"
 
 #include <fcntl.h>

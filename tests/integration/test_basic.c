@@ -2,7 +2,6 @@
  * socket, driven through the client library and with raw bytes. */
 #include "frame.h"
 #include "harness.h"
-#include "util.h"
 
 #include <poll.h>
 #include <sys/socket.h>
@@ -90,7 +89,7 @@ TEST(ping_echoes_payload)
     agent_start(&a, NULL);
     sa_client_t *c = agent_connect(&a);
     size_t sizes[] = {0, 1, 1000, 100000, (4u << 20) - 64};
-    for (size_t i = 0; i < SA_ARRAY_LEN(sizes); i++) {
+    for (size_t i = 0; i < sizeof sizes / sizeof sizes[0]; i++) {
         uint8_t *buf = malloc(sizes[i] + 1);
         for (size_t j = 0; j < sizes[i]; j++)
             buf[j] = (uint8_t)(j * 7 + i);

@@ -1,4 +1,4 @@
-/* Unit tests of the frame codec (agent/frame.c): every malformed-frame case,
+/* Unit tests of the frame codec (common/frame.c): every malformed-frame case,
  * compression both ways, and incremental parsing. */
 #include "frame.h"
 #include "harness.h"
