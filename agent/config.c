@@ -2,6 +2,7 @@
 #include "config.h"
 
 #include "defaults.h"
+#include "frame.h"
 #include "log.h"
 
 #include <errno.h>
@@ -20,7 +21,7 @@ void config_defaults(config_t *cfg)
 {
     memset(cfg, 0, sizeof *cfg);
     cfg->log_level = LOG_INFO;
-    cfg->max_frame_size = 4u << 20;
+    cfg->max_frame_size = FRAME_DEFAULT_MAX;
     cfg->max_connections = 1024;
     cfg->max_inflight = 1024;
     cfg->conn_queue_high = 1u << 20;
@@ -43,7 +44,7 @@ static void usage(FILE *f)
             "In-guest execution agent: runs processes and moves files for a control plane.\n"
             "\n"
             "  --listen ADDR          unix:PATH, tcp:HOST:PORT or vsock[:PORT] (repeatable;\n"
-            "                         default unix:" CONFIG_DEFAULT_SOCKET " for root, vsock\n"
+            "                         default unix:" SA_ROOT_SOCKET " for root, vsock\n"
             "                         port 1024)\n"
             "  --token-file PATH      require this token in Hello (also $SANDBOX_AGENT_TOKEN,\n"
             "                         or sandbox_agent.token= on the kernel command line)\n"

@@ -8,7 +8,6 @@
 #include <stdint.h>
 
 #define CONFIG_MAX_LISTEN 16
-#define CONFIG_DEFAULT_SOCKET "/run/sandbox-agent.sock"
 #define CONFIG_DEFAULT_VSOCK_PORT 1024u
 
 typedef struct config {

@@ -6,6 +6,8 @@
  * becomes U+FFFD). */
 #include "log.h"
 
+#include "util.h"
+
 #include <stdarg.h>
 #include <stdio.h>
 #include <string.h>
@@ -34,39 +36,6 @@ int log_level_parse(const char *s)
 
 int log_enabled(enum log_level level) { return level >= g_level; }
 
-/* Length of the valid UTF-8 sequence at p (at most n bytes), or 0. */
-static size_t utf8_seq(const unsigned char *p, size_t n)
-{
-    size_t len;
-    unsigned cp;
-    if (p[0] < 0x80)
-        return 1;
-    if (p[0] >= 0xc2 && p[0] <= 0xdf) {
-        len = 2;
-        cp = p[0] & 0x1fu;
-    } else if (p[0] >= 0xe0 && p[0] <= 0xef) {
-        len = 3;
-        cp = p[0] & 0x0fu;
-    } else if (p[0] >= 0xf0 && p[0] <= 0xf4) {
-        len = 4;
-        cp = p[0] & 0x07u;
-    } else {
-        return 0;
-    }
-    if (n < len)
-        return 0;
-    for (size_t i = 1; i < len; i++) {
-        if ((p[i] & 0xc0) != 0x80)
-            return 0;
-        cp = cp << 6 | (p[i] & 0x3fu);
-    }
-    /* Overlong forms, surrogates and beyond U+10FFFF are not UTF-8. */
-    if ((len == 3 && cp < 0x800) || (len == 4 && (cp < 0x10000 || cp > 0x10ffff)) ||
-        (cp >= 0xd800 && cp <= 0xdfff))
-        return 0;
-    return len;
-}
-
 /* Escape msg into out (always NUL-terminated). */
 static void escape(const char *msg, char *out, size_t outlen, int json)
 {
@@ -86,7 +55,7 @@ static void escape(const char *msg, char *out, size_t outlen, int json)
             out[o++] = (char)*p++;
             n--;
         } else if (json && *p >= 0x80) {
-            size_t len = utf8_seq(p, n);
+            size_t len = util_utf8_seq_len(p, n);
             if (!len) {
                 o += (size_t)snprintf(out + o, outlen - o, "\\ufffd");
                 p++, n--;

@@ -17,8 +17,7 @@ int util_set_nonblock_cloexec(int fd)
     return 0;
 }
 
-/* Length of the valid UTF-8 sequence at s (1..4), or 0 if invalid. */
-static size_t utf8_seq_len(const unsigned char *s, size_t left)
+size_t util_utf8_seq_len(const unsigned char *s, size_t left)
 {
     unsigned char c = s[0];
     size_t n;
@@ -55,7 +54,7 @@ int util_utf8_valid(const char *buf, size_t len)
     const unsigned char *s = (const unsigned char *)buf;
     size_t i = 0;
     while (i < len) {
-        size_t n = utf8_seq_len(s + i, len - i);
+        size_t n = util_utf8_seq_len(s + i, len - i);
         if (!n)
             return 0;
         i += n;
@@ -71,7 +70,7 @@ char *util_utf8_sanitize(const char *src, size_t len)
         return NULL;
     size_t i = 0;
     while (i < len) {
-        size_t n = utf8_seq_len(s + i, len - i);
+        size_t n = util_utf8_seq_len(s + i, len - i);
         if (n) {
             memcpy(o, s + i, n);
             o += n;

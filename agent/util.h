@@ -1,4 +1,5 @@
-/* util.h - tiny helpers every module uses: time, intrusive lists, min/max. */
+/* util.h - tiny helpers every module uses: clocks, min/max, descriptors,
+ * UTF-8. */
 #ifndef SA_UTIL_H
 #define SA_UTIL_H
 
@@ -29,6 +30,10 @@ static inline uint64_t util_now_mono_nano(void)
 /* Set O_NONBLOCK and FD_CLOEXEC; returns 0 or -errno. */
 int util_set_nonblock_cloexec(int fd);
 
+/* Length of the valid UTF-8 sequence at s (1..4, at most left bytes), or 0
+ * when it is not one (overlong forms, surrogates and code points beyond
+ * U+10FFFF are not UTF-8) or is a NUL. The one decoder of the agent. */
+size_t util_utf8_seq_len(const unsigned char *s, size_t left);
 /* Copy src into a valid UTF-8 string, replacing invalid sequences with
  * U+FFFD. Returns a malloc'd string or NULL on ENOMEM. */
 char *util_utf8_sanitize(const char *src, size_t len);

@@ -9,11 +9,14 @@
 #include <stdlib.h>
 #include <unistd.h>
 
+/* Root's socket: the one a control plane and sandboxctl find with no flags. */
+#define SA_ROOT_SOCKET "/run/sandbox-agent.sock"
+
 static inline void sa_default_socket(char *buf, size_t len, uid_t uid)
 {
     const char *xdg = getenv("XDG_RUNTIME_DIR");
     if (uid == 0)
-        snprintf(buf, len, "/run/sandbox-agent.sock");
+        snprintf(buf, len, "%s", SA_ROOT_SOCKET);
     else if (xdg && xdg[0] == '/')
         snprintf(buf, len, "%s/sandbox-agent.sock", xdg);
     else
