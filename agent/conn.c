@@ -10,7 +10,7 @@
 #include "conn.h"
 
 #include "config.h"
-#include "dispatch.h"
+#include "errcode.h"
 #include "frame.h"
 #include "log.h"
 #include "util.h"
@@ -80,6 +80,7 @@ struct conn {
 };
 
 static conn_t *g_all, *g_pending, *g_free;
+static conn_request_fn *g_on_request;
 static unsigned g_count;
 
 static void on_read(struct ev_loop *loop, ev_io *w, int revents);
@@ -87,6 +88,7 @@ static void on_write(struct ev_loop *loop, ev_io *w, int revents);
 static void on_wtimer(struct ev_loop *loop, ev_timer *w, int revents);
 static void conn_service(conn_t *c);
 
+void conn_set_request_handler(conn_request_fn *fn) { g_on_request = fn; }
 unsigned conn_count(void) { return g_count; }
 const char *conn_peer(const conn_t *c) { return c->peer; }
 pid_t conn_peer_pid(const conn_t *c) { return c->peer_pid; }
@@ -270,7 +272,7 @@ int conn_send_errno(conn_t *c, uint64_t id, int neg_errno, const char *fmt, ...)
 {
     va_list ap;
     va_start(ap, fmt);
-    int rc = send_error_v(c, id, dispatch_errno_code(neg_errno), -neg_errno, fmt, ap);
+    int rc = send_error_v(c, id, errcode_from_errno(neg_errno), -neg_errno, fmt, ap);
     va_end(ap);
     return rc;
 }
@@ -524,7 +526,7 @@ static void process_input(conn_t *c)
             protocol_error(c, rc, err);
             return;
         }
-        dispatch_request(c, (const Request *)msg);
+        g_on_request(c, (const Request *)msg);
         protobuf_c_message_free_unpacked(msg, NULL);
         handled = 1;
     }

@@ -15,6 +15,11 @@
 
 typedef struct conn conn_t;
 
+/* What conn does with each parsed request: set once at start-up (main
+ * installs dispatch_request), so conn depends on nothing above it. */
+typedef void conn_request_fn(conn_t *c, const Request *req);
+void conn_set_request_handler(conn_request_fn *fn);
+
 /* Take ownership of an accepted, non-blocking fd. kind is "unix", "tcp" or
  * "vsock", used in logs and for keepalive. Returns NULL (fd closed) on OOM. */
 conn_t *conn_new(struct ev_loop *loop, int fd, const char *kind, const char *peer);
@@ -26,7 +31,7 @@ int conn_send(conn_t *c, uint64_t id, int done, Response *r);
 /* Queue an Error response (done = true). code is an Error.Code value. */
 int conn_send_error(conn_t *c, uint64_t id, int code, int os_errno, const char *fmt, ...)
     __attribute__((format(printf, 5, 6)));
-/* Queue an error chosen from a negative errno (see dispatch_errno_code). */
+/* Queue an error chosen from a negative errno (see errcode_from_errno). */
 int conn_send_errno(conn_t *c, uint64_t id, int neg_errno, const char *fmt, ...)
     __attribute__((format(printf, 4, 5)));
 

@@ -3,14 +3,14 @@
 #ifndef SA_CONTROL_H
 #define SA_CONTROL_H
 
-#include "dispatch.h"
+#include "handler.h"
 
 #define PROTOCOL_VERSION 1
 
-dispatch_handler_fn control_hello;
-dispatch_handler_fn control_ping;
-dispatch_handler_fn control_info;
-dispatch_handler_fn control_cancel;
+handler_fn control_hello;
+handler_fn control_ping;
+handler_fn control_info;
+handler_fn control_cancel;
 
 /* Agent start time, set once by main. */
 void control_set_start_time(void);

@@ -4,6 +4,7 @@
 #include "config.h"
 #include "control.h"
 #include "fs.h"
+#include "handler.h"
 #include "log.h"
 #include "proc.h"
 
@@ -11,7 +12,7 @@
 
 typedef struct route {
     const char *name;
-    dispatch_handler_fn *fn;
+    handler_fn *fn;
 } route_t;
 
 /* Indexed by Request.op case. */
@@ -41,46 +42,6 @@ static const route_t routes[] = {
     [OP(RENAME)] = {"rename", fs_handle_rename},
     [OP(WATCH)] = {"watch", fs_handle_watch},
 };
-
-int dispatch_errno_code(int neg_errno)
-{
-    switch (-neg_errno) {
-    case 0: return CODE(CODE_UNSPECIFIED);
-    case ENOENT:
-    case ESRCH:
-    case ENXIO: return CODE(NOT_FOUND);
-    case EEXIST: return CODE(ALREADY_EXISTS);
-    case EACCES:
-    case EPERM:
-    case EROFS: return CODE(PERMISSION_DENIED);
-    case ENOSPC:
-    case EDQUOT:
-    case ENOMEM:
-    case EMFILE:
-    case ENFILE:
-    case EAGAIN:
-    case EFBIG: return CODE(RESOURCE_EXHAUSTED);
-    case EISDIR:
-    case ENOTDIR:
-    case ENOTEMPTY:
-    case EBUSY:
-    case ETXTBSY:
-    case EXDEV:
-    case ELOOP: return CODE(FAILED_PRECONDITION);
-    case EINVAL:
-    case ENAMETOOLONG:
-    case E2BIG:
-    case EMSGSIZE:
-    case ERANGE: return CODE(INVALID_ARGUMENT);
-    case ENOSYS:
-    case EOPNOTSUPP: return CODE(UNIMPLEMENTED);
-    case ECANCELED: return CODE(CANCELLED);
-    case ETIMEDOUT: return CODE(DEADLINE_EXCEEDED);
-    case EIO:
-    case EPIPE: return CODE(IO_ERROR);
-    default: return CODE(INTERNAL);
-    }
-}
 
 void dispatch_request(conn_t *c, const Request *req)
 {

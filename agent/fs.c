@@ -21,6 +21,7 @@
 #include "fs.h"
 
 #include "config.h"
+#include "errcode.h"
 #include "fsworker.h"
 #include "log.h"
 #include "util.h"
@@ -327,7 +328,7 @@ static void op_fail_path(fsop_t *o, int neg, const char *path)
 static void op_send_error(fsop_t *o)
 {
     conn_t *c = o->base.conn;
-    int code = o->errcode ? o->errcode : dispatch_errno_code(o->err);
+    int code = o->errcode ? o->errcode : errcode_from_errno(o->err);
     conn_send_error(c, o->base.id, code, o->err < 0 ? -o->err : 0, "%s",
                     o->errmsg ? o->errmsg : strerror(-o->err));
 }

@@ -5,7 +5,7 @@
 #ifndef SA_FS_H
 #define SA_FS_H
 
-#include "dispatch.h"
+#include "handler.h"
 #include "user.h"
 
 #include <ev.h>
@@ -14,14 +14,14 @@
 int fs_init(struct ev_loop *loop);
 void fs_shutdown(void);
 
-dispatch_handler_fn fs_handle_read;
-dispatch_handler_fn fs_handle_write; /* later chunks arrive through the stream's feed() */
-dispatch_handler_fn fs_handle_list;
-dispatch_handler_fn fs_handle_stat;
-dispatch_handler_fn fs_handle_mkdir;
-dispatch_handler_fn fs_handle_remove;
-dispatch_handler_fn fs_handle_rename;
-dispatch_handler_fn fs_handle_watch; /* in watch.c */
+handler_fn fs_handle_read;
+handler_fn fs_handle_write; /* later chunks arrive through the stream's feed() */
+handler_fn fs_handle_list;
+handler_fn fs_handle_stat;
+handler_fn fs_handle_mkdir;
+handler_fn fs_handle_remove;
+handler_fn fs_handle_rename;
+handler_fn fs_handle_watch; /* in watch.c */
 
 /* ------------------------------------------------ shared with watch.c */
 

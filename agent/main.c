@@ -4,6 +4,7 @@
 #include "config.h"
 #include "conn.h"
 #include "control.h"
+#include "dispatch.h"
 #include "fs.h"
 #include "listen.h"
 #include "log.h"
@@ -221,6 +222,7 @@ int main(int argc, char **argv)
         log_error("file operations: %s", strerror(-rc));
         return 1;
     }
+    conn_set_request_handler(dispatch_request);
     for (int i = 0; i < g_config.n_listen; i++) {
         if (listen_add(loop, g_config.listen[i], err, sizeof err) < 0) {
             log_error("cannot listen: %s", err);

@@ -3,7 +3,7 @@
 #ifndef SA_PROC_H
 #define SA_PROC_H
 
-#include "dispatch.h"
+#include "handler.h"
 
 #include <ev.h>
 #include <stdint.h>
@@ -18,15 +18,15 @@ unsigned proc_count_running(void);
 unsigned proc_count_kept(void);
 uint64_t proc_kept_output_bytes(void);
 
-dispatch_handler_fn proc_handle_start;
-dispatch_handler_fn proc_handle_follow;
-dispatch_handler_fn proc_handle_signal;
-dispatch_handler_fn proc_handle_write_stdin;
-dispatch_handler_fn proc_handle_close_stdin;
-dispatch_handler_fn proc_handle_resize;
-dispatch_handler_fn proc_handle_wait;
-dispatch_handler_fn proc_handle_list;
-dispatch_handler_fn proc_handle_get;
-dispatch_handler_fn proc_handle_forget;
+handler_fn proc_handle_start;
+handler_fn proc_handle_follow;
+handler_fn proc_handle_signal;
+handler_fn proc_handle_write_stdin;
+handler_fn proc_handle_close_stdin;
+handler_fn proc_handle_resize;
+handler_fn proc_handle_wait;
+handler_fn proc_handle_list;
+handler_fn proc_handle_get;
+handler_fn proc_handle_forget;
 
 #endif

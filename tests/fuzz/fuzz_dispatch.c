@@ -6,6 +6,7 @@
  * not the host. */
 #include "config.h"
 #include "conn.h"
+#include "dispatch.h"
 #include "frame.h"
 #include "pb.h"
 #include "proc.h"
@@ -70,6 +71,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         ev_prepare_init(&prep, on_prepare);
         ev_prepare_start(loop, &prep);
         proc_init(loop);
+        conn_set_request_handler(dispatch_request);
     }
     if (size > 256 * 1024 || !harmless(data, size))
         return 0;

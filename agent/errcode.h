@@ -1,0 +1,10 @@
+/* errcode.h - the one table from a negative errno to the protocol's
+ * Error.Code, used wherever an errno becomes an answer. */
+#ifndef SA_ERRCODE_H
+#define SA_ERRCODE_H
+
+/* Error.Code for a negative errno (0 gives CODE_UNSPECIFIED; an errno with
+ * no better code gives INTERNAL). */
+int errcode_from_errno(int neg_errno);
+
+#endif
