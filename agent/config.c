@@ -8,6 +8,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <getopt.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -34,43 +35,6 @@ void config_defaults(config_t *cfg)
     cfg->socket_mode = 0600;
     cfg->ready_fd = -1;
     cfg->oom_score_adj = -1000;
-}
-
-static void usage(FILE *f)
-{
-    fprintf(f,
-            "usage: sandbox-agent [options]\n"
-            "\n"
-            "In-guest execution agent: runs processes and moves files for a control plane.\n"
-            "\n"
-            "  --listen ADDR          unix:PATH, tcp:HOST:PORT or vsock[:PORT] (repeatable;\n"
-            "                         default unix:" SA_ROOT_SOCKET " for root, vsock\n"
-            "                         port 1024)\n"
-            "  --token-file PATH      require this token in Hello (also $SANDBOX_AGENT_TOKEN,\n"
-            "                         or sandbox_agent.token= on the kernel command line)\n"
-            "  --insecure             allow TCP/vsock listeners without a token\n"
-            "  --socket-mode MODE     unix socket permissions, octal (default 0600)\n"
-            "  --socket-group GROUP   unix socket group\n"
-            "  --max-frame-size N     largest frame payload in bytes (default 4194304)\n"
-            "  --max-connections N    (default 1024)\n"
-            "  --max-inflight N       streams in flight per connection (default 1024)\n"
-            "  --max-queued-bytes N   output queued per connection before streams pause\n"
-            "                         (default 1048576, at least one frame)\n"
-            "  --max-processes N      running processes (default 4096)\n"
-            "  --output-window N      default bytes of output kept per process (default 4 MiB)\n"
-            "  --max-kept-output N    bytes of output kept for all processes (default 256 MiB)\n"
-            "  --exited-ttl SECONDS   forget exited processes after this (default 3600)\n"
-            "  --kill-grace-ms N      SIGTERM to SIGKILL delay (default 5000)\n"
-            "  --write-timeout S      close connections whose output has not moved (default 120)\n"
-            "  --ready-fd N           write \"READY=1\\n\" to fd N once listening, then close it\n"
-            "                         ($NOTIFY_SOCKET, sd_notify style, is honoured too)\n"
-            "  --oom-score-adj N      the agent's own OOM score adjustment, -1000..1000\n"
-            "  --nice N               the agent's own nice value, -20..19 (default: as\n"
-            "                         started; processes it starts get 0)\n"
-            "                         (default -1000, or the lowest the kernel allows)\n"
-            "  --log-level LEVEL      debug, info, warn, error (default info)\n"
-            "  --log-format FORMAT    text or json (default text)\n"
-            "  --help, --version\n");
 }
 
 static int parse_u64(const char *opt, const char *s, uint64_t min, uint64_t max, uint64_t *out)
@@ -218,188 +182,291 @@ static int token_from_cmdline(config_t *cfg)
     return rc;
 }
 
+/* ------------------------------------------------------------ the options */
+
+/* Options whose value needs more than a range check. Each returns 0, or -1
+ * after printing why. */
+static int have_token_file;
+
+static int opt_listen(config_t *cfg, const char *arg)
+{
+    if (cfg->n_listen == CONFIG_MAX_LISTEN) {
+        fprintf(stderr, "sandbox-agent: at most %d --listen addresses\n", CONFIG_MAX_LISTEN);
+        return -1;
+    }
+    /* Bare "vsock" means the documented default port. */
+    if (!strcmp(arg, "vsock") || !strcmp(arg, "vsock:")) {
+        static char vdef[CONFIG_MAX_LISTEN][24];
+        snprintf(vdef[cfg->n_listen], sizeof vdef[0], "vsock:%u", CONFIG_DEFAULT_VSOCK_PORT);
+        cfg->listen[cfg->n_listen] = vdef[cfg->n_listen];
+        cfg->n_listen++;
+        return 0;
+    }
+    if (strncmp(arg, "unix:", 5) && strncmp(arg, "tcp:", 4) && strncmp(arg, "vsock:", 6)) {
+        fprintf(stderr,
+                "sandbox-agent: --listen '%s': expected unix:PATH, tcp:HOST:PORT or vsock:PORT\n",
+                arg);
+        return -1;
+    }
+    cfg->listen[cfg->n_listen++] = arg;
+    return 0;
+}
+
+static int opt_token_file(config_t *cfg, const char *arg)
+{
+    if (read_token_file(cfg, arg) < 0)
+        return -1;
+    have_token_file = 1;
+    return 0;
+}
+
+static int opt_socket_mode(config_t *cfg, const char *arg)
+{
+    return parse_mode("--socket-mode", arg, &cfg->socket_mode);
+}
+
+static int opt_socket_group(config_t *cfg, const char *arg)
+{
+    if (!arg[0]) {
+        fprintf(stderr, "sandbox-agent: --socket-group: empty group name\n");
+        return -1;
+    }
+    cfg->socket_group = arg;
+    return 0;
+}
+
+static int opt_nice(config_t *cfg, const char *arg)
+{
+    long long v;
+    if (parse_i64("--nice", arg, -20, 19, &v) < 0)
+        return -1;
+    cfg->nice = (int)v;
+    cfg->nice_set = 1;
+    return 0;
+}
+
+static int opt_oom(config_t *cfg, const char *arg)
+{
+    long long v;
+    if (parse_i64("--oom-score-adj", arg, -1000, 1000, &v) < 0)
+        return -1;
+    cfg->oom_score_adj = (int)v;
+    cfg->oom_score_adj_set = 1;
+    return 0;
+}
+
+static int opt_log_level(config_t *cfg, const char *arg)
+{
+    if ((cfg->log_level = log_level_parse(arg)) < 0) {
+        fprintf(stderr, "sandbox-agent: --log-level '%s': expected debug, info, warn or error\n",
+                arg);
+        return -1;
+    }
+    return 0;
+}
+
+static int opt_log_format(config_t *cfg, const char *arg)
+{
+    if (strcmp(arg, "json") && strcmp(arg, "text")) {
+        fprintf(stderr, "sandbox-agent: --log-format '%s': expected text or json\n", arg);
+        return -1;
+    }
+    cfg->log_json = !strcmp(arg, "json");
+    return 0;
+}
+
+typedef enum opt_kind {
+    OPT_NUM,     /* an unsigned field of 4 or 8 bytes, range-checked */
+    OPT_BYTES,   /* the same, its default shown in KiB/MiB */
+    OPT_FLAG,    /* an int field set to 1 */
+    OPT_FN,      /* fn parses and stores */
+    OPT_HELP,
+    OPT_VERSION,
+} opt_kind_t;
+
+typedef struct opt {
+    const char *name; /* without the dashes */
+    const char *arg;  /* the value's name in --help; NULL: takes none */
+    opt_kind_t kind;
+    size_t off, size; /* OPT_NUM, OPT_BYTES, OPT_FLAG: the field in config_t */
+    uint64_t min, max;
+    int (*fn)(config_t *cfg, const char *arg);
+    /* --help text. For numbers, "(default ...)" is added from
+     * config_defaults(), so the two cannot drift. */
+    const char *help;
+} opt_t;
+
+#define FIELD(f) offsetof(config_t, f), sizeof(((config_t *)0)->f)
+#define NUM(name, arg, f, min, max, help) {name, arg, OPT_NUM, FIELD(f), min, max, NULL, help}
+#define BYTES(name, f, min, max, help) {name, "N", OPT_BYTES, FIELD(f), min, max, NULL, help}
+#define FLAG(name, f, help) {name, NULL, OPT_FLAG, FIELD(f), 0, 0, NULL, help}
+#define FN(name, arg, fn, help) {name, arg, OPT_FN, 0, 0, 0, 0, fn, help}
+
+/* Every option: parsing, validation and --help come from this table. */
+static const opt_t g_opts[] = {
+    FN("listen", "ADDR", opt_listen,
+       "unix:PATH, tcp:HOST:PORT or vsock[:PORT] (repeatable; default unix:" SA_ROOT_SOCKET
+       " for root, $XDG_RUNTIME_DIR/sandbox-agent.sock for other users)"),
+    FN("token-file", "PATH", opt_token_file,
+       "require this token in Hello (also $SANDBOX_AGENT_TOKEN, or sandbox_agent.token= on "
+       "the kernel command line)"),
+    FLAG("insecure", insecure, "allow TCP/vsock listeners without a token"),
+    FN("socket-mode", "MODE", opt_socket_mode, "unix socket permissions, octal (default 0600)"),
+    FN("socket-group", "GROUP", opt_socket_group, "unix socket group"),
+    BYTES("max-frame-size", max_frame_size, 64 * 1024, 1u << 30, "largest frame payload"),
+    NUM("max-connections", "N", max_connections, 1, 1u << 20, "connections at once"),
+    NUM("max-inflight", "N", max_inflight, 1, 1u << 20, "streams in flight per connection"),
+    BYTES("max-queued-bytes", conn_queue_high, 64 * 1024, 1ull << 32,
+          "output queued per connection before streams pause; at least one frame"),
+    NUM("max-processes", "N", max_processes, 1, 1u << 22, "running processes"),
+    BYTES("output-window", default_output_window, 4096, 1ull << 40,
+          "bytes of output kept per process"),
+    BYTES("max-kept-output", max_kept_output, 4096, 1ull << 42,
+          "bytes of output kept for all processes"),
+    NUM("exited-ttl", "SECONDS", exited_ttl_s, 0, 1u << 30,
+        "forget exited processes after this"),
+    NUM("kill-grace-ms", "N", kill_grace_ms, 0, 1u << 30, "SIGTERM to SIGKILL delay"),
+    NUM("write-timeout", "SECONDS", write_timeout_s, 0, 1u << 30,
+        "close connections whose output has not moved"),
+    {"ready-fd", "N", OPT_NUM, FIELD(ready_fd), 0, 1u << 20, NULL,
+     "write \"READY=1\\n\" to fd N once listening, then close it ($NOTIFY_SOCKET, sd_notify "
+     "style, is honoured too)"},
+    FN("oom-score-adj", "N", opt_oom,
+       "the agent's own OOM score adjustment, -1000..1000 (default -1000, or the lowest the "
+       "kernel allows)"),
+    FN("nice", "N", opt_nice,
+       "the agent's own nice value, -20..19 (default: as started; processes it starts get 0)"),
+    FN("log-level", "LEVEL", opt_log_level, "debug, info, warn, error (default info)"),
+    FN("log-format", "FORMAT", opt_log_format, "text or json (default text)"),
+    {"help", NULL, OPT_HELP, 0, 0, 0, 0, NULL, "this text"},
+    {"version", NULL, OPT_VERSION, 0, 0, 0, 0, NULL, "the agent's version"},
+};
+#define N_OPTS (sizeof g_opts / sizeof g_opts[0])
+
+static uint64_t field_get(const config_t *cfg, const opt_t *o)
+{
+    const char *p = (const char *)cfg + o->off;
+    if (o->size == sizeof(uint64_t)) {
+        uint64_t v;
+        memcpy(&v, p, sizeof v);
+        return v;
+    }
+    uint32_t v;
+    memcpy(&v, p, sizeof v);
+    return v;
+}
+
+static void field_set(config_t *cfg, const opt_t *o, uint64_t v)
+{
+    char *p = (char *)cfg + o->off;
+    if (o->size == sizeof(uint64_t)) {
+        memcpy(p, &v, sizeof v);
+    } else {
+        uint32_t w = (uint32_t)v;
+        memcpy(p, &w, sizeof w);
+    }
+}
+
+/* One option's help: the name column, then the text wrapped at 80. */
+static void usage_opt(FILE *f, const opt_t *o, const config_t *def)
+{
+    enum { COL = 25, WIDTH = 80 };
+    char left[64], text[512];
+    snprintf(left, sizeof left, "--%s%s%s", o->name, o->arg ? " " : "", o->arg ? o->arg : "");
+    if (o->kind == OPT_BYTES || o->kind == OPT_NUM) {
+        uint64_t v = field_get(def, o);
+        if (o->kind == OPT_BYTES && v >= (1u << 20) && v % (1u << 20) == 0)
+            snprintf(text, sizeof text, "%s (default %llu MiB)", o->help,
+                     (unsigned long long)(v >> 20));
+        else if ((int64_t)v < 0 || (o->size == 4 && (int32_t)v < 0))
+            snprintf(text, sizeof text, "%s", o->help); /* "none" */
+        else
+            snprintf(text, sizeof text, "%s (default %llu)", o->help, (unsigned long long)v);
+    } else {
+        snprintf(text, sizeof text, "%s", o->help);
+    }
+    /* A name too long for its column puts the text on the next line. */
+    int col = fprintf(f, "  %s", left);
+    if (col >= COL - 1) {
+        fputc('\n', f);
+        col = 0;
+    }
+    for (const char *p = text; *p;) {
+        size_t room = WIDTH - COL, n = strlen(p);
+        if (n > room) {
+            n = room;
+            while (n > 0 && p[n] != ' ')
+                n--;
+            if (n == 0)
+                n = room;
+        }
+        fprintf(f, "%*s%.*s\n", COL - col, "", (int)n, p);
+        col = 0;
+        for (p += n; *p == ' '; p++)
+            ;
+    }
+}
+
+static void usage(FILE *f)
+{
+    config_t def;
+    config_defaults(&def);
+    fprintf(f, "usage: sandbox-agent [options]\n\n"
+               "In-guest execution agent: runs processes and moves files for a control plane.\n\n");
+    for (size_t i = 0; i < N_OPTS; i++)
+        usage_opt(f, &g_opts[i], &def);
+}
+
 int config_parse(config_t *cfg, int argc, char **argv)
 {
-    enum {
-        O_LISTEN = 256, O_TOKEN_FILE, O_INSECURE, O_SOCKET_MODE, O_SOCKET_GROUP, O_MAX_FRAME,
-        O_MAX_CONN, O_MAX_INFLIGHT, O_MAX_PROC, O_WINDOW, O_MAX_KEPT, O_TTL, O_GRACE,
-        O_WTIMEOUT, O_READY_FD, O_LOG_LEVEL, O_LOG_FORMAT, O_HELP, O_VERSION, O_OOM, O_NICE,
-        O_MAX_QUEUED,
-    };
-    static const struct option opts[] = {
-        {"listen", required_argument, NULL, O_LISTEN},
-        {"token-file", required_argument, NULL, O_TOKEN_FILE},
-        {"insecure", no_argument, NULL, O_INSECURE},
-        {"socket-mode", required_argument, NULL, O_SOCKET_MODE},
-        {"socket-group", required_argument, NULL, O_SOCKET_GROUP},
-        {"max-frame-size", required_argument, NULL, O_MAX_FRAME},
-        {"max-connections", required_argument, NULL, O_MAX_CONN},
-        {"max-inflight", required_argument, NULL, O_MAX_INFLIGHT},
-        {"max-queued-bytes", required_argument, NULL, O_MAX_QUEUED},
-        {"oom-score-adj", required_argument, NULL, O_OOM},
-        {"nice", required_argument, NULL, O_NICE},
-        {"max-processes", required_argument, NULL, O_MAX_PROC},
-        {"output-window", required_argument, NULL, O_WINDOW},
-        {"max-kept-output", required_argument, NULL, O_MAX_KEPT},
-        {"exited-ttl", required_argument, NULL, O_TTL},
-        {"kill-grace-ms", required_argument, NULL, O_GRACE},
-        {"write-timeout", required_argument, NULL, O_WTIMEOUT},
-        {"ready-fd", required_argument, NULL, O_READY_FD},
-        {"log-level", required_argument, NULL, O_LOG_LEVEL},
-        {"log-format", required_argument, NULL, O_LOG_FORMAT},
-        {"help", no_argument, NULL, O_HELP},
-        {"version", no_argument, NULL, O_VERSION},
-        {NULL, 0, NULL, 0},
-    };
-    int c, have_token_file = 0;
-    uint64_t v;
-    long long sv;
+    static struct option lopts[N_OPTS + 1];
+    int c;
 
+    for (size_t i = 0; i < N_OPTS; i++) {
+        lopts[i].name = g_opts[i].name;
+        lopts[i].has_arg = g_opts[i].arg ? required_argument : no_argument;
+        lopts[i].flag = NULL;
+        lopts[i].val = 256 + (int)i;
+    }
     config_defaults(cfg);
+    have_token_file = 0;
     opterr = 0;
     optind = 1;
-    while ((c = getopt_long(argc, argv, ":", opts, NULL)) != -1) {
+    while ((c = getopt_long(argc, argv, ":", lopts, NULL)) != -1) {
         /* getopt has moved past the option (and its value, if separate). */
         const char *name = optind > 0 && optind <= argc ? argv[optind - 1] : "?";
-        switch (c) {
-        case O_LISTEN:
-            if (cfg->n_listen == CONFIG_MAX_LISTEN) {
-                fprintf(stderr, "sandbox-agent: at most %d --listen addresses\n",
-                        CONFIG_MAX_LISTEN);
-                return -1;
-            }
-            /* Bare "vsock" means the documented default port. */
-            if (!strcmp(optarg, "vsock") || !strcmp(optarg, "vsock:")) {
-                static char vdef[CONFIG_MAX_LISTEN][24];
-                snprintf(vdef[cfg->n_listen], sizeof vdef[0], "vsock:%u",
-                         CONFIG_DEFAULT_VSOCK_PORT);
-                cfg->listen[cfg->n_listen] = vdef[cfg->n_listen];
-                cfg->n_listen++;
-                break;
-            }
-            if (strncmp(optarg, "unix:", 5) && strncmp(optarg, "tcp:", 4) &&
-                strncmp(optarg, "vsock:", 6)) {
-                fprintf(stderr,
-                        "sandbox-agent: --listen '%s': expected unix:PATH, tcp:HOST:PORT or "
-                        "vsock:PORT\n",
-                        optarg);
-                return -1;
-            }
-            cfg->listen[cfg->n_listen++] = optarg;
-            break;
-        case O_TOKEN_FILE:
-            if (read_token_file(cfg, optarg) < 0)
-                return -1;
-            have_token_file = 1;
-            break;
-        case O_INSECURE: cfg->insecure = 1; break;
-        case O_SOCKET_MODE:
-            if (parse_mode("--socket-mode", optarg, &cfg->socket_mode) < 0)
-                return -1;
-            break;
-        case O_SOCKET_GROUP:
-            if (!optarg[0]) {
-                fprintf(stderr, "sandbox-agent: --socket-group: empty group name\n");
-                return -1;
-            }
-            cfg->socket_group = optarg;
-            break;
-        case O_MAX_FRAME:
-            if (parse_u64("--max-frame-size", optarg, 64 * 1024, 1u << 30, &v) < 0)
-                return -1;
-            cfg->max_frame_size = (uint32_t)v;
-            break;
-        case O_MAX_CONN:
-            if (parse_u64("--max-connections", optarg, 1, 1u << 20, &v) < 0)
-                return -1;
-            cfg->max_connections = (uint32_t)v;
-            break;
-        case O_MAX_INFLIGHT:
-            if (parse_u64("--max-inflight", optarg, 1, 1u << 20, &v) < 0)
-                return -1;
-            cfg->max_inflight = (uint32_t)v;
-            break;
-        case O_MAX_QUEUED:
-            if (parse_u64("--max-queued-bytes", optarg, 64 * 1024, 1ull << 32, &v) < 0)
-                return -1;
-            cfg->conn_queue_high = (size_t)v;
-            break;
-        case O_NICE:
-            if (parse_i64("--nice", optarg, -20, 19, &sv) < 0)
-                return -1;
-            cfg->nice = (int)sv;
-            cfg->nice_set = 1;
-            break;
-        case O_OOM:
-            if (parse_i64("--oom-score-adj", optarg, -1000, 1000, &sv) < 0)
-                return -1;
-            cfg->oom_score_adj = (int)sv;
-            cfg->oom_score_adj_set = 1;
-            break;
-        case O_MAX_PROC:
-            if (parse_u64("--max-processes", optarg, 1, 1u << 22, &v) < 0)
-                return -1;
-            cfg->max_processes = (uint32_t)v;
-            break;
-        case O_WINDOW:
-            if (parse_u64("--output-window", optarg, 4096, 1ull << 40, &v) < 0)
-                return -1;
-            cfg->default_output_window = v;
-            break;
-        case O_MAX_KEPT:
-            if (parse_u64("--max-kept-output", optarg, 4096, 1ull << 42, &v) < 0)
-                return -1;
-            cfg->max_kept_output = v;
-            break;
-        case O_TTL:
-            if (parse_u64("--exited-ttl", optarg, 0, 1u << 30, &v) < 0)
-                return -1;
-            cfg->exited_ttl_s = (uint32_t)v;
-            break;
-        case O_GRACE:
-            if (parse_u64("--kill-grace-ms", optarg, 0, 1u << 30, &v) < 0)
-                return -1;
-            cfg->kill_grace_ms = (uint32_t)v;
-            break;
-        case O_WTIMEOUT:
-            if (parse_u64("--write-timeout", optarg, 0, 1u << 30, &v) < 0)
-                return -1;
-            cfg->write_timeout_s = (uint32_t)v;
-            break;
-        case O_READY_FD:
-            if (parse_u64("--ready-fd", optarg, 0, 1u << 20, &v) < 0)
-                return -1;
-            cfg->ready_fd = (int)v;
-            break;
-        case O_LOG_LEVEL:
-            if ((cfg->log_level = log_level_parse(optarg)) < 0) {
-                fprintf(stderr,
-                        "sandbox-agent: --log-level '%s': expected debug, info, warn or error\n",
-                        optarg);
-                return -1;
-            }
-            break;
-        case O_LOG_FORMAT:
-            if (!strcmp(optarg, "json"))
-                cfg->log_json = 1;
-            else if (!strcmp(optarg, "text"))
-                cfg->log_json = 0;
-            else {
-                fprintf(stderr, "sandbox-agent: --log-format '%s': expected text or json\n",
-                        optarg);
-                return -1;
-            }
-            break;
-        case O_HELP: usage(stdout); return 1;
-        case O_VERSION: printf("sandbox-agent %s\n", SANDBOX_AGENT_VERSION); return 1;
-        case ':':
+        if (c == ':') {
             fprintf(stderr, "sandbox-agent: option '%s' needs a value\n", name);
             usage(stderr);
             return -1;
-        default:
+        }
+        if (c < 256 || c >= 256 + (int)N_OPTS) {
             fprintf(stderr, "sandbox-agent: unknown option '%s'\n", name);
             usage(stderr);
             return -1;
+        }
+        const opt_t *o = &g_opts[c - 256];
+        char flag[64];
+        uint64_t v;
+        snprintf(flag, sizeof flag, "--%s", o->name);
+        switch (o->kind) {
+        case OPT_NUM:
+        case OPT_BYTES:
+            if (parse_u64(flag, optarg, o->min, o->max, &v) < 0)
+                return -1;
+            field_set(cfg, o, v);
+            break;
+        case OPT_FLAG: {
+            int one = 1;
+            memcpy((char *)cfg + o->off, &one, sizeof one);
+            break;
+        }
+        case OPT_FN:
+            if (o->fn(cfg, optarg) < 0)
+                return -1;
+            break;
+        case OPT_HELP: usage(stdout); return 1;
+        case OPT_VERSION: printf("sandbox-agent %s\n", SANDBOX_AGENT_VERSION); return 1;
         }
     }
     if (optind < argc) {
