@@ -99,6 +99,9 @@ int sched_ns(pid_t pid, uint64_t *run, uint64_t *wait);
 /* Connected and greeted; exits the benchmark on failure (nothing to
  * measure without it). */
 sa_client_t *agent_client(const agent_t *a);
+/* One exec round trip: StartProcess{follow} of /bin/true until its
+ * ProcessExit, in ns; exits the benchmark on failure. */
+double agent_exec_once(sa_client_t *c);
 /* Ping round trip in ns, or -1. */
 int64_t agent_ping(sa_client_t *c);
 

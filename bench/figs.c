@@ -69,7 +69,7 @@ static const char *resp_why(const Response *r)
 
 /* One exec round trip through the agent: StartProcess{follow} of /bin/true
  * until its ProcessExit. Returns ns. */
-static double agent_exec_once(sa_client_t *c)
+double agent_exec_once(sa_client_t *c)
 {
     Request req = REQUEST_INIT;
     Sandbox__Agent__V1__StartProcess sp = SANDBOX__AGENT__V1__START_PROCESS__INIT;

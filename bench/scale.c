@@ -72,22 +72,8 @@ static void start_many(sa_client_t *c, const char *cmd, const char *arg, int n, 
 static double exec_median_us(sa_client_t *c)
 {
     double v[SCALE_EXECS];
-    for (int i = 0; i < SCALE_EXECS; i++) {
-        Request req = REQUEST_INIT;
-        Sandbox__Agent__V1__StartProcess sp = SANDBOX__AGENT__V1__START_PROCESS__INIT;
-        Response *r = NULL;
-        sp.command = (char *)"/bin/true";
-        sp.follow = 1;
-        req.op_case = OP(START);
-        req.start = &sp;
-        uint64_t t0 = now_ns();
-        if (sa_client_call(c, &req, &r, 30000) < 0)
-            scale_die("exec", "the connection broke");
-        v[i] = (double)(now_ns() - t0) / 1e3;
-        if (r->result_case != RES(EXIT))
-            scale_die("exec", "no ProcessExit");
-        sa_response_free(r);
-    }
+    for (int i = 0; i < SCALE_EXECS; i++)
+        v[i] = agent_exec_once(c) / 1e3;
     return quantile(v, SCALE_EXECS, 0.5);
 }
 
@@ -104,10 +90,22 @@ static double ping_p99_ms(sa_client_t *c)
     return n ? quantile(v, n, 0.99) : NAN;
 }
 
-static void report(const char *what, const char *unit, double v, const char *refname,
-                   double ref, const char *note)
+/* Measure both figures on the agent as it is now: the first case is the
+ * reference (*exec1, *ping1), the others are reported against it. */
+static void measure(sa_client_t *c, sa_client_t *p, int first, int count, const char *what,
+                    const char *ref, const char *note, double *exec1, double *ping1)
 {
-    result_add("9", what, unit, v, refname, ref, LOWER, 1.25, NAN, note);
+    double e = exec_median_us(c), pp = ping_p99_ms(p);
+    char row[64];
+    if (first) {
+        *exec1 = e;
+        *ping1 = pp;
+        return;
+    }
+    snprintf(row, sizeof row, "exec round trip, %d %s", count, what);
+    result_add("9", row, "us", e, ref, *exec1, LOWER, 1.25, NAN, note);
+    snprintf(row, sizeof row, "Ping p99, %d %s", count, what);
+    result_add("9", row, "ms", pp, ref, *ping1, LOWER, 1.25, NAN, note);
 }
 
 static void scale_processes(void)
@@ -128,21 +126,13 @@ static void scale_processes(void)
             start_many(c, "/bin/true", NULL, counts[i] - kept, NULL);
         kept = counts[i] > kept ? counts[i] : kept;
         sleep_us(300000); /* let the batch exit and be reaped */
-        double e = exec_median_us(c), pp = ping_p99_ms(p);
-        kept += SCALE_EXECS;
-        char what[64], note[160];
-        if (i == 0) {
-            exec1 = e;
-            ping1 = pp;
-            continue;
-        }
+        char note[160];
         snprintf(note, sizeof note,
                  "%d exited /bin/true runs kept in the table; reference: the same agent "
                  "keeping %d", counts[i], counts[0]);
-        snprintf(what, sizeof what, "exec round trip, %d kept processes", counts[i]);
-        report(what, "us", e, "1 kept process", exec1, note);
-        snprintf(what, sizeof what, "Ping p99, %d kept processes", counts[i]);
-        report(what, "ms", pp, "1 kept process", ping1, note);
+        measure(c, p, i == 0, counts[i], "kept processes", "1 kept process", note, &exec1,
+                &ping1);
+        kept += SCALE_EXECS;
     }
     sa_client_close(p);
     sa_client_close(c);
@@ -180,20 +170,12 @@ static void scale_connections(void)
                 scale_die("follow", "the connection broke");
         }
         sleep_us(200000);
-        double e = exec_median_us(c), pp = ping_p99_ms(p);
-        char what[64], note[160];
-        if (i == 0) {
-            exec1 = e;
-            ping1 = pp;
-            continue;
-        }
+        char note[160];
         snprintf(note, sizeof note,
-                 "%d more connections, each following a sleeping process of its own; "
-                 "reference: the same agent with %d", counts[i], counts[0]);
-        snprintf(what, sizeof what, "exec round trip, %d following connections", counts[i]);
-        report(what, "us", e, "1 connection", exec1, note);
-        snprintf(what, sizeof what, "Ping p99, %d following connections", counts[i]);
-        report(what, "ms", pp, "1 connection", ping1, note);
+                 "%d connections, each following a sleeping process of its own; reference: "
+                 "the same agent with %d", counts[i], counts[0]);
+        measure(c, p, i == 0, counts[i], "following connections", "1 connection", note, &exec1,
+                &ping1);
     }
     for (int i = 0; i < have; i++)
         sa_client_close(fol[i]);
