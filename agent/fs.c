@@ -38,6 +38,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/sysmacros.h>
 #include <unistd.h>
 #include <libdeflate.h>
 
@@ -1075,9 +1076,11 @@ static void level_free(level_t *l)
     l->fd = -1;
 }
 
-/* Read a directory's names and types, sorted. Returns 0 or -errno. */
+/* Read a directory's names and types, sorted. Returns 0 or -errno. Only the
+ * listing's own path may be reached through a symlink (follow), as `ls /bin`
+ * does; below it nothing is followed. */
 static int level_scan(ls_t *ls, level_t *l, int parentfd, const char *name, const char *dir,
-                      unsigned depth)
+                      unsigned depth, int follow)
 {
     DIR *d;
     struct dirent *de;
@@ -1086,7 +1089,8 @@ static int level_scan(ls_t *ls, level_t *l, int parentfd, const char *name, cons
 
     memset(l, 0, sizeof *l);
     l->depth = depth;
-    l->fd = openat(parentfd, name, O_RDONLY | O_DIRECTORY | O_CLOEXEC | O_NOFOLLOW);
+    l->fd = openat(parentfd, name,
+                   O_RDONLY | O_DIRECTORY | O_CLOEXEC | (follow ? 0 : O_NOFOLLOW));
     if (l->fd < 0)
         return -errno;
     if (!(l->dir = strdup(dir)))
@@ -1154,7 +1158,8 @@ static int level_scan(ls_t *ls, level_t *l, int parentfd, const char *name, cons
     return rc;
 }
 
-static int ls_push(ls_t *ls, int parentfd, const char *name, const char *dir, unsigned depth)
+static int ls_push(ls_t *ls, int parentfd, const char *name, const char *dir, unsigned depth,
+                   int follow)
 {
     if (ls->nstack == ls->capstack) {
         int cap = ls->capstack ? ls->capstack * 2 : 8;
@@ -1165,7 +1170,7 @@ static int ls_push(ls_t *ls, int parentfd, const char *name, const char *dir, un
         ls->capstack = cap;
     }
     level_t *l = &ls->stack[ls->nstack];
-    int rc = level_scan(ls, l, parentfd, name, dir, depth);
+    int rc = level_scan(ls, l, parentfd, name, dir, depth, follow);
     if (rc < 0) {
         level_free(l);
         return rc;
@@ -1191,7 +1196,7 @@ static void ls_run(fsw_job_t *j)
             op_fail(&ls->o, -ENOTDIR, "%s '%s': not a directory", ls->o.what, ls->o.path);
             return;
         }
-        int rc = ls_push(ls, AT_FDCWD, ls->o.path, ls->o.path, 1);
+        int rc = ls_push(ls, AT_FDCWD, ls->o.path, ls->o.path, 1, 1);
         if (rc < 0) {
             op_fail_path(&ls->o, rc, ls->o.path);
             return;
@@ -1232,7 +1237,7 @@ static void ls_run(fsw_job_t *j)
              * be opened (permission) is listed without its children. */
             int fd = l->fd;
             unsigned depth = l->depth + 1;
-            if (ls_push(ls, fd, name, path, depth) == -ENOMEM) {
+            if (ls_push(ls, fd, name, path, depth, 0) == -ENOMEM) {
                 op_fail(&ls->o, -ENOMEM, "%s: out of memory", ls->o.what);
                 return;
             }
@@ -1412,29 +1417,71 @@ void fs_handle_mkdir(conn_t *c, const Request *req)
     simple_start(c, req, s, mkdir_run);
 }
 
-/* Remove dirfd/name and everything below it, without following symlinks.
- * path holds its full path (len bytes) for messages; extended in place. */
-static int rm_tree(simple_t *s, int dirfd, const char *name, char *path, size_t len)
+/* Top-level directories a recursive Remove refuses (docs/PROTOCOL.md lists
+ * them): emptying one breaks the machine even when each file in it could be
+ * removed one by one. */
+static const char *const g_system_dirs[] = {
+    "bin", "boot", "dev",  "etc",  "home", "lib", "lib32", "lib64", "libx32", "media", "mnt",
+    "opt", "proc", "root", "run",  "sbin", "srv", "sys",   "tmp",   "usr",    "var",   NULL};
+
+#ifndef STATX_ATTR_MOUNT_ROOT
+#define STATX_ATTR_MOUNT_ROOT 0x00002000
+#endif
+
+/* What rm_tree needs of dirfd/name, without following a symlink: its type,
+ * its file system, and whether something is mounted on it (a bind mount of
+ * the same file system has the same st_dev; statx says so anyway). */
+static int rm_stat(int dirfd, const char *name, mode_t *mode, dev_t *dev, int *mount_root)
 {
-    struct stat st;
-    if (fstatat(dirfd, name, &st, AT_SYMLINK_NOFOLLOW) < 0)
-        return errno == ENOENT ? 0 : (op_fail_path(&s->o, -errno, path), -1);
-    if (!S_ISDIR(st.st_mode)) {
+    struct statx sx;
+    if (statx(dirfd, name, AT_SYMLINK_NOFOLLOW | AT_NO_AUTOMOUNT, STATX_TYPE, &sx) < 0)
+        return -errno;
+    *mode = sx.stx_mode;
+    *dev = makedev(sx.stx_dev_major, sx.stx_dev_minor);
+    *mount_root = (sx.stx_attributes_mask & STATX_ATTR_MOUNT_ROOT) &&
+                  (sx.stx_attributes & STATX_ATTR_MOUNT_ROOT);
+    return 0;
+}
+
+/* Remove dirfd/name and everything below it, without following symlinks
+ * and without entering another file system (as rm --one-file-system): a
+ * mount point met on the way stops the removal before anything under it is
+ * touched. dev is the file system of the removal's target (top: take it).
+ * path holds its full path (len bytes) for messages; extended in place. */
+static int rm_tree(simple_t *s, int dirfd, const char *name, char *path, size_t len,
+                   dev_t *dev, int top)
+{
+    mode_t mode;
+    dev_t d;
+    int mroot, rc = rm_stat(dirfd, name, &mode, &d, &mroot);
+    if (rc < 0)
+        return rc == -ENOENT ? 0 : (op_fail_path(&s->o, rc, path), -1);
+    if (!S_ISDIR(mode)) {
         if (unlinkat(dirfd, name, 0) < 0 && errno != ENOENT)
             return op_fail_path(&s->o, -errno, path), -1;
         return 0;
     }
+    if (top)
+        *dev = d;
+    if (mroot || d != *dev) {
+        s->o.errcode = CODE(FAILED_PRECONDITION);
+        op_fail(&s->o, -EXDEV,
+                "%s '%s': a mount point (another file system is mounted there); nothing "
+                "under it was removed",
+                s->o.what, path);
+        return -1;
+    }
     int fd = openat(dirfd, name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
     if (fd < 0)
         return op_fail_path(&s->o, -errno, path), -1;
-    DIR *d = fdopendir(fd);
-    if (!d) {
+    DIR *dp = fdopendir(fd);
+    if (!dp) {
         close(fd);
         return op_fail_path(&s->o, -ENOMEM, path), -1;
     }
     struct dirent *de;
-    int rc = 0;
-    while (!rc && (de = readdir(d))) {
+    rc = 0;
+    while (!rc && (de = readdir(dp))) {
         const char *n = de->d_name;
         if (n[0] == '.' && (!n[1] || (n[1] == '.' && !n[2])))
             continue;
@@ -1447,10 +1494,10 @@ static int rm_tree(simple_t *s, int dirfd, const char *name, char *path, size_t 
         }
         path[len] = '/';
         memcpy(path + len + 1, n, nl + 1);
-        rc = rm_tree(s, fd, n, path, len + 1 + nl);
+        rc = rm_tree(s, fd, n, path, len + 1 + nl, dev, 0);
         path[len] = 0;
     }
-    closedir(d);
+    closedir(dp);
     if (rc)
         return rc;
     if (unlinkat(dirfd, name, AT_REMOVEDIR) < 0 && errno != ENOENT)
@@ -1458,21 +1505,49 @@ static int rm_tree(simple_t *s, int dirfd, const char *name, char *path, size_t 
     return 0;
 }
 
+/* The target is taken relative to its parent, opened once (as the user,
+ * following symlinks in the parent's path as any path lookup does): what the
+ * checks saw is what is removed, whatever is renamed meanwhile. */
 static void remove_run(fsw_job_t *j)
 {
     simple_t *s = (simple_t *)SA_CONTAINER_OF(j, fsop_t, job);
-    struct stat st;
-    if (lstat(s->o.path, &st) < 0) {
+    char *dir = NULL, *path = NULL;
+    const char *name;
+    struct stat st, root;
+    int dfd = -1, rc = split_path(s->o.path, &dir, &name);
+
+    if (rc < 0) {
+        op_fail_path(&s->o, rc, s->o.path);
+        goto out;
+    }
+    dfd = open(dir, O_PATH | O_DIRECTORY | O_CLOEXEC);
+    if (dfd < 0 || fstat(dfd, &st) < 0) {
         op_fail_path(&s->o, -errno, s->o.path);
-        return;
+        goto out;
+    }
+    if (s->recursive && stat("/", &root) == 0 && st.st_dev == root.st_dev &&
+        st.st_ino == root.st_ino) {
+        for (const char *const *sd = g_system_dirs; *sd; sd++) {
+            if (strcmp(name, *sd))
+                continue;
+            s->o.errcode = CODE(INVALID_ARGUMENT);
+            op_fail(&s->o, -EPERM,
+                    "%s '%s': refusing to remove the system directory '/%s' recursively",
+                    s->o.what, s->o.path, name);
+            goto out;
+        }
+    }
+    if (fstatat(dfd, name, &st, AT_SYMLINK_NOFOLLOW) < 0) {
+        op_fail_path(&s->o, -errno, s->o.path);
+        goto out;
     }
     if (!S_ISDIR(st.st_mode)) {
-        if (unlink(s->o.path) < 0)
+        if (unlinkat(dfd, name, 0) < 0)
             op_fail_path(&s->o, -errno, s->o.path);
-        return;
+        goto out;
     }
     if (!s->recursive) {
-        if (rmdir(s->o.path) < 0) {
+        if (unlinkat(dfd, name, AT_REMOVEDIR) < 0) {
             if (errno == ENOTEMPTY || errno == EEXIST)
                 op_fail(&s->o, -ENOTEMPTY,
                         "%s '%s': directory not empty (set recursive to remove it all)",
@@ -1480,16 +1555,29 @@ static void remove_run(fsw_job_t *j)
             else
                 op_fail_path(&s->o, -errno, s->o.path);
         }
-        return;
+        goto out;
     }
-    char *path = malloc(PATH_MAX);
-    if (!path) {
+    if (!(path = malloc(PATH_MAX))) {
         op_fail(&s->o, -ENOMEM, "%s: out of memory", s->o.what);
-        return;
+        goto out;
     }
     snprintf(path, PATH_MAX, "%s", s->o.path);
-    rm_tree(s, AT_FDCWD, s->o.path, path, strlen(path));
+    dev_t dev = 0;
+    rm_tree(s, dfd, name, path, strlen(path), &dev, 1);
+out:
     free(path);
+    if (dfd >= 0)
+        close(dfd);
+    free(dir);
+}
+
+/* A last component "." or ".." names a directory by another name (and "/.",
+ * "/tmp/.." name the root): refused as rm refuses them, before any lookup. */
+static int dot_name(const char *path)
+{
+    const char *slash = strrchr(path, '/');
+    const char *n = slash ? slash + 1 : path;
+    return n[0] == '.' && (!n[1] || (n[1] == '.' && !n[2]));
 }
 
 void fs_handle_remove(conn_t *c, const Request *req)
@@ -1498,9 +1586,11 @@ void fs_handle_remove(conn_t *c, const Request *req)
     simple_t *s = simple_new(c, req, "remove", m->user, m->path, &m->path_raw, ack_done);
     if (!s)
         return;
-    if (!strcmp(s->o.path, "/")) {
+    if (!strcmp(s->o.path, "/") || dot_name(s->o.path)) {
         conn_send_error(c, req->id, CODE(INVALID_ARGUMENT), EINVAL,
-                        "remove '/': refusing to remove the root directory");
+                        "remove '%s': refusing to remove %s", s->o.path,
+                        strcmp(s->o.path, "/") ? "a path ending in '.' or '..'"
+                                               : "the root directory");
         simple_release(&s->o);
         return;
     }
