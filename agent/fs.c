@@ -31,6 +31,8 @@
 #include <fcntl.h>
 #include <grp.h>
 #include <limits.h>
+#include <linux/magic.h>
+#include <linux/openat2.h>
 #include <pthread.h>
 #include <pwd.h>
 #include <stdarg.h>
@@ -38,6 +40,8 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/statfs.h>
+#include <sys/syscall.h>
 #include <sys/sysmacros.h>
 #include <unistd.h>
 #include <libdeflate.h>
@@ -537,16 +541,61 @@ static void rd_read(rd_t *r)
     }
 }
 
+/* The agent's own entries in procfs are open to any thread of the agent
+ * whatever its credentials (the kernel lets a process read its own
+ * /proc/PID/maps and follow its own /proc/PID/cwd), so a worker acting for a
+ * user would show that user the agent's memory layout. For a user, a file
+ * is opened by its real path (symlinks resolved as the user, then none
+ * followed at the open, so what is checked is what is opened), and a procfs
+ * file under the agent's pid or one of its threads is EACCES. Returns the
+ * fd or -errno. */
+static int open_as_user(const char *path, int flags)
+{
+    struct open_how how = {.flags = (uint64_t)flags, .resolve = RESOLVE_NO_SYMLINKS};
+    struct statfs sf;
+    char *rp = realpath(path, NULL);
+    int fd;
+    if (!rp)
+        return -errno;
+    fd = (int)syscall(SYS_openat2, AT_FDCWD, rp, &how, sizeof how);
+    if (fd < 0 && errno == ENOSYS)
+        fd = open(rp, flags | O_NOFOLLOW); /* before 5.6: only the last component */
+    if (fd < 0) {
+        fd = -errno;
+        goto out;
+    }
+    if (fstatfs(fd, &sf) == 0 && sf.f_type == PROC_SUPER_MAGIC) {
+        for (char *p = rp; (p = strchr(p, '/'));) {
+            char *end, task[64];
+            long n = strtol(++p, &end, 10);
+            if (end == p || (*end && *end != '/'))
+                continue;
+            snprintf(task, sizeof task, "/proc/self/task/%ld", n);
+            if (n == (long)getpid() || access(task, F_OK) == 0) {
+                close(fd);
+                fd = -EACCES;
+                break;
+            }
+        }
+    }
+out:
+    free(rp);
+    return fd;
+}
+
 static void rd_run(fsw_job_t *j)
 {
     rd_t *r = (rd_t *)SA_CONTAINER_OF(j, fsop_t, job);
     if (!r->opened) {
         struct stat st;
+        int fl = O_RDONLY | O_CLOEXEC | O_NOCTTY | O_NONBLOCK;
         r->opened = 1;
         /* O_NONBLOCK: a FIFO must not hang the worker in open(). */
-        r->fd = open(r->o.path, O_RDONLY | O_CLOEXEC | O_NOCTTY | O_NONBLOCK);
+        int guard = r->o.as_user && r->o.user.uid != geteuid();
+        r->fd = guard ? open_as_user(r->o.path, fl) : open(r->o.path, fl);
         if (r->fd < 0) {
-            op_fail_path(&r->o, -errno, r->o.path);
+            op_fail_path(&r->o, guard ? r->fd : -errno, r->o.path);
+            r->fd = -1;
             return;
         }
         if (fstat(r->fd, &st) < 0) {

@@ -3,12 +3,21 @@
  * Credentials are per thread in the kernel; glibc's setgroups/setfsuid
  * wrappers would broadcast a change to every thread, so the raw system calls
  * are used: they change only the calling worker, for one job, and the worker
- * switches back before taking the next. */
+ * switches back before taking the next.
+ *
+ * A file-system identity alone is not the user: setfsuid drops only the
+ * file-system capabilities, and the kernel's other checks on a file (procfs
+ * asks for CAP_SYS_PTRACE before showing /proc/PID/cwd or maps, CAP_SYSLOG
+ * before showing kernel addresses) would still pass as root. So while it
+ * acts for a user other than root, the worker also empties its effective
+ * capability set (capset on the calling thread only; the permitted set is
+ * kept, so it can take them back), and restores it before switching back. */
 #include "fsworker.h"
 
 #include "log.h"
 
 #include <errno.h>
+#include <linux/capability.h>
 #include <pthread.h>
 #include <string.h>
 #include <sys/syscall.h>
@@ -40,12 +49,32 @@ static void list_push(fsw_job_t **h, fsw_job_t **t, fsw_job_t *j)
     *t = j;
 }
 
-/* Take u's identity for this thread only. Returns 0, 1 when nothing needed
- * changing, or -EPERM when the agent may not act as u. */
-static int id_enter(const user_id_t *u)
+typedef struct __user_cap_data_struct caps_t[_LINUX_CAPABILITY_U32S_3];
+
+/* The calling thread's capabilities (the raw calls: pid 0 is this thread). */
+static int caps_get(caps_t c)
 {
+    struct __user_cap_header_struct h = {_LINUX_CAPABILITY_VERSION_3, 0};
+    return syscall(SYS_capget, &h, c) < 0 ? -errno : 0;
+}
+
+static int caps_set(caps_t c)
+{
+    struct __user_cap_header_struct h = {_LINUX_CAPABILITY_VERSION_3, 0};
+    return syscall(SYS_capset, &h, c) < 0 ? -errno : 0;
+}
+
+/* Take u's identity for this thread only; saved receives the capabilities
+ * to restore, and *changed says whether id_leave must run (even after a
+ * failure). Returns 0, or -EPERM when the agent may not act as u. */
+static int id_enter(const user_id_t *u, caps_t saved, int *changed)
+{
+    *changed = 0;
     if (!u || (u->uid == g_euid && u->gid == g_egid))
-        return 1;
+        return 0;
+    if (caps_get(saved) < 0)
+        return -EPERM;
+    *changed = 1;
     if (syscall(SYS_setgroups, (size_t)u->n_groups, u->groups) < 0)
         return -errno;
     syscall(SYS_setfsgid, u->gid);
@@ -54,24 +83,39 @@ static int id_enter(const user_id_t *u)
     if ((uid_t)syscall(SYS_setfsuid, (uid_t)-1) != u->uid ||
         (gid_t)syscall(SYS_setfsgid, (gid_t)-1) != u->gid)
         return -EPERM;
+    if (u->uid != 0) {
+        /* Last: setgroups and setfsuid above needed CAP_SETGID/SETUID. */
+        caps_t none;
+        memcpy(none, saved, sizeof none);
+        for (int i = 0; i < _LINUX_CAPABILITY_U32S_3; i++)
+            none[i].effective = 0;
+        if (caps_set(none) < 0)
+            return -EPERM; /* never act for u with root's capabilities */
+    }
     return 0;
 }
 
-static void id_leave(void)
+/* Capabilities first: switching back the groups needs CAP_SETGID. */
+static void id_leave(caps_t saved)
 {
+    caps_set(saved);
     syscall(SYS_setfsuid, g_euid);
     syscall(SYS_setfsgid, g_egid);
     syscall(SYS_setgroups, (size_t)g_ngroups, g_groups);
+    /* setfsuid back to 0 raised the file-system capabilities again; the
+     * saved set is the whole truth. */
+    caps_set(saved);
 }
 
 static void run_one(fsw_job_t *j)
 {
-    int rc = id_enter(j->user);
-    j->id_err = rc < 0 ? rc : 0;
-    if (rc >= 0)
+    caps_t saved;
+    int changed;
+    j->id_err = id_enter(j->user, saved, &changed);
+    if (!j->id_err)
         j->run(j);
-    if (rc != 1)
-        id_leave();
+    if (changed)
+        id_leave(saved);
 }
 
 static void *worker(void *arg)

@@ -8,6 +8,7 @@
 #include "tmpdir.h"
 
 #include <dirent.h>
+#include <grp.h>
 #include <sched.h>
 #include <sys/mount.h>
 
@@ -71,7 +72,7 @@ __attribute__((unused)) static Response *do_stat(sa_client_t *c, const char *pat
 
 /* Read a whole file as user; returns the last response, the bytes in *out
  * (NUL-terminated, malloc'd) when out is set. */
-__attribute__((unused)) static Response *read_as(sa_client_t *c, const char *path, const char *user, uint64_t length,
+static Response *read_as(sa_client_t *c, const char *path, const char *user, uint64_t length,
                          char **out, size_t *outlen)
 {
     Request req = REQUEST_INIT;
@@ -119,6 +120,137 @@ static void expect_error_msg(Response *r, int code, const char *needle)
         FAIL("message '%s' does not name '%s'", r->error->message, needle);
     ASSERT(r->done);
     sa_response_free(r);
+}
+
+/* ============================================ 1: a user has no capability */
+
+/* The first line of /proc/kallsyms as uid 65534 itself sees it. */
+static void kallsyms_as_nobody(char *line, size_t len)
+{
+    int pfd[2];
+    ASSERT_EQ(pipe(pfd), 0);
+    pid_t pid = fork();
+    if (pid == 0) {
+        close(pfd[0]);
+        if (setgroups(0, NULL) < 0 || setresgid(65534, 65534, 65534) < 0 ||
+            setresuid(65534, 65534, 65534) < 0)
+            _exit(1);
+        FILE *f = fopen("/proc/kallsyms", "r");
+        char buf[256] = "";
+        if (!f || !fgets(buf, sizeof buf, f))
+            _exit(1);
+        if (write(pfd[1], buf, strlen(buf)) < 0)
+            _exit(1);
+        _exit(0);
+    }
+    close(pfd[1]);
+    ssize_t n = read(pfd[0], line, len - 1);
+    close(pfd[0]);
+    int st;
+    waitpid(pid, &st, 0);
+    ASSERT(n > 0);
+    line[n] = 0;
+}
+
+/* With user = nobody, the checks procfs makes with capabilities are the
+ * user's: another user's /proc/PID/cwd (a way into a 0700 directory),
+ * /proc/PID/maps of the agent and of PID 1, and the kernel's addresses in
+ * /proc/kallsyms. Today's main kept CAP_SYS_PTRACE and CAP_SYSLOG in
+ * effect on the worker: all three answered as for root. */
+TEST(user_has_no_capability)
+{
+    if (geteuid() != 0) {
+        printf("    skipped: acting as another user needs root\n");
+        return;
+    }
+    START();
+    ASSERT_EQ(mkdir(P("secret"), 0700), 0);
+    ASSERT_EQ(mkdir(P("secret/inner"), 0755), 0);
+    put_file(P("secret/inner/file"), "root only");
+    /* A root process working in an open directory inside the 0700 one:
+     * its cwd link would jump over the 0700 directory's check. */
+    pid_t holder = fork();
+    if (holder == 0) {
+        if (chdir(P("secret/inner")) < 0)
+            _exit(1);
+        for (;;)
+            pause();
+    }
+    char path[256];
+    snprintf(path, sizeof path, "/proc/%d/cwd/file", (int)holder);
+    for (int i = 0; i < 500; i++) { /* until the child has moved there */
+        char l[512], lp[64];
+        snprintf(lp, sizeof lp, "/proc/%d/cwd", (int)holder);
+        ssize_t n = readlink(lp, l, sizeof l - 1);
+        if (n > 0 && memmem(l, (size_t)n, "inner", 5))
+            break;
+        usleep(10000);
+    }
+    char *data = NULL;
+    /* Root (the agent's own identity) reads it: the path is right. */
+    Response *r = read_as(c, path, NULL, 0, &data, NULL);
+    ASSERT_RESULT(r, FILE_END);
+    ASSERT_STR_EQ(data, "root only");
+    free(data);
+    sa_response_free(r);
+    /* The direct path is denied to nobody, and so is the way round. */
+    expect_error_msg(read_as(c, P("secret/inner/file"), NOBODY, 0, NULL, NULL),
+                     CODE(PERMISSION_DENIED), "secret/inner/file");
+    expect_error_msg(read_as(c, path, NOBODY, 0, NULL, NULL), CODE(PERMISSION_DENIED), "cwd");
+    Request sreq = REQUEST_INIT;
+    Sandbox__Agent__V1__Stat sst = SANDBOX__AGENT__V1__STAT__INIT;
+    sst.path = path;
+    sst.user = NOBODY;
+    sreq.op_case = OP(STAT);
+    sreq.stat = &sst;
+    expect_error_msg(call(c, &sreq), CODE(PERMISSION_DENIED), "cwd");
+    kill(holder, SIGKILL);
+    waitpid(holder, NULL, 0);
+
+    /* The agent's maps: root reads them, nobody does not. */
+    snprintf(path, sizeof path, "/proc/%d/maps", (int)a.pid);
+    r = read_as(c, path, NULL, 0, NULL, NULL);
+    ASSERT_RESULT(r, FILE_END);
+    ASSERT_GT(r->file_end->size, 0);
+    sa_response_free(r);
+    expect_error_msg(read_as(c, path, NOBODY, 0, NULL, NULL), CODE(PERMISSION_DENIED), path);
+    expect_error_msg(read_as(c, "/proc/self/maps", NOBODY, 0, NULL, NULL),
+                     CODE(PERMISSION_DENIED), "/proc/self/maps");
+    expect_error_msg(read_as(c, "/proc/thread-self/status", NOBODY, 0, NULL, NULL),
+                     CODE(PERMISSION_DENIED), "status");
+    expect_error_msg(read_as(c, "/proc/1/maps", NOBODY, 0, NULL, NULL),
+                     CODE(PERMISSION_DENIED), "maps");
+    /* What the user may read in procfs it still reads. */
+    r = read_as(c, "/proc/meminfo", NOBODY, 0, NULL, NULL);
+    ASSERT_RESULT(r, FILE_END);
+    sa_response_free(r);
+
+    /* kallsyms: what nobody itself sees (zeros unless the kernel shows
+     * addresses to everyone), not what root sees. */
+    char mine[256], theirs[256];
+    kallsyms_as_nobody(mine, sizeof mine);
+    r = read_as(c, "/proc/kallsyms", NOBODY, 4096, &data, NULL);
+    ASSERT_RESULT(r, FILE_END);
+    ASSERT(data);
+    char *nl = strchr(data, '\n');
+    ASSERT(nl);
+    snprintf(theirs, sizeof theirs, "%.*s\n", (int)(nl - data), data);
+    ASSERT_STR_EQ(theirs, mine);
+    free(data);
+    sa_response_free(r);
+    r = read_as(c, "/proc/kallsyms", NULL, 4096, &data, NULL);
+    ASSERT_RESULT(r, FILE_END);
+    if (strncmp(data, "0000000000000000", 16) && !strncmp(mine, "0000000000000000", 16))
+        printf("    root sees kernel addresses, nobody through the agent does not\n");
+    free(data);
+    sa_response_free(r);
+
+    /* The worker takes root's capabilities back afterwards: root's own
+     * request reads the agent's maps again. */
+    r = read_as(c, path, NULL, 0, NULL, NULL);
+    ASSERT_RESULT(r, FILE_END);
+    sa_response_free(r);
+    STOP();
 }
 
 /* ============================================ 13: listing through a symlink */
@@ -309,5 +441,5 @@ TEST(remove_stops_at_mount_points)
     STOP();
 }
 
-TEST_MAIN(TEST_ENTRY(list_follows_final_symlink), TEST_ENTRY(remove_refuses_root_aliases),
+TEST_MAIN(TEST_ENTRY(user_has_no_capability), TEST_ENTRY(list_follows_final_symlink), TEST_ENTRY(remove_refuses_root_aliases),
           TEST_ENTRY(remove_stops_at_mount_points))
