@@ -7,6 +7,7 @@
 #include "handler.h"
 #include "log.h"
 #include "proc.h"
+#include "service.h"
 
 #include <errno.h>
 
@@ -32,6 +33,8 @@ static const route_t routes[] = {
     [OP(LIST_PROCESSES)] = {"list_processes", proc_handle_list},
     [OP(GET_PROCESS)] = {"get_process", proc_handle_get},
     [OP(FORGET)] = {"forget", proc_handle_forget},
+    [OP(WAIT_READY)] = {"wait_ready", svc_handle_wait_ready},
+    [OP(STOP_SERVICE)] = {"stop_service", svc_handle_stop},
 
     [OP(READ_FILE)] = {"read_file", fs_handle_read},
     [OP(WRITE_FILE)] = {"write_file", fs_handle_write},

@@ -17,8 +17,10 @@
 #include "proc.h"
 
 #include "config.h"
+#include "errcode.h"
 #include "log.h"
 #include "outlog.h"
+#include "service.h"
 #include "spawn.h"
 #include "user.h"
 #include "util.h"
@@ -26,6 +28,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
+#include <stdarg.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -65,6 +68,7 @@ typedef struct pstream {
     /* follow */
     outlog_cursor_t cur;
     int attached, lines, no_wait;
+    svc_follow_t sf; /* a service's runs: which events this follower has had */
     /* write: the data, copied once from the request */
     uint8_t *data;
     size_t len, off;
@@ -103,6 +107,8 @@ struct proc {
     pstream_t *wq_head, *wq_tail;
     int close_stdin_pending;
     int stop_group; /* running at shutdown: its group must be gone before exit */
+    svc_t *svc;     /* a service, or a process with probes (service.c) */
+    int between;    /* a service's run ended and the next one is due */
 };
 
 static struct ev_loop *g_loop;
@@ -158,7 +164,7 @@ static proc_t *find_tag(const char *tag)
     for (proc_t *p = g_all_tail; p; p = p->prev) {
         if (!p->tag || strcmp(p->tag, tag))
             continue;
-        if (p->running)
+        if (p->running || (p->svc && svc_live(p->svc)))
             return p;
         if (!best)
             best = p;
@@ -184,6 +190,9 @@ static void table_add(proc_t *p)
 
 static void proc_free(proc_t *p)
 {
+    /* The service's timers and probes stop first: they point at p. */
+    if (p->svc)
+        svc_free(p->svc);
     /* Watchers stop before the fds close, fds close before memory goes. */
     ev_io_stop(g_loop, &p->r_out);
     ev_io_stop(g_loop, &p->r_err);
@@ -367,10 +376,15 @@ static stream_status_t follow_next(stream_t *base)
     proc_t *p = s->p;
     outlog_item_t it;
     Response r = RESPONSE_INIT;
-    int rc = 0;
+    int rc = 0, final = p->final;
+    size_t max = conn_max_payload(base->conn);
+    stream_status_t next;
 
-    outlog_peek(&p->log, &s->cur, conn_max_payload(base->conn), s->lines, p->final, g_scratch,
-                &it);
+    /* A service's events (ready, a run's exit, the next run) come in their
+     * place in the output, and a read stops at a run's end. */
+    if (p->svc && svc_follow_event(p->svc, &s->sf, s->cur.seq, base, &max, &final, &next))
+        return next;
+    outlog_peek(&p->log, &s->cur, max, s->lines, final, g_scratch, &it);
     if (it.kind == OUTLOG_GAP) {
         OutputGap g = SANDBOX__AGENT__V1__OUTPUT_GAP__INIT;
         g.from_sequence = it.from_seq;
@@ -554,9 +568,12 @@ static void on_output(struct ev_loop *loop, ev_io *w, int revents)
         return; /* out of memory: the pipe waits, the next turn tries again */
     n = read(*fd, g_rbuf, READ_SIZE);
     if (n > 0) {
+        uint8_t *data = g_rbuf;
         if (outlog_append_buf(&p->log, stream, g_rbuf, (size_t)n,
                               (uint64_t)(ev_now(loop) * 1e9), &taken) < 0)
             log_error("process %d: out of memory for output; %zd bytes dropped", (int)p->pid, n);
+        else if (p->svc)
+            svc_output(p->svc, data, (size_t)n); /* an output probe; the log holds data now */
         if (taken)
             g_rbuf = NULL;
         /* A process that fills the pipe gets a bigger one: fewer wakeups
@@ -654,10 +671,35 @@ static void trim_running(proc_t *p)
     }
 }
 
+/* A service's run is over and another will follow: the run's pipes, stdin
+ * and timers go, whatever it left in its group is killed (a leftover
+ * worker must not hold the next run's port), and followers are told. The
+ * record, its log and its followers stay. */
+static void run_end(proc_t *p)
+{
+    p->between = 1;
+    ev_timer_stop(g_loop, &p->t_drain);
+    ev_timer_stop(g_loop, &p->t_timeout);
+    ev_timer_stop(g_loop, &p->t_kill);
+    stdin_fail_all(p, -EPIPE);
+    close_output(p, &p->r_out, &p->fd_out);
+    close_output(p, &p->r_err, &p->fd_err);
+    stdin_close(p);
+    kill(-p->pid, SIGKILL);
+    wake_streams(p, 0);
+}
+
 static void finalize(proc_t *p)
 {
     if (p->final)
         return;
+    /* A service's run ended: the service decides whether another follows. */
+    if (p->svc && !p->between &&
+        svc_run_ended(p->svc, p->status, p->timed_out, p->ended, p->log.next_seq)) {
+        run_end(p);
+        return;
+    }
+    p->between = 0;
     p->final = 1;
     ev_timer_stop(g_loop, &p->t_drain);
     ev_timer_stop(g_loop, &p->t_timeout);
@@ -855,6 +897,7 @@ int proc_init(struct ev_loop *loop)
 void proc_shutdown(struct ev_loop *loop, uint32_t grace_ms, void (*done)(struct ev_loop *))
 {
     g_shutdown_done = done;
+    svc_shutdown(); /* no more restarts; services between runs end */
     for (proc_t *p = g_all_head; p; p = p->next) {
         if (p->running) {
             kill(-p->pid, SIGTERM);
@@ -1069,6 +1112,8 @@ static int valid_env_key(const char *k)
 struct start_job {
     spawn_job_t sj;
     pstream_t *s;     /* the request's stream; NULL once it went away */
+    proc_t *rec;      /* a service's next run: the record it joins */
+    svc_t *svc;       /* a new service's state, the record's once made */
     StartProcess *sp; /* a copy of the request */
     start_ctx_t x;
     user_id_t u;
@@ -1086,8 +1131,12 @@ static void start_job_orphan(start_job_t *j)
 static void start_job_free(start_job_t *j)
 {
     ctx_free(&j->x);
+    if (j->svc)
+        svc_free(j->svc);
     if (j->sp)
         sandbox__agent__v1__start_process__free_unpacked(j->sp, NULL);
+    if (j->rec)
+        unref(j->rec);
     free(j);
 }
 
@@ -1123,52 +1172,26 @@ static stream_status_t start_next(stream_t *base)
     s->lines = s->start_lines;
     outlog_attach(&s->p->log, &s->cur, 0);
     s->attached = 1;
+    if (s->p->svc)
+        svc_follow_init(s->p->svc, &s->sf, s->cur.seq);
     base->ops = &follow_ops;
     return STREAM_MORE;
 }
 
 static const stream_ops_t start_ops = {"start", start_next, NULL, pstream_destroy};
 
-/* The spawner is done (loop thread). On success the record is made whether
- * or not anybody still waits for the answer: the process runs. */
-static void start_done(spawn_job_t *sj)
+/* A new record: what stays the same across a service's runs (identity,
+ * log). NULL on ENOMEM. */
+static proc_t *record_new(start_job_t *j)
 {
-    start_job_t *j = (start_job_t *)sj;
     const StartProcess *sp = j->sp;
-    pstream_t *s = j->s;
-    pid_t pid = sj->pid;
-    proc_t *p = NULL;
-
-    g_spawning--;
-    if (s) {
-        s->job = NULL;
-        s->start_rc = sj->rc;
-        s->start_stage = sj->stage;
-    }
-    if (sj->rc < 0)
-        goto out;
-
-    if (!(p = calloc(1, sizeof *p))) {
-        kill(-pid, SIGKILL);
-        if (s)
-            s->start_rc = -ENOMEM;
-        goto out;
-    }
-    p->pid = pid;
-    p->running = 1;
-    p->started = util_now_unix_nano();
+    proc_t *p = calloc(1, sizeof *p);
+    if (!p)
+        return NULL;
     p->pty = sp->pty != NULL;
-    p->stdin_pipe = p->pty || j->in_w >= 0;
     p->lossless = sp->lossless;
-    p->veof = j->veof;
     p->kill_grace_ms = sp->kill_grace_ms ? sp->kill_grace_ms : g_config.kill_grace_ms;
-    p->fd_out = p->pty ? j->master : j->out_r;
-    p->fd_err = p->pty ? -1 : j->err_r;
-    p->fd_in = p->pty ? -1 : j->in_w;
-    /* The parent's ends are now the record's; the child's ends close. */
-    for (int i = 0; i < j->x.n_fds; i++)
-        if (j->x.fds[i] == p->fd_out || j->x.fds[i] == p->fd_err || j->x.fds[i] == p->fd_in)
-            j->x.fds[i] = -1;
+    p->fd_out = p->fd_err = p->fd_in = -1;
     uint64_t window = sp->output_window ? sp->output_window : g_config.default_output_window;
     window = SA_MAX(window, MIN_WINDOW);
     window = SA_MIN(window, g_config.max_kept_output);
@@ -1187,25 +1210,123 @@ static void start_done(spawn_job_t *sj)
             p->meta += strlen(sp->args[i]) + sizeof(char *);
         }
     }
-    ev_io_init(&p->r_out, on_output, p->fd_out, EV_READ);
-    ev_io_init(&p->r_err, on_output, p->fd_err, EV_READ);
-    ev_io_init(&p->w_in, on_stdin_writable, p->pty ? p->fd_out : p->fd_in, EV_WRITE);
+    ev_init(&p->r_out, on_output);
+    ev_init(&p->r_err, on_output);
+    ev_init(&p->w_in, on_stdin_writable);
     ev_init(&p->t_timeout, on_timeout);
     ev_init(&p->t_kill, on_kill);
     ev_init(&p->t_drain, on_drain_idle);
     p->r_out.data = p->r_err.data = p->w_in.data = p;
     p->t_timeout.data = p->t_kill.data = p->t_drain.data = p;
+    if ((p->svc = j->svc)) {
+        j->svc = NULL;
+        svc_bind(p->svc, p);
+    }
+    return p;
+}
+
+/* A service's next run joins its record under the new pid. */
+static void table_rekey(proc_t *p, pid_t pid)
+{
+    for (proc_t **pp = &g_hash[(unsigned)p->pid % HASH_SIZE]; *pp; pp = &(*pp)->hnext) {
+        if (*pp == p) {
+            *pp = p->hnext;
+            break;
+        }
+    }
+    p->pid = pid;
+    p->hnext = g_hash[(unsigned)pid % HASH_SIZE];
+    g_hash[(unsigned)pid % HASH_SIZE] = p;
+}
+
+/* One run of a record: the pid, its pipes or PTY, watchers and timeout. */
+static void run_begin(proc_t *p, start_job_t *j, pid_t pid)
+{
+    const StartProcess *sp = j->sp;
+    p->running = 1;
+    p->between = 0;
+    p->status = 0;
+    p->timed_out = 0;
+    p->big_pipes = 0;
+    p->close_stdin_pending = 0;
+    p->started = util_now_unix_nano();
+    p->stdin_pipe = p->pty || j->in_w >= 0;
+    p->veof = j->veof;
+    p->fd_out = p->pty ? j->master : j->out_r;
+    p->fd_err = p->pty ? -1 : j->err_r;
+    p->fd_in = p->pty ? -1 : j->in_w;
+    /* The parent's ends are now the record's; the child's ends close. */
+    for (int i = 0; i < j->x.n_fds; i++)
+        if (j->x.fds[i] == p->fd_out || j->x.fds[i] == p->fd_err || j->x.fds[i] == p->fd_in)
+            j->x.fds[i] = -1;
+    ev_io_set(&p->r_out, p->fd_out, EV_READ);
+    ev_io_set(&p->r_err, p->fd_err, EV_READ);
+    ev_io_set(&p->w_in, p->pty ? p->fd_out : p->fd_in, EV_WRITE);
     ev_timer_set(&p->t_drain, DRAIN_IDLE_MS / 1000.0, DRAIN_IDLE_MS / 1000.0);
-    ev_io_start(g_loop, &p->r_out);
-    if (p->fd_err >= 0)
-        ev_io_start(g_loop, &p->r_err);
+    /* A lossless log that a slow follower still holds keeps the new run's
+     * pipes paused too. */
+    p->read_paused = outlog_paused(&p->log);
+    if (!p->read_paused) {
+        ev_io_start(g_loop, &p->r_out);
+        if (p->fd_err >= 0)
+            ev_io_start(g_loop, &p->r_err);
+    }
     if (sp->timeout_ms) {
         ev_timer_set(&p->t_timeout, sp->timeout_ms / 1000.0, 0);
         ev_timer_start(g_loop, &p->t_timeout);
     }
-    table_add(p);
-    g_kept_meta += p->meta;
+    if (p->in_table) {
+        table_rekey(p, pid);
+    } else {
+        p->pid = pid;
+        table_add(p);
+        g_kept_meta += p->meta;
+    }
     g_running++;
+    if (p->svc)
+        svc_run_started(p->svc, pid, p->log.next_seq);
+}
+
+/* The spawner is done (loop thread). On success the record is made (or a
+ * service's record takes the new run) whether or not anybody still waits
+ * for the answer: the process runs. */
+static void start_done(spawn_job_t *sj)
+{
+    start_job_t *j = (start_job_t *)sj;
+    const StartProcess *sp = j->sp;
+    pstream_t *s = j->s;
+    pid_t pid = sj->pid;
+    proc_t *p = j->rec;
+
+    g_spawning--;
+    if (s) {
+        s->job = NULL;
+        s->start_rc = sj->rc;
+        s->start_stage = sj->stage;
+    }
+    if (sj->rc < 0) {
+        if (p && p->svc) {
+            char err[512];
+            snprintf(err, sizeof err, "restart: command '%s': %s: %s", sp->command,
+                     spawn_stage_name(sj->stage), strerror(-sj->rc));
+            svc_respawn_failed(p->svc, sj->rc, err);
+        } else if (!s) {
+            log_error("start '%s': %s: %s", sp->command, spawn_stage_name(sj->stage),
+                      strerror(-sj->rc));
+        }
+        goto out;
+    }
+    if (p && p->final) {
+        kill(-pid, SIGKILL); /* the service ended meanwhile */
+        goto out;
+    }
+    if (!p && !(p = record_new(j))) {
+        kill(-pid, SIGKILL);
+        if (s)
+            s->start_rc = -ENOMEM;
+        goto out;
+    }
+    run_begin(p, j, pid);
     /* The loop may have reaped it already (a short command): the exit
      * waits in the stash. */
     for (unsigned i = 0; i < STASH_SIZE; i++) {
@@ -1227,6 +1348,8 @@ static void start_done(spawn_job_t *sj)
     }
     if (s)
         attach_stream(p, s);
+    if (j->rec)
+        wake_streams(p, 0); /* followers: ProcessRestarted */
 out:
     if (s) {
         /* The request is the stream's now, for an error message. */
@@ -1239,54 +1362,79 @@ out:
         shutdown_check();
 }
 
-void proc_handle_start(conn_t *c, const Request *req)
+/* Why a start was refused before anything ran. */
+typedef struct start_err {
+    int code, os_errno;
+    char msg[512];
+} start_err_t;
+
+static int start_refuse(start_err_t *e, int code, int os_errno, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
+static int start_refuse(start_err_t *e, int code, int os_errno, const char *fmt, ...)
 {
-    const StartProcess *sp = req->start;
+    va_list ap;
+    e->code = code;
+    e->os_errno = os_errno;
+    va_start(ap, fmt);
+    vsnprintf(e->msg, sizeof e->msg, fmt, ap);
+    va_end(ap);
+    return -1;
+}
+
+static int start_refuse_errno(start_err_t *e, int rc, const char *msg)
+{
+    return start_refuse(e, errcode_from_errno(rc), -rc, "%s", msg);
+}
+
+/* Everything a start needs from the request alone: checks, the user, the
+ * environment, pipes or PTY, the spawn request. 0 with *jp, or -1 with e
+ * filled. rec: a service's record that the run joins (referenced). */
+static int start_prepare(const StartProcess *sp, proc_t *rec, start_job_t **jp, start_err_t *e)
+{
     start_job_t *j = NULL;
     char err[256];
     spawn_req_t *sr;
     int rc, set_user = sp->user && sp->user[0];
     int master = -1, slave = -1, out[2] = {-1, -1}, errp[2] = {-1, -1}, in[2] = {-1, -1};
-    pstream_t *s = NULL;
 
-    if (!sp->command || !sp->command[0]) {
-        conn_send_error(c, req->id, CODE(INVALID_ARGUMENT), 0, "start: command is empty");
-        return;
-    }
+    if (!sp->command || !sp->command[0])
+        return start_refuse(e, CODE(INVALID_ARGUMENT), 0, "start: command is empty");
     for (size_t i = 0; i < sp->n_env; i++) {
-        if (!valid_env_key(sp->env[i]->key)) {
-            conn_send_error(c, req->id, CODE(INVALID_ARGUMENT), 0,
-                            "start: env key '%s' is not a valid name (empty or contains '=')",
-                            sp->env[i]->key ? sp->env[i]->key : "");
-            return;
-        }
+        if (!valid_env_key(sp->env[i]->key))
+            return start_refuse(e, CODE(INVALID_ARGUMENT), 0,
+                                "start: env key '%s' is not a valid name (empty or contains '=')",
+                                sp->env[i]->key ? sp->env[i]->key : "");
     }
-    if (sp->pty && (sp->pty->rows > 65535 || sp->pty->cols > 65535)) {
-        conn_send_error(c, req->id, CODE(INVALID_ARGUMENT), 0,
-                        "start: pty size %ux%u is out of range (1..65535)", sp->pty->rows,
-                        sp->pty->cols);
-        return;
-    }
-    if (g_shutdown_done) {
-        conn_send_error(c, req->id, CODE(UNAVAILABLE), 0, "start: the agent is shutting down");
-        return;
-    }
-    if (g_running + g_spawning >= g_config.max_processes) {
-        conn_send_error(c, req->id, CODE(RESOURCE_EXHAUSTED), 0,
-                        "start: %u processes are running, the limit (--max-processes) is %u",
-                        g_running + g_spawning, g_config.max_processes);
-        return;
-    }
-    if (!(j = calloc(1, sizeof *j)) || !(s = pstream_new(&start_ops, PS_START)))
+    if (sp->pty && (sp->pty->rows > 65535 || sp->pty->cols > 65535))
+        return start_refuse(e, CODE(INVALID_ARGUMENT), 0,
+                            "start: pty size %ux%u is out of range (1..65535)", sp->pty->rows,
+                            sp->pty->cols);
+    if (g_shutdown_done)
+        return start_refuse(e, CODE(UNAVAILABLE), 0, "start: the agent is shutting down");
+    if (g_running + g_spawning >= g_config.max_processes)
+        return start_refuse(e, CODE(RESOURCE_EXHAUSTED), 0,
+                            "start: %u processes are running, the limit (--max-processes) is %u",
+                            g_running + g_spawning, g_config.max_processes);
+    if (!(j = calloc(1, sizeof *j)))
         goto nomem;
     for (int i = 0; i < 8; i++)
         j->x.fds[i] = -1;
     j->master = j->out_r = j->err_r = j->in_w = -1;
     j->veof = 4;
+    if (rec) {
+        j->rec = rec;
+        rec->refs++;
+    } else if (svc_wanted(sp)) {
+        int code = 0;
+        if (!(j->svc = svc_new(g_loop, sp, &code, err, sizeof err))) {
+            start_refuse(e, code, 0, "start: %s", err);
+            goto fail;
+        }
+    }
     if (set_user) {
         if ((rc = user_resolve(sp->user, &j->u, err, sizeof err)) < 0) {
-            conn_send_errno(c, req->id, rc, "%s", err);
-            goto out;
+            start_refuse_errno(e, rc, err);
+            goto fail;
         }
     } else {
         /* The agent's own identity does not change: resolved once, not per
@@ -1315,28 +1463,26 @@ void proc_handle_start(conn_t *c, const Request *req)
     sr = &j->sj.req;
     if (sp->pty) {
         if ((rc = open_pty(sp, &master, &slave, &j->veof)) < 0) {
-            conn_send_errno(c, req->id, rc, "start: cannot open a pseudo-terminal: %s",
-                            strerror(-rc));
-            goto out;
+            snprintf(err, sizeof err, "start: cannot open a pseudo-terminal: %s", strerror(-rc));
+            start_refuse_errno(e, rc, err);
+            goto fail;
         }
         j->x.fds[j->x.n_fds++] = master;
         j->x.fds[j->x.n_fds++] = slave;
         sr->fd_in = sr->fd_out = sr->fd_err = slave;
         sr->pty = 1;
     } else {
-        if ((rc = make_pipe(out, 0)) < 0 ||
-            (j->x.fds[j->x.n_fds++] = out[0], j->x.fds[j->x.n_fds++] = out[1],
-             (rc = make_pipe(errp, 0)) < 0)) {
-            conn_send_errno(c, req->id, rc, "start: pipe: %s", strerror(-rc));
-            goto out;
-        }
+        if ((rc = make_pipe(out, 0)) < 0)
+            goto pipe_fail;
+        j->x.fds[j->x.n_fds++] = out[0];
+        j->x.fds[j->x.n_fds++] = out[1];
+        if ((rc = make_pipe(errp, 0)) < 0)
+            goto pipe_fail;
         j->x.fds[j->x.n_fds++] = errp[0];
         j->x.fds[j->x.n_fds++] = errp[1];
         if (sp->stdin_mode == SANDBOX__AGENT__V1__STDIN_MODE__STDIN_PIPE) {
-            if ((rc = make_pipe(in, 1)) < 0) {
-                conn_send_errno(c, req->id, rc, "start: pipe: %s", strerror(-rc));
-                goto out;
-            }
+            if ((rc = make_pipe(in, 1)) < 0)
+                goto pipe_fail;
             j->x.fds[j->x.n_fds++] = in[0];
             j->x.fds[j->x.n_fds++] = in[1];
         }
@@ -1361,25 +1507,31 @@ void proc_handle_start(conn_t *c, const Request *req)
     sr->reset_oom = g_reset_oom;
     sr->reset_nice = g_reset_nice;
     j->sj.done = start_done;
+    *jp = j;
+    return 0;
+pipe_fail:
+    snprintf(err, sizeof err, "start: pipe: %s", strerror(-rc));
+    start_refuse_errno(e, rc, err);
+    goto fail;
+nomem:
+    start_refuse(e, CODE(RESOURCE_EXHAUSTED), ENOMEM, "start: out of memory");
+fail:
+    if (j)
+        start_job_free(j);
+    return -1;
+}
 
-    s->start_follow = sp->follow;
-    s->start_lines = sp->follow_lines;
-    if ((rc = conn_stream_add(c, &s->base, req->id)) < 0) {
-        conn_send_errno(c, req->id, rc, "start: %s",
-                        rc == -EMFILE ? "too many requests in flight on this connection"
-                                      : strerror(-rc));
-        goto out;
-    }
-    j->s = s;
-    s->job = j;
-    j->t0 = util_now_mono_nano();
-    g_spawning++;
-    /* A lone start runs right here: the handoff to the spawner costs a
-     * tenth of a short command's round trip. When starts come together
-     * (another in flight, or already one in this loop turn), they go to the
-     * spawner, so the loop keeps answering everyone while children exec. */
+/* Hand a prepared start to the spawner, or run it here. A lone start runs
+ * right here: the handoff to the spawner costs a tenth of a short command's
+ * round trip. When starts come together (another in flight, or already one
+ * in this loop turn), they go to the spawner, so the loop keeps answering
+ * everyone while children exec. */
+static void start_launch(start_job_t *j)
+{
     static unsigned last_turn;
     unsigned turn = ev_iteration(g_loop);
+    j->t0 = util_now_mono_nano();
+    g_spawning++;
     if (g_spawning == 1 && last_turn != turn + 1) {
         last_turn = turn + 1;
         j->sj.rc = spawn_run(&j->sj.req, &j->sj.pid, &j->sj.stage);
@@ -1388,16 +1540,63 @@ void proc_handle_start(conn_t *c, const Request *req)
     }
     last_turn = turn + 1;
     spawn_submit(&j->sj);
-    return;
-nomem:
-    conn_send_error(c, req->id, CODE(RESOURCE_EXHAUSTED), ENOMEM, "start: out of memory");
-out:
-    if (s)
-        pstream_destroy(&s->base);
-    if (j)
-        start_job_free(j);
 }
 
+void proc_handle_start(conn_t *c, const Request *req)
+{
+    start_job_t *j = NULL;
+    start_err_t e;
+    pstream_t *s = NULL;
+    int rc;
+
+    if (start_prepare(req->start, NULL, &j, &e) < 0) {
+        conn_send_error(c, req->id, e.code, e.os_errno, "%s", e.msg);
+        return;
+    }
+    if (!(s = pstream_new(&start_ops, PS_START))) {
+        conn_send_error(c, req->id, CODE(RESOURCE_EXHAUSTED), ENOMEM, "start: out of memory");
+        start_job_free(j);
+        return;
+    }
+    s->start_follow = j->sp->follow;
+    s->start_lines = j->sp->follow_lines;
+    if ((rc = conn_stream_add(c, &s->base, req->id)) < 0) {
+        conn_send_errno(c, req->id, rc, "start: %s",
+                        rc == -EMFILE ? "too many requests in flight on this connection"
+                                      : strerror(-rc));
+        pstream_destroy(&s->base);
+        start_job_free(j);
+        return;
+    }
+    j->s = s;
+    s->job = j;
+    start_launch(j);
+}
+
+int proc_start_detached(const StartProcess *sp, char *err, size_t n)
+{
+    start_job_t *j;
+    start_err_t e;
+    if (start_prepare(sp, NULL, &j, &e) < 0) {
+        snprintf(err, n, "%s", e.msg);
+        return -1;
+    }
+    start_launch(j);
+    return 0;
+}
+
+void proc_respawn(proc_t *p)
+{
+    start_job_t *j;
+    start_err_t e;
+    if (!p->svc || p->final || p->running)
+        return;
+    if (start_prepare(svc_request(p->svc), p, &j, &e) < 0) {
+        svc_respawn_failed(p->svc, e.os_errno ? -e.os_errno : -EAGAIN, e.msg);
+        return;
+    }
+    start_launch(j);
+}
 /* ------------------------------------------------------------ other ops */
 
 /* The process named by pid, answering the error itself when there is none. */
@@ -1422,10 +1621,7 @@ void proc_handle_follow(conn_t *c, const Request *req)
     pstream_t *s;
 
     if (f->pid == 0 && f->tag && f->tag[0]) {
-        char *tag = xstrdup(f->tag); /* as the tags were kept */
-        p = tag ? find_tag(tag) : NULL;
-        free(tag);
-        if (!p) {
+        if (!(p = proc_find(0, f->tag))) {
             conn_send_error(c, req->id, CODE(NOT_FOUND), 0, "follow: no process has tag '%s'",
                             f->tag);
             return;
@@ -1449,6 +1645,8 @@ void proc_handle_follow(conn_t *c, const Request *req)
     s->attached = 1;
     s->lines = f->lines;
     s->no_wait = f->no_wait;
+    if (p->svc)
+        svc_follow_init(p->svc, &s->sf, s->cur.seq);
     attach_stream(p, s);
     stream_register(c, req->id, s, "follow");
 }
@@ -1483,6 +1681,8 @@ void proc_handle_signal(conn_t *c, const Request *req)
                         "signal: process %d has already exited", (int)p->pid);
         return;
     }
+    if (p->svc)
+        svc_signalled(p->svc, sg->signal); /* a kill asked for is not restarted */
     if (kill(sg->group ? -p->pid : p->pid, sg->signal) < 0) {
         conn_send_errno(c, req->id, -errno, "signal %d to %s %d: %s", sg->signal,
                         sg->group ? "process group" : "process", (int)p->pid, strerror(errno));
@@ -1644,21 +1844,52 @@ static void fill_info(const proc_t *p, ProcessInfo *in, ProcessExit *ex, int wit
     in->lossless = p->lossless;
 }
 
-void proc_handle_get(conn_t *c, const Request *req)
+/* fill_info, and the service's fields; last is storage for last_exit. */
+static void fill_info_svc(const proc_t *p, ProcessInfo *in, ProcessExit *ex, ProcessExit *last,
+                          int with_args)
 {
-    proc_t *p = lookup(c, req->id, req->get_process->pid, "get_process");
+    fill_info(p, in, ex, with_args);
+    if (p->svc)
+        svc_fill_info(p->svc, in, last);
+}
+
+int proc_send_info(conn_t *c, uint64_t id, int done, const proc_t *p)
+{
     Response r = RESPONSE_INIT;
     ProcessInfo in = SANDBOX__AGENT__V1__PROCESS_INFO__INIT;
     ProcessExit ex = SANDBOX__AGENT__V1__PROCESS_EXIT__INIT;
-    if (!p)
-        return;
-    fill_info(p, &in, &ex, 1);
+    ProcessExit last = SANDBOX__AGENT__V1__PROCESS_EXIT__INIT;
+    int rc;
+    fill_info_svc(p, &in, &ex, &last, 1);
     r.result_case = RES(PROCESS);
     r.process = &in;
-    if (conn_send(c, req->id, 1, &r) == -EMSGSIZE) {
+    if ((rc = conn_send(c, id, done, &r)) == -EMSGSIZE) {
         in.n_args = 0; /* args that fill a frame are left out */
-        conn_send(c, req->id, 1, &r);
+        rc = conn_send(c, id, done, &r);
     }
+    return rc;
+}
+
+void proc_handle_get(conn_t *c, const Request *req)
+{
+    const Sandbox__Agent__V1__GetProcess *g = req->get_process;
+    proc_t *p;
+    if (g->pid == 0 && g->tag && g->tag[0]) {
+        if (!(p = proc_find(0, g->tag))) {
+            conn_send_error(c, req->id, CODE(NOT_FOUND), 0, "get_process: no process has tag '%s'",
+                            g->tag);
+            return;
+        }
+    } else if (!(p = lookup(c, req->id, g->pid, "get_process"))) {
+        return;
+    }
+    proc_send_info(c, req->id, 1, p);
+}
+
+/* Listed without include_exited: running, or a service between runs. */
+static int listed(const proc_t *p)
+{
+    return p->running || (p->svc && svc_live(p->svc));
 }
 
 /* One ProcessList per frame: when the table does not fit in one, several
@@ -1668,28 +1899,29 @@ void proc_handle_list(conn_t *c, const Request *req)
     int all = req->list_processes->include_exited;
     size_t n = 0, cap = 0, bytes = 0, limit = conn_max_payload(c);
     ProcessInfo *infos = NULL, **ptrs = NULL;
-    ProcessExit *exits = NULL;
+    ProcessExit *exits = NULL, *lasts = NULL;
     Response r = RESPONSE_INIT;
     ProcessList pl = SANDBOX__AGENT__V1__PROCESS_LIST__INIT;
 
     for (proc_t *p = g_all_head; p; p = p->next)
-        if (all || p->running)
+        if (all || listed(p))
             cap++;
     if (cap && (!(infos = calloc(cap, sizeof *infos)) || !(ptrs = calloc(cap, sizeof *ptrs)) ||
-                !(exits = calloc(cap, sizeof *exits)))) {
+                !(exits = calloc(cap, sizeof *exits)) || !(lasts = calloc(cap, sizeof *lasts)))) {
         conn_send_error(c, req->id, CODE(RESOURCE_EXHAUSTED), ENOMEM, "list: out of memory");
         goto out;
     }
     r.result_case = RES(PROCESSES);
     r.processes = &pl;
     for (proc_t *p = g_all_head; p; p = p->next) {
-        if (!all && !p->running)
+        if (!all && !listed(p))
             continue;
         ProcessInfo *in = &infos[n];
         ProcessExit *ex = &exits[n];
         sandbox__agent__v1__process_info__init(in);
         sandbox__agent__v1__process_exit__init(ex);
-        fill_info(p, in, ex, 1);
+        sandbox__agent__v1__process_exit__init(&lasts[n]);
+        fill_info_svc(p, in, ex, &lasts[n], 1);
         size_t sz = sandbox__agent__v1__process_info__get_packed_size(in) + 8;
         if (sz > limit / 2) {
             in->n_args = 0;
@@ -1712,6 +1944,7 @@ out:
     free(infos);
     free(ptrs);
     free(exits);
+    free(lasts);
 }
 
 void proc_handle_forget(conn_t *c, const Request *req)
@@ -1727,4 +1960,35 @@ void proc_handle_forget(conn_t *c, const Request *req)
     }
     table_remove(p);
     send_ack(c, req->id);
+}
+
+/* ------------------------------------------------------------ for service.c */
+
+pid_t proc_pid(const proc_t *p) { return p->pid; }
+int proc_running(const proc_t *p) { return p->running; }
+int proc_final(const proc_t *p) { return p->final; }
+uint64_t proc_output_seq(const proc_t *p) { return p->log.next_seq; }
+uint32_t proc_kill_grace_ms(const proc_t *p) { return p->kill_grace_ms; }
+svc_t *proc_service(const proc_t *p) { return p->svc; }
+void proc_ref(proc_t *p) { p->refs++; }
+void proc_unref(proc_t *p) { unref(p); }
+void proc_wake(proc_t *p) { wake_streams(p, 0); }
+
+proc_t *proc_find(uint32_t pid, const char *tag)
+{
+    proc_t *p;
+    char *t;
+    if (pid)
+        return find_pid(pid);
+    if (!tag || !tag[0] || !(t = xstrdup(tag))) /* as the tags were kept */
+        return NULL;
+    p = find_tag(t);
+    free(t);
+    return p;
+}
+
+void proc_end(proc_t *p)
+{
+    if (p->between && !p->final)
+        finalize(p);
 }

@@ -38,6 +38,7 @@ static int harmless(const uint8_t *data, size_t size)
             switch (op) {
             case OP(HELLO): case OP(PING): case OP(INFO): case OP(CANCEL): case OP(FOLLOW):
             case OP(WAIT): case OP(LIST_PROCESSES): case OP(GET_PROCESS): case OP(STAT):
+            case OP(WAIT_READY):
             case OP(_NOT_SET):
                 break;
             default:
