@@ -765,3 +765,19 @@ void conn_close_all(void)
     while (g_all)
         conn_close(g_all);
 }
+
+void conn_shutdown_all(void)
+{
+    /* Every request in flight gets its one final answer, and what the
+     * socket takes at once is written: the agent does not wait for a slow
+     * client on its way out. */
+    for (conn_t *c = g_all; c; c = c->next_all) {
+        for (stream_t *s = c->streams; s && !c->closing; s = s->_next)
+            conn_send_error(c, s->id, CODE(UNAVAILABLE), ESHUTDOWN,
+                            "%s: the agent is shutting down", s->ops->name);
+        if (!c->closing && queue_write(c) < 0) {
+            /* the peer is gone: closing below is all there is to do */
+        }
+    }
+    conn_close_all();
+}

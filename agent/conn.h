@@ -72,6 +72,9 @@ uid_t conn_peer_uid(const conn_t *c);
 /* Global: number of open connections; close all (shutdown). */
 unsigned conn_count(void);
 void conn_close_all(void);
+/* Shutdown: answer every stream in flight with UNAVAILABLE, write what each
+ * socket takes without waiting, then close all. */
+void conn_shutdown_all(void);
 /* Per-loop-turn work: flush woken streams, free closed connections. Called
  * from an ev_prepare watcher that main installs. */
 void conn_before_sleep(struct ev_loop *loop);

@@ -485,9 +485,30 @@ typedef struct rd {
     size_t cap, have;   /* a chunk read, not yet sent */
     uint64_t have_off;
     int eof, opened;
-    int chardev;        /* read without blocking; EAGAIN ends the file */
+    int nonblock;       /* read without blocking; EAGAIN ends the file */
     int noseek;         /* pread refused (ESPIPE): read() from where it is */
 } rd_t;
+
+/* "a FIFO" */
+static const char *type_name(mode_t m)
+{
+    switch (m & S_IFMT) {
+    case S_IFIFO:
+        return "a FIFO";
+    case S_IFCHR:
+        return "a character device";
+    case S_IFBLK:
+        return "a block device";
+    case S_IFSOCK:
+        return "a socket";
+    case S_IFDIR:
+        return "a directory";
+    case S_IFLNK:
+        return "a symlink";
+    default:
+        return "not a regular file";
+    }
+}
 
 static void rd_read(rd_t *r)
 {
@@ -512,7 +533,7 @@ static void rd_read(rd_t *r)
                         r->o.path, (unsigned long long)r->pos, strerror(ESPIPE));
                 return;
             }
-            if ((errno == EAGAIN || errno == EWOULDBLOCK) && r->chardev) {
+            if ((errno == EAGAIN || errno == EWOULDBLOCK) && r->nonblock) {
                 /* A device with nothing more to give now (/dev/kmsg, a
                  * terminal): blocking would hold this worker, and every
                  * file operation behind it, until it spoke again. */
@@ -609,12 +630,17 @@ static void rd_run(fsw_job_t *j)
         }
         if (!S_ISREG(st.st_mode) && !S_ISCHR(st.st_mode) && !S_ISBLK(st.st_mode)) {
             r->o.errcode = CODE(FAILED_PRECONDITION);
-            op_fail(&r->o, -EINVAL, "%s '%s': not a regular file", r->o.what, r->o.path);
+            op_fail(&r->o, -EINVAL, "%s '%s': %s, not a regular file", r->o.what, r->o.path,
+                    type_name(st.st_mode));
             return;
         }
-        /* Character devices stay non-blocking: see rd_read. */
-        r->chardev = S_ISCHR(st.st_mode);
-        if (!r->chardev)
+        /* Character devices and procfs files stay non-blocking (see
+         * rd_read): /proc/kmsg, like a terminal, waits for the kernel to
+         * speak, and would hold the worker until it did. */
+        struct statfs sf;
+        r->nonblock = S_ISCHR(st.st_mode) ||
+                      (fstatfs(r->fd, &sf) == 0 && sf.f_type == PROC_SUPER_MAGIC);
+        if (!r->nonblock)
             fcntl(r->fd, F_SETFL, O_RDONLY);
         if (!(r->buf = malloc(r->cap))) {
             op_fail(&r->o, -ENOMEM, "%s: out of memory", r->o.what);
@@ -755,6 +781,16 @@ static void wr_close(wr_t *w)
     w->fd = w->dirfd = -1;
 }
 
+/* WriteFile writes regular files only: a FIFO would hold the worker until a
+ * reader came, a device write has effects no retry can undo. */
+static int wr_not_regular(wr_t *w, mode_t m)
+{
+    w->o.errcode = CODE(FAILED_PRECONDITION);
+    op_fail(&w->o, -EINVAL, "%s '%s': %s, not a regular file", w->o.what, w->o.path,
+            type_name(m));
+    return -1;
+}
+
 static int wr_open(wr_t *w)
 {
     struct stat st;
@@ -780,6 +816,8 @@ static int wr_open(wr_t *w)
         op_fail(&w->o, -EISDIR, "%s '%s': is a directory", w->o.what, w->o.path);
         return -1;
     }
+    if (exists && !S_ISREG(st.st_mode))
+        return wr_not_regular(w, st.st_mode);
     if (exists && w->wmode == SANDBOX__AGENT__V1__WRITE_MODE__CREATE_NEW) {
         op_fail(&w->o, -EEXIST, "%s '%s': already exists (CREATE_NEW)", w->o.what, w->o.path);
         return -1;
@@ -806,11 +844,23 @@ static int wr_open(wr_t *w)
             fl |= O_EXCL;
         else
             fl |= O_TRUNC;
-        w->fd = openat(w->dirfd, w->name, fl, w->mode);
+        /* O_NONBLOCK: a FIFO put there since the check must not hold the
+         * worker in open() until a reader comes (it fails with ENXIO, or
+         * opens and is refused below). */
+        w->fd = openat(w->dirfd, w->name, fl | O_NONBLOCK, w->mode);
+        if (w->fd < 0 && errno == ENXIO)
+            return wr_not_regular(w, S_IFIFO);
         if (w->fd < 0) {
             op_fail_path(&w->o, -errno, w->o.path);
             return -1;
         }
+        struct stat fst;
+        if (fstat(w->fd, &fst) < 0) {
+            op_fail_path(&w->o, -errno, w->o.path);
+            return -1;
+        }
+        if (!S_ISREG(fst.st_mode))
+            return wr_not_regular(w, fst.st_mode); /* not opened: nothing to undo */
         w->created = !exists;
         w->orig_size = exists ? st.st_size : 0;
         if (w->created && fchmod(w->fd, w->mode) < 0) {
@@ -1713,4 +1763,4 @@ int fs_init(struct ev_loop *loop)
     return fsw_init(loop);
 }
 
-void fs_shutdown(void) { fsw_shutdown(); }
+void fs_shutdown(unsigned wait_ms) { fsw_shutdown(wait_ms); }

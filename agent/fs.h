@@ -12,7 +12,8 @@
 #include <sys/stat.h>
 
 int fs_init(struct ev_loop *loop);
-void fs_shutdown(void);
+/* After the loop: wait up to wait_ms for the file workers (see fsw_shutdown). */
+void fs_shutdown(unsigned wait_ms);
 
 handler_fn fs_handle_read;
 handler_fn fs_handle_write; /* later chunks arrive through the stream's feed() */

@@ -20,19 +20,27 @@
 #include <linux/capability.h>
 #include <pthread.h>
 #include <string.h>
+#include <time.h>
 #include <sys/syscall.h>
 #include <unistd.h>
 
-#define FSW_THREADS 2
+/* Threads kept while idle, and the most there may be. A job the kernel
+ * keeps waiting (a frozen or unanswering file system) holds its worker; while
+ * every worker is busy and jobs wait, another is started, so other requests
+ * are still served, up to FSW_MAX_THREADS stuck at once. Workers beyond the
+ * minimum leave after FSW_IDLE_S seconds without work. */
+#define FSW_MIN_THREADS 2
+#define FSW_MAX_THREADS 16
+#define FSW_IDLE_S 30
 
 static struct ev_loop *g_loop;
 static ev_async g_async;
-static pthread_t g_threads[FSW_THREADS];
-static int g_nthreads;
 static pthread_mutex_t g_mu = PTHREAD_MUTEX_INITIALIZER;
-static pthread_cond_t g_cv = PTHREAD_COND_INITIALIZER;
+static pthread_cond_t g_cv = PTHREAD_COND_INITIALIZER;      /* work, or stop */
+static pthread_cond_t g_exit_cv = PTHREAD_COND_INITIALIZER; /* a worker left */
 static fsw_job_t *g_qhead, *g_qtail;   /* waiting for a worker */
 static fsw_job_t *g_dhead, *g_dtail;   /* run, waiting for done() on the loop */
+static int g_nthreads, g_idle, g_queued; /* under g_mu */
 static int g_stop, g_inline;
 static uid_t g_euid;
 static gid_t g_egid;
@@ -118,27 +126,68 @@ static void run_one(fsw_job_t *j)
         id_leave(saved);
 }
 
+/* Wait for work; 0 when a worker beyond the minimum should leave. Under
+ * g_mu. */
+static int wait_work(void)
+{
+    while (!g_qhead && !g_stop) {
+        int rc = 0;
+        g_idle++;
+        if (g_nthreads > FSW_MIN_THREADS) {
+            struct timespec ts;
+            clock_gettime(CLOCK_REALTIME, &ts);
+            ts.tv_sec += FSW_IDLE_S;
+            rc = pthread_cond_timedwait(&g_cv, &g_mu, &ts);
+        } else {
+            pthread_cond_wait(&g_cv, &g_mu);
+        }
+        g_idle--;
+        if (rc == ETIMEDOUT && !g_qhead && g_nthreads > FSW_MIN_THREADS)
+            return 0;
+    }
+    return g_qhead != NULL;
+}
+
 static void *worker(void *arg)
 {
     (void)arg;
     pthread_mutex_lock(&g_mu);
-    for (;;) {
-        while (!g_qhead && !g_stop)
-            pthread_cond_wait(&g_cv, &g_mu);
-        if (!g_qhead)
-            break;
+    while (wait_work()) {
         fsw_job_t *j = g_qhead;
         g_qhead = j->_next;
         if (!g_qhead)
             g_qtail = NULL;
+        g_queued--;
         pthread_mutex_unlock(&g_mu);
         run_one(j);
         pthread_mutex_lock(&g_mu);
         list_push(&g_dhead, &g_dtail, j);
-        ev_async_send(g_loop, &g_async);
+        /* After fsw_shutdown gave up on this worker the loop is gone: the
+         * result stays in the list, which the exit reclaims. */
+        if (!g_inline)
+            ev_async_send(g_loop, &g_async);
     }
+    g_nthreads--;
+    pthread_cond_broadcast(&g_exit_cv);
     pthread_mutex_unlock(&g_mu);
     return NULL;
+}
+
+/* Start one more detached worker. Under g_mu. Returns 0 or -errno. */
+static int spawn_worker(void)
+{
+    pthread_attr_t attr;
+    pthread_t t;
+    int rc = pthread_attr_init(&attr);
+    if (rc)
+        return -rc;
+    pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
+    rc = pthread_create(&t, &attr, worker, NULL);
+    pthread_attr_destroy(&attr);
+    if (rc)
+        return -rc;
+    g_nthreads++;
+    return 0;
 }
 
 /* Run done() for everything finished; done() may submit more. */
@@ -169,7 +218,7 @@ static void on_async(struct ev_loop *loop, ev_async *w, int revents)
 
 int fsw_init(struct ev_loop *loop)
 {
-    int n;
+    int n, rc = 0;
     g_loop = loop;
     g_euid = geteuid();
     g_egid = getegid();
@@ -179,16 +228,14 @@ int fsw_init(struct ev_loop *loop)
     ev_async_start(loop, &g_async);
     /* The async watcher must not keep the loop alive on its own. */
     ev_unref(loop);
-    for (g_nthreads = 0; g_nthreads < FSW_THREADS; g_nthreads++) {
-        int rc = pthread_create(&g_threads[g_nthreads], NULL, worker, NULL);
-        if (rc) {
-            log_error("file worker thread: %s", strerror(rc));
-            if (g_nthreads == 0)
-                return -rc;
-            break;
-        }
-    }
-    return 0;
+    pthread_mutex_lock(&g_mu);
+    while (g_nthreads < FSW_MIN_THREADS && (rc = spawn_worker()) == 0)
+        ;
+    n = g_nthreads;
+    pthread_mutex_unlock(&g_mu);
+    if (rc)
+        log_error("file worker thread: %s", strerror(-rc));
+    return n ? 0 : rc;
 }
 
 void fsw_submit(fsw_job_t *j)
@@ -203,24 +250,40 @@ void fsw_submit(fsw_job_t *j)
         return;
     }
     list_push(&g_qhead, &g_qtail, j);
+    g_queued++;
+    if (g_queued > g_idle && g_nthreads < FSW_MAX_THREADS) {
+        int rc = spawn_worker();
+        if (rc < 0 && !g_nthreads)
+            log_error("file worker thread: %s", strerror(-rc));
+    }
     pthread_cond_signal(&g_cv);
     pthread_mutex_unlock(&g_mu);
 }
 
-void fsw_shutdown(void)
+void fsw_shutdown(unsigned wait_ms)
 {
+    struct timespec ts;
+    int stuck;
     if (!g_loop)
         return;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    ts.tv_sec += wait_ms / 1000;
+    ts.tv_nsec += (long)(wait_ms % 1000) * 1000000;
+    if (ts.tv_nsec >= 1000000000) {
+        ts.tv_sec++;
+        ts.tv_nsec -= 1000000000;
+    }
     pthread_mutex_lock(&g_mu);
     g_stop = 1;
     pthread_cond_broadcast(&g_cv);
-    pthread_mutex_unlock(&g_mu);
-    for (int i = 0; i < g_nthreads; i++)
-        pthread_join(g_threads[i], NULL);
-    g_nthreads = 0;
-    pthread_mutex_lock(&g_mu);
+    while (g_nthreads && pthread_cond_timedwait(&g_exit_cv, &g_mu, &ts) != ETIMEDOUT)
+        ;
+    stuck = g_nthreads;
     g_inline = 1;
     pthread_mutex_unlock(&g_mu);
+    if (stuck)
+        log_warn("%d file worker(s) still waiting in the kernel after %u ms; exiting without "
+                 "them", stuck, wait_ms);
     drain_done();
     ev_ref(g_loop);
     ev_async_stop(g_loop, &g_async);

@@ -1,6 +1,8 @@
 /* fsworker.h - a small pool of threads that run blocking file operations
- * off the event loop, each with the requesting user's file-system identity,
- * and hand the results back to the loop (ev_async). */
+ * off the event loop, each with the requesting user's file-system identity
+ * and without capabilities, and hand the results back to the loop
+ * (ev_async). The pool grows while every worker is busy, so a few jobs the
+ * kernel keeps waiting do not stop the others. */
 #ifndef SA_FSWORKER_H
 #define SA_FSWORKER_H
 
@@ -23,7 +25,9 @@ int fsw_init(struct ev_loop *loop);
 /* Queue j; its done() runs on the loop once run() has returned. During and
  * after fsw_shutdown() both run at once on the caller's thread. */
 void fsw_submit(fsw_job_t *j);
-/* Finish every queued job, join the threads, run the pending done()s. */
-void fsw_shutdown(void);
+/* Let the workers finish the queued jobs and leave, waiting at most
+ * wait_ms for them (a worker the kernel keeps waiting is left behind, and
+ * goes with the process), then run the pending done()s. */
+void fsw_shutdown(unsigned wait_ms);
 
 #endif

@@ -158,11 +158,11 @@ static void on_signal(struct ev_loop *loop, ev_signal *w, int revents)
     notify("STOPPING=1");
     log_info("signal %d (%s): shutting down (stop accepting, cancel requests, stop processes)",
              w->signum, strsignal(w->signum));
-    /* Stop accepting, then end every connection: a stream in flight gets no
-     * more responses, which its client sees as the connection closing. */
+    /* Stop accepting, then end every connection: each request in flight is
+     * answered UNAVAILABLE. File workers still busy (one the kernel keeps
+     * waiting) are given up on after the loop, never waited for here. */
     listen_close_all(loop);
-    conn_close_all();
-    fs_shutdown();
+    conn_shutdown_all();
     proc_shutdown(loop, g_config.kill_grace_ms, on_processes_gone);
     (void)revents;
 }
@@ -269,6 +269,9 @@ int main(int argc, char **argv)
     listen_close_all(loop);
     conn_close_all();
     conn_before_sleep(loop);
+    /* The workers had the processes' grace already; a second is plenty for
+     * what is left, and one stuck in the kernel does not hold the exit. */
+    fs_shutdown(1000);
     log_info("sandbox-agent stopped");
     return 0;
 }

@@ -60,16 +60,6 @@ static Response *do_list(sa_client_t *c, const char *path, const char *user)
     return call(c, &req);
 }
 
-__attribute__((unused)) static Response *do_stat(sa_client_t *c, const char *path)
-{
-    Request req = REQUEST_INIT;
-    Sandbox__Agent__V1__Stat st = SANDBOX__AGENT__V1__STAT__INIT;
-    st.path = (char *)path;
-    req.op_case = OP(STAT);
-    req.stat = &st;
-    return call(c, &req);
-}
-
 /* Read a whole file as user; returns the last response, the bytes in *out
  * (NUL-terminated, malloc'd) when out is set. */
 static Response *read_as(sa_client_t *c, const char *path, const char *user, uint64_t length,
@@ -120,6 +110,16 @@ static void expect_error_msg(Response *r, int code, const char *needle)
         FAIL("message '%s' does not name '%s'", r->error->message, needle);
     ASSERT(r->done);
     sa_response_free(r);
+}
+
+/* A mount namespace of the test's own, so every mount goes with it whatever
+ * happens; the agent started afterwards shares it. */
+static void private_mounts(void)
+{
+    if (unshare(CLONE_NEWNS) < 0)
+        FAIL("unshare(CLONE_NEWNS): %s", strerror(errno));
+    if (mount(NULL, "/", NULL, MS_REC | MS_PRIVATE, NULL) < 0)
+        FAIL("mount --make-rprivate /: %s", strerror(errno));
 }
 
 /* ============================================ 1: a user has no capability */
@@ -253,6 +253,250 @@ TEST(user_has_no_capability)
     STOP();
 }
 
+/* ============================================ 3: FIFOs and stuck workers */
+
+static uint64_t send_write(sa_client_t *c, const char *path, int mode, int atomic_set,
+                           int atomic)
+{
+    Request req = REQUEST_INIT;
+    WriteFileReq w = SANDBOX__AGENT__V1__WRITE_FILE__INIT;
+    w.path = (char *)path;
+    w.write_mode = mode;
+    if (atomic_set) {
+        w.atomic_opt_case = SANDBOX__AGENT__V1__WRITE_FILE__ATOMIC_OPT_ATOMIC;
+        w.atomic = atomic;
+    }
+    w.data.data = (uint8_t *)"data\n";
+    w.data.len = 5;
+    req.op_case = OP(WRITE_FILE);
+    req.write_file = &w;
+    ASSERT_EQ(sa_client_send(c, &req), 0);
+    return req.id;
+}
+
+static uint64_t send_simple(sa_client_t *c, int op, const char *path)
+{
+    Request req = REQUEST_INIT;
+    Sandbox__Agent__V1__Stat st = SANDBOX__AGENT__V1__STAT__INIT;
+    ReadFileReq rf = SANDBOX__AGENT__V1__READ_FILE__INIT;
+    Sandbox__Agent__V1__ListDirectory ld = SANDBOX__AGENT__V1__LIST_DIRECTORY__INIT;
+    req.op_case = op;
+    if (op == OP(STAT)) {
+        st.path = (char *)path;
+        req.stat = &st;
+    } else if (op == OP(READ_FILE)) {
+        rf.path = (char *)path;
+        req.read_file = &rf;
+    } else {
+        ld.path = (char *)path;
+        req.list_dir = &ld;
+    }
+    ASSERT_EQ(sa_client_send(c, &req), 0);
+    return req.id;
+}
+
+/* The final answer to id within ms, failing the test otherwise. */
+static Response *answer_within(sa_client_t *c, uint64_t id, int ms, const char *what)
+{
+    for (;;) {
+        Response *r = NULL;
+        int rc = sa_client_recv_id(c, id, &r, ms);
+        if (rc == -ETIMEDOUT)
+            FAIL("%s: no answer within %d ms", what, ms);
+        if (rc < 0)
+            FAIL("%s: %s", what, strerror(-rc));
+        if (r->done)
+            return r;
+        sa_response_free(r);
+    }
+}
+
+/* Non-atomic WriteFile (APPEND, or atomic = false) to a FIFO, with no
+ * reader and with one, and ReadFile of it: each is FAILED_PRECONDITION
+ * naming a FIFO, at once, and another client's Stat and List answer
+ * meanwhile. Today's main blocked a worker in open(O_WRONLY) per write:
+ * two of them stopped every file operation of every client. */
+TEST(fifo_never_holds_a_worker)
+{
+    START();
+    ASSERT_EQ(mkfifo(P("fifo"), 0666), 0);
+    ASSERT_EQ(mkdir(P("plain"), 0755), 0);
+    put_file(P("plain/f"), "f");
+    sa_client_t *other = agent_connect(&a);
+
+    uint64_t ids[8];
+    int n = 0;
+    for (int i = 0; i < 3; i++)
+        ids[n++] = send_write(c, P("fifo"), SANDBOX__AGENT__V1__WRITE_MODE__APPEND, 0, 0);
+    for (int i = 0; i < 3; i++)
+        ids[n++] = send_write(c, P("fifo"), SANDBOX__AGENT__V1__WRITE_MODE__TRUNCATE, 1, 0);
+    ids[n++] = send_simple(c, OP(READ_FILE), P("fifo"));
+
+    Response *r = answer_within(other, send_simple(other, OP(STAT), P("plain/f")), 5000,
+                                "another client's Stat");
+    ASSERT_RESULT(r, ENTRY);
+    sa_response_free(r);
+    r = answer_within(other, send_simple(other, OP(LIST_DIR), P("plain")), 5000,
+                      "another client's ListDirectory");
+    ASSERT_RESULT(r, ENTRIES);
+    ASSERT_EQ(r->entries->n_entries, 1);
+    sa_response_free(r);
+    for (int i = 0; i < n; i++)
+        expect_error_msg(answer_within(c, ids[i], 5000, "request to the FIFO"),
+                         CODE(FAILED_PRECONDITION), "a FIFO");
+
+    /* With a reader the open would succeed: still refused, nothing
+     * written into the FIFO. */
+    int rfd = open(P("fifo"), O_RDONLY | O_NONBLOCK);
+    ASSERT(rfd >= 0);
+    expect_error_msg(answer_within(c,
+                                   send_write(c, P("fifo"),
+                                              SANDBOX__AGENT__V1__WRITE_MODE__APPEND, 0, 0),
+                                   5000, "append with a reader"),
+                     CODE(FAILED_PRECONDITION), "a FIFO");
+    char buf[16];
+    ASSERT_EQ(read(rfd, buf, sizeof buf), 0);
+    close(rfd);
+    /* An atomic write does not replace the FIFO with a file either, nor a
+     * device node. */
+    expect_error_msg(answer_within(c,
+                                   send_write(c, P("fifo"),
+                                              SANDBOX__AGENT__V1__WRITE_MODE__TRUNCATE, 0, 0),
+                                   5000, "atomic write to a FIFO"),
+                     CODE(FAILED_PRECONDITION), "a FIFO");
+    struct stat st;
+    ASSERT_EQ(lstat(P("fifo"), &st), 0);
+    ASSERT(S_ISFIFO(st.st_mode));
+    expect_error_msg(answer_within(c,
+                                   send_write(c, "/dev/null",
+                                              SANDBOX__AGENT__V1__WRITE_MODE__APPEND, 0, 0),
+                                   5000, "append to /dev/null"),
+                     CODE(FAILED_PRECONDITION), "a character device");
+    /* A regular file is written as before. */
+    r = answer_within(c, send_write(c, P("plain/f"), SANDBOX__AGENT__V1__WRITE_MODE__APPEND, 0, 0),
+                      5000, "append to a file");
+    ASSERT_RESULT(r, WRITTEN);
+    sa_response_free(r);
+    sa_client_close(other);
+    STOP(); /* SIGTERM stops it within 10 s */
+}
+
+/* /proc/kmsg waits for the kernel to log something: read without blocking,
+ * it gives what is there and FileEnd. Today's main held the worker until
+ * the kernel spoke. */
+TEST(procfs_read_does_not_block)
+{
+    START();
+    int probe = open("/proc/kmsg", O_RDONLY | O_NONBLOCK);
+    if (probe < 0) {
+        printf("    skipped: /proc/kmsg: %s\n", strerror(errno));
+        STOP();
+        return;
+    }
+    close(probe);
+    for (int i = 0; i < 2; i++) {
+        Response *r = answer_within(c, send_simple(c, OP(READ_FILE), "/proc/kmsg"), 10000,
+                                    "ReadFile /proc/kmsg");
+        ASSERT_RESULT(r, FILE_END);
+        sa_response_free(r);
+    }
+    STOP();
+}
+
+/* A FUSE file system that never answers (not even its INIT): every lookup
+ * in it waits in the kernel. The test's mount namespace takes it away. */
+static int fuse_stuck_mount(const char *dir)
+{
+    char opts[128];
+    int fd = open("/dev/fuse", O_RDWR | O_CLOEXEC);
+    if (fd < 0)
+        return -1;
+    snprintf(opts, sizeof opts, "fd=%d,rootmode=40000,user_id=0,group_id=0", fd);
+    if (mount("sa-stuck", dir, "fuse", MS_NOSUID | MS_NODEV, opts) < 0) {
+        close(fd);
+        return -1;
+    }
+    return fd;
+}
+
+/* Requests the kernel keeps waiting hold their workers, but other clients
+ * are still served, and SIGTERM answers the stuck requests UNAVAILABLE and
+ * stops the agent. Today's main had two workers: two stuck requests stopped
+ * every file operation, and shutdown waited for them forever. */
+TEST(stuck_workers_neither_block_others_nor_shutdown)
+{
+    if (geteuid() != 0) {
+        printf("    skipped: mounts need root\n");
+        return;
+    }
+    private_mounts();
+    /* Under the sanitizers, LeakSanitizer's check at exit stops every
+     * thread with ptrace, which a thread waiting on the unanswering FUSE
+     * connection never does: it would hang that check, not the agent. */
+    char asan[512];
+    snprintf(asan, sizeof asan, "%s%sdetect_leaks=0",
+             getenv("ASAN_OPTIONS") ? getenv("ASAN_OPTIONS") : "",
+             getenv("ASAN_OPTIONS") ? ":" : "");
+    setenv("ASAN_OPTIONS", asan, 1);
+    START();
+    ASSERT_EQ(mkdir(P("stuck"), 0755), 0);
+    ASSERT_EQ(mkdir(P("plain"), 0755), 0);
+    put_file(P("plain/f"), "f");
+    int ffd = fuse_stuck_mount(P("stuck"));
+    if (ffd < 0) {
+        printf("    skipped: cannot mount a FUSE file system: %s\n", strerror(errno));
+        STOP();
+        return;
+    }
+    uint64_t ids[6];
+    for (int i = 0; i < 4; i++)
+        ids[i] = send_simple(c, OP(STAT), P("stuck/x"));
+    ids[4] = send_simple(c, OP(READ_FILE), P("stuck/y"));
+    ids[5] = send_simple(c, OP(LIST_DIR), P("stuck"));
+    usleep(200000);
+
+    sa_client_t *other = agent_connect(&a);
+    Response *r = answer_within(other, send_simple(other, OP(STAT), P("plain/f")), 10000,
+                                "another client's Stat");
+    ASSERT_RESULT(r, ENTRY);
+    sa_response_free(r);
+    r = answer_within(other, send_simple(other, OP(LIST_DIR), P("plain")), 10000,
+                      "another client's ListDirectory");
+    ASSERT_RESULT(r, ENTRIES);
+    sa_response_free(r);
+    ping_ok(other);
+    sa_client_close(other);
+
+    /* SIGTERM: every stuck request is answered, then the agent exits. */
+    struct timespec t0, t1;
+    clock_gettime(CLOCK_MONOTONIC, &t0);
+    kill(a.pid, SIGTERM);
+    for (int i = 0; i < 6; i++)
+        expect_error_msg(answer_within(c, ids[i], 10000, "a stuck request at shutdown"),
+                         CODE(UNAVAILABLE), "shutting down");
+    int st = 0;
+    for (int i = 0; i < 1000 && waitpid(a.pid, &st, WNOHANG) == 0; i++)
+        usleep(10000);
+    clock_gettime(CLOCK_MONOTONIC, &t1);
+    if (kill(a.pid, 0) == 0 && waitpid(a.pid, &st, WNOHANG) == 0) {
+        kill(a.pid, SIGKILL);
+        waitpid(a.pid, &st, 0);
+        FAIL("agent did not exit within 10 s of SIGTERM with stuck workers");
+    }
+    ASSERT(WIFEXITED(st));
+    ASSERT_EQ(WEXITSTATUS(st), 0);
+    printf("    exited %.2f s after SIGTERM with 6 requests stuck\n",
+           (double)(t1.tv_sec - t0.tv_sec) + (double)(t1.tv_nsec - t0.tv_nsec) / 1e9);
+    sa_client_close(c);
+    umount2(P("stuck"), MNT_DETACH);
+    close(ffd);
+    tmpdir_remove();
+    char cmd[300];
+    snprintf(cmd, sizeof cmd, "rm -rf %s", a.dir);
+    if (system(cmd)) {
+    }
+}
+
 /* ============================================ 13: listing through a symlink */
 
 /* ListDirectory of a symlink to a directory lists the directory (as `ls`
@@ -380,16 +624,6 @@ TEST(remove_refuses_root_aliases)
 
 /* ============================================ 12: Remove and mount points */
 
-/* A mount namespace of the test's own, so every mount goes with it whatever
- * happens; the agent started afterwards shares it. */
-static void private_mounts(void)
-{
-    if (unshare(CLONE_NEWNS) < 0)
-        FAIL("unshare(CLONE_NEWNS): %s", strerror(errno));
-    if (mount(NULL, "/", NULL, MS_REC | MS_PRIVATE, NULL) < 0)
-        FAIL("mount --make-rprivate /: %s", strerror(errno));
-}
-
 /* Recursive Remove of a tree with a small tmpfs and a bind mount inside:
  * FAILED_PRECONDITION naming the mount point, and nothing under either
  * mount is deleted. Today's main emptied the mounted file system, then
@@ -441,5 +675,7 @@ TEST(remove_stops_at_mount_points)
     STOP();
 }
 
-TEST_MAIN(TEST_ENTRY(user_has_no_capability), TEST_ENTRY(list_follows_final_symlink), TEST_ENTRY(remove_refuses_root_aliases),
+TEST_MAIN(TEST_ENTRY(user_has_no_capability), TEST_ENTRY(fifo_never_holds_a_worker),
+          TEST_ENTRY(procfs_read_does_not_block),
+          TEST_ENTRY(stuck_workers_neither_block_others_nor_shutdown), TEST_ENTRY(list_follows_final_symlink), TEST_ENTRY(remove_refuses_root_aliases),
           TEST_ENTRY(remove_stops_at_mount_points))
