@@ -8,6 +8,7 @@
 #include "log.h"
 #include "proc.h"
 #include "service.h"
+#include "watch.h"
 
 #include <errno.h>
 
@@ -43,7 +44,7 @@ static const route_t routes[] = {
     [OP(MKDIR)] = {"mkdir", fs_handle_mkdir},
     [OP(REMOVE)] = {"remove", fs_handle_remove},
     [OP(RENAME)] = {"rename", fs_handle_rename},
-    [OP(WATCH)] = {"watch", fs_handle_watch},
+    [OP(WATCH)] = {"watch", watch_handle},
 };
 
 void dispatch_request(conn_t *c, const Request *req)

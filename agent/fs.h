@@ -22,7 +22,6 @@ handler_fn fs_handle_stat;
 handler_fn fs_handle_mkdir;
 handler_fn fs_handle_remove;
 handler_fn fs_handle_rename;
-handler_fn fs_handle_watch; /* in watch.c */
 
 /* ------------------------------------------------ shared with watch.c */
 

@@ -36,6 +36,7 @@
  */
 #include "watch.h"
 
+#include "fs.h"
 #include "fsworker.h"
 #include "util.h"
 
@@ -756,7 +757,7 @@ static void watch_destroy(stream_t *s)
 
 static const stream_ops_t watch_ops = {"watch", watch_next, NULL, watch_destroy};
 
-void fs_handle_watch(conn_t *c, const Request *req)
+void watch_handle(conn_t *c, const Request *req)
 {
     const Sandbox__Agent__V1__WatchPath *m = req->watch;
     watch_t *w = calloc(1, sizeof *w);
