@@ -35,6 +35,7 @@ void config_defaults(config_t *cfg)
     cfg->socket_mode = 0600;
     cfg->ready_fd = -1;
     cfg->oom_score_adj = -1000;
+    cfg->services_dir = SA_SERVICES_DIR;
 }
 
 static int parse_u64(const char *opt, const char *s, uint64_t min, uint64_t max, uint64_t *out)
@@ -255,6 +256,13 @@ static int opt_oom(config_t *cfg, const char *arg)
     return 0;
 }
 
+static int opt_services_dir(config_t *cfg, const char *arg)
+{
+    cfg->services_dir = arg;
+    cfg->services_dir_set = 1;
+    return 0;
+}
+
 static int opt_log_level(config_t *cfg, const char *arg)
 {
     if ((cfg->log_level = log_level_parse(arg)) < 0) {
@@ -336,6 +344,9 @@ static const opt_t g_opts[] = {
        "kernel allows)"),
     FN("nice", "N", opt_nice,
        "the agent's own nice value, -20..19 (default: as started; processes it starts get 0)"),
+    FN("services-dir", "DIR", opt_services_dir,
+       "start the services declared in DIR/*.conf at boot (default " SA_SERVICES_DIR
+       "; \"\" for none)"),
     FN("log-level", "LEVEL", opt_log_level, "debug, info, warn, error (default info)"),
     FN("log-format", "FORMAT", opt_log_format, "text or json (default text)"),
     {"help", NULL, OPT_HELP, 0, 0, 0, 0, NULL, "this text"},

@@ -34,6 +34,8 @@ typedef struct config {
     int oom_score_adj_set;          /* given on the command line */
     int nice;                       /* the agent's own nice value; children get 0 */
     int nice_set;                   /* given on the command line */
+    const char *services_dir;       /* services started at boot; "" none */
+    int services_dir_set;           /* given on the command line */
 } config_t;
 
 extern config_t g_config;

@@ -9,6 +9,7 @@
 #include "listen.h"
 #include "log.h"
 #include "proc.h"
+#include "service.h"
 
 #include <ev.h>
 #include <errno.h>
@@ -263,6 +264,9 @@ int main(int argc, char **argv)
         snprintf(msg, sizeof msg, "READY=1\nMAINPID=%d", (int)getpid());
         notify(msg);
     }
+    /* Services declared at boot start once the agent answers: a slow or
+     * broken one delays nobody's connection. */
+    svc_start_dir(g_config.services_dir, !g_config.services_dir_set);
 
     ev_run(loop, 0);
 

@@ -67,6 +67,13 @@ void svc_follow_init(const svc_t *s, svc_follow_t *f, uint64_t seq);
 int svc_follow_event(svc_t *s, svc_follow_t *f, uint64_t seq, stream_t *base, size_t *max,
                      int *final, stream_status_t *st);
 
+/* Start every service declared in dir (files ending in .conf, in name
+ * order; see svcfile.h). A file that cannot be read, is writable by others
+ * or does not parse is logged with its name and line, and the others still
+ * start. missing_ok: no warning when dir does not exist (the default one).
+ * Returns how many were started. */
+int svc_start_dir(const char *dir, int missing_ok);
+
 handler_fn svc_handle_wait_ready;
 handler_fn svc_handle_stop;
 

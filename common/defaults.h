@@ -11,6 +11,8 @@
 
 /* Root's socket: the one a control plane and sandboxctl find with no flags. */
 #define SA_ROOT_SOCKET "/run/sandbox-agent.sock"
+/* Services the agent starts at boot (--services-dir). */
+#define SA_SERVICES_DIR "/etc/sandbox-agent/services.d"
 
 static inline void sa_default_socket(char *buf, size_t len, uid_t uid)
 {

@@ -22,11 +22,15 @@ cmake --build build-asan -j"$jobs" >/dev/null
 echo "== fuzz (clang, libFuzzer, ASan + UBSan)"
 CC=clang cmake -S . -B build-fuzz -DCMAKE_BUILD_TYPE=Debug -DSANDBOX_AGENT_FUZZ=ON \
     -DSANDBOX_AGENT_SANITIZE=ON -DSANDBOX_AGENT_TESTS=ON >/dev/null
-cmake --build build-fuzz -j"$jobs" --target fuzz_frame fuzz_dispatch >/dev/null
-for f in fuzz_frame fuzz_dispatch; do
+cmake --build build-fuzz -j"$jobs" --target fuzz_frame fuzz_dispatch fuzz_svcfile >/dev/null
+for f in fuzz_frame fuzz_dispatch fuzz_svcfile; do
     corpus=$(mktemp -d)
+    case $f in
+    fuzz_svcfile) seeds=tests/fuzz/corpus_svcfile ;;
+    *) seeds=tests/fuzz/corpus_frame ;;
+    esac
     ./build-fuzz/tests/$f -max_total_time="${FUZZ_SECONDS:-45}" -print_final_stats=0 \
-        -artifact_prefix=build-fuzz/ "$corpus" tests/fuzz/corpus_frame 2>&1 | tail -1
+        -artifact_prefix=build-fuzz/ "$corpus" "$seeds" 2>&1 | tail -1
     rm -rf "$corpus"
 done
 echo "== all tests passed"

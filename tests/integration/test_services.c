@@ -836,6 +836,90 @@ TEST(bad_probes)
     agent_stop(&A);
 }
 
+/* ------------------------------------------------------------ services.d */
+
+static void write_file(const char *path, const char *text, mode_t mode)
+{
+    FILE *f = fopen(path, "w");
+    ASSERT(f);
+    fputs(text, f);
+    fclose(f);
+    ASSERT_EQ(chmod(path, mode), 0);
+}
+
+static char *read_log(agent_t *a)
+{
+    static char buf[65536];
+    FILE *f = fopen(a->log, "r");
+    size_t n = f ? fread(buf, 1, sizeof buf - 1, f) : 0;
+    if (f)
+        fclose(f);
+    buf[n] = 0;
+    return buf;
+}
+
+TEST(services_dir_starts_good_files_and_names_the_bad_line)
+{
+    tmpdir_make();
+    char dir[128];
+    snprintf(dir, sizeof dir, "%s/services.d", g_dir);
+    ASSERT_EQ(mkdir(dir, 0755), 0);
+    char path[300];
+    snprintf(path, sizeof path, "%s/10-web.conf", dir);
+    write_file(path,
+               "# said hello, then serves\n"
+               "exec = /bin/sh -c 'echo hello from web; exec sleep 300'\n"
+               "restart = on-failure\n"
+               "backoff_initial_ms = 20\n"
+               "ready = line:hello from\n",
+               0644);
+    snprintf(path, sizeof path, "%s/20-typo.conf", dir);
+    write_file(path, "exec = sleep 300\n\ncomand = x\n", 0644);
+    snprintf(path, sizeof path, "%s/30-args.conf", dir);
+    write_file(path,
+               "command = /bin/sh\narg = -c\narg = exec sleep 300\ntag = second\n"
+               "env = GREETING=hi there\nrestart = always\n",
+               0644);
+    snprintf(path, sizeof path, "%s/40-open.conf", dir);
+    write_file(path, "exec = sleep 300\n", 0666);
+    snprintf(path, sizeof path, "%s/50-noexec.conf", dir);
+    write_file(path, "tag = x\nready = tcp:80\n", 0644);
+    snprintf(path, sizeof path, "%s/README", dir);
+    write_file(path, "exec = not a service file\n", 0644);
+
+    agent_start(&A, "--services-dir", dir, NULL);
+    sa_client_t *c = agent_connect(&A);
+    Response *r = recv_id(c, wait_ready_send(c, 0, "10-web", 20000));
+    ASSERT_RESULT(r, PROCESS);
+    ASSERT_EQ(r->process->service_state, SSTATE(READY));
+    uint32_t pid = r->process->pid;
+    sa_response_free(r);
+    ASSERT_EQ(state_of(c, "second"), SSTATE(READY));
+    /* Exactly those two run. */
+    Sandbox__Agent__V1__ListProcesses lp = SANDBOX__AGENT__V1__LIST_PROCESSES__INIT;
+    r = simple(c, OP(LIST_PROCESSES), &lp);
+    ASSERT_EQ(r->processes->n_processes, 2);
+    sa_response_free(r);
+    const char *log = read_log(&A);
+    ASSERT(strstr(log, "20-typo.conf:3: unknown key 'comand'"));
+    ASSERT(strstr(log, "40-open.conf: writable by others"));
+    ASSERT(strstr(log, "50-noexec.conf: no exec"));
+    /* Supervised like any service: a crash brings it back. */
+    ASSERT_EQ(kill((pid_t)pid, SIGKILL), 0);
+    for (int i = 0;; i++) {
+        r = get_tag(c, "10-web");
+        int back = r->process->restarts == 1 && r->process->service_state == SSTATE(READY);
+        sa_response_free(r);
+        if (back)
+            break;
+        ASSERT_LT(i, 1000);
+        usleep(10000);
+    }
+    sa_client_close(c);
+    agent_stop(&A);
+    tmpdir_remove();
+}
+
 TEST_MAIN(TEST_ENTRY(on_failure_backs_off_more_each_time_then_gives_up),
           TEST_ENTRY(always_restarts_after_exit_0_and_on_failure_does_not),
           TEST_ENTRY(a_signal_sent_by_the_client_is_not_restarted),
@@ -849,4 +933,5 @@ TEST_MAIN(TEST_ENTRY(on_failure_backs_off_more_each_time_then_gives_up),
           TEST_ENTRY(exec_probe_and_exit_before_ready),
           TEST_ENTRY(output_probe_line_prefix_and_text_across_writes),
           TEST_ENTRY(an_unhealthy_service_is_restarted),
-          TEST_ENTRY(bad_probes))
+          TEST_ENTRY(bad_probes),
+          TEST_ENTRY(services_dir_starts_good_files_and_names_the_bad_line))
