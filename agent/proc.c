@@ -1525,14 +1525,14 @@ fail:
  * right here: the handoff to the spawner costs a tenth of a short command's
  * round trip. When starts come together (another in flight, or already one
  * in this loop turn), they go to the spawner, so the loop keeps answering
- * everyone while children exec. */
-static void start_launch(start_job_t *j)
+ * everyone while children exec. here: run it here in any case. */
+static void start_launch(start_job_t *j, int here)
 {
     static unsigned last_turn;
     unsigned turn = ev_iteration(g_loop);
     j->t0 = util_now_mono_nano();
     g_spawning++;
-    if (g_spawning == 1 && last_turn != turn + 1) {
+    if (here || (g_spawning == 1 && last_turn != turn + 1)) {
         last_turn = turn + 1;
         j->sj.rc = spawn_run(&j->sj.req, &j->sj.pid, &j->sj.stage);
         start_done(&j->sj);
@@ -1570,7 +1570,7 @@ void proc_handle_start(conn_t *c, const Request *req)
     }
     j->s = s;
     s->job = j;
-    start_launch(j);
+    start_launch(j, 0);
 }
 
 int proc_start_detached(const StartProcess *sp, char *err, size_t n)
@@ -1581,7 +1581,9 @@ int proc_start_detached(const StartProcess *sp, char *err, size_t n)
         snprintf(err, n, "%s", e.msg);
         return -1;
     }
-    start_launch(j);
+    /* Here, not on the spawner: once this returns the service is in the
+     * table, so a client that connects next finds it. */
+    start_launch(j, 1);
     return 0;
 }
 
@@ -1595,7 +1597,7 @@ void proc_respawn(proc_t *p)
         svc_respawn_failed(p->svc, e.os_errno ? -e.os_errno : -EAGAIN, e.msg);
         return;
     }
-    start_launch(j);
+    start_launch(j, 0);
 }
 /* ------------------------------------------------------------ other ops */
 
