@@ -45,6 +45,8 @@ static const route_t routes[] = {
     [OP(REMOVE)] = {"remove", fs_handle_remove},
     [OP(RENAME)] = {"rename", fs_handle_rename},
     [OP(WATCH)] = {"watch", watch_handle},
+    [OP(SYMLINK)] = {"symlink", fs_handle_symlink},
+    [OP(SET_ATTRIBUTES)] = {"set_attributes", fs_handle_set_attributes},
 };
 
 void dispatch_request(conn_t *c, const Request *req)

@@ -173,6 +173,14 @@ static Sandbox__Agent__V1__FileType file_type(mode_t m)
         return SANDBOX__AGENT__V1__FILE_TYPE__DIRECTORY;
     if (S_ISLNK(m))
         return SANDBOX__AGENT__V1__FILE_TYPE__SYMLINK;
+    if (S_ISFIFO(m))
+        return SANDBOX__AGENT__V1__FILE_TYPE__FIFO;
+    if (S_ISSOCK(m))
+        return SANDBOX__AGENT__V1__FILE_TYPE__SOCKET;
+    if (S_ISCHR(m))
+        return SANDBOX__AGENT__V1__FILE_TYPE__CHAR_DEVICE;
+    if (S_ISBLK(m))
+        return SANDBOX__AGENT__V1__FILE_TYPE__BLOCK_DEVICE;
     return SANDBOX__AGENT__V1__FILE_TYPE__OTHER;
 }
 
@@ -204,6 +212,10 @@ static int entry_fill(fs_arena_t *a, Entry *e, const char *path, const struct st
     e->mtime_unix_nano = (int64_t)st->st_mtim.tv_sec * 1000000000 + st->st_mtim.tv_nsec;
     e->nlink = st->st_nlink;
     e->inode = st->st_ino;
+    if (S_ISCHR(st->st_mode) || S_ISBLK(st->st_mode)) {
+        e->rdev_major = major(st->st_rdev);
+        e->rdev_minor = minor(st->st_rdev);
+    }
     return rc ? -ENOMEM : 0;
 }
 
@@ -1751,6 +1763,130 @@ void fs_handle_rename(conn_t *c, const Request *req)
     s->overwrite = m->overwrite;
     s->parents = m->make_parents;
     simple_start(c, req, s, rename_run);
+}
+
+/* ------------------------------------------------------------ symlink, set_attributes */
+
+static void symlink_run(fsw_job_t *j)
+{
+    simple_t *s = (simple_t *)SA_CONTAINER_OF(j, fsop_t, job);
+    int rc = symlink(s->dest, s->o.path) < 0 ? -errno : 0;
+    if (rc == -EEXIST && s->overwrite) {
+        /* Replace what is there unless it is a directory (as ln -sf). */
+        struct stat st;
+        if (lstat(s->o.path, &st) == 0 && S_ISDIR(st.st_mode)) {
+            op_fail(&s->o, -EISDIR, "%s '%s': is a directory; it is not replaced by a link",
+                    s->o.what, s->o.path);
+            return;
+        }
+        rc = unlink(s->o.path) < 0 && errno != ENOENT ? -errno : 0;
+        if (rc == 0)
+            rc = symlink(s->dest, s->o.path) < 0 ? -errno : 0;
+    }
+    if (rc < 0) {
+        op_fail(&s->o, rc, "%s '%s': %s%s", s->o.what, s->o.path, strerror(-rc),
+                rc == -EEXIST ? " (set overwrite to replace it)" : "");
+        return;
+    }
+    if ((rc = fs_entry_at(&s->o.arena, &s->o.entry, AT_FDCWD, s->o.path, s->o.path, 0)) < 0)
+        op_fail_path(&s->o, rc, s->o.path);
+}
+
+void fs_handle_symlink(conn_t *c, const Request *req)
+{
+    const Sandbox__Agent__V1__MakeSymlink *m = req->symlink;
+    simple_t *s = simple_new(c, req, "symlink", m->user, m->path, &m->path_raw, entry_done);
+    if (!s)
+        return;
+    /* The target is stored as given: neither made absolute nor resolved. */
+    const ProtobufCBinaryData *raw = &m->target_raw;
+    const char *t = raw->len ? (const char *)raw->data : m->target;
+    size_t tlen = raw->len ? raw->len : (t ? strlen(t) : 0);
+    if (!tlen || memchr(t, 0, tlen) || tlen >= PATH_MAX) {
+        conn_send_error(c, req->id, CODE(INVALID_ARGUMENT), tlen ? ENAMETOOLONG : EINVAL,
+                        "symlink: target %s", !tlen ? "missing"
+                                              : tlen >= PATH_MAX ? "too long"
+                                                                 : "contains a NUL byte");
+        simple_release(&s->o);
+        return;
+    }
+    if (!(s->dest = strndup(t, tlen))) {
+        conn_send_errno(c, req->id, -ENOMEM, "symlink: out of memory");
+        simple_release(&s->o);
+        return;
+    }
+    s->overwrite = m->overwrite;
+    simple_start(c, req, s, symlink_run);
+}
+
+typedef struct setattr {
+    simple_t s;
+    int set_mode, set_mtime;
+    int64_t mtime;
+} setattr_t;
+
+static void setattr_run(fsw_job_t *j)
+{
+    setattr_t *a = (setattr_t *)SA_CONTAINER_OF(j, fsop_t, job);
+    simple_t *s = &a->s;
+    struct stat st;
+    int flags = s->follow ? 0 : AT_SYMLINK_NOFOLLOW;
+    if (fstatat(AT_FDCWD, s->o.path, &st, flags) < 0) {
+        op_fail_path(&s->o, -errno, s->o.path);
+        return;
+    }
+    if (a->set_mode) {
+        if (S_ISLNK(st.st_mode)) {
+            op_fail(&s->o, -EOPNOTSUPP,
+                    "%s '%s': a symbolic link has no mode of its own (set follow_symlinks to "
+                    "change its target's)", s->o.what, s->o.path);
+            return;
+        }
+        if (chmod(s->o.path, s->mode) < 0) {
+            op_fail_path(&s->o, -errno, s->o.path);
+            return;
+        }
+    }
+    if (a->set_mtime) {
+        struct timespec ts[2] = {{.tv_nsec = UTIME_OMIT},
+                                 {.tv_sec = (time_t)(a->mtime / 1000000000),
+                                  .tv_nsec = (long)(a->mtime % 1000000000)}};
+        if (ts[1].tv_nsec < 0) {
+            ts[1].tv_sec--;
+            ts[1].tv_nsec += 1000000000;
+        }
+        if (utimensat(AT_FDCWD, s->o.path, ts, flags) < 0) {
+            op_fail_path(&s->o, -errno, s->o.path);
+            return;
+        }
+    }
+    int rc = fs_entry_at(&s->o.arena, &s->o.entry, AT_FDCWD, s->o.path, s->o.path, s->follow);
+    if (rc < 0)
+        op_fail_path(&s->o, rc, s->o.path);
+}
+
+void fs_handle_set_attributes(conn_t *c, const Request *req)
+{
+    const Sandbox__Agent__V1__SetAttributes *m = req->set_attributes;
+    setattr_t *a = (setattr_t *)op_new(c, req, sizeof *a, "set_attributes", m->user, m->path,
+                                       &m->path_raw);
+    if (!a)
+        return;
+    a->s.o.on_done = entry_done;
+    a->s.o.release = simple_release;
+    a->s.follow = m->follow_symlinks;
+    a->set_mode = m->mode_opt_case == SANDBOX__AGENT__V1__SET_ATTRIBUTES__MODE_OPT_MODE;
+    a->s.mode = (mode_t)(m->mode & 07777);
+    a->set_mtime =
+        m->mtime_opt_case == SANDBOX__AGENT__V1__SET_ATTRIBUTES__MTIME_OPT_MTIME_UNIX_NANO;
+    a->mtime = m->mtime_unix_nano;
+    if (a->set_mode && m->mode > 07777) {
+        conn_send_error(c, req->id, CODE(INVALID_ARGUMENT), EINVAL,
+                        "set_attributes: mode %o has bits beyond 07777", m->mode);
+        simple_release(&a->s.o);
+        return;
+    }
+    simple_start(c, req, &a->s, setattr_run);
 }
 
 /* ============================================================ lifetime */

@@ -22,6 +22,8 @@ handler_fn fs_handle_stat;
 handler_fn fs_handle_mkdir;
 handler_fn fs_handle_remove;
 handler_fn fs_handle_rename;
+handler_fn fs_handle_symlink;
+handler_fn fs_handle_set_attributes;
 
 /* ------------------------------------------------ shared with watch.c */
 
