@@ -47,6 +47,7 @@
 #define STASH_SIZE 64
 #define META_OVERHEAD 512
 #define DEFAULT_PATH "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+#define USER_PATH "/usr/local/bin:/usr/bin:/bin" /* a user other than root's */
 #define MIN_WINDOW 4096
 
 #define ST(x) SANDBOX__AGENT__V1__STREAM__##x
@@ -978,8 +979,24 @@ static int has_req_env(const StartProcess *sp, const char *key)
 
 extern char **environ;
 
-/* envp = the agent's environment (unless clear_env) + the user's identity
- * on a switch + TERM on a PTY + the request's env, later ones winning. */
+/* Left out of what a child inherits: they describe the agent's own shell. */
+static int env_shell_var(const char *e)
+{
+    return !strncmp(e, "PWD=", 4) || !strncmp(e, "OLDPWD=", 7) || !strncmp(e, "_=", 2);
+}
+
+/* What another user's login keeps of the agent's environment. */
+static int env_locale_var(const char *e)
+{
+    return !strncmp(e, "LANG=", 5) || !strncmp(e, "LANGUAGE=", 9) || !strncmp(e, "LC_", 3) ||
+           !strncmp(e, "TZ=", 3);
+}
+
+/* envp, as ssh gives a login: the agent's environment (for another user
+ * only its locale and TZ; never its PWD, OLDPWD, _), then the user's HOME,
+ * USER, LOGNAME, SHELL and, unless the agent's own user inherits one, a
+ * PATH; then on a PTY TERM; then the request's env, later ones winning.
+ * clear_env: the request's env (and TERM) only. */
 static int build_env(start_ctx_t *x, const StartProcess *sp, const user_id_t *u, int set_user)
 {
     size_t base = 0, n = 0;
@@ -992,13 +1009,18 @@ static int build_env(start_ctx_t *x, const StartProcess *sp, const user_id_t *u,
     if (!x->envp || !x->owned)
         return -ENOMEM;
     for (size_t i = 0; i < base; i++)
-        x->envp[n++] = environ[i];
-    if (set_user) {
+        if (!env_shell_var(environ[i]) && (!set_user || env_locale_var(environ[i])))
+            x->envp[n++] = environ[i];
+    if (!sp->clear_env) {
         char uid[16];
+        const char *name = u->name[0] ? u->name : uid;
         snprintf(uid, sizeof uid, "%u", (unsigned)u->uid);
-        if (env_set(x, &n, "HOME", u->home) < 0 ||
-            env_set(x, &n, "USER", u->name[0] ? u->name : uid) < 0 ||
-            env_set(x, &n, "LOGNAME", u->name[0] ? u->name : uid) < 0)
+        if (env_set(x, &n, "HOME", u->home) < 0 || env_set(x, &n, "USER", name) < 0 ||
+            env_set(x, &n, "LOGNAME", name) < 0 ||
+            env_set(x, &n, "SHELL", u->shell[0] ? u->shell : "/bin/sh") < 0)
+            return -ENOMEM;
+        if (!env_get(x->envp, n, "PATH") &&
+            env_set(x, &n, "PATH", u->uid == 0 ? DEFAULT_PATH : USER_PATH) < 0)
             return -ENOMEM;
     }
     if (sp->pty && !has_req_env(sp, "TERM") &&
@@ -1499,6 +1521,7 @@ static int start_prepare(const StartProcess *sp, proc_t *rec, start_job_t **jp, 
     sr->envp = j->x.envp;
     sr->path = path ? path : DEFAULT_PATH;
     sr->cwd = sp->cwd;
+    sr->home = j->u.home; /* the default working directory */
     sr->set_user = set_user;
     sr->uid = j->u.uid;
     sr->gid = j->u.gid;
@@ -1844,6 +1867,7 @@ static void fill_info(const proc_t *p, ProcessInfo *in, ProcessExit *ex, int wit
     in->oldest_sequence = p->log.oldest_seq;
     in->next_sequence = p->log.next_seq;
     in->lossless = p->lossless;
+    in->output_window = p->log.window;
 }
 
 /* fill_info, and the service's fields; last is storage for last_exit. */

@@ -195,8 +195,12 @@ static int child_main(void *arg)
         if (syscall(SYS_setresuid, r->uid, r->uid, r->uid) < 0)
             child_fail(x, SPAWN_UID, errno);
     }
-    if (r->cwd && r->cwd[0] && chdir(r->cwd) < 0)
+    if (r->cwd && r->cwd[0]) {
+        if (chdir(r->cwd) < 0)
+            child_fail(x, SPAWN_CWD, errno);
+    } else if (r->home && r->home[0] && chdir(r->home) < 0 && chdir("/") < 0) {
         child_fail(x, SPAWN_CWD, errno);
+    }
     /* Everything the agent opens is close-on-exec; this is the backstop
      * (keeping the error pipe, which exec closes). */
 #ifdef SYS_close_range

@@ -28,7 +28,8 @@ typedef struct spawn_req {
     char *const *argv;       /* NULL-terminated */
     char *const *envp;       /* NULL-terminated */
     const char *path;        /* PATH for the lookup */
-    const char *cwd;         /* NULL or "": inherit */
+    const char *cwd;         /* NULL or "": home */
+    const char *home;        /* without cwd: entered if it can be, else "/" (as ssh) */
     int set_user;            /* switch to uid/gid/groups */
     uid_t uid;
     gid_t gid;
