@@ -6,34 +6,71 @@
 #include "client.h"
 #include "pb.h"
 
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+
+typedef struct ctl_cmd ctl_cmd_t;
+
 typedef struct ctl {
-    const char *addr;  /* --connect, or NULL for the default */
-    const char *token; /* --token-file contents, or NULL */
-    int json;          /* --json */
-    sa_client_t *cli;  /* after ctl_connect */
+    const char *addr;     /* --connect, or NULL for the default */
+    const char *token;    /* --token-file contents, or NULL */
+    int json;             /* --json */
+    sa_client_t *cli;     /* after ctl_connect */
+    const ctl_cmd_t *cmd; /* the command being run */
 } ctl_t;
 
 /* argv[0] is the subcommand name; returns the process exit status. */
 typedef int ctl_cmd_fn(ctl_t *ctl, int argc, char **argv);
 
-typedef struct ctl_cmd {
+/* One command. To add one: an entry in a module's table (and the module's
+ * table in sandboxctl.c's list); `CMD --help`, `help CMD` and the overview
+ * come from these strings. */
+struct ctl_cmd {
     const char *name;
     ctl_cmd_fn *fn;
-    const char *usage; /* arguments, for the help text */
-    const char *help;  /* one line */
-} ctl_cmd_t;
+    const char *usage;   /* arguments, for the help text */
+    const char *help;    /* one line */
+    const char *details; /* the options and notes `CMD --help` prints; may be NULL */
+};
 
 /* Tables, each ended by an entry with name NULL. */
 extern const ctl_cmd_t ctl_cmds_base[];
 extern const ctl_cmd_t ctl_cmds_proc[];
 extern const ctl_cmd_t ctl_cmds_fs[];
 
-/* Connect and say Hello; prints the reason and returns -1 on failure. */
+/* Connect and say Hello (zlib: ask for compressed responses); prints the
+ * reason and returns -1 on failure. */
 int ctl_connect(ctl_t *ctl);
-/* Print "sandboxctl: WHAT: CODE: message" for an Error response, or for a
- * result of an unexpected kind; returns exit status 1. */
+int ctl_connect_z(ctl_t *ctl, int zlib);
+/* Print "sandboxctl: WHAT: CODE: message" for an Error response (protocol
+ * names put in the command line's words), or for a result of an unexpected
+ * kind; returns exit status 1. */
 int ctl_fail(const char *what, const Response *r);
+/* Print "sandboxctl: CMD: <why>" and the command's usage to stderr; returns
+ * exit status 2. */
+int ctl_usage_error(const ctl_t *ctl, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+/* Print a command's help (usage, summary, details) to f. */
+void ctl_cmd_help(const ctl_cmd_t *c, FILE *f);
+
+/* ------------------------------------------------------------ names */
+
+int ctl_utf8_valid(const char *s, size_t n);
+/* A path from the command line (bytes) into a request's string field, or
+ * into its *_raw twin when it is not valid UTF-8. */
+void ctl_set_path(char **str, ProtobufCBinaryData *raw, const char *path);
+/* The exact bytes of a name from a response (its *_raw twin when set, else
+ * the string), NUL-terminated, malloc'd; NULL on ENOMEM. */
+char *ctl_name_bytes(const char *str, const ProtobufCBinaryData *raw);
+
+/* ------------------------------------------------------------ JSON lines */
+
 /* Print a JSON string literal (escaped) to stdout. */
 void ctl_json_string(const char *s);
+void ctl_json_string_n(const char *s, size_t n);
+/* Print base64 of data as a JSON string. */
+void ctl_json_base64(const uint8_t *data, size_t n);
+/* Print "KEY":"str" and, when raw is set, ,"KEY_raw":"base64". */
+void ctl_json_name(const char *key, const char *str, const ProtobufCBinaryData *raw);
 
 #endif

@@ -12,7 +12,7 @@
 
 static char g_token[256];
 
-int ctl_connect(ctl_t *ctl)
+int ctl_connect_z(ctl_t *ctl, int zlib)
 {
     char err[512];
     ctl->cli = sa_client_connect(ctl->addr, err, sizeof err);
@@ -20,10 +20,6 @@ int ctl_connect(ctl_t *ctl)
         fprintf(stderr, "sandboxctl: %s\n", err);
         return -1;
     }
-    /* Compression pays over a network, not over a local socket, where it
-     * would only cost both sides CPU. */
-    const char *a = ctl->addr ? ctl->addr : getenv("SANDBOX_AGENT_ADDR");
-    int zlib = a && (!strncmp(a, "tcp:", 4) || !strncmp(a, "vsock:", 6));
     if (sa_client_hello(ctl->cli, ctl->token, "sandboxctl", zlib, err, sizeof err) < 0) {
         fprintf(stderr, "sandboxctl: %s\n", err);
         sa_client_close(ctl->cli);
@@ -33,29 +29,12 @@ int ctl_connect(ctl_t *ctl)
     return 0;
 }
 
-int ctl_fail(const char *what, const Response *r)
+int ctl_connect(ctl_t *ctl)
 {
-    if (r && r->result_case == RES(ERROR))
-        fprintf(stderr, "sandboxctl: %s: %s: %s\n", what, sa_error_code_name(r->error->code),
-                r->error->message);
-    else
-        fprintf(stderr, "sandboxctl: %s: unexpected response (result %d)\n", what,
-                r ? (int)r->result_case : -1);
-    return 1;
-}
-
-void ctl_json_string(const char *s)
-{
-    putchar('"');
-    for (const unsigned char *p = (const unsigned char *)s; p && *p; p++) {
-        if (*p == '"' || *p == '\\')
-            printf("\\%c", *p);
-        else if (*p < 0x20)
-            printf("\\u%04x", *p);
-        else
-            putchar(*p);
-    }
-    putchar('"');
+    /* Compression pays over a network, not over a local socket, where it
+     * would only cost both sides CPU. */
+    const char *a = ctl->addr ? ctl->addr : getenv("SANDBOX_AGENT_ADDR");
+    return ctl_connect_z(ctl, a && (!strncmp(a, "tcp:", 4) || !strncmp(a, "vsock:", 6)));
 }
 
 static double ms_since(const struct timespec *t0)
@@ -68,9 +47,14 @@ static double ms_since(const struct timespec *t0)
 static int cmd_ping(ctl_t *ctl, int argc, char **argv)
 {
     int count = 1;
-    if (argc > 2 || (argc == 2 && (count = atoi(argv[1])) <= 0)) {
-        fprintf(stderr, "usage: sandboxctl ping [COUNT]\n");
-        return 2;
+    if (argc > 2)
+        return ctl_usage_error(ctl, "too many arguments");
+    if (argc == 2) {
+        char *end;
+        long v = strtol(argv[1], &end, 10);
+        if (!argv[1][0] || *end || v <= 0 || v > 1000000)
+            return ctl_usage_error(ctl, "'%s' is not a count (1 to 1000000)", argv[1]);
+        count = (int)v;
     }
     if (ctl_connect(ctl) < 0)
         return 1;
@@ -121,10 +105,8 @@ static int cmd_info(ctl_t *ctl, int argc, char **argv)
     Sandbox__Agent__V1__GetInfo gi = SANDBOX__AGENT__V1__GET_INFO__INIT;
     Response *r = NULL;
     (void)argv;
-    if (argc != 1) {
-        fprintf(stderr, "usage: sandboxctl info\n");
-        return 2;
-    }
+    if (argc != 1)
+        return ctl_usage_error(ctl, "takes no arguments");
     if (ctl_connect(ctl) < 0)
         return 1;
     req.op_case = OP(INFO);
@@ -181,13 +163,28 @@ static int cmd_info(ctl_t *ctl, int argc, char **argv)
     return 0;
 }
 
+static int cmd_help(ctl_t *ctl, int argc, char **argv);
+
 const ctl_cmd_t ctl_cmds_base[] = {
-    {"ping", cmd_ping, "[COUNT]", "check the agent answers, with the round-trip time"},
-    {"info", cmd_info, "", "show the agent and the machine it runs on"},
-    {NULL, NULL, NULL, NULL},
+    {"ping", cmd_ping, "[COUNT]", "check the agent answers, with the round-trip time",
+     "  COUNT  pings to send, one after the other (default 1)\n"},
+    {"info", cmd_info, "", "show the agent and the machine it runs on", NULL},
+    {"help", cmd_help, "[COMMAND]", "show the commands, or one command's usage and options",
+     NULL},
+    {NULL, NULL, NULL, NULL, NULL},
 };
 
+/* Every module's table; a new module adds its table here. */
 static const ctl_cmd_t *const g_tables[] = {ctl_cmds_base, ctl_cmds_proc, ctl_cmds_fs};
+
+static const ctl_cmd_t *find_cmd(const char *name)
+{
+    for (size_t t = 0; t < sizeof g_tables / sizeof g_tables[0]; t++)
+        for (const ctl_cmd_t *c = g_tables[t]; c->name; c++)
+            if (!strcmp(c->name, name))
+                return c;
+    return NULL;
+}
 
 static void usage(FILE *f)
 {
@@ -196,11 +193,44 @@ static void usage(FILE *f)
                "  --connect ADDR     unix:PATH, PATH, tcp:HOST:PORT or vsock:CID:PORT\n"
                "                     (default $SANDBOX_AGENT_ADDR, else the agent's default socket)\n"
                "  --token-file PATH  the agent's token (also $SANDBOX_AGENT_TOKEN)\n"
-               "  --json             machine-readable output\n"
+               "  --json             machine-readable output: one JSON object per line\n"
                "\ncommands:\n");
     for (size_t t = 0; t < sizeof g_tables / sizeof g_tables[0]; t++)
         for (const ctl_cmd_t *c = g_tables[t]; c->name; c++)
-            fprintf(f, "  %-7s %-32s %s\n", c->name, c->usage, c->help);
+            fprintf(f, "  %-8s %s\n", c->name, c->help);
+    fprintf(f, "\n'sandboxctl COMMAND --help' or 'sandboxctl help COMMAND' shows a command's "
+               "usage and options.\n");
+}
+
+static int cmd_help(ctl_t *ctl, int argc, char **argv)
+{
+    if (argc == 1) {
+        usage(stdout);
+        return 0;
+    }
+    if (argc > 2)
+        return ctl_usage_error(ctl, "one command at a time");
+    const ctl_cmd_t *c = find_cmd(argv[1]);
+    if (!c)
+        return ctl_usage_error(ctl, "unknown command '%s'", argv[1]);
+    ctl_cmd_help(c, stdout);
+    return 0;
+}
+
+/* --help among a command's options (before "--"), or -h as its first
+ * argument, asks for that command's help. A command that runs a command
+ * line finds --help among its own options itself (the command line's
+ * --help is the command's). */
+static int wants_help(const ctl_cmd_t *c, int argc, char **argv)
+{
+    if (argc > 1 && !strcmp(argv[1], "-h"))
+        return 1;
+    if (strstr(c->usage, "CMD"))
+        return 0;
+    for (int i = 1; i < argc && strcmp(argv[i], "--"); i++)
+        if (!strcmp(argv[i], "--help"))
+            return 1;
+    return 0;
 }
 
 static int read_token(const char *path)
@@ -234,10 +264,11 @@ int main(int argc, char **argv)
             ctl.addr = argv[i];
         } else if (!strncmp(a, "--connect=", 10)) {
             ctl.addr = a + 10;
-        } else if (!strcmp(a, "--token-file")) {
-            if (++i == argc)
+        } else if (!strcmp(a, "--token-file") || !strncmp(a, "--token-file=", 13)) {
+            const char *path = a[12] == '=' ? a + 13 : NULL;
+            if (!path && ++i == argc)
                 goto need_value;
-            if (read_token(argv[i]) < 0)
+            if (read_token(path ? path : argv[i]) < 0)
                 return 2;
             ctl.token = g_token;
         } else if (!strcmp(a, "--json")) {
@@ -258,19 +289,26 @@ int main(int argc, char **argv)
         usage(stderr);
         return 2;
     }
-    for (size_t t = 0; t < sizeof g_tables / sizeof g_tables[0]; t++) {
-        for (const ctl_cmd_t *c = g_tables[t]; c->name; c++) {
-            if (!strcmp(c->name, argv[i])) {
-                int rc = c->fn(&ctl, argc - i, argv + i);
-                if (ctl.cli)
-                    sa_client_close(ctl.cli);
-                return rc;
-            }
-        }
+    const ctl_cmd_t *c = find_cmd(argv[i]);
+    if (!c) {
+        fprintf(stderr, "sandboxctl: unknown command '%s'\n", argv[i]);
+        usage(stderr);
+        return 2;
     }
-    fprintf(stderr, "sandboxctl: unknown command '%s'\n", argv[i]);
-    usage(stderr);
-    return 2;
+    if (wants_help(c, argc - i, argv + i)) {
+        ctl_cmd_help(c, stdout);
+        return 0;
+    }
+    ctl.cmd = c;
+    int rc = c->fn(&ctl, argc - i, argv + i);
+    if (ctl.cli)
+        sa_client_close(ctl.cli);
+    fflush(stdout);
+    if (ferror(stdout) && !rc) {
+        fprintf(stderr, "sandboxctl: %s: writing the output failed\n", c->name);
+        rc = 1;
+    }
+    return rc;
 need_value:
     fprintf(stderr, "sandboxctl: option '%s' needs a value\n", argv[i - 1]);
     return 2;

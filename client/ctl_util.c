@@ -1,0 +1,196 @@
+/* ctl_util.c - sandboxctl's shared output helpers: errors in the command
+ * line's words, usage errors and help, names as bytes, JSON lines. */
+#include "ctl.h"
+
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* ------------------------------------------------------------ errors */
+
+/* The agent's messages name protocol fields; a person at the command line
+ * knows the commands instead. */
+static const struct {
+    const char *from, *to;
+} g_words[] = {
+    {"(use list_dir)", "(use ls)"},
+    {"(set recursive to remove it all)", "(use rm -r)"},
+    {"(stdin_mode STDIN_PIPE or a pty)", "(use run -i or --tty)"},
+    {"(set overwrite to replace it)", "(mv replaces it without -n)"},
+    {"(set follow_symlinks to change its target's)", "(use -L)"},
+};
+
+/* Request names an agent message may start with ("read_file '/x': ..."). */
+static const char *const g_ops[] = {
+    "read_file", "write_file", "write_data", "list_dir", "stat", "mkdir", "remove", "rename",
+    "watch", "symlink", "set_attributes", "follow", "signal", "write_stdin", "close_stdin",
+    "resize", "wait", "get_process", "forget", "start",
+};
+
+static void print_message(FILE *f, const char *m)
+{
+    for (size_t i = 0; i < sizeof g_ops / sizeof g_ops[0]; i++) {
+        size_t n = strlen(g_ops[i]);
+        if (!strncmp(m, g_ops[i], n) && (m[n] == ' ' || m[n] == ':')) {
+            m += n + (m[n] == ':');
+            while (*m == ' ')
+                m++;
+            break;
+        }
+    }
+    while (*m) {
+        size_t i;
+        for (i = 0; i < sizeof g_words / sizeof g_words[0]; i++) {
+            size_t n = strlen(g_words[i].from);
+            if (!strncmp(m, g_words[i].from, n)) {
+                fputs(g_words[i].to, f);
+                m += n;
+                break;
+            }
+        }
+        if (i == sizeof g_words / sizeof g_words[0])
+            fputc(*m++, f);
+    }
+}
+
+int ctl_fail(const char *what, const Response *r)
+{
+    if (r && r->result_case == RES(ERROR)) {
+        fprintf(stderr, "sandboxctl: %s: %s: ", what, sa_error_code_name(r->error->code));
+        print_message(stderr, r->error->message ? r->error->message : "");
+        fputc('\n', stderr);
+    } else {
+        fprintf(stderr, "sandboxctl: %s: unexpected response (result %d)\n", what,
+                r ? (int)r->result_case : -1);
+    }
+    return 1;
+}
+
+void ctl_cmd_help(const ctl_cmd_t *c, FILE *f)
+{
+    fprintf(f, "usage: sandboxctl %s%s%s\n\n%s\n", c->name, c->usage[0] ? " " : "", c->usage,
+            c->help);
+    if (c->details && c->details[0])
+        fprintf(f, "\n%s", c->details);
+}
+
+int ctl_usage_error(const ctl_t *ctl, const char *fmt, ...)
+{
+    va_list ap;
+    const char *name = ctl->cmd ? ctl->cmd->name : "sandboxctl";
+    fprintf(stderr, "sandboxctl: %s: ", name);
+    va_start(ap, fmt);
+    vfprintf(stderr, fmt, ap);
+    va_end(ap);
+    fputc('\n', stderr);
+    if (ctl->cmd)
+        fprintf(stderr, "usage: sandboxctl %s %s\n(sandboxctl %s --help for more)\n", name,
+                ctl->cmd->usage, name);
+    return 2;
+}
+
+/* ------------------------------------------------------------ names */
+
+int ctl_utf8_valid(const char *str, size_t n)
+{
+    const unsigned char *s = (const unsigned char *)str;
+    size_t i = 0;
+    while (i < n) {
+        unsigned c = s[i];
+        size_t k;
+        unsigned min;
+        if (c < 0x80) {
+            i++;
+            continue;
+        } else if ((c & 0xe0) == 0xc0) {
+            k = 1, min = 0x80, c &= 0x1f;
+        } else if ((c & 0xf0) == 0xe0) {
+            k = 2, min = 0x800, c &= 0x0f;
+        } else if ((c & 0xf8) == 0xf0) {
+            k = 3, min = 0x10000, c &= 0x07;
+        } else {
+            return 0;
+        }
+        for (size_t j = 1; j <= k; j++) {
+            if (i + j >= n || (s[i + j] & 0xc0) != 0x80)
+                return 0;
+            c = (c << 6) | (s[i + j] & 0x3f);
+        }
+        if (c < min || c > 0x10ffff || (c >= 0xd800 && c <= 0xdfff))
+            return 0;
+        i += k + 1;
+    }
+    return 1;
+}
+
+void ctl_set_path(char **str, ProtobufCBinaryData *raw, const char *path)
+{
+    size_t n = strlen(path);
+    if (ctl_utf8_valid(path, n)) {
+        *str = (char *)path;
+    } else {
+        *str = (char *)"";
+        raw->data = (uint8_t *)path;
+        raw->len = n;
+    }
+}
+
+char *ctl_name_bytes(const char *str, const ProtobufCBinaryData *raw)
+{
+    if (raw && raw->len)
+        return strndup((const char *)raw->data, raw->len);
+    return strdup(str ? str : "");
+}
+
+/* ------------------------------------------------------------ JSON */
+
+void ctl_json_string_n(const char *s, size_t n)
+{
+    putchar('"');
+    for (const unsigned char *p = (const unsigned char *)s, *e = p + n; p && p < e; p++) {
+        if (*p == '"' || *p == '\\')
+            printf("\\%c", *p);
+        else if (*p == '\n')
+            fputs("\\n", stdout);
+        else if (*p == '\t')
+            fputs("\\t", stdout);
+        else if (*p == '\r')
+            fputs("\\r", stdout);
+        else if (*p < 0x20 || *p == 0x7f)
+            printf("\\u%04x", *p);
+        else
+            putchar(*p);
+    }
+    putchar('"');
+}
+
+void ctl_json_string(const char *s) { ctl_json_string_n(s, s ? strlen(s) : 0); }
+
+void ctl_json_base64(const uint8_t *d, size_t n)
+{
+    static const char t[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    putchar('"');
+    for (size_t i = 0; i < n; i += 3) {
+        unsigned v = (unsigned)d[i] << 16;
+        if (i + 1 < n)
+            v |= (unsigned)d[i + 1] << 8;
+        if (i + 2 < n)
+            v |= d[i + 2];
+        putchar(t[(v >> 18) & 63]);
+        putchar(t[(v >> 12) & 63]);
+        putchar(i + 1 < n ? t[(v >> 6) & 63] : '=');
+        putchar(i + 2 < n ? t[v & 63] : '=');
+    }
+    putchar('"');
+}
+
+void ctl_json_name(const char *key, const char *str, const ProtobufCBinaryData *raw)
+{
+    printf("\"%s\":", key);
+    ctl_json_string(str ? str : "");
+    if (raw && raw->len) {
+        printf(",\"%s_raw\":", key);
+        ctl_json_base64(raw->data, raw->len);
+    }
+}
