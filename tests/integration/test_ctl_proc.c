@@ -215,12 +215,20 @@ TEST(every_json_output_is_json_lines)
         const char *args[] = {"--json", "watch", P("d"), NULL};
         int out_r, err_r;
         pid_t pid = ctl_spawn(A.addr, args, -1, &out_r, &err_r);
-        usleep(300000);
-        int fd = open(P("d/new"), O_CREAT | O_WRONLY, 0644);
-        ASSERT(fd >= 0);
-        close(fd);
-        ASSERT_EQ(rename(P("d/new"), P("d/renamed")), 0);
-        usleep(300000);
+        /* Until the watch is in place and reports (bounded: 20 s). */
+        int seen = 0;
+        for (int i = 0; i < 200 && !seen; i++) {
+            char name[32];
+            snprintf(name, sizeof name, "d/new%d", i);
+            int fd = open(P(name), O_CREAT | O_WRONLY, 0644);
+            ASSERT(fd >= 0);
+            close(fd);
+            struct pollfd pf = {.fd = out_r, .events = POLLIN};
+            seen = poll(&pf, 1, 100) == 1;
+        }
+        ASSERT(seen);
+        ASSERT_EQ(rename(P("d/new0"), P("d/renamed")), 0);
+        usleep(200000);
         kill(pid, SIGTERM);
         ctl_collect(pid, out_r, err_r, &o);
         ASSERT_GE(json_lines_ok(o.out, o.out_len, -1), 2);
