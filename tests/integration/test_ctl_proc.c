@@ -309,6 +309,29 @@ TEST(timeout_exits_124_and_says_so)
     agent_stop(&A);
 }
 
+/* Until sandboxctl catches SIGINT, SIGTERM and SIGHUP (it sets its
+ * handlers once the process has started), at most ~10 s. */
+static void wait_handlers(pid_t pid)
+{
+    char path[64], line[256];
+    unsigned long long want = (1ull << (SIGINT - 1)) | (1ull << (SIGTERM - 1)) |
+                              (1ull << (SIGHUP - 1)), cgt = 0;
+    snprintf(path, sizeof path, "/proc/%d/status", (int)pid);
+    for (int i = 0; i < 1000; i++) {
+        FILE *f = fopen(path, "r");
+        cgt = 0;
+        while (f && fgets(line, sizeof line, f))
+            if (sscanf(line, "SigCgt: %llx", &cgt) == 1)
+                break;
+        if (f)
+            fclose(f);
+        if ((cgt & want) == want)
+            return;
+        usleep(10000);
+    }
+    FAIL("sandboxctl %d never caught SIGINT/SIGTERM/SIGHUP (SigCgt %llx)", (int)pid, cgt);
+}
+
 /* run a shell that ignores SIGINT/SIGTERM and has a child that does too;
  * returns sandboxctl's pid and the two remote pids. */
 static pid_t run_stubborn(int keep, pid_t *sh, pid_t *child, int *out_r, int *err_r)
@@ -324,6 +347,7 @@ static pid_t run_stubborn(int keep, pid_t *sh, pid_t *child, int *out_r, int *er
     pid_t pid = ctl_spawn(A.addr, args, -1, out_r, err_r);
     *sh = read_pid(P("sh.pid"));
     *child = read_pid(P("child.pid"));
+    wait_handlers(pid);
     return pid;
 }
 
@@ -371,7 +395,7 @@ TEST(second_ctrl_c_within_a_second_detaches)
     int out_r, err_r;
     pid_t pid = run_stubborn(0, &sh, &child, &out_r, &err_r);
     kill(pid, SIGINT); /* forwarded; ignored by the shell */
-    usleep(100000);
+    usleep(300000);    /* apart, so that the two are not merged into one */
     kill(pid, SIGINT);
     ctl_collect(pid, out_r, err_r, &o);
     ASSERT_EQ(o.status, 130);
