@@ -4,6 +4,7 @@
 #include "defaults.h"
 #include "frame.h"
 #include "log.h"
+#include "target.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -36,6 +37,10 @@ void config_defaults(config_t *cfg)
     cfg->ready_fd = -1;
     cfg->oom_score_adj = -1000;
     cfg->services_dir = SA_SERVICES_DIR;
+    cfg->max_tunnels = 1024;
+    cfg->max_tunnels_per_conn = 256;
+    cfg->tunnel_window = 256u << 10;
+    cfg->max_tunnel_window = 16u << 20;
 }
 
 static int parse_u64(const char *opt, const char *s, uint64_t min, uint64_t max, uint64_t *out)
@@ -283,6 +288,23 @@ static int opt_log_format(config_t *cfg, const char *arg)
     return 0;
 }
 
+static int opt_tunnel_allow(config_t *cfg, const char *arg)
+{
+    target_rule_t rule;
+    char err[300];
+    if (cfg->n_tunnel_allow == CONFIG_MAX_TUNNEL_ALLOW) {
+        fprintf(stderr, "sandbox-agent: at most %d --tunnel-allow rules\n",
+                CONFIG_MAX_TUNNEL_ALLOW);
+        return -1;
+    }
+    if (target_rule_parse(arg, &rule, err, sizeof err) < 0) {
+        fprintf(stderr, "sandbox-agent: --tunnel-allow: %s\n", err);
+        return -1;
+    }
+    cfg->tunnel_allow[cfg->n_tunnel_allow++] = arg;
+    return 0;
+}
+
 typedef enum opt_kind {
     OPT_NUM,     /* an unsigned field of 4 or 8 bytes, range-checked */
     OPT_BYTES,   /* the same, its default shown in KiB/MiB */
@@ -347,6 +369,19 @@ static const opt_t g_opts[] = {
     FN("services-dir", "DIR", opt_services_dir,
        "start the services declared in DIR/*.conf at boot (default " SA_SERVICES_DIR
        "; \"\" for none)"),
+    FN("tunnel-allow", "RULE", opt_tunnel_allow,
+       "allow tunnels only to matching targets (repeatable): tcp:HOST:PORTS (HOST '*', a "
+       "name, an address or [IPv6], optionally /PREFIX; PORTS N, N-M or '*') or unix:GLOB, "
+       "e.g. tcp:127.0.0.1:1-65535 or unix:/run/app/*.sock (default: any target)"),
+    FLAG("no-tunnels", no_tunnels, "refuse OpenTunnel and Connect"),
+    NUM("max-tunnels", "N", max_tunnels, 1, 1u << 20,
+        "tunnels open at once, all connections together"),
+    NUM("max-tunnels-per-conn", "N", max_tunnels_per_conn, 1, 1u << 20,
+        "multiplexed tunnels per connection"),
+    BYTES("tunnel-window", tunnel_window, 4096, 1u << 30,
+          "bytes a client may send into a tunnel ahead of the agent's credit"),
+    BYTES("max-tunnel-window", max_tunnel_window, 4096, 1u << 30,
+          "the largest window a client may ask for"),
     FN("log-level", "LEVEL", opt_log_level, "debug, info, warn, error (default info)"),
     FN("log-format", "FORMAT", opt_log_format, "text or json (default text)"),
     {"help", NULL, OPT_HELP, 0, 0, 0, 0, NULL, "this text"},

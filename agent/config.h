@@ -9,6 +9,7 @@
 
 #define CONFIG_MAX_LISTEN 16
 #define CONFIG_DEFAULT_VSOCK_PORT 1024u
+#define CONFIG_MAX_TUNNEL_ALLOW 32
 
 typedef struct config {
     const char *listen[CONFIG_MAX_LISTEN]; /* "unix:PATH", "tcp:HOST:PORT", "vsock:PORT" */
@@ -36,6 +37,13 @@ typedef struct config {
     int nice_set;                   /* given on the command line */
     const char *services_dir;       /* services started at boot; "" none */
     int services_dir_set;           /* given on the command line */
+    const char *tunnel_allow[CONFIG_MAX_TUNNEL_ALLOW]; /* --tunnel-allow rules; none: any */
+    int n_tunnel_allow;
+    int no_tunnels;                 /* --no-tunnels */
+    uint32_t max_tunnels;           /* open at once, all connections together */
+    uint32_t max_tunnels_per_conn;  /* multiplexed tunnels on one connection */
+    uint32_t tunnel_window;         /* the agent's receive window per tunnel */
+    uint32_t max_tunnel_window;     /* the largest OpenTunnel.window granted */
 } config_t;
 
 extern config_t g_config;

@@ -74,6 +74,8 @@ struct conn {
     unsigned zlib_misses, zlib_skip;
     unsigned authed : 1, zlib : 1, closing : 1, close_after_flush : 1, paused : 1,
         pending : 1, in_service : 1, deferred : 1;
+    conn_handover_fn *handover_fn; /* conn_handover(): called once flushed */
+    void *handover_arg;
     conn_t *next_all, *prev_all;
     conn_t *next_pending;
     conn_t *next_free;
@@ -97,6 +99,7 @@ int conn_authenticated(const conn_t *c) { return c->authed; }
 void conn_set_authenticated(conn_t *c) { c->authed = 1; }
 void conn_set_zlib(conn_t *c, int accept_zlib) { c->zlib = accept_zlib ? 1 : 0; }
 size_t conn_queued(const conn_t *c) { return c->queued; }
+unsigned conn_in_flight(const conn_t *c) { return c->n_streams; }
 
 size_t conn_max_payload(const conn_t *c)
 {
@@ -595,6 +598,34 @@ static void on_read(struct ev_loop *loop, ev_io *w, int revents)
 
 /* ------------------------------------------------------------ service */
 
+/* The socket and its unparsed input go to the handover's receiver; the
+ * connection closes around them. */
+static void handover(conn_t *c)
+{
+    conn_handover_fn *fn = c->handover_fn;
+    void *arg = c->handover_arg;
+    int fd = c->fd;
+    uint8_t *in = NULL;
+    size_t len = c->in ? c->in_len - c->in_off : 0;
+
+    if (len) {
+        memmove(c->in, c->in + c->in_off, len);
+        in = c->in;
+        c->in = NULL;
+    }
+    c->handover_fn = NULL;
+    c->fd = -1; /* conn_close() must not close it */
+    conn_close(c);
+    fn(arg, fd, in, len);
+}
+
+void conn_handover(conn_t *c, conn_handover_fn *fn, void *arg)
+{
+    c->handover_fn = fn;
+    c->handover_arg = arg;
+    mark_pending(c);
+}
+
 /* Pull streams, write, resume input when drained, and arm the write watcher
  * for whatever is left. */
 static void conn_service(conn_t *c)
@@ -629,6 +660,10 @@ static void conn_service(conn_t *c)
         return;
     if (c->close_after_flush && c->queued == 0) {
         conn_close(c);
+        return;
+    }
+    if (c->handover_fn && c->queued == 0) {
+        handover(c);
         return;
     }
     if (c->queued || c->rhead || c->deferred) {
@@ -734,10 +769,17 @@ void conn_close(conn_t *c)
     ev_io_stop(c->loop, &c->rio);
     ev_io_stop(c->loop, &c->wio);
     ev_timer_stop(c->loop, &c->wtimer);
-    close(c->fd);
+    if (c->fd >= 0)
+        close(c->fd);
     c->fd = -1;
     while (c->streams)
         conn_stream_end(c, c->streams);
+    if (c->handover_fn) {
+        /* Closed before the handover: its receiver lets go. */
+        conn_handover_fn *fn = c->handover_fn;
+        c->handover_fn = NULL;
+        fn(c->handover_arg, -1, NULL, 0);
+    }
     queue_free(c);
     free(c->in);
     c->in = NULL;

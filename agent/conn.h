@@ -57,6 +57,18 @@ size_t conn_queued(const conn_t *c);
  * backpressure. Holds nest: each hold needs its release. */
 void conn_hold_input(conn_t *c, int hold);
 
+/* Requests in flight on this connection (its streams). */
+unsigned conn_in_flight(const conn_t *c);
+
+/* Receives a connection's socket and the bytes read from it but not parsed
+ * (malloc'd, or NULL when len is 0). fd < 0: the connection closed first. */
+typedef void conn_handover_fn(void *arg, int fd, uint8_t *in, size_t len);
+/* Give the socket away once the queued output is written (Connect's Ack):
+ * fn receives it with the unparsed input, which belongs to whoever reads
+ * the socket next, and the connection closes without closing the socket.
+ * The caller holds the input (conn_hold_input) and has no stream left. */
+void conn_handover(conn_t *c, conn_handover_fn *fn, void *arg);
+
 int conn_authenticated(const conn_t *c);
 void conn_set_authenticated(conn_t *c);
 void conn_set_zlib(conn_t *c, int accept_zlib);

@@ -4,6 +4,7 @@
 #include "config.h"
 #include "log.h"
 #include "proc.h"
+#include "tunnel.h"
 #include "util.h"
 
 #include <errno.h>
@@ -34,7 +35,8 @@ void control_hello(conn_t *c, const Request *req)
     const Sandbox__Agent__V1__Hello *h = req->hello;
     Response r = RESPONSE_INIT;
     HelloReply hr = SANDBOX__AGENT__V1__HELLO_REPLY__INIT;
-    static char *caps[] = {"zlib", "process", "pty", "lossless", "files", "watch", "cancel"};
+    static char *caps[] = {"zlib",  "process", "pty",     "lossless", "files",
+                           "watch", "cancel",  "tunnels", "connect"};
 
     if (g_config.token[0] && !conn_authenticated(c)) {
         if (!token_equal(h->token ? h->token : "", g_config.token)) {
@@ -133,6 +135,7 @@ void control_info(conn_t *c, const Request *req)
     in.running_processes = proc_count_running();
     in.kept_processes = proc_count_kept();
     in.kept_output_bytes = proc_kept_output_bytes();
+    in.open_tunnels = tunnel_count();
     in.agent_rss_bytes = self_rss();
     r.result_case = RES(INFO);
     r.info = &in;
@@ -152,9 +155,14 @@ void control_cancel(conn_t *c, const Request *req)
                         (unsigned long long)target);
         return;
     }
-    conn_stream_end(c, s);
-    conn_send_error(c, target, CODE(CANCELLED), 0, "request %llu cancelled by the client",
-                    (unsigned long long)target);
+    if (tunnel_cancel(s)) {
+        /* A tunnel ends with its TunnelClosed, sent by tunnel_cancel(). */
+        conn_stream_end(c, s);
+    } else {
+        conn_stream_end(c, s);
+        conn_send_error(c, target, CODE(CANCELLED), 0, "request %llu cancelled by the client",
+                        (unsigned long long)target);
+    }
     r.result_case = RES(ACK);
     r.ack = &ack;
     conn_send(c, req->id, 1, &r);

@@ -8,6 +8,7 @@
 #include "log.h"
 #include "proc.h"
 #include "service.h"
+#include "tunnel.h"
 #include "watch.h"
 
 #include <errno.h>
@@ -47,6 +48,9 @@ static const route_t routes[] = {
     [OP(WATCH)] = {"watch", watch_handle},
     [OP(SYMLINK)] = {"symlink", fs_handle_symlink},
     [OP(SET_ATTRIBUTES)] = {"set_attributes", fs_handle_set_attributes},
+
+    [OP(OPEN_TUNNEL)] = {"open_tunnel", tunnel_handle_open},
+    [OP(CONNECT)] = {"connect", tunnel_handle_connect},
 };
 
 void dispatch_request(conn_t *c, const Request *req)
@@ -75,6 +79,12 @@ void dispatch_request(conn_t *c, const Request *req)
             conn_stream_end(c, s);
         else
             stream_wake(s);
+        return;
+    }
+    /* A tunnel's data and credit belong to the tunnel's request, usually
+     * under its id. */
+    if (op == OP(TUNNEL_SEND) || op == OP(TUNNEL_WINDOW)) {
+        tunnel_handle_feed(c, req);
         return;
     }
     if (op <= 0 || (size_t)op >= sizeof routes / sizeof routes[0] || !routes[op].fn) {

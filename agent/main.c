@@ -10,6 +10,7 @@
 #include "log.h"
 #include "proc.h"
 #include "service.h"
+#include "tunnel.h"
 
 #include <ev.h>
 #include <errno.h>
@@ -164,6 +165,7 @@ static void on_signal(struct ev_loop *loop, ev_signal *w, int revents)
      * waiting) are given up on after the loop, never waited for here. */
     listen_close_all(loop);
     conn_shutdown_all();
+    tunnel_close_all();
     proc_shutdown(loop, g_config.kill_grace_ms, on_processes_gone);
     (void)revents;
 }
@@ -224,6 +226,7 @@ int main(int argc, char **argv)
         return 1;
     }
     conn_set_request_handler(dispatch_request);
+    tunnel_init(loop);
     for (int i = 0; i < g_config.n_listen; i++) {
         if (listen_add(loop, g_config.listen[i], err, sizeof err) < 0) {
             log_error("cannot listen: %s", err);
@@ -272,6 +275,7 @@ int main(int argc, char **argv)
 
     listen_close_all(loop);
     conn_close_all();
+    tunnel_close_all();
     conn_before_sleep(loop);
     /* The workers had the processes' grace already; a second is plenty for
      * what is left, and one stuck in the kernel does not hold the exit. */

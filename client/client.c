@@ -392,6 +392,47 @@ int sa_client_hello(sa_client_t *c, const char *token, const char *client_name,
     return 0;
 }
 
+int sa_client_dedicate(sa_client_t *c, const char *target, uint8_t **rest, size_t *rest_len,
+                       char *err, size_t errlen)
+{
+    sa_request_t req = SANDBOX__AGENT__V1__REQUEST__INIT;
+    Sandbox__Agent__V1__Connect cn = SANDBOX__AGENT__V1__CONNECT__INIT;
+    sa_response_t *r = NULL;
+    int rc;
+
+    *rest = NULL;
+    *rest_len = 0;
+    cn.target = (char *)target;
+    req.op_case = SANDBOX__AGENT__V1__REQUEST__OP_CONNECT;
+    req.connect = &cn;
+    /* No timeout of our own: the agent gives up dialling after its own. */
+    if ((rc = sa_client_call(c, &req, &r, -1)) < 0) {
+        snprintf(err, errlen, "connect %s: %s", target, strerror(-rc));
+        return rc;
+    }
+    if (r->result_case == SANDBOX__AGENT__V1__RESPONSE__RESULT_ERROR) {
+        snprintf(err, errlen, "%s: %s", sa_error_code_name(r->error->code), r->error->message);
+        rc = r->error->os_errno > 0 ? -r->error->os_errno : -EIO;
+        sa_response_free(r);
+        return rc;
+    }
+    if (r->result_case != SANDBOX__AGENT__V1__RESPONSE__RESULT_ACK) {
+        snprintf(err, errlen, "connect %s: unexpected response (result %d)", target,
+                 (int)r->result_case);
+        sa_response_free(r);
+        return -EPROTO;
+    }
+    sa_response_free(r);
+    /* What was read past the Ack is the target's. */
+    if (c->in_len) {
+        *rest = c->in;
+        *rest_len = c->in_len;
+        c->in = NULL;
+        c->in_len = c->in_cap = 0;
+    }
+    return 0;
+}
+
 void sa_response_free(sa_response_t *r)
 {
     if (r)

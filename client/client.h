@@ -49,6 +49,15 @@ int sa_client_call(sa_client_t *c, sa_request_t *req, sa_response_t **out, int t
 int sa_client_hello(sa_client_t *c, const char *token, const char *client_name,
                     int accept_zlib, char *err, size_t errlen);
 
+/* Dedicated mode: send Connect{target} (nothing else may be in flight) and
+ * wait for its answer. On the Ack the connection carries the target's bytes
+ * from then on: sa_client_fd() is the byte stream, and *rest (malloc'd, or
+ * NULL) gets *rest_len bytes already read past the Ack, which come first.
+ * On an Error returns -os_errno (or -EIO) with "CODE: message" in err; the
+ * connection stays framed. */
+int sa_client_dedicate(sa_client_t *c, const char *target, uint8_t **rest, size_t *rest_len,
+                       char *err, size_t errlen);
+
 void sa_response_free(sa_response_t *r);
 /* "NOT_FOUND" for Error.Code values. */
 const char *sa_error_code_name(int code);

@@ -3,13 +3,16 @@
  * consumed it; whatever it answers is read and dropped. Requests that would
  * act on the machine (start a process, write or remove files, signal) are
  * filtered out first: the fuzzer explores parsing, routing and error paths,
- * not the host. */
+ * not the host. Tunnels are allowed only to unix sockets in a directory that
+ * does not exist, so OpenTunnel, Connect and the tunnel messages run their
+ * parsing, rules, limits and failure paths without reaching anything. */
 #include "config.h"
 #include "conn.h"
 #include "dispatch.h"
 #include "frame.h"
 #include "pb.h"
 #include "proc.h"
+#include "tunnel.h"
 
 #include <ev.h>
 #include <stdint.h>
@@ -39,7 +42,8 @@ static int harmless(const uint8_t *data, size_t size)
             case OP(HELLO): case OP(PING): case OP(INFO): case OP(CANCEL): case OP(FOLLOW):
             case OP(WAIT): case OP(LIST_PROCESSES): case OP(GET_PROCESS): case OP(STAT):
             case OP(WAIT_READY):
-            case OP(_NOT_SET):
+            case OP(OPEN_TUNNEL): case OP(TUNNEL_SEND): case OP(TUNNEL_WINDOW):
+            case OP(CONNECT): case OP(_NOT_SET):
                 break;
             default:
                 return 0;
@@ -73,6 +77,9 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         ev_prepare_start(loop, &prep);
         proc_init(loop);
         conn_set_request_handler(dispatch_request);
+        g_config.tunnel_allow[0] = "unix:/nonexistent-sa-fuzz/*";
+        g_config.n_tunnel_allow = 1;
+        tunnel_init(loop);
     }
     if (size > 256 * 1024 || !harmless(data, size))
         return 0;
@@ -98,6 +105,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     }
     (void)c;
     conn_close_all();
+    tunnel_close_all();
     conn_before_sleep(loop);
     close(sv[1]);
     return 0;
