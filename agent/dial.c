@@ -53,6 +53,8 @@ struct dial {
 
     int err;
     char msg[300];
+    char tried[200]; /* addresses that failed alike so far, for the message */
+    int tried_err;
 
     fsw_job_t fjob;  /* unix connect */
     int gai_rc;      /* resolver result */
@@ -141,6 +143,17 @@ static void add_addr(dial_t *d, const struct sockaddr *sa, socklen_t len)
     d->addrlens[d->n_addrs++] = len;
 }
 
+/* The message names every address that failed the same way. */
+static void failed_at(dial_t *d, const char *where)
+{
+    size_t l = strlen(d->tried);
+    if (l && d->tried_err != d->err)
+        l = 0;
+    d->tried_err = d->err;
+    snprintf(d->tried + l, sizeof d->tried - l, "%s%s", l ? ", " : "", where);
+    snprintf(d->msg, sizeof d->msg, "connect to %s: %s", d->tried, strerror(-d->err));
+}
+
 static void try_next(dial_t *d)
 {
     while (d->next_addr < d->n_addrs) {
@@ -170,7 +183,7 @@ static void try_next(dial_t *d)
             return;
         }
         d->err = -errno;
-        snprintf(d->msg, sizeof d->msg, "connect to %s: %s", where, strerror(errno));
+        failed_at(d, where);
         close(fd);
     }
     finish(d, d->err ? d->err : -ECONNREFUSED, NULL);
@@ -191,8 +204,12 @@ static void on_writable(struct ev_loop *loop, ev_io *w, int revents)
         return;
     }
     d->err = -soerr;
-    size_t l = strlen(d->msg);
-    snprintf(d->msg + l, sizeof d->msg - l, ": %s", strerror(soerr));
+    {
+        char where[80];
+        int i = d->next_addr - 1;
+        target_format_addr((struct sockaddr *)&d->addrs[i], d->addrlens[i], where, sizeof where);
+        failed_at(d, where);
+    }
     close(d->fd);
     d->fd = -1;
     try_next(d);
