@@ -850,6 +850,174 @@ TEST(connect_bulk_and_disconnect)
     agent_stop(&a);
 }
 
+/* ------------------------------------------------------------ sandboxctl */
+
+/* sandboxctl forward SPEC in the background, its stderr in errpath; the
+ * local port from its first line of output. */
+static pid_t forward_start(agent_t *a, const char *spec, const char *errpath, int *port)
+{
+    int pfd[2];
+    ASSERT_EQ(pipe(pfd), 0);
+    pid_t pid = fork();
+    if (pid == 0) {
+        dup2(pfd[1], 1);
+        int efd = open(errpath, O_WRONLY | O_CREAT | O_TRUNC, 0644);
+        dup2(efd, 2);
+        close(pfd[0]);
+        execl(CTL_BIN, CTL_BIN, "--connect", a->addr, "forward", spec, (char *)NULL);
+        _exit(127);
+    }
+    close(pfd[1]);
+    char line[256];
+    FILE *f = fdopen(pfd[0], "r");
+    if (!fgets(line, sizeof line, f))
+        FAIL("sandboxctl forward %s printed nothing", spec);
+    fclose(f);
+    const char *p = strstr(line, "127.0.0.1:");
+    if (strncmp(line, "Forwarding from ", 16) || !p)
+        FAIL("unexpected first line: %s", line);
+    *port = atoi(p + 10);
+    ASSERT_GT(*port, 0);
+    return pid;
+}
+
+static int run_sh(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+static int run_sh(const char *fmt, ...)
+{
+    char cmd[2048];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(cmd, sizeof cmd, fmt, ap);
+    va_end(ap);
+    int st = system(cmd);
+    return WIFEXITED(st) ? WEXITSTATUS(st) : 128;
+}
+
+static void file_equals(const char *path, const uint8_t *want, size_t len)
+{
+    FILE *f = fopen(path, "r");
+    ASSERT(f);
+    uint8_t *got = malloc(len + 1);
+    size_t n = fread(got, 1, len + 1, f);
+    fclose(f);
+    ASSERT_EQ(n, len);
+    ASSERT_MEM_EQ(got, want, len);
+    free(got);
+}
+
+/* The whole workflow: http.server started through the agent, fetched with
+ * curl through sandboxctl forward, stopped with a signal. */
+TEST(forward_http_server_with_curl)
+{
+    agent_t a;
+    tmpdir_make();
+    size_t len = 5u << 20;
+    uint8_t *body = malloc(len);
+    pat_fill(body, 777, len);
+    FILE *f = fopen(P("page.bin"), "w");
+    ASSERT(f && fwrite(body, 1, len, f) == len);
+    fclose(f);
+    agent_start(&a, NULL);
+    sa_client_t *c = agent_connect(&a);
+    int port = free_port();
+    char portstr[16], spec[32];
+    snprintf(portstr, sizeof portstr, "%d", port);
+    const char *argv[] = {"/usr/bin/python3", "-m", "http.server", portstr, "--bind",
+                          "127.0.0.1"};
+    start_opts_t so = {.cwd = g_dir};
+    uint64_t sid;
+    uint32_t pid = start_argv(c, argv, 6, &so, &sid);
+    wait_listening(c, port);
+
+    int lport;
+    snprintf(spec, sizeof spec, "0:%d", port);
+    pid_t fwd = forward_start(&a, spec, P("forward.err"), &lport);
+    for (int i = 0; i < 3; i++) {
+        ASSERT_EQ(run_sh("curl -sS --max-time 30 -o %s http://127.0.0.1:%d/page.bin",
+                         P("got.bin"), lport),
+                     0);
+        file_equals(P("got.bin"), body, len);
+    }
+    /* Several at once. */
+    ASSERT_EQ(run_sh("for i in 1 2 3 4; do curl -sS --max-time 30 -o %s.$i "
+                     "http://127.0.0.1:%d/page.bin & done; wait",
+                     P("par"), lport),
+              0);
+    for (int i = 1; i <= 4; i++) {
+        char name[32];
+        snprintf(name, sizeof name, "par.%d", i);
+        file_equals(P(name), body, len);
+    }
+    /* Stopped with a signal: the next request is refused, and forward
+     * says so. */
+    Request req = REQUEST_INIT;
+    Sandbox__Agent__V1__SendSignal sg = SANDBOX__AGENT__V1__SEND_SIGNAL__INIT;
+    sg.pid = pid;
+    sg.signal = SIGTERM;
+    req.op_case = OP(SIGNAL);
+    req.signal = &sg;
+    Response *r = call(c, &req);
+    ASSERT_RESULT(r, ACK);
+    sa_response_free(r);
+    Request wq = REQUEST_INIT;
+    Sandbox__Agent__V1__WaitProcess wp = SANDBOX__AGENT__V1__WAIT_PROCESS__INIT;
+    wp.pid = pid;
+    wq.op_case = OP(WAIT);
+    wq.wait = &wp;
+    sa_response_free(call(c, &wq));
+    ASSERT_NE(run_sh("curl -sS --max-time 30 -o /dev/null http://127.0.0.1:%d/ 2>/dev/null",
+                     lport),
+              0);
+    kill(fwd, SIGTERM);
+    waitpid(fwd, NULL, 0);
+    FILE *e = fopen(P("forward.err"), "r");
+    char errtext[4096] = "";
+    size_t en = fread(errtext, 1, sizeof errtext - 1, e);
+    errtext[en] = 0;
+    fclose(e);
+    if (!strstr(errtext, "refused: UNAVAILABLE") || !strstr(errtext, "Connection refused"))
+        FAIL("forward did not say the target refused: %s", errtext);
+    free(body);
+    sa_client_close(c);
+    agent_stop(&a);
+    tmpdir_remove();
+}
+
+TEST(connect_command)
+{
+    agent_t a;
+    tmpdir_make();
+    int port, lfd = listen_tcp(&port);
+    srv_opts_t so = {.kind = SRV_ECHO, .max_conns = 1};
+    pid_t srv = server_start(lfd, &so);
+    size_t len = 3u << 20;
+    uint8_t *data = malloc(len);
+    pat_fill(data, 3, len);
+    FILE *f = fopen(P("in.bin"), "w");
+    ASSERT(f && fwrite(data, 1, len, f) == len);
+    fclose(f);
+    agent_start(&a, NULL);
+    /* stdin's end is passed on; the echo's answer comes back whole. */
+    ASSERT_EQ(run_sh("%s --connect %s connect %d < %s > %s", CTL_BIN, a.addr, port, P("in.bin"),
+                     P("out.bin")),
+              0);
+    file_equals(P("out.bin"), data, len);
+    /* A refusal: exit status 1 and the reason. */
+    ASSERT_EQ(run_sh("%s --connect %s connect tcp:127.0.0.1:%d </dev/null 2>%s", CTL_BIN,
+                     a.addr, free_port(), P("err.txt")),
+              1);
+    f = fopen(P("err.txt"), "r");
+    char text[1024] = "";
+    size_t n = fread(text, 1, sizeof text - 1, f);
+    text[n] = 0;
+    fclose(f);
+    ASSERT(strstr(text, "UNAVAILABLE") && strstr(text, "Connection refused"));
+    free(data);
+    server_stop(srv);
+    agent_stop(&a);
+    tmpdir_remove();
+}
+
 TEST_MAIN(TEST_ENTRY(echo_through_a_tunnel), TEST_ENTRY(http_server_through_a_tunnel),
           TEST_ENTRY_T(bulk_download_slow_reader, 300), TEST_ENTRY_T(bulk_upload_slow_target, 300),
           TEST_ENTRY_T(fifty_tunnels_one_stalled, 120), TEST_ENTRY(half_close),
@@ -857,4 +1025,5 @@ TEST_MAIN(TEST_ENTRY(echo_through_a_tunnel), TEST_ENTRY(http_server_through_a_tu
           TEST_ENTRY(unix_target), TEST_ENTRY(allow_list), TEST_ENTRY(cancel_mid_transfer),
           TEST_ENTRY(client_disconnect_mid_transfer), TEST_ENTRY(misuse_and_limits),
           TEST_ENTRY(connect_dedicated), TEST_ENTRY(connect_refusals),
-          TEST_ENTRY_T(connect_bulk_and_disconnect, 120))
+          TEST_ENTRY_T(connect_bulk_and_disconnect, 120),
+          TEST_ENTRY_T(forward_http_server_with_curl, 120), TEST_ENTRY(connect_command))
