@@ -11,6 +11,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <sys/un.h>
 #include <time.h>
 #include <unistd.h>
@@ -49,8 +50,19 @@ static int connect_unix(const char *path, char *err, size_t errlen)
     return fd;
 fail:;
     int e = errno;
-    snprintf(err, errlen, "connect to unix:%s: %s%s", path, strerror(e),
-             e == ENOENT ? " (is sandbox-agent running?)" : "");
+    struct stat st;
+    char hint[256] = "";
+    if (e == ENOENT) {
+        snprintf(hint, sizeof hint, " (is sandbox-agent running?)");
+    } else if ((e == EACCES || e == EPERM) && stat(path, &st) == 0 && st.st_uid != geteuid()) {
+        /* Typically a user next to the root agent's socket. */
+        char who[32] = "root";
+        if (st.st_uid)
+            snprintf(who, sizeof who, "uid %u", (unsigned)st.st_uid);
+        snprintf(hint, sizeof hint, " (the agent at %s runs as %s; use sudo or --connect)",
+                 path, who);
+    }
+    snprintf(err, errlen, "connect to unix:%s: %s%s", path, strerror(e), hint);
     if (fd >= 0)
         close(fd);
     return -e;

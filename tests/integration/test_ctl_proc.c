@@ -7,6 +7,7 @@
 #include "ctl_helpers.h"
 #include "tmpdir.h"
 
+#include <grp.h>
 #include <pwd.h>
 
 static agent_t A;
@@ -465,6 +466,39 @@ TEST(commands_get_the_users_home_environment)
     agent_stop(&A);
 }
 
+TEST(refused_socket_says_whose_it_is)
+{
+    struct passwd *pw = getpwnam("nobody");
+    if (geteuid() != 0 || !pw)
+        return; /* needs root, to be someone else */
+    agent_start(&A, NULL);
+    int pe[2];
+    ASSERT_EQ(pipe(pe), 0);
+    pid_t pid = fork();
+    if (pid == 0) {
+        dup2(pe[1], 2);
+        if (setgroups(0, NULL) || setgid(pw->pw_gid) || setuid(pw->pw_uid))
+            _exit(99);
+        execl(CTL_BIN, CTL_BIN, "--connect", A.sock, "ping", (char *)NULL);
+        _exit(98);
+    }
+    close(pe[1]);
+    char err[1024];
+    ssize_t n = read(pe[0], err, sizeof err - 1);
+    err[n > 0 ? n : 0] = 0;
+    close(pe[0]);
+    int st;
+    waitpid(pid, &st, 0);
+    ASSERT(WIFEXITED(st));
+    ASSERT_EQ(WEXITSTATUS(st), 1);
+    char want[400];
+    snprintf(want, sizeof want,
+             "Permission denied (the agent at %s runs as root; use sudo or --connect)", A.sock);
+    if (!strstr(err, want))
+        FAIL("stderr: %s", err);
+    agent_stop(&A);
+}
+
 TEST_MAIN(TEST_ENTRY_T(logs_of_an_overflowed_window_say_so_and_fail, 120),
           TEST_ENTRY(logs_tail_since_timestamps_stream_and_tags),
           TEST_ENTRY(every_json_output_is_json_lines),
@@ -472,4 +506,5 @@ TEST_MAIN(TEST_ENTRY_T(logs_of_an_overflowed_window_say_so_and_fail, 120),
           TEST_ENTRY(timeout_exits_124_and_says_so),
           TEST_ENTRY(sigterm_or_sighup_to_run_leaves_no_remote_process),
           TEST_ENTRY(second_ctrl_c_within_a_second_detaches),
-          TEST_ENTRY(commands_get_the_users_home_environment))
+          TEST_ENTRY(commands_get_the_users_home_environment),
+          TEST_ENTRY(refused_socket_says_whose_it_is))
