@@ -19,6 +19,10 @@ if(SA_PART STREQUAL "service")
        FILES ${SA_GEN}/sandbox-agent.service)
   file(INSTALL DESTINATION ${SA_ETC}/default TYPE FILE RENAME sandbox-agent
        FILES ${SA_SRC}/sandbox-agent.default)
+  # Where the token goes: only root may look inside.
+  file(MAKE_DIRECTORY ${SA_GEN}/etc/sandbox-agent)
+  file(INSTALL DESTINATION ${SA_ETC} TYPE DIRECTORY FILES ${SA_GEN}/etc/sandbox-agent
+       DIR_PERMISSIONS OWNER_READ OWNER_WRITE OWNER_EXECUTE)
 elseif(SA_PART STREQUAL "openrc")
   configure_file(${SA_SRC}/openrc/sandbox-agent.in ${SA_GEN}/openrc/sandbox-agent @ONLY)
   file(INSTALL DESTINATION ${SA_ETC}/init.d TYPE PROGRAM FILES ${SA_GEN}/openrc/sandbox-agent)
