@@ -420,10 +420,118 @@ TEST(ls_without_a_path_lists_the_users_home)
     agent_stop(&A);
 }
 
+static Response *do_symlink(sa_client_t *c, const char *path, const char *target, int overwrite,
+                            const char *user)
+{
+    Request req = REQUEST_INIT;
+    Sandbox__Agent__V1__MakeSymlink m = SANDBOX__AGENT__V1__MAKE_SYMLINK__INIT;
+    m.path = (char *)path;
+    m.target = (char *)target;
+    m.overwrite = overwrite;
+    m.user = (char *)user;
+    req.op_case = OP(SYMLINK);
+    req.symlink = &m;
+    return call(c, &req);
+}
+
+static Response *do_setattr(sa_client_t *c, const char *path, long mode, int64_t mtime,
+                            int follow, const char *user)
+{
+    Request req = REQUEST_INIT;
+    Sandbox__Agent__V1__SetAttributes m = SANDBOX__AGENT__V1__SET_ATTRIBUTES__INIT;
+    m.path = (char *)path;
+    if (mode >= 0) {
+        m.mode_opt_case = SANDBOX__AGENT__V1__SET_ATTRIBUTES__MODE_OPT_MODE;
+        m.mode = (uint32_t)mode;
+    }
+    if (mtime >= 0) {
+        m.mtime_opt_case = SANDBOX__AGENT__V1__SET_ATTRIBUTES__MTIME_OPT_MTIME_UNIX_NANO;
+        m.mtime_unix_nano = mtime;
+    }
+    m.follow_symlinks = follow;
+    m.user = (char *)user;
+    req.op_case = OP(SET_ATTRIBUTES);
+    req.set_attributes = &m;
+    return call(c, &req);
+}
+
+TEST(symlink_and_set_attributes_answer_bad_input_clearly)
+{
+    tmpdir_make();
+    agent_start(&A, NULL);
+    sa_client_t *c = agent_connect(&A);
+    write_file(P("f"), "x", 0644);
+    ASSERT_EQ(mkdir(P("d"), 0755), 0);
+    Response *r = do_symlink(c, P("l"), "f", 0, "");
+    ASSERT_RESULT(r, ENTRY);
+    ASSERT_EQ(r->entry->type, SANDBOX__AGENT__V1__FILE_TYPE__SYMLINK);
+    ASSERT_STR_EQ(r->entry->symlink_target, "f");
+    sa_response_free(r);
+    r = do_symlink(c, P("l"), "g", 0, "");
+    ASSERT_ERROR(r, ALREADY_EXISTS);
+    sa_response_free(r);
+    r = do_symlink(c, P("l"), "g", 1, "");
+    ASSERT_RESULT(r, ENTRY);
+    ASSERT_STR_EQ(r->entry->symlink_target, "g");
+    sa_response_free(r);
+    r = do_symlink(c, P("d"), "g", 1, "");
+    ASSERT_ERROR(r, FAILED_PRECONDITION); /* a directory is never replaced */
+    sa_response_free(r);
+    r = do_symlink(c, P("m"), "", 0, "");
+    ASSERT_ERROR(r, INVALID_ARGUMENT);
+    sa_response_free(r);
+    r = do_symlink(c, P("nodir/m"), "f", 0, "");
+    ASSERT_ERROR(r, NOT_FOUND);
+    sa_response_free(r);
+    /* Mode and time, each only when set. */
+    r = do_setattr(c, P("f"), 04711, -1, 0, "");
+    ASSERT_RESULT(r, ENTRY);
+    ASSERT_EQ(r->entry->mode, 04711);
+    sa_response_free(r);
+    r = do_setattr(c, P("f"), -1, 1234567890123456789LL, 0, "");
+    ASSERT_RESULT(r, ENTRY);
+    ASSERT_EQ(r->entry->mode, 04711);
+    ASSERT_EQ(r->entry->mtime_unix_nano, 1234567890123456789LL);
+    sa_response_free(r);
+    r = do_setattr(c, P("f"), 010000, -1, 0, "");
+    ASSERT_ERROR(r, INVALID_ARGUMENT);
+    sa_response_free(r);
+    r = do_setattr(c, P("l"), 0600, -1, 0, "");
+    ASSERT_ERROR(r, UNIMPLEMENTED); /* a link has no mode of its own */
+    sa_response_free(r);
+    r = do_setattr(c, P("l"), -1, 1000000000LL * 1000000000LL, 0, "");
+    ASSERT_RESULT(r, ENTRY); /* its time it has */
+    ASSERT_EQ(r->entry->type, SANDBOX__AGENT__V1__FILE_TYPE__SYMLINK);
+    sa_response_free(r);
+    r = do_setattr(c, P("missing"), 0600, -1, 0, "");
+    ASSERT_ERROR(r, NOT_FOUND);
+    sa_response_free(r);
+    if (geteuid() == 0 && getpwnam("nobody")) {
+        /* As another user: only what that user could. */
+        r = do_setattr(c, P("f"), 0777, -1, 0, "nobody");
+        ASSERT_ERROR(r, PERMISSION_DENIED);
+        sa_response_free(r);
+        r = do_setattr(c, P("f"), -1, 0, 0, "nobody");
+        ASSERT_ERROR(r, PERMISSION_DENIED);
+        sa_response_free(r);
+        r = do_symlink(c, P("d/x"), "f", 0, "nobody");
+        ASSERT_ERROR(r, PERMISSION_DENIED);
+        sa_response_free(r);
+        struct stat st;
+        ASSERT_EQ(stat(P("f"), &st), 0);
+        ASSERT_EQ(st.st_mode & 07777, 04711);
+    }
+    ping_ok(c);
+    sa_client_close(c);
+    agent_stop(&A);
+    tmpdir_remove();
+}
+
 TEST_MAIN(TEST_ENTRY_T(cp_archive_round_trip_keeps_names_links_modes_times, 120),
           TEST_ENTRY_T(cp_r_keeps_modes_and_links_not_times, 120),
           TEST_ENTRY_T(cp_bad_entries_are_reported_and_the_copy_carries_on, 120),
           TEST_ENTRY(ls_l_and_stat_show_every_file_type),
           TEST_ENTRY(raw_names_in_ls_stat_rm_mv_and_json),
           TEST_ENTRY(cat_carries_on_and_errors_speak_of_commands),
-          TEST_ENTRY(ls_without_a_path_lists_the_users_home))
+          TEST_ENTRY(ls_without_a_path_lists_the_users_home),
+          TEST_ENTRY(symlink_and_set_attributes_answer_bad_input_clearly))
