@@ -688,8 +688,7 @@ static int set_local_attrs(const char *path, const item_t *it, int mode)
 
 /* Download the agent's remote (described by it, as listed) to local. The
  * same results as upload_entry. */
-static int download_entry(ctl_t *ctl, const char *remote, const char *local, item_t *it,
-                          int top)
+static int download_entry(ctl_t *ctl, const char *remote, const char *local, item_t *it)
 {
     int rc = 0;
     if (it->type == T_LINK && g_cp.follow) {
@@ -752,7 +751,7 @@ static int download_entry(ctl_t *ctl, const char *remote, const char *local, ite
     for (size_t i = 0; i < k.n; i++) {
         if (rc >= 0) {
             char *r = join(remote, k.v[i].name), *l = join(local, k.v[i].name);
-            int x = r && l ? download_entry(ctl, r, l, &k.v[i], 0) : 1;
+            int x = r && l ? download_entry(ctl, r, l, &k.v[i]) : 1;
             rc = x < 0 ? x : rc | x;
             free(r);
             free(l);
@@ -761,10 +760,51 @@ static int download_entry(ctl_t *ctl, const char *remote, const char *local, ite
     }
     g_cp.depth--;
     free(k.v);
-    (void)top;
     if (rc < 0)
         return rc;
     return rc | set_local_attrs(local, it, 1);
+}
+
+/* One source to the destination dst (an existing directory when dst_dir:
+ * the source goes inside it). The same results as upload_entry. */
+static int cp_one(ctl_t *ctl, const char *src, const char *dst, int dst_dir)
+{
+    int rc;
+    char *target = NULL;
+    if (src[0] != ':') { /* upload */
+        const char *rdst = rpath(dst);
+        if (dst_dir && strcmp(src, "-") && !(target = join(rdst, base_name(src))))
+            return -1;
+        rc = upload_entry(ctl, src, target ? target : rdst, 1);
+        free(target);
+        return rc;
+    }
+    /* download */
+    const char *rsrc = rpath(src);
+    Response *r = remote_stat(ctl, rsrc, g_cp.follow || !g_cp.recursive, "cp");
+    if (!r)
+        return -1;
+    if (r->result_case != RES(ENTRY)) {
+        rc = ctl_fail("cp", r);
+        sa_response_free(r);
+        return rc;
+    }
+    item_t it;
+    if (item_of(&it, r->entry) < 0) {
+        sa_response_free(r);
+        item_free(&it);
+        fprintf(stderr, "sandboxctl: cp: out of memory\n");
+        return -1;
+    }
+    sa_response_free(r);
+    if (dst_dir && !(target = join(dst, base_name(rsrc)))) {
+        item_free(&it);
+        return -1;
+    }
+    rc = download_entry(ctl, rsrc, target ? target : dst, &it);
+    item_free(&it);
+    free(target);
+    return rc;
 }
 
 static int cmd_cp(ctl_t *ctl, int argc, char **argv)
@@ -784,56 +824,50 @@ static int cmd_cp(ctl_t *ctl, int argc, char **argv)
         case 'a': g_cp.recursive = g_cp.keep_time = 1; g_cp.follow = 0; break;
         case 'z': z = 1; break;
         case 'u': g_user = optarg; break;
-        default: return ctl_usage_error(ctl, "unknown option '-%c'", optopt);
+        default:
+            return optopt == 'u' ? ctl_usage_error(ctl, "-u needs a user")
+                                 : ctl_usage_error(ctl, "unknown option '-%c'", optopt);
         }
     }
-    if (argc - optind != 2)
-        return ctl_usage_error(ctl, "needs a source and a destination (got %d argument%s)",
-                               argc - optind, argc - optind == 1 ? "" : "s");
-    const char *src = argv[optind], *dst = argv[optind + 1];
-    if ((src[0] == ':') == (dst[0] == ':'))
-        return ctl_usage_error(ctl, "exactly one of the two must start with ':' (the agent's "
-                                    "side)");
+    int n = argc - optind;
+    if (n < 2)
+        return ctl_usage_error(ctl, "needs a source and a destination (got %d argument%s)", n,
+                               n == 1 ? "" : "s");
+    char **srcs = argv + optind;
+    const char *dst = argv[argc - 1];
+    int up = dst[0] == ':';
+    for (int i = 0; i < n - 1; i++)
+        if ((srcs[i][0] == ':') == up)
+            return ctl_usage_error(ctl, "'%s': the sources are on one side and the destination "
+                                        "on the other; the agent's side starts with ':'",
+                                   srcs[i]);
     if (fs_connect(ctl, z) < 0)
         return 1;
-    int rc;
-    char *target = NULL;
-    if (src[0] != ':') { /* upload */
-        const char *rdst = rpath(dst);
-        Response *r = remote_stat(ctl, rdst, 1, "cp");
+    /* An existing directory receives the sources inside it; several sources
+     * need one. */
+    int dst_dir = 0;
+    if (up) {
+        Response *r = remote_stat(ctl, rpath(dst), 1, "cp");
         if (!r)
             return 1;
-        if (r->result_case == RES(ENTRY) && r->entry->type == T_DIR && strcmp(src, "-"))
-            target = join(rdst, base_name(src));
+        dst_dir = r->result_case == RES(ENTRY) && r->entry->type == T_DIR;
         sa_response_free(r);
-        rc = upload_entry(ctl, src, target ? target : rdst, 1);
-        free(target);
-        return rc ? 1 : 0;
+    } else {
+        struct stat st;
+        dst_dir = strcmp(dst, "-") && stat(dst, &st) == 0 && S_ISDIR(st.st_mode);
     }
-    /* download */
-    const char *rsrc = rpath(src);
-    Response *r = remote_stat(ctl, rsrc, g_cp.follow || !g_cp.recursive, "cp");
-    if (!r)
-        return 1;
-    if (r->result_case != RES(ENTRY)) {
-        rc = ctl_fail("cp", r);
-        sa_response_free(r);
-        return rc;
-    }
-    item_t it;
-    if (item_of(&it, r->entry) < 0) {
-        sa_response_free(r);
-        item_free(&it);
-        fprintf(stderr, "sandboxctl: cp: out of memory\n");
+    if (n > 2 && !dst_dir) {
+        fprintf(stderr, "sandboxctl: cp: %s is not a directory (needed for %d sources)\n", dst,
+                n - 1);
         return 1;
     }
-    sa_response_free(r);
-    struct stat st;
-    if (strcmp(dst, "-") && stat(dst, &st) == 0 && S_ISDIR(st.st_mode))
-        target = join(dst, base_name(rsrc));
-    rc = download_entry(ctl, rsrc, target ? target : dst, &it, 1);
-    item_free(&it);
-    free(target);
+    int rc = 0;
+    for (int i = 0; i < n - 1; i++) {
+        int k = cp_one(ctl, srcs[i], dst, dst_dir);
+        if (k < 0)
+            return 1;
+        rc |= k;
+    }
     return rc ? 1 : 0;
 }
 
@@ -1231,11 +1265,11 @@ static int cmd_watch(ctl_t *ctl, int argc, char **argv)
 }
 
 const ctl_cmd_t ctl_cmds_fs[] = {
-    {"cp", cmd_cp, "[-r] [-a] [-p] [-L] [-z] [-u USER] SRC DST",
+    {"cp", cmd_cp, "[-r] [-a] [-p] [-L] [-z] [-u USER] SRC... DST",
      "copy a file or (-r) a tree to or from the agent; ':' marks the agent's side",
-     "  Exactly one of SRC and DST starts with ':', the agent's side (as with scp).\n"
-     "  An existing directory as DST receives SRC inside it. '-' as SRC uploads stdin,\n"
-     "  as DST prints a downloaded file.\n"
+     "  The agent's side starts with ':' (as with scp): the sources, or the destination.\n"
+     "  An existing directory as DST receives the sources inside it (several sources\n"
+     "  need one). '-' as SRC uploads stdin, as DST prints a downloaded file.\n"
      "\n"
      "  -r, -R    copy directories and what is in them\n"
      "  -a        archive: -r -p, links kept as links\n"

@@ -245,6 +245,38 @@ TEST(cp_bad_entries_are_reported_and_the_copy_carries_on)
     tmpdir_remove();
 }
 
+TEST(cp_several_sources_into_a_directory)
+{
+    tmpdir_make();
+    agent_start(&A, NULL);
+    ctl_out_t o;
+    make_tree(P("src"));
+    ASSERT_EQ(mkdir(P("up"), 0755), 0);
+    CTL(&o, A.addr, "cp", "-a", P("src/plain"), P("src/" BAD_NAME), P("src/deep"),
+        remote(P("up")));
+    ASSERT_EQ(o.status, 0);
+    ctl_out_free(&o);
+    compare_trees(P("src/plain"), P("up/plain"), 1);
+    compare_trees(P("src/" BAD_NAME), P("up/" BAD_NAME), 1);
+    compare_trees(P("src/deep"), P("up/deep"), 1);
+    ASSERT_EQ(mkdir(P("down"), 0755), 0);
+    CTL(&o, A.addr, "cp", "-a", remote(P("up/plain")), remote(P("up/deep")), P("down"));
+    ASSERT_EQ(o.status, 0);
+    ctl_out_free(&o);
+    compare_trees(P("src/deep"), P("down/deep"), 1);
+    compare_trees(P("src/plain"), P("down/plain"), 1);
+    /* Several sources need a directory; mixed sides are a usage error. */
+    CTL(&o, A.addr, "cp", P("src/plain"), P("src/exec"), remote(P("up/plain")));
+    ASSERT_EQ(o.status, 1);
+    ASSERT(strstr(o.err, "is not a directory"));
+    ctl_out_free(&o);
+    CTL(&o, A.addr, "cp", P("src/plain"), remote(P("src/exec")), remote(P("up")));
+    ASSERT_EQ(o.status, 2);
+    ctl_out_free(&o);
+    agent_stop(&A);
+    tmpdir_remove();
+}
+
 static void make_socket(const char *path)
 {
     struct sockaddr_un sa = {.sun_family = AF_UNIX};
@@ -530,6 +562,7 @@ TEST(symlink_and_set_attributes_answer_bad_input_clearly)
 TEST_MAIN(TEST_ENTRY_T(cp_archive_round_trip_keeps_names_links_modes_times, 120),
           TEST_ENTRY_T(cp_r_keeps_modes_and_links_not_times, 120),
           TEST_ENTRY_T(cp_bad_entries_are_reported_and_the_copy_carries_on, 120),
+          TEST_ENTRY_T(cp_several_sources_into_a_directory, 120),
           TEST_ENTRY(ls_l_and_stat_show_every_file_type),
           TEST_ENTRY(raw_names_in_ls_stat_rm_mv_and_json),
           TEST_ENTRY(cat_carries_on_and_errors_speak_of_commands),
