@@ -183,9 +183,12 @@ static void human(double b, char *out, size_t len)
     snprintf(out, len, i ? "%.1f %s" : "%.0f %s", b, u[i]);
 }
 
+/* A tree's files get no bar each: a bar per file of a thousand is noise. */
+static int g_progress_off;
+
 static void progress_start(progress_t *p, const char *name, uint64_t total)
 {
-    p->on = isatty(2);
+    p->on = isatty(2) && !g_progress_off;
     p->name = name;
     p->total = total;
     p->done = 0;
@@ -578,6 +581,7 @@ static int upload_entry(ctl_t *ctl, const char *local, const char *remote, int t
         fprintf(stderr, "sandboxctl: cp: %s: %s\n", local, strerror(errno));
         return 1;
     }
+    g_progress_off = 1;
     g_cp.anc_dev[g_cp.depth] = st.st_dev;
     g_cp.anc_ino[g_cp.depth++] = st.st_ino;
     struct dirent *de;
@@ -747,6 +751,7 @@ static int download_entry(ctl_t *ctl, const char *remote, const char *local, ite
     }
     kids_t k = {NULL, 0};
     rc = remote_list(ctl, remote, 1, 1, "cp", collect, &k);
+    g_progress_off = 1;
     g_cp.depth++;
     for (size_t i = 0; i < k.n; i++) {
         if (rc >= 0) {
