@@ -1,6 +1,7 @@
 /* ctl_proc.c - sandboxctl's process commands: run, start, ps, logs, kill,
  * wait, write, forget. A process is named by its pid or by its tag. */
 #include "ctl.h"
+#include "ctl_svc.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -37,6 +38,7 @@ typedef struct run_opts {
     EnvEntry *env[MAX_ENV];
     char **cmd;
     int n_cmd;
+    ctl_svc_opts_t svc; /* --restart, --ready, ... (ctl_svc.c) */
 } run_opts_t;
 
 static int write_all(int fd, const void *buf, size_t len)
@@ -73,7 +75,7 @@ static int exit_status_of(const char *what, const ProcessExit *e, const char *ti
  * error. */
 static int parse_run(ctl_t *ctl, int argc, char **argv, run_opts_t *o)
 {
-    int i = 1;
+    int i = 1, svc;
     memset(o, 0, sizeof *o);
     for (; i < argc; i++) {
         const char *a = argv[i];
@@ -130,6 +132,9 @@ static int parse_run(ctl_t *ctl, int argc, char **argv, run_opts_t *o)
             if (!o->timeout_arg[0] || *end || o->timeout_s <= 0 || o->timeout_s > 4294967)
                 return ctl_usage_error(ctl, "--timeout '%s': expected seconds (more than 0)",
                                        o->timeout_arg), -1;
+        } else if ((svc = ctl_svc_option(&o->svc, argc, argv, &i)) != 0) {
+            if (svc < 0)
+                return -1;
         } else {
             return ctl_usage_error(ctl, "unknown option '%s'", a), -1;
         }
@@ -284,9 +289,11 @@ static void pump_response(pump_t *p, Response *r)
     if (r->id == p->main_id) {
         if (r->result_case == RES(OUTPUT)) {
             emit(r->output);
-        } else if (r->result_case == RES(EXIT)) {
+        } else if (r->result_case == RES(EXIT) && r->done) { /* a service: its last run */
             p->status = exit_status_of("run", r->exit, p->o->timeout_arg);
             p->ended = 1;
+        } else if (r->result_case == RES(RESTARTED)) {
+            p->pid = r->restarted->pid; /* Ctrl-C and stdin go to the new run */
         } else if (r->result_case == RES(ERROR)) {
             ctl_fail("run", r);
             p->status = 1;
@@ -435,9 +442,9 @@ static int pump_process(ctl_t *ctl, uint64_t main_id, uint32_t pid, const run_op
                         break;
                     }
                     p.last_int = t;
-                    send_signal(ctl, pid, SIGINT, 1);
+                    send_signal(ctl, p.pid, SIGINT, 1);
                 } else if (sig == SIGWINCH && o->tty) {
-                    send_resize(ctl, pid);
+                    send_resize(ctl, p.pid);
                 } else if (sig == SIGTERM || sig == SIGHUP) {
                     pump_abandon(&p, sig);
                     break;
@@ -451,12 +458,12 @@ static int pump_process(ctl_t *ctl, uint64_t main_id, uint32_t pid, const run_op
                     if (tty_input(&p, buf, (size_t)n))
                         break;
                 } else {
-                    send_write(ctl, pid, buf, (size_t)n);
+                    send_write(ctl, p.pid, buf, (size_t)n);
                     p.inflight++;
                 }
             } else if (n == 0 || errno != EINTR) {
                 stdin_open = 0;
-                send_close(ctl, pid);
+                send_close(ctl, p.pid);
             }
         }
         if ((pf[0].revents & (POLLIN | POLLHUP | POLLERR)) && pump_recv(&p, 1000) < 0)
@@ -485,6 +492,7 @@ static int do_start(ctl_t *ctl, int argc, char **argv, int follow)
     if (o.tty)
         o.stdin_pipe = 0; /* the pty is the stdin */
     fill_start(&o, &sp, &pty);
+    ctl_svc_fill(&o.svc, &sp);
     sp.follow = follow;
     if (ctl_connect(ctl) < 0)
         return 1;
@@ -504,6 +512,9 @@ static int do_start(ctl_t *ctl, int argc, char **argv, int follow)
     }
     uint32_t pid = r->started->pid;
     sa_response_free(r);
+    /* With --ready, start prints the pid once the service is ready. */
+    if (!follow && (rc = ctl_svc_wait_ready(ctl, &o.svc, pid)) != 0)
+        return rc;
     if (!follow) {
         if (ctl->json)
             printf("{\"pid\":%u}\n", pid);
@@ -636,15 +647,24 @@ static int ps_each(const ProcessInfo *p, void *arg)
             printf("null");
         else
             printf("%llu", (unsigned long long)p->ended_at_unix_nano);
-        printf(",\"stdout_bytes\":%llu,\"stderr_bytes\":%llu,\"pty_bytes\":%llu}\n",
+        printf(",\"stdout_bytes\":%llu,\"stderr_bytes\":%llu,\"pty_bytes\":%llu,"
+               "\"restarts\":%u,\"service_state\":\"%s\"}\n",
                (unsigned long long)p->stdout_bytes, (unsigned long long)p->stderr_bytes,
-               (unsigned long long)p->pty_bytes);
+               (unsigned long long)p->pty_bytes, p->restarts,
+               ctl_svc_state_name(p->service_state));
         return 0;
     }
     char ex[16] = "-";
     if (!running && p->exit)
         snprintf(ex, sizeof ex, "%d", p->exit->exit_code);
-    printf("%-8u %-8s %-6s %-12s %s", p->pid, running ? "running" : "exited", ex,
+    /* A service shows its state (ready, backoff, failed, ...) and restarts. */
+    const char *state = p->service_state ? ctl_svc_state_name(p->service_state)
+                        : running        ? "running"
+                                         : "exited";
+    char restarts[16] = "-";
+    if (p->service_state)
+        snprintf(restarts, sizeof restarts, "%u", p->restarts);
+    printf("%-8u %-9s %-6s %-8s %-12s %s", p->pid, state, ex, restarts,
            p->tag[0] ? p->tag : "-", p->command);
     for (size_t a = 0; a < p->n_args; a++)
         printf(" %s", p->args[a]);
@@ -664,7 +684,8 @@ static int cmd_ps(ctl_t *ctl, int argc, char **argv)
     if (ctl_connect(ctl) < 0)
         return 1;
     if (!ctl->json)
-        printf("%-8s %-8s %-6s %-12s %s\n", "PID", "STATE", "EXIT", "TAG", "COMMAND");
+        printf("%-8s %-9s %-6s %-8s %-12s %s\n", "PID", "STATE", "EXIT", "RESTARTS", "TAG",
+               "COMMAND");
     return list_processes(ctl, all, "ps", ps_each, ctl);
 }
 
@@ -1231,8 +1252,9 @@ const ctl_cmd_t ctl_cmds_proc[] = {
      "  The command runs in the user's home directory with the user's HOME, USER,\n"
      "  LOGNAME, SHELL and PATH unless --cwd or --env say otherwise.\n"},
     {"start", cmd_start,
-     "[-t] [-i] [-e K=V] [-w DIR] [-u USER] [--tag TAG] [--timeout S] [--] CMD [ARGS...]",
-     "start a command, print its pid", RUN_OPTIONS},
+     "[-t] [-i] [-e K=V] [-w DIR] [-u USER] [--tag TAG] [--timeout S] [--restart MODE] "
+     "[--ready SPEC] [--health SPEC] [--] CMD [ARGS...]",
+     "start a command, print its pid (with --ready: once ready)", RUN_OPTIONS CTL_SVC_OPTIONS},
     {"ps", cmd_ps, "[-a]", "list processes (-a: with exited ones)",
      "  -a, --all          the exited processes the agent still keeps too\n"},
     {"logs", cmd_logs,

@@ -1,6 +1,7 @@
 /* sandboxctl.c - the command line people use inside the VM: global flags,
  * the subcommand table, and the connection-level commands (ping, info). */
 #include "ctl.h"
+#include "ctl_svc.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -176,7 +177,7 @@ const ctl_cmd_t ctl_cmds_base[] = {
 
 /* Every module's table; a new module adds its table here. */
 static const ctl_cmd_t *const g_tables[] = {ctl_cmds_base, ctl_cmds_proc, ctl_cmds_fs,
-                                             ctl_cmds_tunnel};
+                                             ctl_cmds_tunnel, ctl_cmds_svc};
 
 static const ctl_cmd_t *find_cmd(const char *name)
 {

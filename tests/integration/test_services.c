@@ -920,6 +920,70 @@ TEST(services_dir_starts_good_files_and_names_the_bad_line)
     tmpdir_remove();
 }
 
+/* ------------------------------------------------------------ sandboxctl */
+
+static int run_ctl(agent_t *a, const char *args, char *out, size_t outlen)
+{
+    char cmd[1024];
+    snprintf(cmd, sizeof cmd, "SANDBOX_AGENT_ADDR=%s %s %s 2>&1", a->addr, CTL_BIN, args);
+    FILE *f = popen(cmd, "r");
+    ASSERT(f);
+    size_t n = fread(out, 1, outlen - 1, f);
+    out[n] = 0;
+    int st = pclose(f);
+    return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
+}
+
+static int tcp_connects(int port)
+{
+    struct sockaddr_in sa = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port)};
+    int fd = socket(AF_INET, SOCK_STREAM, 0), ok;
+    sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    ok = connect(fd, (struct sockaddr *)&sa, sizeof sa) == 0;
+    close(fd);
+    return ok;
+}
+
+TEST(sandboxctl_start_ready_ps_wait_ready_stop)
+{
+    agent_start(&A, NULL);
+    tmpdir_make();
+    int port = free_port();
+    char args[512], out[4096];
+    snprintf(args, sizeof args,
+             "start --restart on-failure --ready tcp:%d --tag web -- python3 -m http.server %d "
+             "--bind 127.0.0.1 --directory %s",
+             port, port, g_dir);
+    ASSERT_EQ(run_ctl(&A, args, out, sizeof out), 0);
+    int pid = atoi(out);
+    ASSERT_GT(pid, 0);
+    /* Printed once ready: the server answers now, with no sleep or retry. */
+    ASSERT(tcp_connects(port));
+    ASSERT_EQ(run_ctl(&A, "ps", out, sizeof out), 0);
+    ASSERT(strstr(out, "RESTARTS"));
+    ASSERT(strstr(out, "ready"));
+    ASSERT(strstr(out, "web"));
+    ASSERT_EQ(run_ctl(&A, "wait-ready web", out, sizeof out), 0);
+    ASSERT_EQ(atoi(out), pid);
+    ASSERT_EQ(run_ctl(&A, "--json ps", out, sizeof out), 0);
+    ASSERT(strstr(out, "\"restarts\":0,\"service_state\":\"ready\""));
+    ASSERT_EQ(run_ctl(&A, "stop web", out, sizeof out), 0);
+    ASSERT_EQ(run_ctl(&A, "ps -a", out, sizeof out), 0);
+    ASSERT(strstr(out, "stopped"));
+    ASSERT_EQ(run_ctl(&A, "stop nosuch", out, sizeof out), 1);
+    ASSERT(strstr(out, "NOT_FOUND"));
+    /* Never ready: start fails with the probe's last error. */
+    snprintf(args, sizeof args,
+             "start --ready tcp:%d --ready-timeout 0.5 --tag never -- sleep 300", free_port());
+    ASSERT_EQ(run_ctl(&A, args, out, sizeof out), 1);
+    ASSERT(strstr(out, "DEADLINE_EXCEEDED"));
+    ASSERT(strstr(out, "Connection refused"));
+    ASSERT_EQ(run_ctl(&A, "start --ready nope:1 -- true", out, sizeof out), 2);
+    ASSERT(strstr(out, "expected tcp:, http:, exec:, output: or line:"));
+    tmpdir_remove();
+    agent_stop(&A);
+}
+
 TEST_MAIN(TEST_ENTRY(on_failure_backs_off_more_each_time_then_gives_up),
           TEST_ENTRY(always_restarts_after_exit_0_and_on_failure_does_not),
           TEST_ENTRY(a_signal_sent_by_the_client_is_not_restarted),
@@ -934,4 +998,5 @@ TEST_MAIN(TEST_ENTRY(on_failure_backs_off_more_each_time_then_gives_up),
           TEST_ENTRY(output_probe_line_prefix_and_text_across_writes),
           TEST_ENTRY(an_unhealthy_service_is_restarted),
           TEST_ENTRY(bad_probes),
-          TEST_ENTRY(services_dir_starts_good_files_and_names_the_bad_line))
+          TEST_ENTRY(services_dir_starts_good_files_and_names_the_bad_line),
+          TEST_ENTRY(sandboxctl_start_ready_ps_wait_ready_stop))
