@@ -33,6 +33,7 @@ void config_defaults(config_t *cfg)
     cfg->exited_ttl_s = 3600;
     cfg->kill_grace_ms = 5000;
     cfg->write_timeout_s = 120;
+    cfg->hello_timeout_s = 10;
     cfg->socket_mode = 0600;
     cfg->ready_fd = -1;
     cfg->oom_score_adj = -1000;
@@ -347,7 +348,8 @@ static const opt_t g_opts[] = {
     NUM("max-connections", "N", max_connections, 1, 1u << 20, "connections at once"),
     NUM("max-inflight", "N", max_inflight, 1, 1u << 20, "streams in flight per connection"),
     BYTES("max-queued-bytes", conn_queue_high, 64 * 1024, 1ull << 32,
-          "output queued per connection before streams pause; at least one frame"),
+          "output queued per connection before streams pause; longer messages are cut to "
+          "fit"),
     NUM("max-processes", "N", max_processes, 1, 1u << 22, "running processes"),
     BYTES("output-window", default_output_window, 4096, 1ull << 40,
           "bytes of output kept per process"),
@@ -358,6 +360,9 @@ static const opt_t g_opts[] = {
     NUM("kill-grace-ms", "N", kill_grace_ms, 0, 1u << 30, "SIGTERM to SIGKILL delay"),
     NUM("write-timeout", "SECONDS", write_timeout_s, 0, 1u << 30,
         "close connections whose output has not moved"),
+    NUM("hello-timeout", "SECONDS", hello_timeout_s, 0, 86400,
+        "with a token, close connections that have not sent a valid Hello by then (0: no "
+        "deadline)"),
     {"ready-fd", "N", OPT_NUM, FIELD(ready_fd), 0, 1u << 20, NULL,
      "write \"READY=1\\n\" to fd N once listening, then close it ($NOTIFY_SOCKET, sd_notify "
      "style, is honoured too)"},
@@ -541,7 +546,7 @@ int config_parse(config_t *cfg, int argc, char **argv)
         snprintf(def, sizeof def, "unix:%s", path);
         cfg->listen[cfg->n_listen++] = def;
     }
-    if (cfg->conn_queue_high < (size_t)cfg->max_frame_size + 64)
-        cfg->conn_queue_high = (size_t)cfg->max_frame_size + 64;
+    /* --max-queued-bytes is kept as given: streams cut their messages to
+     * fit it (conn_max_event), so it need not hold a whole frame. */
     return 0;
 }

@@ -17,6 +17,7 @@
 
 #include <errno.h>
 #include <limits.h>
+#include <poll.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -36,6 +37,12 @@
 #define TURN_BUDGET 0.002
 #define ZLIB_MISSES 2
 #define ZLIB_SKIP 64
+/* Before Hello succeeds, the largest frame accepted: a Hello fits in well
+ * under this, and an unauthenticated peer costs no more. */
+#define PREAUTH_FRAME_MAX (64u * 1024)
+/* After the peer shut down its side, how often to ask whether it closed
+ * the socket altogether (then nothing it asked for can reach it). */
+#define EOF_CHECK_S 1.0
 
 typedef struct oblock {
     struct oblock *next;
@@ -49,6 +56,7 @@ struct conn {
     struct ev_loop *loop;
     ev_io rio, wio;
     ev_timer wtimer;
+    ev_timer htimer; /* the Hello deadline; after a half-close, the peer check */
     int fd;
     char kind[8];
     char peer[96];
@@ -67,6 +75,9 @@ struct conn {
     stream_t *rhead, *rtail; /* ready to be pulled */
 
     unsigned holds; /* conn_hold_input() nesting */
+    size_t upload;  /* upload bytes held for this connection (conn_upload_*) */
+    uint64_t dead_id; /* a unary answer that could not be sent: ignore its id */
+    unsigned n_dead;  /* streams marked _dead */
     /* Compression that does not pay (random file data, already compressed
      * output) is skipped for a while instead of costing the loop on every
      * frame: after ZLIB_MISSES misses, the next ZLIB_SKIP large frames go
@@ -76,6 +87,7 @@ struct conn {
         pending : 1, in_service : 1, deferred : 1;
     conn_handover_fn *handover_fn; /* conn_handover(): called once flushed */
     void *handover_arg;
+    unsigned unauth_counted : 1, eof : 1, eof_told : 1, budget_held : 1, has_dead_id : 1;
     conn_t *next_all, *prev_all;
     conn_t *next_pending;
     conn_t *next_free;
@@ -83,20 +95,38 @@ struct conn {
 
 static conn_t *g_all, *g_pending, *g_free;
 static conn_request_fn *g_on_request;
-static unsigned g_count;
+static unsigned g_count, g_unauth;
+static size_t g_upload;  /* upload bytes held for every connection */
 
 static void on_read(struct ev_loop *loop, ev_io *w, int revents);
 static void on_write(struct ev_loop *loop, ev_io *w, int revents);
 static void on_wtimer(struct ev_loop *loop, ev_timer *w, int revents);
 static void conn_service(conn_t *c);
+static void on_htimer(struct ev_loop *loop, ev_timer *w, int revents);
+static void hold_release(conn_t *c);
 
 void conn_set_request_handler(conn_request_fn *fn) { g_on_request = fn; }
 unsigned conn_count(void) { return g_count; }
+unsigned conn_count_unauthenticated(void) { return g_unauth; }
+/* Half of the slots at most: the other half is kept for clients that
+ * authenticate, whatever unauthenticated peers do. */
+unsigned conn_max_unauthenticated(void)
+{
+    return g_config.max_connections > 1 ? g_config.max_connections / 2 : 1;
+}
 const char *conn_peer(const conn_t *c) { return c->peer; }
 pid_t conn_peer_pid(const conn_t *c) { return c->peer_pid; }
 uid_t conn_peer_uid(const conn_t *c) { return c->peer_uid; }
 int conn_authenticated(const conn_t *c) { return c->authed; }
-void conn_set_authenticated(conn_t *c) { c->authed = 1; }
+void conn_set_authenticated(conn_t *c)
+{
+    c->authed = 1;
+    if (c->unauth_counted) {
+        c->unauth_counted = 0;
+        g_unauth--;
+    }
+    ev_timer_stop(c->loop, &c->htimer);
+}
 void conn_set_zlib(conn_t *c, int accept_zlib) { c->zlib = accept_zlib ? 1 : 0; }
 size_t conn_queued(const conn_t *c) { return c->queued; }
 unsigned conn_in_flight(const conn_t *c) { return c->n_streams; }
@@ -108,7 +138,22 @@ size_t conn_max_payload(const conn_t *c)
     return g_config.max_frame_size - 256;
 }
 
+size_t conn_max_event(const conn_t *c)
+{
+    return SA_MIN(conn_max_payload(c), g_config.conn_queue_high / 2);
+}
+
 static size_t queue_low(void) { return g_config.conn_queue_high / 4; }
+
+/* The largest frame this connection may send now. */
+static uint32_t in_max(const conn_t *c)
+{
+    return c->authed ? g_config.max_frame_size : SA_MIN(PREAUTH_FRAME_MAX, g_config.max_frame_size);
+}
+
+/* Memory given back to the allocator; large releases end with malloc_trim
+ * (conn_before_sleep), so a burst that is over leaves no footprint. */
+static void freed(size_t n) { util_freed(n); }
 
 static void mark_pending(conn_t *c)
 {
@@ -148,7 +193,17 @@ conn_t *conn_new(struct ev_loop *loop, int fd, const char *kind, const char *pee
     c->rio.data = c->wio.data = c;
     ev_init(&c->wtimer, on_wtimer);
     c->wtimer.data = c;
+    ev_init(&c->htimer, on_htimer);
+    c->htimer.data = c;
     ev_io_start(loop, &c->rio);
+    if (!c->authed) {
+        c->unauth_counted = 1;
+        g_unauth++;
+        if (g_config.hello_timeout_s) {
+            ev_timer_set(&c->htimer, g_config.hello_timeout_s, 0);
+            ev_timer_start(loop, &c->htimer);
+        }
+    }
     c->next_all = g_all;
     if (g_all)
         g_all->prev_all = c;
@@ -185,12 +240,24 @@ static void queue_append(conn_t *c, oblock_t *b)
     c->queued += b->len - b->off;
 }
 
-int conn_send(conn_t *c, uint64_t id, int done, Response *r)
+/* An id whose answer could not be sent: its later sends are ignored. */
+static int id_dead(conn_t *c, uint64_t id)
+{
+    if (c->has_dead_id && c->dead_id == id)
+        return 1;
+    if (c->n_dead) {
+        stream_t *s = conn_stream_find(c, id);
+        return s && s->_dead;
+    }
+    return 0;
+}
+
+int conn_send_try(conn_t *c, uint64_t id, int done, Response *r)
 {
     size_t plen;
     int rc;
 
-    if (c->closing)
+    if (c->closing || id_dead(c, id))
         return -EPIPE;
     r->id = id;
     r->done = done ? 1 : 0;
@@ -238,6 +305,54 @@ int conn_send(conn_t *c, uint64_t id, int done, Response *r)
     }
     mark_pending(c);
     return 0;
+}
+
+/* r could not be queued (rc): the request gets an Error with done in its
+ * place, and nothing more. */
+static void answer_lost(conn_t *c, uint64_t id, int rc, Response *r)
+{
+    Response e = RESPONSE_INIT;
+    Sandbox__Agent__V1__Error err = SANDBOX__AGENT__V1__ERROR__INIT;
+    char msg[200];
+    stream_t *s = conn_stream_find(c, id);
+
+    if (rc == -EMSGSIZE)
+        snprintf(msg, sizeof msg,
+                 "the answer (%zu bytes) does not fit in a frame (--max-frame-size %u)",
+                 protobuf_c_message_get_packed_size(&r->base), g_config.max_frame_size);
+    else
+        snprintf(msg, sizeof msg, "the agent is out of memory for the answer");
+    log_warn("conn %s: request %llu: %s", c->peer, (unsigned long long)id, msg);
+    err.code = CODE(RESOURCE_EXHAUSTED);
+    err.message = msg;
+    err.os_errno = -rc;
+    e.result_case = RES(ERROR);
+    e.error = &err;
+    if (conn_send_try(c, id, 1, &e) < 0) {
+        /* Not even the Error: the close is what the client learns. */
+        log_error("conn %s: cannot queue an error for request %llu; closing", c->peer,
+                  (unsigned long long)id);
+        conn_close(c);
+        return;
+    }
+    if (s) {
+        if (!s->_dead) {
+            s->_dead = 1;
+            c->n_dead++;
+        }
+        stream_wake(s);
+    } else {
+        c->dead_id = id;
+        c->has_dead_id = 1;
+    }
+}
+
+int conn_send(conn_t *c, uint64_t id, int done, Response *r)
+{
+    int rc = conn_send_try(c, id, done, r);
+    if (rc == -EMSGSIZE || rc == -ENOMEM)
+        answer_lost(c, id, rc, r);
+    return rc;
 }
 
 static int send_error_v(conn_t *c, uint64_t id, int code, int os_errno, const char *fmt,
@@ -329,6 +444,8 @@ static int queue_write(conn_t *c)
             c->qhead = b->next;
             if (!c->qhead)
                 c->qtail = NULL;
+            if (b->cap > BLOCK_SIZE)
+                freed(b->cap);
             free(b->data);
             free(b);
         }
@@ -343,6 +460,7 @@ static void queue_free(conn_t *c)
     oblock_t *b = c->qhead, *next;
     for (; b; b = next) {
         next = b->next;
+        freed(b->cap);
         free(b->data);
         free(b);
     }
@@ -424,6 +542,10 @@ int conn_stream_add(conn_t *c, stream_t *s, uint64_t id)
 static void stream_unlink(conn_t *c, stream_t *s)
 {
     ready_remove(c, s);
+    if (s->_dead) {
+        s->_dead = 0;
+        c->n_dead--;
+    }
     if (s->_prev)
         s->_prev->_next = s->_next;
     else
@@ -445,7 +567,10 @@ void conn_stream_end(conn_t *c, stream_t *s)
 static void pump(conn_t *c)
 {
     int calls = 0;
-    while (c->rhead && !c->closing && c->queued < g_config.conn_queue_high &&
+    /* A stream is asked only while its largest message still fits under
+     * the limit, so the queue stays within --max-queued-bytes. */
+    size_t room_for = conn_max_event(c) + 256;
+    while (c->rhead && !c->closing && c->queued + room_for <= g_config.conn_queue_high &&
            calls++ < PUMP_MAX_CALLS) {
         stream_t *s = c->rhead;
         c->rhead = s->_rnext;
@@ -453,10 +578,15 @@ static void pump(conn_t *c)
             c->rtail = NULL;
         s->_rnext = NULL;
         s->_ready = 0;
+        /* Its answer could not be sent: it ends, with the Error said. */
+        if (s->_dead) {
+            conn_stream_end(c, s);
+            continue;
+        }
         stream_status_t st = s->ops->next(s);
         if (c->closing)
             return;
-        if (st == STREAM_DONE)
+        if (st == STREAM_DONE || s->_dead)
             conn_stream_end(c, s);
         else if (st == STREAM_MORE && !s->_ready)
             ready_push(c, s);
@@ -470,6 +600,41 @@ static void protocol_error(conn_t *c, int rc, const char *what)
     log_warn("conn %s (%s): protocol error: %s; closing", c->peer, c->kind, what);
     conn_send_error(c, 0, CODE(PROTOCOL_ERROR), rc < 0 ? -rc : 0, "%s", what);
     conn_close_after_flush(c);
+}
+
+/* A complete frame waits in the input buffer. */
+static int frame_ready(const conn_t *c)
+{
+    uint8_t flags;
+    uint32_t plen;
+    size_t avail = c->in ? c->in_len - c->in_off : 0;
+    int rc = avail ? frame_header_parse(c->in + c->in_off, avail, in_max(c), &flags, &plen) : 0;
+    return rc < 0 || (rc == 1 && avail >= FRAME_HEADER_SIZE + (size_t)plen);
+}
+
+/* Every request of a half-closed connection has been dispatched: streams
+ * that needed more input end; the rest finish, then the connection closes
+ * (conn_service). */
+static void input_ended(conn_t *c)
+{
+    stream_t *s, *next;
+    c->eof_told = 1;
+    if (c->in_len > c->in_off)
+        log_info("conn %s (%s): shut down mid-frame (%zu bytes unparsed)", c->peer, c->kind,
+                 c->in_len - c->in_off);
+    for (s = c->streams; s && !c->closing; s = next) {
+        next = s->_next;
+        if (s->input_end && s->input_end(s) == STREAM_DONE)
+            conn_stream_end(c, s);
+    }
+    mark_pending(c);
+}
+
+/* The peer closed the socket altogether (not only its sending side). */
+static int peer_gone(const conn_t *c)
+{
+    struct pollfd pfd = {.fd = c->fd, .events = POLLOUT};
+    return poll(&pfd, 1, 0) == 1 && (pfd.revents & (POLLHUP | POLLERR));
 }
 
 /* Parse and dispatch every complete frame in the input buffer, unless the
@@ -497,8 +662,8 @@ static void process_input(conn_t *c)
             }
             break;
         }
-        int rc = frame_header_parse(c->in + c->in_off, avail, g_config.max_frame_size, &flags,
-                                    &plen);
+        uint32_t max = in_max(c);
+        int rc = frame_header_parse(c->in + c->in_off, avail, max, &flags, &plen);
         if (rc == 0)
             break;
         if (rc == -EPROTO) {
@@ -511,9 +676,11 @@ static void process_input(conn_t *c)
         if (rc == -EMSGSIZE) {
             char msg[128];
             const uint8_t *h = c->in + c->in_off;
-            snprintf(msg, sizeof msg, "frame length %u exceeds the maximum frame size %u",
+            snprintf(msg, sizeof msg, "frame length %u exceeds %s %u",
                      (unsigned)h[1] << 24 | (unsigned)h[2] << 16 | (unsigned)h[3] << 8 | h[4],
-                     g_config.max_frame_size);
+                     c->authed ? "the maximum frame size"
+                               : "the largest frame accepted before authentication,",
+                     max);
             protocol_error(c, rc, msg);
             return;
         }
@@ -522,26 +689,31 @@ static void process_input(conn_t *c)
         ProtobufCMessage *msg = NULL;
         char err[160];
         rc = frame_decode(&sandbox__agent__v1__request__descriptor, flags,
-                          c->in + c->in_off + FRAME_HEADER_SIZE, plen, g_config.max_frame_size,
-                          &msg, err, sizeof err);
+                          c->in + c->in_off + FRAME_HEADER_SIZE, plen, max, &msg, err,
+                          sizeof err);
         c->in_off += FRAME_HEADER_SIZE + plen;
         if (rc < 0) {
             protocol_error(c, rc, err);
             return;
         }
+        c->has_dead_id = 0;
         g_on_request(c, (const Request *)msg);
         protobuf_c_message_free_unpacked(msg, NULL);
         handled = 1;
     }
     /* Compact; give back a buffer that grew for one large frame. */
-    if (c->in_off == c->in_len) {
+    if (c->in && c->in_off == c->in_len) {
         c->in_off = c->in_len = 0;
         if (c->in_cap > 4 * IN_INITIAL) {
+            freed(c->in_cap);
             free(c->in);
             c->in = NULL;
             c->in_cap = 0;
         }
     }
+    if (c->eof && !c->eof_told && !c->closing && !c->holds && !c->deferred && !c->paused &&
+        !frame_ready(c))
+        input_ended(c);
 }
 
 static void on_read(struct ev_loop *loop, ev_io *w, int revents)
@@ -553,8 +725,8 @@ static void on_read(struct ev_loop *loop, ev_io *w, int revents)
 
     /* Size the buffer for the frame being received, never beyond one
      * maximum frame: the header was length-checked first. */
-    if (c->in && frame_header_parse(c->in + c->in_off, c->in_len - c->in_off,
-                                    g_config.max_frame_size, &flags, &plen) == 1)
+    if (c->in && frame_header_parse(c->in + c->in_off, c->in_len - c->in_off, in_max(c), &flags,
+                                    &plen) == 1)
         need = SA_MAX(need, FRAME_HEADER_SIZE + (size_t)plen);
     if (c->in_off && c->in_cap - c->in_len < need) {
         memmove(c->in, c->in + c->in_off, c->in_len - c->in_off);
@@ -581,12 +753,26 @@ static void on_read(struct ev_loop *loop, ev_io *w, int revents)
         return;
     }
     if (n == 0) {
-        if (c->in_len > c->in_off)
-            log_info("conn %s (%s): closed mid-frame (%zu bytes unparsed)", c->peer, c->kind,
-                     c->in_len - c->in_off);
-        else
-            log_debug("conn %s (%s): closed by peer", c->peer, c->kind);
-        conn_close(c);
+        /* End of input. A peer that closed the socket is gone: nothing can
+         * reach it. One that only shut down its sending side (half-close)
+         * still reads: what it asked for is finished first. */
+        if (peer_gone(c)) {
+            if (c->in_len > c->in_off)
+                log_info("conn %s (%s): closed mid-frame (%zu bytes unparsed)", c->peer,
+                         c->kind, c->in_len - c->in_off);
+            else
+                log_debug("conn %s (%s): closed by peer", c->peer, c->kind);
+            conn_close(c);
+            return;
+        }
+        log_debug("conn %s (%s): peer shut down its side; finishing what is in flight",
+                  c->peer, c->kind);
+        c->eof = 1;
+        ev_io_stop(c->loop, &c->rio);
+        ev_timer_set(&c->htimer, EOF_CHECK_S, EOF_CHECK_S);
+        ev_timer_again(c->loop, &c->htimer);
+        process_input(c);
+        conn_service(c);
         return;
     }
     c->in_len += (size_t)n;
@@ -648,7 +834,7 @@ static void conn_service(conn_t *c)
         }
         if (c->paused && c->queued < queue_low()) {
             c->paused = 0;
-            if (!c->holds && !c->close_after_flush)
+            if (!c->holds && !c->close_after_flush && !c->eof)
                 ev_io_start(c->loop, &c->rio);
             process_input(c);
             continue;
@@ -664,6 +850,13 @@ static void conn_service(conn_t *c)
     }
     if (c->handover_fn && c->queued == 0) {
         handover(c);
+        return;
+    }
+    /* Half-closed, and every answer it asked for is written. */
+    if (c->eof && c->eof_told && !c->streams && c->queued == 0 && !c->holds) {
+        log_debug("conn %s (%s): answers finished after the peer's shutdown; closing",
+                  c->peer, c->kind);
+        conn_close(c);
         return;
     }
     if (c->queued || c->rhead || c->deferred) {
@@ -712,6 +905,68 @@ static void on_wtimer(struct ev_loop *loop, ev_timer *w, int revents)
     (void)revents;
 }
 
+/* Before authentication: the Hello deadline. After a half-close: is the
+ * peer still there to read what is in flight? */
+static void on_htimer(struct ev_loop *loop, ev_timer *w, int revents)
+{
+    conn_t *c = w->data;
+    (void)loop;
+    (void)revents;
+    if (c->eof) {
+        if (peer_gone(c)) {
+            log_debug("conn %s (%s): closed by peer after its shutdown", c->peer, c->kind);
+            conn_close(c);
+        }
+        return;
+    }
+    if (c->authed || c->close_after_flush)
+        return;
+    log_warn("conn %s (%s): no valid Hello within %us (--hello-timeout); closing", c->peer,
+             c->kind, g_config.hello_timeout_s);
+    conn_send_error(c, 0, CODE(UNAUTHENTICATED), ETIMEDOUT,
+                    "no valid Hello within %u s of connecting (--hello-timeout)",
+                    g_config.hello_timeout_s);
+    conn_close_after_flush(c);
+}
+
+#define UPLOAD_CONN_BUDGET() (2 * (size_t)g_config.max_frame_size)
+#define UPLOAD_ALL_BUDGET() (8 * (size_t)g_config.max_frame_size)
+
+static int upload_over(const conn_t *c)
+{
+    return c->upload >= UPLOAD_CONN_BUDGET() || g_upload >= UPLOAD_ALL_BUDGET();
+}
+
+size_t conn_upload_held(void) { return g_upload; }
+
+
+
+void conn_upload_take(conn_t *c, size_t n)
+{
+    c->upload += n;
+    g_upload += n;
+    if (!c->budget_held && !c->closing && upload_over(c)) {
+        c->budget_held = 1;
+        conn_hold_input(c, 1);
+    }
+}
+
+void conn_upload_leave(conn_t *c, size_t n) { c->upload -= SA_MIN(c->upload, n); }
+
+void conn_upload_give(conn_t *c, size_t n)
+{
+    if (c)
+        conn_upload_leave(c, n);
+    g_upload -= SA_MIN(g_upload, n);
+    /* Connections waiting for the budget go on, in the order they came. */
+    for (conn_t *h = g_all; h; h = h->next_all) {
+        if (h->budget_held && !upload_over(h)) {
+            h->budget_held = 0;
+            hold_release(h);
+        }
+    }
+}
+
 void conn_before_sleep(struct ev_loop *loop)
 {
     /* Service connections whose streams woke or that queued output. New
@@ -729,7 +984,24 @@ void conn_before_sleep(struct ev_loop *loop)
         g_free = c->next_free;
         free(c);
     }
+    /* Large frees went back to the heap, where glibc keeps them: give the
+     * pages back to the system once a few megabytes were released. */
+    util_trim_maybe();
     (void)loop;
+}
+
+/* The last hold is released. Frames already buffered are parsed before the
+ * loop sleeps (conn_service), not at the next read, and not here: the
+ * caller may be in the middle of a producer's callback (a process's stdin,
+ * a worker's done) that a new request could change under it. */
+static void hold_release(conn_t *c)
+{
+    if (!c->holds || --c->holds || c->closing)
+        return;
+    if (!c->paused && !c->close_after_flush && !c->eof)
+        ev_io_start(c->loop, &c->rio);
+    c->deferred = 1;
+    mark_pending(c);
 }
 
 void conn_hold_input(conn_t *c, int hold)
@@ -739,13 +1011,7 @@ void conn_hold_input(conn_t *c, int hold)
             ev_io_stop(c->loop, &c->rio);
         return;
     }
-    if (!c->holds || --c->holds || c->closing)
-        return;
-    if (!c->paused && !c->close_after_flush)
-        ev_io_start(c->loop, &c->rio);
-    /* Frames already buffered are parsed now, not at the next read. */
-    process_input(c);
-    mark_pending(c);
+    hold_release(c);
 }
 
 /* ------------------------------------------------------------ close */
@@ -769,9 +1035,14 @@ void conn_close(conn_t *c)
     ev_io_stop(c->loop, &c->rio);
     ev_io_stop(c->loop, &c->wio);
     ev_timer_stop(c->loop, &c->wtimer);
+    ev_timer_stop(c->loop, &c->htimer);
     if (c->fd >= 0)
         close(c->fd);
     c->fd = -1;
+    if (c->unauth_counted) {
+        c->unauth_counted = 0;
+        g_unauth--;
+    }
     while (c->streams)
         conn_stream_end(c, c->streams);
     if (c->handover_fn) {
@@ -781,8 +1052,10 @@ void conn_close(conn_t *c)
         fn(c->handover_arg, -1, NULL, 0);
     }
     queue_free(c);
+    freed(c->in_cap);
     free(c->in);
     c->in = NULL;
+    c->budget_held = 0;
     if (c->prev_all)
         c->prev_all->next_all = c->next_all;
     else
@@ -800,6 +1073,26 @@ void conn_close(conn_t *c)
     c->pending = 0;
     c->next_free = g_free;
     g_free = c;
+}
+
+void conn_evict_unauthenticated(void)
+{
+    conn_t *oldest = NULL;
+    /* g_all is newest first. */
+    for (conn_t *c = g_all; c; c = c->next_all)
+        if (c->unauth_counted && !c->close_after_flush)
+            oldest = c;
+    if (!oldest)
+        return;
+    log_warn("conn %s (%s): %u connections wait to authenticate (at most %u); closing the "
+             "one that waited longest",
+             oldest->peer, oldest->kind, g_unauth, conn_max_unauthenticated());
+    conn_send_error(oldest, 0, CODE(RESOURCE_EXHAUSTED), 0,
+                    "too many connections waiting to authenticate; this one waited longest");
+    conn_close_after_flush(oldest);
+    /* Its slot is free now, whether or not the error is written yet. */
+    oldest->unauth_counted = 0;
+    g_unauth--;
 }
 
 void conn_close_all(void)

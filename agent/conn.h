@@ -25,9 +25,16 @@ void conn_set_request_handler(conn_request_fn *fn);
 conn_t *conn_new(struct ev_loop *loop, int fd, const char *kind, const char *peer);
 
 /* Queue one response frame. done marks the request's last response.
- * Returns 0, or -EMSGSIZE when the message does not fit in a frame (the
- * caller must split it), -ENOMEM, -EPIPE when the connection is closing. */
+ * An answer is never dropped silently: when r cannot be queued (larger than
+ * a frame: -EMSGSIZE; out of memory: -ENOMEM) the request gets an Error with
+ * done instead, its stream (if any) ends after its current next(), and later
+ * sends for that id are ignored (-EPIPE); when even the Error cannot be
+ * queued the connection is closed. -EPIPE also when the connection is
+ * closing. */
 int conn_send(conn_t *c, uint64_t id, int done, Response *r);
+/* The same, but a message that does not fit (-EMSGSIZE) is not answered:
+ * for callers that cut it smaller and try again. */
+int conn_send_try(conn_t *c, uint64_t id, int done, Response *r);
 /* Queue an Error response (done = true). code is an Error.Code value. */
 int conn_send_error(conn_t *c, uint64_t id, int code, int os_errno, const char *fmt, ...)
     __attribute__((format(printf, 5, 6)));
@@ -48,6 +55,10 @@ int conn_id_in_flight(conn_t *c, uint64_t id);
 /* Bytes of the largest payload a handler may put in one frame, leaving room
  * for the envelope. */
 size_t conn_max_payload(const conn_t *c);
+/* Bytes of data a stream should put in one message (an output event, a
+ * file chunk, a list batch): at most a frame and half of
+ * --max-queued-bytes, so a connection's queue stays within that limit. */
+size_t conn_max_event(const conn_t *c);
 /* Bytes queued for the peer. */
 size_t conn_queued(const conn_t *c);
 
@@ -68,6 +79,17 @@ typedef void conn_handover_fn(void *arg, int fd, uint8_t *in, size_t len);
  * the socket next, and the connection closes without closing the socket.
  * The caller holds the input (conn_hold_input) and has no stream left. */
 void conn_handover(conn_t *c, conn_handover_fn *fn, void *arg);
+/* Data received but not yet written (WriteFile chunks waiting for or in a
+ * file worker, stdin writes the pipe has not taken) has a budget: two
+ * frames per connection, eight for the agent. A connection whose data
+ * takes it over either is not read again until enough is given back. take: n more bytes
+ * held for c. give: n bytes freed; c NULL when the upload has left its
+ * connection (conn_upload_leave). leave: the upload's stream leaves c (it
+ * was cancelled or c closed) while its n bytes are still held elsewhere. */
+void conn_upload_take(conn_t *c, size_t n);
+void conn_upload_give(conn_t *c, size_t n);
+void conn_upload_leave(conn_t *c, size_t n);
+size_t conn_upload_held(void);
 
 int conn_authenticated(const conn_t *c);
 void conn_set_authenticated(conn_t *c);
@@ -83,6 +105,14 @@ uid_t conn_peer_uid(const conn_t *c);
 
 /* Global: number of open connections; close all (shutdown). */
 unsigned conn_count(void);
+/* Connections that have not authenticated yet (a token is configured), and
+ * how many of them the agent admits at once: the rest of --max-connections
+ * stays for clients that authenticate. */
+unsigned conn_count_unauthenticated(void);
+unsigned conn_max_unauthenticated(void);
+/* Close the unauthenticated connection that has waited longest (it gets
+ * RESOURCE_EXHAUSTED with id 0). */
+void conn_evict_unauthenticated(void);
 void conn_close_all(void);
 /* Shutdown: answer every stream in flight with UNAVAILABLE, write what each
  * socket takes without waiting, then close all. */

@@ -71,7 +71,7 @@ void control_ping(conn_t *c, const Request *req)
     r.pong = &p;
     /* The payload came in a frame of at most the maximum size; the reply
      * adds a few bytes, which conn_send refuses only at the very limit. */
-    if (conn_send(c, req->id, 1, &r) == -EMSGSIZE)
+    if (conn_send_try(c, req->id, 1, &r) == -EMSGSIZE)
         conn_send_error(c, req->id, CODE(INVALID_ARGUMENT), 0,
                         "ping payload of %zu bytes does not fit in a reply frame",
                         req->ping->payload.len);

@@ -66,6 +66,14 @@ void dispatch_request(conn_t *c, const Request *req)
         conn_close_after_flush(c);
         return;
     }
+    /* Responses with id 0 speak about the connection: a request cannot
+     * have it, or its answers would be taken for the connection's. */
+    if (req->id == 0) {
+        conn_send_error(c, 0, CODE(INVALID_ARGUMENT), 0,
+                        "request id 0 is reserved for messages about the connection; "
+                        "number requests from 1");
+        return;
+    }
     /* A chunk of an upload in flight goes to the stream that owns its id. */
     if (op == OP(WRITE_DATA)) {
         stream_t *s = conn_stream_find(c, req->id);

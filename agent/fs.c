@@ -495,6 +495,7 @@ typedef struct rd {
     uint32_t crc;
     uint8_t *buf;
     size_t cap, have;   /* a chunk read, not yet sent */
+    size_t have_sent;   /* of it, sent already (in pieces that fit the queue) */
     uint64_t have_off;
     int eof, opened;
     int nonblock;       /* read without blocking; EAGAIN ends the file */
@@ -682,20 +683,22 @@ static stream_status_t rd_next(stream_t *s)
         return STREAM_WAIT;
     }
     if (r->have) {
+        /* The disk is read a frame at a time; the chunk goes out in pieces
+         * that fit the connection's queue (--max-queued-bytes). */
         FileChunk fc = SANDBOX__AGENT__V1__FILE_CHUNK__INIT;
-        fc.offset = r->have_off;
-        fc.data.data = r->buf;
-        fc.data.len = r->have;
+        size_t piece = SA_MIN(r->have - r->have_sent, conn_max_event(c));
+        fc.offset = r->have_off + r->have_sent;
+        fc.data.data = r->buf + r->have_sent;
+        fc.data.len = piece;
         resp.result_case = RES(CHUNK);
         resp.chunk = &fc;
-        int rc = conn_send(c, s->id, 0, &resp);
-        if (rc < 0) {
-            conn_send_errno(c, s->id, rc, "%s '%s': sending a chunk: %s", r->o.what, r->o.path,
-                            strerror(-rc));
-            return STREAM_DONE;
-        }
-        r->sent += r->have;
-        r->have = 0;
+        if (conn_send(c, s->id, 0, &resp) < 0)
+            return STREAM_DONE; /* answered with an Error, or the connection is closing */
+        r->sent += piece;
+        r->have_sent += piece;
+        if (r->have_sent < r->have)
+            return STREAM_MORE;
+        r->have = r->have_sent = 0;
         if (!r->eof) {
             op_submit(&r->o, rd_run);
             return STREAM_WAIT;
@@ -758,6 +761,7 @@ typedef struct wr {
     uint8_t *next;      /* one more, received while data was being written */
     size_t next_len;
     int next_last, held;
+    size_t charged;     /* bytes of data/next counted against the upload budget */
     int last, opened, finished, created;
     off_t orig_size;
     uint64_t written;
@@ -971,12 +975,26 @@ fail:
 
 /* On the loop: answer if the upload ended (error or last chunk), then let
  * the connection's input go on. */
+/* Count n more bytes of this upload against the upload budget (which holds
+ * the connection's input when it is over: conn_upload_take). */
+static void wr_charge(wr_t *w, size_t n)
+{
+    w->charged += n;
+    conn_upload_take(w->o.base.conn, n);
+}
+
 static void wr_done(fsop_t *o)
 {
     wr_t *w = (wr_t *)o;
     conn_t *c = o->base.conn;
     int held = w->held;
+    size_t now = (w->data ? w->len : 0) + (w->next ? w->next_len : 0);
     w->held = 0;
+    /* The chunk the worker wrote is freed: its bytes leave the budget. */
+    if (w->charged > now) {
+        conn_upload_give(c, w->charged - now);
+        w->charged = now;
+    }
     if (!o->err && !w->finished && w->next) {
         /* The chunk that waited goes to the worker; the slot is free, so
          * the connection's input may go on. */
@@ -1008,6 +1026,9 @@ static void wr_cleanup_run(fsw_job_t *j)
 
 static void wr_free(wr_t *w)
 {
+    /* Its stream already left the connection (wr_destroy). */
+    if (w->charged)
+        conn_upload_give(NULL, w->charged);
     free(w->data);
     free(w->next);
     free(w->dir);
@@ -1058,6 +1079,7 @@ static stream_status_t wr_feed(stream_t *s, const Request *req)
     if (!w->o.busy) {
         wr_take(w, d);
         w->last = !req->write_data->more;
+        wr_charge(w, w->len);
         op_submit(&w->o, wr_run);
         return STREAM_WAIT;
     }
@@ -1071,10 +1093,35 @@ static stream_status_t wr_feed(stream_t *s, const Request *req)
     d->len = 0;
     w->held = 1;
     conn_hold_input(c, 1);
+    wr_charge(w, w->next_len);
     return STREAM_WAIT;
 }
 
-static const stream_ops_t wr_ops = {"write_file", op_next_wait, wr_feed, op_destroy};
+/* The stream leaves its connection (done, cancelled, or the connection
+ * closed); the data it still holds stays counted in the agent's budget
+ * until it is freed (wr_free). */
+static void wr_destroy(stream_t *s)
+{
+    wr_t *w = (wr_t *)s;
+    conn_upload_leave(s->conn, w->charged);
+    op_destroy(s);
+}
+
+/* The client shut down its side: an upload still waiting for chunks can
+ * never finish. */
+static stream_status_t wr_input_end(stream_t *s)
+{
+    wr_t *w = (wr_t *)s;
+    if (w->last || w->next_last)
+        return STREAM_WAIT; /* every chunk arrived: it finishes as usual */
+    conn_send_error(s->conn, s->id, CODE(INVALID_ARGUMENT), 0,
+                    "%s '%s': the client shut down its side before the last chunk (more = "
+                    "true); the upload is abandoned",
+                    w->o.what, w->o.path);
+    return STREAM_DONE;
+}
+
+static const stream_ops_t wr_ops = {"write_file", op_next_wait, wr_feed, wr_destroy};
 
 void fs_handle_write(conn_t *c, const Request *req)
 {
@@ -1133,6 +1180,8 @@ void fs_handle_write(conn_t *c, const Request *req)
     w->last = !m->more;
     if (op_register(c, req, &w->o, &wr_ops) < 0)
         return;
+    w->o.base.input_end = wr_input_end;
+    wr_charge(w, w->len);
     op_submit(&w->o, wr_run);
 }
 

@@ -173,6 +173,13 @@ static void on_accept(struct ev_loop *loop, ev_io *w, int revents)
                    "too many connections: the agent's --max-connections limit is reached");
             continue;
         }
+        /* Peers that have not authenticated hold at most their share of the
+         * slots, each for --hello-timeout at most: the rest stay for clients
+         * that authenticate. At the share, the one that has waited longest
+         * makes room, so a client that sends its Hello promptly gets in
+         * even while idle peers keep arriving. */
+        if (g_config.token[0] && conn_count_unauthenticated() >= conn_max_unauthenticated())
+            conn_evict_unauthenticated();
         if (strcmp(l->kind, "unix"))
             set_keepalive(fd);
         peer_name(&ss, peer, sizeof peer);

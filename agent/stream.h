@@ -40,10 +40,17 @@ struct stream {
     const stream_ops_t *ops;
     struct conn *conn;  /* owner; never NULL while registered */
     uint64_t id;        /* the request id it answers */
+    /* Optional, set by the producer: the client shut down its sending side
+     * (half-close) and every request it sent has been dispatched, so no
+     * further request for this stream can come. A stream that needed more
+     * input (an upload without its last chunk) answers its error and
+     * returns STREAM_DONE; NULL: it finishes as usual. */
+    stream_status_t (*input_end)(stream_t *s);
     /* private to conn.c */
     stream_t *_next, *_prev;   /* all streams of the connection */
     stream_t *_rnext;          /* ready list */
     int _ready;
+    int _dead;                 /* an answer could not be sent: end it */
 };
 
 /* The producer has something: schedule next() when the connection has room.

@@ -3,6 +3,9 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#ifdef __GLIBC__
+#include <malloc.h>
+#endif
 #include <stdlib.h>
 #include <string.h>
 
@@ -83,4 +86,18 @@ char *util_utf8_sanitize(const char *src, size_t len)
     }
     *o = 0;
     return out;
+}
+
+static size_t g_freed;
+
+void util_freed(size_t n) { g_freed += n; }
+
+void util_trim_maybe(void)
+{
+    if (g_freed < (4u << 20))
+        return;
+    g_freed = 0;
+#ifdef __GLIBC__
+    malloc_trim(0);
+#endif
 }

@@ -40,4 +40,10 @@ char *util_utf8_sanitize(const char *src, size_t len);
 /* 1 if buf[0..len) is valid UTF-8 with no NUL, else 0. */
 int util_utf8_valid(const char *buf, size_t len);
 
+/* Note n bytes of a large release given back to the allocator; once a few
+ * megabytes were, util_trim_maybe() returns the free pages to the system
+ * (malloc_trim), which glibc otherwise keeps for the process. */
+void util_freed(size_t n);
+void util_trim_maybe(void);
+
 #endif
