@@ -221,6 +221,30 @@ int outlog_append_buf(outlog_t *log, int stream, uint8_t *buf, size_t len, uint6
     return 0;
 }
 
+void outlog_drop(outlog_t *log, int stream, size_t len)
+{
+    if (!len || stream < 0 || stream >= OUTLOG_STREAMS)
+        return;
+    /* The log stays one run of bytes: what is kept before the lost bytes
+     * goes with them (memory is short anyway). */
+    while (log->n) {
+        outlog_chunk_t *c = at(log, 0);
+        log->evicted[c->stream] += c->len;
+        log->kept -= c->len;
+        log->cost -= c->len + OUTLOG_CHUNK_OVERHEAD;
+        if (log->account)
+            *log->account -= c->len;
+        log->head = (log->head + 1) & (log->ring_cap - 1);
+        log->n--;
+        free(c);
+    }
+    log->next_seq += len;
+    log->total[stream] += len;
+    log->evicted[stream] += len;
+    log->oldest_seq = log->next_seq;
+    log->paused = 0;
+}
+
 void outlog_trim(outlog_t *log, uint64_t max_cost)
 {
     uint64_t window = log->window;
@@ -250,9 +274,14 @@ int outlog_attach(outlog_t *log, outlog_cursor_t *cur, uint64_t from_seq)
     memset(cur, 0, sizeof *cur);
     if (from_seq > log->next_seq)
         return -ERANGE;
-    if (from_seq == 0 || from_seq == log->oldest_seq) {
+    if (from_seq == log->oldest_seq) {
         cur->seq = log->oldest_seq;
         memcpy(cur->stream_off, log->evicted, sizeof cur->stream_off);
+        cur->known = 1;
+    } else if (from_seq == 0) {
+        /* Byte 0, evicted: every stream is at 0 there, so the gap to the
+         * oldest kept byte is known per stream. */
+        cur->seq = 0;
         cur->known = 1;
     } else if (from_seq < log->oldest_seq) {
         /* How the skipped bytes split between the streams is not known. */

@@ -73,13 +73,19 @@ void outlog_buf_free(uint8_t *buf);
 int outlog_append_buf(outlog_t *log, int stream, uint8_t *buf, size_t len, uint64_t ts,
                       int *taken);
 
+/* len bytes read from stream could not be stored (out of memory): they
+ * count as output (sequences stay true) and are lost, with everything kept
+ * before them, so every follower behind gets an OutputGap that covers them. */
+void outlog_drop(outlog_t *log, int stream, size_t len);
+
 /* Evict down to max_cost (data + overhead) now, as if the window were that
  * small, under the same rules (the newest chunk stays; lossless keeps what
  * followers need and pauses instead). Used when the agent's total cap on
  * kept output is reached. */
 void outlog_trim(outlog_t *log, uint64_t max_cost);
 
-/* Followers. A cursor starts at from_seq (0 = the oldest kept byte).
+/* Followers. A cursor starts at from_seq (0 is byte 0: a follower asking
+ * for it after eviction gets an OutputGap first).
  * Returns 0, or -ERANGE when from_seq is beyond the output so far. */
 int outlog_attach(outlog_t *log, outlog_cursor_t *cur, uint64_t from_seq);
 /* Returns 1 when detaching let a paused log resume. */

@@ -36,6 +36,7 @@
 #include <sys/ioctl.h>
 #include <sys/prctl.h>
 #include <sys/resource.h>
+#include <sys/syscall.h>
 #include <sys/wait.h>
 #include <termios.h>
 #include <unistd.h>
@@ -49,6 +50,12 @@
 #define DEFAULT_PATH "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 #define USER_PATH "/usr/local/bin:/usr/bin:/bin" /* a user other than root's */
 #define MIN_WINDOW 4096
+/* What a ProcessInfo echoes must fit an answer: the tag is a label (the
+ * documented limit), command and cwd are paths, user a name; each argument
+ * and environment entry is at most what exec takes (MAX_ARG_STRLEN). */
+#define TAG_MAX 256
+#define USER_SPEC_MAX 256
+#define ARG_STR_MAX (128 * 1024)
 
 #define ST(x) SANDBOX__AGENT__V1__STREAM__##x
 
@@ -70,10 +77,12 @@ typedef struct pstream {
     outlog_cursor_t cur;
     int attached, lines, no_wait;
     svc_follow_t sf; /* a service's runs: which events this follower has had */
-    /* write: the data, copied once from the request */
+    /* write: the data, taken from the request (not copied), counted in the
+     * connection's budget for data waiting to be written (conn_upload_*) */
     uint8_t *data;
-    size_t len, off;
+    size_t len, off, charged;
     int result; /* 0 pending, 1 written, -errno failed */
+    int held;   /* queued behind another write: the connection's input waits */
     /* start: the spawn in flight (NULL once it is done) and its outcome */
     start_job_t *job;
     int start_rc;
@@ -99,6 +108,8 @@ struct proc {
     int running, final, status, timed_out, read_paused, big_pipes;
     uint64_t started, ended, ended_mono;
     int fd_out, fd_err, fd_in; /* pty: fd_out is the master, fd_in -1 */
+    int pidfd;       /* the leader, until it is reaped: signals reach exactly it */
+    int group_alive; /* after the leader is reaped: its group still has members */
     ev_io r_out, r_err, w_in;
     ev_timer t_timeout, t_kill, t_drain;
     uint32_t kill_grace_ms;
@@ -119,6 +130,7 @@ static proc_t *g_hash[HASH_SIZE];
 static proc_t *g_all_head, *g_all_tail;
 static proc_t *g_exited_head, *g_exited_tail;
 static unsigned g_running, g_kept;
+static unsigned g_groups_watched; /* reaped leaders whose group is still alive */
 static unsigned g_spawning; /* starts handed to the spawner, not yet done */
 static uint64_t g_kept_bytes, g_kept_meta;
 static int g_devnull = -1;
@@ -201,12 +213,19 @@ static void proc_free(proc_t *p)
     ev_timer_stop(g_loop, &p->t_timeout);
     ev_timer_stop(g_loop, &p->t_kill);
     ev_timer_stop(g_loop, &p->t_drain);
+    if (p->group_alive) {
+        p->group_alive = 0;
+        g_groups_watched--;
+    }
+    if (p->pidfd >= 0)
+        close(p->pidfd);
     if (p->fd_out >= 0)
         close(p->fd_out);
     if (p->fd_err >= 0)
         close(p->fd_err);
     if (p->fd_in >= 0)
         close(p->fd_in);
+    util_freed(p->log.cost);
     outlog_free(&p->log);
     for (size_t i = 0; i < p->n_args; i++)
         free(p->args[i]);
@@ -259,6 +278,65 @@ static void table_remove(proc_t *p)
     unref(p);
 }
 
+/* ------------------------------------------------------------ signals */
+
+#ifndef SYS_pidfd_open
+#define SYS_pidfd_open 434
+#endif
+#ifndef SYS_pidfd_send_signal
+#define SYS_pidfd_send_signal 424
+#endif
+
+/* Signal the leader alone. Through its pidfd this is exact: once the
+ * leader is reaped the kernel answers ESRCH, whoever has its pid now. */
+static int leader_signal(proc_t *p, int sig)
+{
+    if (!p->running)
+        return -ESRCH;
+    if (p->pidfd >= 0)
+        return syscall(SYS_pidfd_send_signal, p->pidfd, sig, NULL, 0) < 0 ? -errno : 0;
+    return kill(p->pid, sig) < 0 ? -errno : 0;
+}
+
+/* Signal the process group, never another: a group's id is its leader's
+ * pid, which is not reused while the leader is unreaped (asked exactly
+ * through the pidfd) or while any member is alive. After the leader is
+ * reaped the group is signalled only while it is known alive (checked when
+ * the leader is reaped and after every reap since: group_check). */
+static int group_signal(proc_t *p, int sig)
+{
+    if (p->running && leader_signal(p, 0) == 0)
+        return kill(-p->pid, sig) < 0 ? -errno : 0;
+    if (!p->group_alive)
+        return -ESRCH;
+    return kill(-p->pid, sig) < 0 ? -errno : 0;
+}
+
+int proc_signal_group(proc_t *p, int sig) { return group_signal(p, sig); }
+
+/* The leader was reaped, or another process was: does p's group still
+ * have members? The pid cannot be reused before the last member is reaped,
+ * and this runs right after each reap, so the answer is about p's group.
+ * When it is gone, no timer of p has anything left to do. */
+static void group_check(proc_t *p)
+{
+    int alive = kill(-p->pid, 0) == 0 || errno == EPERM;
+    if (alive && !p->group_alive)
+        g_groups_watched++;
+    else if (!alive && p->group_alive)
+        g_groups_watched--;
+    p->group_alive = alive;
+    if (!alive)
+        ev_timer_stop(g_loop, &p->t_kill);
+}
+
+static void groups_check_all(void)
+{
+    for (proc_t *p = g_all_head; p && g_groups_watched; p = p->next)
+        if (!p->running && p->group_alive)
+            group_check(p);
+}
+
 /* ------------------------------------------------------------ streams */
 
 static void wake_streams(proc_t *p, int followers_only)
@@ -294,12 +372,29 @@ static void reading_resume(proc_t *p)
 
 static void start_job_orphan(start_job_t *j);
 
+/* A waiting write is over (written, failed or cancelled): its data goes and
+ * its connection's input goes on. */
+static void write_release(pstream_t *s)
+{
+    free(s->data);
+    s->data = NULL;
+    if (s->charged) {
+        conn_upload_give(s->base.conn, s->charged);
+        s->charged = 0;
+    }
+    if (s->held) {
+        s->held = 0;
+        conn_hold_input(s->base.conn, 0);
+    }
+}
+
 static void pstream_destroy(stream_t *base)
 {
     pstream_t *s = (pstream_t *)base;
     proc_t *p = s->p;
     if (s->job)
         start_job_orphan(s->job); /* the process still starts; nobody hears of it */
+    write_release(s);
     if (s->start_req)
         sandbox__agent__v1__start_process__free_unpacked(s->start_req, NULL);
     if (p) {
@@ -332,7 +427,6 @@ static void pstream_destroy(stream_t *base)
         }
         unref(p);
     }
-    free(s->data);
     free(s);
 }
 
@@ -378,7 +472,7 @@ static stream_status_t follow_next(stream_t *base)
     outlog_item_t it;
     Response r = RESPONSE_INIT;
     int rc = 0, final = p->final;
-    size_t max = conn_max_payload(base->conn);
+    size_t max = conn_max_event(base->conn);
     stream_status_t next;
 
     /* A service's events (ready, a run's exit, the next run) come in their
@@ -493,6 +587,7 @@ static void stdin_fail_all(proc_t *p, int err)
         p->wq_head = s->wnext;
         s->queued = 0;
         s->result = err;
+        write_release(s);
         stream_wake(&s->base);
     }
     p->wq_tail = NULL;
@@ -523,6 +618,7 @@ static void stdin_pump(proc_t *p)
                 p->wq_tail = NULL;
             s->queued = 0;
             s->result = 1;
+            write_release(s);
             stream_wake(&s->base);
         }
     }
@@ -571,10 +667,13 @@ static void on_output(struct ev_loop *loop, ev_io *w, int revents)
     if (n > 0) {
         uint8_t *data = g_rbuf;
         if (outlog_append_buf(&p->log, stream, g_rbuf, (size_t)n,
-                              (uint64_t)(ev_now(loop) * 1e9), &taken) < 0)
+                              (uint64_t)(ev_now(loop) * 1e9), &taken) < 0) {
+            /* Followers learn of it as a gap, never as silence. */
             log_error("process %d: out of memory for output; %zd bytes dropped", (int)p->pid, n);
-        else if (p->svc)
+            outlog_drop(&p->log, stream, (size_t)n);
+        } else if (p->svc) {
             svc_output(p->svc, data, (size_t)n); /* an output probe; the log holds data now */
+        }
         if (taken)
             g_rbuf = NULL;
         /* A process that fills the pipe gets a bigger one: fewer wakeups
@@ -686,7 +785,7 @@ static void run_end(proc_t *p)
     close_output(p, &p->r_out, &p->fd_out);
     close_output(p, &p->r_err, &p->fd_err);
     stdin_close(p);
-    kill(-p->pid, SIGKILL);
+    group_signal(p, SIGKILL);
     wake_streams(p, 0);
 }
 
@@ -756,8 +855,9 @@ static void drop_all(void)
  * any member lives, so kill(-pgid, 0) asks about that group only. */
 static int stopped_groups_alive(void)
 {
+    groups_check_all();
     for (proc_t *p = g_all_head; p; p = p->next)
-        if (p->stop_group && kill(-p->pid, 0) == 0)
+        if (p->stop_group && group_signal(p, 0) == 0)
             return 1;
     return 0;
 }
@@ -788,8 +888,14 @@ static void leader_exited(proc_t *p, int status)
     p->ended_mono = util_now_mono_nano();
     g_running--;
     ev_timer_stop(g_loop, &p->t_timeout);
-    /* t_kill keeps running after a timeout: the group's stragglers get
-     * SIGKILL too. */
+    /* Reaped: its pid may be anyone's from now on. */
+    if (p->pidfd >= 0) {
+        close(p->pidfd);
+        p->pidfd = -1;
+    }
+    /* t_kill keeps running after a timeout while the group has members (the
+     * stragglers get SIGKILL too), and stops when the group is gone. */
+    group_check(p);
     if (WIFSIGNALED(status))
         log_debug("process %d killed by signal %d", (int)p->pid, WTERMSIG(status));
     else
@@ -809,6 +915,8 @@ static void on_child(struct ev_loop *loop, ev_child *w, int revents)
     if (p && p->running) {
         leader_exited(p, w->rstatus);
     } else {
+        /* A member of some group: was it the last of its group? */
+        groups_check_all();
         /* An orphan the agent inherited, or (in principle) a child whose
          * record is not in the table yet: keep its status briefly. */
         unsigned i = g_stash_next++ % STASH_SIZE;
@@ -830,7 +938,7 @@ static void on_timeout(struct ev_loop *loop, ev_timer *w, int revents)
     log_info("process %d: timeout; SIGTERM to its group, SIGKILL in %u ms", (int)p->pid,
              p->kill_grace_ms);
     p->timed_out = 1;
-    kill(-p->pid, SIGTERM);
+    group_signal(p, SIGTERM);
     ev_timer_set(&p->t_kill, p->kill_grace_ms / 1000.0, 0);
     ev_timer_start(loop, &p->t_kill);
     (void)revents;
@@ -839,7 +947,7 @@ static void on_timeout(struct ev_loop *loop, ev_timer *w, int revents)
 static void on_kill(struct ev_loop *loop, ev_timer *w, int revents)
 {
     proc_t *p = w->data;
-    kill(-p->pid, SIGKILL); /* the group outlives its leader's pid */
+    group_signal(p, SIGKILL); /* the group outlives its leader, not its last member */
     (void)loop;
     (void)revents;
 }
@@ -849,7 +957,7 @@ static void on_shutdown_kill(struct ev_loop *loop, ev_timer *w, int revents)
     if (g_shutdown_polls++ == 0) {
         for (proc_t *p = g_all_head; p; p = p->next)
             if (p->running || p->stop_group)
-                kill(-p->pid, SIGKILL);
+                group_signal(p, SIGKILL);
     }
     /* Check again until the groups are reaped (orphans come to the agent). */
     ev_timer_set(w, SHUTDOWN_POLL_S, 0);
@@ -901,7 +1009,7 @@ void proc_shutdown(struct ev_loop *loop, uint32_t grace_ms, void (*done)(struct 
     svc_shutdown(); /* no more restarts; services between runs end */
     for (proc_t *p = g_all_head; p; p = p->next) {
         if (p->running) {
-            kill(-p->pid, SIGTERM);
+            group_signal(p, SIGTERM);
             p->stop_group = 1;
         }
     }
@@ -1210,6 +1318,7 @@ static proc_t *record_new(start_job_t *j)
     proc_t *p = calloc(1, sizeof *p);
     if (!p)
         return NULL;
+    p->pidfd = -1;
     p->pty = sp->pty != NULL;
     p->lossless = sp->lossless;
     p->kill_grace_ms = sp->kill_grace_ms ? sp->kill_grace_ms : g_config.kill_grace_ms;
@@ -1350,18 +1459,24 @@ static void start_done(spawn_job_t *sj)
     }
     run_begin(p, j, pid);
     /* The loop may have reaped it already (a short command): the exit
-     * waits in the stash. */
-    for (unsigned i = 0; i < STASH_SIZE; i++) {
-        if (g_stash[i].pid == pid && g_stash[i].mono >= j->t0) {
-            g_stash[i].pid = 0;
-            leader_exited(p, g_stash[i].status);
+     * waits in the stash. Otherwise it is unreaped (only this thread
+     * reaps), so its pidfd names exactly it. */
+    unsigned si;
+    for (si = 0; si < STASH_SIZE; si++)
+        if (g_stash[si].pid == pid && g_stash[si].mono >= j->t0)
             break;
-        }
+    if (si == STASH_SIZE) {
+        p->pidfd = (int)syscall(SYS_pidfd_open, pid, 0);
+        if (p->pidfd < 0 && errno != ENOSYS)
+            log_debug("process %d: pidfd_open: %s", (int)pid, strerror(errno));
+    } else {
+        g_stash[si].pid = 0;
+        leader_exited(p, g_stash[si].status);
     }
     log_debug("started process %d: %s (%zu args)", (int)pid, sp->command, sp->n_args);
     if (g_shutdown_done) {
         /* Started while the agent was stopping: it goes with the rest. */
-        kill(-pid, SIGTERM);
+        group_signal(p, SIGTERM);
         p->stop_group = 1;
         if (!ev_is_active(&g_shutdown_kill)) {
             ev_timer_set(&g_shutdown_kill, g_config.kill_grace_ms / 1000.0, 0);
@@ -1408,6 +1523,51 @@ static int start_refuse_errno(start_err_t *e, int rc, const char *msg)
     return start_refuse(e, errcode_from_errno(rc), -rc, "%s", msg);
 }
 
+/* Everything a ProcessInfo echoes must fit in an answer, so that GetProcess
+ * and ListProcesses can always answer: the strings are bounded here. */
+static int start_check_sizes(const StartProcess *sp, start_err_t *e)
+{
+    char what[64] = "";
+    size_t n = 0, max = 0;
+    int err = 0;
+
+    if ((n = sp->tag ? strlen(sp->tag) : 0) > TAG_MAX) {
+        snprintf(what, sizeof what, "tag");
+        max = TAG_MAX;
+    } else if ((n = strlen(sp->command)) >= PATH_MAX) {
+        snprintf(what, sizeof what, "command");
+        max = PATH_MAX - 1;
+        err = ENAMETOOLONG;
+    } else if ((n = sp->cwd ? strlen(sp->cwd) : 0) >= PATH_MAX) {
+        snprintf(what, sizeof what, "cwd");
+        max = PATH_MAX - 1;
+        err = ENAMETOOLONG;
+    } else if ((n = sp->user ? strlen(sp->user) : 0) > USER_SPEC_MAX) {
+        snprintf(what, sizeof what, "user");
+        max = USER_SPEC_MAX;
+    }
+    for (size_t i = 0; !what[0] && i < sp->n_args; i++) {
+        if ((n = strlen(sp->args[i])) >= ARG_STR_MAX) {
+            snprintf(what, sizeof what, "argument %zu", i + 1);
+            max = ARG_STR_MAX - 1;
+            err = E2BIG;
+        }
+    }
+    for (size_t i = 0; !what[0] && i < sp->n_env; i++) {
+        const Sandbox__Agent__V1__StartProcess__EnvEntry *en = sp->env[i];
+        if ((n = strlen(en->key ? en->key : "") + 1 + strlen(en->value ? en->value : "")) >=
+            ARG_STR_MAX) {
+            snprintf(what, sizeof what, "env entry %zu", i + 1);
+            max = ARG_STR_MAX - 1;
+            err = E2BIG;
+        }
+    }
+    if (!what[0])
+        return 0;
+    return start_refuse(e, CODE(INVALID_ARGUMENT), err, "start: %s of %zu bytes is longer than %zu",
+                        what, n, max);
+}
+
 /* Everything a start needs from the request alone: checks, the user, the
  * environment, pipes or PTY, the spawn request. 0 with *jp, or -1 with e
  * filled. rec: a service's record that the run joins (referenced). */
@@ -1421,6 +1581,8 @@ static int start_prepare(const StartProcess *sp, proc_t *rec, start_job_t **jp, 
 
     if (!sp->command || !sp->command[0])
         return start_refuse(e, CODE(INVALID_ARGUMENT), 0, "start: command is empty");
+    if (start_check_sizes(sp, e) < 0)
+        return -1;
     for (size_t i = 0; i < sp->n_env; i++) {
         if (!valid_env_key(sp->env[i]->key))
             return start_refuse(e, CODE(INVALID_ARGUMENT), 0,
@@ -1708,9 +1870,15 @@ void proc_handle_signal(conn_t *c, const Request *req)
     }
     if (p->svc)
         svc_signalled(p->svc, sg->signal); /* a kill asked for is not restarted */
-    if (kill(sg->group ? -p->pid : p->pid, sg->signal) < 0) {
-        conn_send_errno(c, req->id, -errno, "signal %d to %s %d: %s", sg->signal,
-                        sg->group ? "process group" : "process", (int)p->pid, strerror(errno));
+    int rc = sg->group ? group_signal(p, sg->signal) : leader_signal(p, sg->signal);
+    if (rc == -ESRCH) {
+        conn_send_error(c, req->id, CODE(FAILED_PRECONDITION), ESRCH,
+                        "signal: process %d has already exited", (int)p->pid);
+        return;
+    }
+    if (rc < 0) {
+        conn_send_errno(c, req->id, rc, "signal %d to %s %d: %s", sg->signal,
+                        sg->group ? "process group" : "process", (int)p->pid, strerror(-rc));
         return;
     }
     send_ack(c, req->id);
@@ -1758,24 +1926,40 @@ void proc_handle_write_stdin(conn_t *c, const Request *req)
         send_ack(c, req->id);
         return;
     }
-    if (!(s = pstream_new(&write_ops, PS_WRITE)) || !(s->data = malloc(w->data.len - done))) {
-        free(s);
+    if (!(s = pstream_new(&write_ops, PS_WRITE))) {
         conn_send_error(c, req->id, CODE(RESOURCE_EXHAUSTED), ENOMEM,
                         "write_stdin: out of memory");
         return;
     }
-    memcpy(s->data, w->data.data + done, w->data.len - done);
-    s->len = w->data.len - done;
     s->p = p;
     p->refs++;
+    if (stream_register(c, req->id, s, "write_stdin") < 0)
+        return;
+    /* The rest waits for the pipe. The request's buffer is taken, not
+     * copied (protobuf-c allocated it on its own), and counted like an
+     * upload's chunk: past the connection's or the agent's budget, the
+     * connection is not read until some is written. One write per process
+     * waits with its connection going on (a Ping or a Cancel is served);
+     * one queued behind it holds its connection's input until it is
+     * written, so the requests behind it wait in the socket. */
+    ProtobufCBinaryData *d = &((Request *)req)->write_stdin->data;
+    s->data = d->data;
+    s->len = d->len;
+    s->off = done;
+    d->data = NULL;
+    d->len = 0;
+    s->charged = s->len - done;
+    conn_upload_take(c, s->charged);
+    if (p->wq_head) {
+        s->held = 1;
+        conn_hold_input(c, 1);
+    }
     s->queued = 1;
     if (p->wq_tail)
         p->wq_tail->wnext = s;
     else
         p->wq_head = s;
     p->wq_tail = s;
-    if (stream_register(c, req->id, s, "write_stdin") < 0)
-        return;
     ev_io_start(g_loop, &p->w_in);
 }
 
@@ -1889,7 +2073,7 @@ int proc_send_info(conn_t *c, uint64_t id, int done, const proc_t *p)
     fill_info_svc(p, &in, &ex, &last, 1);
     r.result_case = RES(PROCESS);
     r.process = &in;
-    if ((rc = conn_send(c, id, done, &r)) == -EMSGSIZE) {
+    if ((rc = conn_send_try(c, id, done, &r)) == -EMSGSIZE) {
         in.n_args = 0; /* args that fill a frame are left out */
         rc = conn_send(c, id, done, &r);
     }
@@ -1923,7 +2107,7 @@ static int listed(const proc_t *p)
 void proc_handle_list(conn_t *c, const Request *req)
 {
     int all = req->list_processes->include_exited;
-    size_t n = 0, cap = 0, bytes = 0, limit = conn_max_payload(c);
+    size_t n = 0, cap = 0, bytes = 0, limit = conn_max_event(c);
     ProcessInfo *infos = NULL, **ptrs = NULL;
     ProcessExit *exits = NULL, *lasts = NULL;
     Response r = RESPONSE_INIT;
@@ -1954,7 +2138,8 @@ void proc_handle_list(conn_t *c, const Request *req)
             sz = sandbox__agent__v1__process_info__get_packed_size(in) + 8;
         }
         if (bytes + sz > limit && pl.n_processes) {
-            conn_send(c, req->id, 0, &r);
+            if (conn_send(c, req->id, 0, &r) < 0)
+                goto out; /* answered with an Error (done), or the connection closes */
             pl.n_processes = 0;
             bytes = 0;
         }

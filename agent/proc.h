@@ -37,6 +37,9 @@ handler_fn proc_handle_forget;
 typedef struct proc proc_t;
 pid_t proc_pid(const proc_t *p);
 int proc_running(const proc_t *p);
+/* Signal p's process group, never another that reused its id (see
+ * docs/PROTOCOL.md, SendSignal). 0 or -errno; -ESRCH when it is gone. */
+int proc_signal_group(proc_t *p, int sig);
 int proc_final(const proc_t *p);
 /* Combined output so far: a position in the record's one log. */
 uint64_t proc_output_seq(const proc_t *p);
