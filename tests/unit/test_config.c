@@ -37,8 +37,14 @@ TEST(defaults)
     ASSERT_EQ(c.socket_mode, 0600);
     ASSERT_EQ(c.n_listen, 1); /* the default socket */
     ASSERT(!strncmp(c.listen[0], "unix:", 5));
-    /* The output queue always holds at least one frame. */
-    ASSERT_GE(c.conn_queue_high, (size_t)c.max_frame_size);
+    /* --max-queued-bytes is kept as given (messages are cut to fit it),
+     * and the Hello deadline is on by default. */
+    ASSERT_EQ(c.conn_queue_high, 1u << 20);
+    ASSERT_EQ(c.hello_timeout_s, 10);
+    const char *q[] = {"--max-queued-bytes", "65536", "--hello-timeout", "0", NULL};
+    ASSERT_EQ(parse(&c, q), 0);
+    ASSERT_EQ(c.conn_queue_high, 65536);
+    ASSERT_EQ(c.hello_timeout_s, 0);
 }
 
 TEST(numbers_and_their_ranges)
