@@ -167,6 +167,49 @@ def main():
                     break
             check(out == b"out\n" and err == b"err\n" and code == 3,
                   "start with follow: output and exit code")
+
+            # A late follower asking from byte 0 is told what was dropped.
+            r = c.call(pb.Request(id=9, start=pb.StartProcess(
+                command="/bin/sh", args=["-c", "head -c 50000 /dev/zero"], output_window=4096)))
+            pid = r.started.pid
+            c.call(pb.Request(id=10, wait=pb.WaitProcess(pid=pid)))
+            r = c.call(pb.Request(id=11, get_process=pb.GetProcess(pid=pid)))
+            oldest = r.process.oldest_sequence
+            c.send(pb.Request(id=12, follow=pb.FollowOutput(pid=pid, from_sequence=0)))
+            first = None
+            while True:
+                r, _ = c.recv()
+                if r.id != 12:
+                    continue
+                if first is None:
+                    first = r
+                if r.done:
+                    break
+            check(oldest > 0 and first.WhichOneof("result") == "gap" and
+                  first.gap.from_sequence == 0 and first.gap.to_sequence == oldest,
+                  "follow from 0 after eviction: an OutputGap first")
+
+        # id 0 belongs to the connection: refused, and the connection goes on.
+        c.send(pb.Request(id=0, ping=pb.Ping()))
+        r, _ = c.recv()
+        check(r.id == 0 and r.done and r.error.code == pb.Error.INVALID_ARGUMENT,
+              "request id 0: INVALID_ARGUMENT with id 0")
+        r = c.call(pb.Request(id=13, ping=pb.Ping()))
+        check(r.WhichOneof("result") == "pong", "the connection goes on after id 0")
+
+        # Half-close: the answers in flight still come, then the close.
+        h = Client(sock)
+        for i in range(1, 4):
+            h.send(pb.Request(id=i, ping=pb.Ping(payload=bytes([i]))))
+        h.s.shutdown(socket.SHUT_WR)
+        ids = []
+        try:
+            while True:
+                r, _ = h.recv()
+                ids.append(r.id)
+        except EOFError:
+            pass
+        check(ids == [1, 2, 3], "half-close: every answer, then the close")
     finally:
         agent.terminate()
         rc = agent.wait(10)
