@@ -311,7 +311,78 @@ TEST(append_buf_adopts_large_reads)
     ASSERT_EQ(account, 0);
 }
 
-TEST_MAIN(TEST_ENTRY(append_buf_adopts_large_reads), TEST_ENTRY(interleaved_order_kept), TEST_ENTRY(small_writes_coalesce_and_max_splits),
+/* from_seq 0 is byte 0: after eviction a late follower first gets the gap,
+ * per stream (every stream is at 0 there). */
+TEST(late_attach_from_zero_gets_the_gap)
+{
+    outlog_t log;
+    outlog_cursor_t cur;
+    char big[5000], buf[1 << 16];
+    uint64_t gapb = 0;
+    int gaps = 0;
+    memset(big, 'o', sizeof big);
+    outlog_init(&log, 8000, 0, NULL);
+    for (int i = 0; i < 10; i++)
+        outlog_append(&log, i % 2 ? ERR : OUT, big, sizeof big, 0);
+    ASSERT_GT(log.oldest_seq, 0);
+    ASSERT_EQ(outlog_attach(&log, &cur, 0), 0);
+    outlog_item_t it;
+    outlog_peek(&log, &cur, 1000, 0, 0, scratch, &it);
+    ASSERT_EQ(it.kind, OUTLOG_GAP);
+    ASSERT_EQ(it.from_seq, 0);
+    ASSERT_EQ(it.to_seq, log.oldest_seq);
+    ASSERT_EQ(it.skipped[0], 0);
+    ASSERT_EQ(it.skipped[OUT], log.evicted[OUT]);
+    ASSERT_EQ(it.skipped[ERR], log.evicted[ERR]);
+    size_t n = drain(&log, &cur, 0, 0, buf, sizeof buf, &gapb, &gaps);
+    ASSERT_EQ(gaps, 1);
+    ASSERT_EQ(n + gapb, 50000);
+    outlog_detach(&log, &cur);
+    /* From the oldest kept byte: no gap. */
+    ASSERT_EQ(outlog_attach(&log, &cur, log.oldest_seq), 0);
+    outlog_peek(&log, &cur, 1000, 0, 0, scratch, &it);
+    ASSERT_EQ(it.kind, OUTLOG_DATA);
+    outlog_detach(&log, &cur);
+    outlog_free(&log);
+}
+
+/* Output that could not be stored counts, and followers behind learn of it
+ * as a gap that covers it; the log stays one run of bytes. */
+TEST(dropped_output_is_a_gap)
+{
+    outlog_t log;
+    outlog_cursor_t cur;
+    uint64_t account = 0, gapb = 0;
+    int gaps = 0;
+    char buf[4096];
+    outlog_init(&log, 1 << 20, 1, &account);
+    outlog_attach(&log, &cur, 0);
+    outlog_append(&log, OUT, "before\n", 7, 0);
+    outlog_drop(&log, ERR, 1000);
+    ASSERT_EQ(log.next_seq, 1007);
+    ASSERT_EQ(log.oldest_seq, 1007);
+    ASSERT_EQ(log.total[ERR], 1000);
+    ASSERT_EQ(account, 0);
+    ASSERT(!outlog_paused(&log));
+    outlog_append(&log, OUT, "after\n", 6, 0);
+    outlog_item_t it;
+    outlog_peek(&log, &cur, 1000, 0, 0, scratch, &it);
+    ASSERT_EQ(it.kind, OUTLOG_GAP);
+    ASSERT_EQ(it.skipped[OUT], 7);
+    ASSERT_EQ(it.skipped[ERR], 1000);
+    size_t n = drain(&log, &cur, 0, 0, buf, sizeof buf, &gapb, &gaps);
+    ASSERT_EQ(gaps, 1);
+    ASSERT_EQ(gapb, 1007);
+    ASSERT_EQ(n, 6);
+    ASSERT_MEM_EQ(buf, "after\n", 6);
+    ASSERT_EQ(cur.stream_off[ERR], 1000);
+    outlog_detach(&log, &cur);
+    outlog_free(&log);
+    ASSERT_EQ(account, 0);
+}
+
+TEST_MAIN(TEST_ENTRY(late_attach_from_zero_gets_the_gap), TEST_ENTRY(dropped_output_is_a_gap),
+          TEST_ENTRY(append_buf_adopts_large_reads), TEST_ENTRY(interleaved_order_kept), TEST_ENTRY(small_writes_coalesce_and_max_splits),
           TEST_ENTRY(window_evicts_and_gap_per_stream),
           TEST_ENTRY(resume_mid_log_knows_stream_offsets),
           TEST_ENTRY(lossless_pauses_until_follower_advances), TEST_ENTRY(lossless_detach_resumes),
