@@ -170,7 +170,9 @@ def main():
 
             # A late follower asking from byte 0 is told what was dropped.
             r = c.call(pb.Request(id=9, start=pb.StartProcess(
-                command="/bin/sh", args=["-c", "head -c 50000 /dev/zero"], output_window=4096)))
+                command="/bin/sh",
+                args=["-c", "for i in 1 2 3 4 5; do head -c 10000 /dev/zero; sleep 0.05; done"],
+                output_window=4096)))
             pid = r.started.pid
             c.call(pb.Request(id=10, wait=pb.WaitProcess(pid=pid)))
             r = c.call(pb.Request(id=11, get_process=pb.GetProcess(pid=pid)))
