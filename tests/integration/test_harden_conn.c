@@ -57,6 +57,9 @@ static int raw_connect(agent_t *a)
     return fd;
 }
 
+static pid_t g_tr_main; /* the agent's loop thread while traced */
+static void tracer_poll(void);
+
 /* Write what the socket takes without blocking, for up to ms milliseconds
  * (the agent reads meanwhile). Returns the bytes written. */
 static size_t push_for(int fd, const uint8_t *buf, size_t len, int ms)
@@ -70,6 +73,8 @@ static size_t push_for(int fd, const uint8_t *buf, size_t len, int ms)
         }
         if (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK)
             FAIL("send: %s", strerror(errno));
+        if (g_tr_main)
+            tracer_poll();
         usleep(20000);
         waited += 20;
     }
@@ -148,49 +153,119 @@ static void write_token_file(const char *path)
     chmod(path, 0600);
 }
 
-/* ------------------------------------------------------------ stopping the workers */
+/* ------------------------------------------------------------ freezing the workers */
 
-/* Stop every thread of the agent but the loop's (the file workers and the
- * spawner) with ptrace, so that uploads wait for a worker as they would
- * behind a slow disk. Returns the number stopped, 0 when ptrace is not
- * allowed here. */
-static int g_stopped[16];
-static int g_nstopped;
+/* Uploads wait for a file worker as they would behind a slow disk: every
+ * thread of the agent but the loop's is stopped with ptrace, and the loop's
+ * thread is traced with PTRACE_O_TRACECLONE so that a worker the pool adds
+ * starts stopped too (before it takes any lock). The loop itself runs on;
+ * tracer_poll() lets it go on at each clone and passes its signals on. */
+#define MAX_FROZEN 64
+static pid_t g_frozen[MAX_FROZEN];
+static int g_nfrozen;
 
-static int stop_helper_threads(pid_t pid)
+static void frozen_add(pid_t tid)
+{
+    for (int i = 0; i < g_nfrozen; i++)
+        if (g_frozen[i] == tid)
+            return;
+    if (g_nfrozen == MAX_FROZEN)
+        FAIL("more than %d threads", MAX_FROZEN);
+    g_frozen[g_nfrozen++] = tid;
+}
+
+/* Handle every ptrace stop reported so far (never blocks). */
+static void tracer_poll(void)
+{
+    int st;
+    pid_t t;
+    while ((t = waitpid(-1, &st, __WALL | WNOHANG)) > 0) {
+        if (!WIFSTOPPED(st))
+            FAIL("traced thread %d ended (status 0x%x)", (int)t, st);
+        if (t != g_tr_main) {
+            frozen_add(t); /* new: it stays stopped */
+            continue;
+        }
+        int ev = st >> 16, sig = WSTOPSIG(st);
+        /* A clone or an interrupt: go on. A signal: deliver it. */
+        ptrace(PTRACE_CONT, t, 0, ev || sig == SIGTRAP ? 0 : sig);
+    }
+}
+
+/* Returns 0 when ptrace is not allowed here. */
+static int freeze_workers(pid_t pid)
 {
     char path[64];
     struct dirent *de;
+    if (ptrace(PTRACE_SEIZE, pid, 0, PTRACE_O_TRACECLONE) < 0) {
+        printf("  (ptrace not allowed here: %s)\n", strerror(errno));
+        return 0;
+    }
+    g_tr_main = pid;
+    g_nfrozen = 0;
     snprintf(path, sizeof path, "/proc/%d/task", (int)pid);
     DIR *d = opendir(path);
     if (!d)
         FAIL("%s: %s", path, strerror(errno));
-    g_nstopped = 0;
-    while ((de = readdir(d)) && g_nstopped < 16) {
-        int tid = atoi(de->d_name);
+    while ((de = readdir(d))) {
+        int tid = atoi(de->d_name), st;
         if (tid <= 0 || tid == pid)
             continue;
-        if (ptrace(PTRACE_SEIZE, tid, 0, 0) < 0) {
-            printf("  (ptrace not allowed here: %s)\n", strerror(errno));
-            closedir(d);
-            return 0;
-        }
-        ptrace(PTRACE_INTERRUPT, tid, 0, 0);
-        int st;
-        if (waitpid(tid, &st, __WALL) != tid)
-            FAIL("waitpid thread %d: %s", tid, strerror(errno));
-        g_stopped[g_nstopped++] = tid;
+        /* Idle workers wait in the kernel (futex) holding no lock. */
+        if (ptrace(PTRACE_SEIZE, tid, 0, 0) < 0 || ptrace(PTRACE_INTERRUPT, tid, 0, 0) < 0)
+            FAIL("ptrace thread %d: %s", tid, strerror(errno));
+        while (waitpid(tid, &st, __WALL) < 0)
+            if (errno != EINTR)
+                FAIL("waitpid thread %d: %s", tid, strerror(errno));
+        frozen_add(tid);
     }
     closedir(d);
-    return g_nstopped;
+    return 1;
 }
 
-static void resume_helper_threads(void)
+/* Every thread goes on. */
+static void thaw_workers(void)
 {
-    for (int i = 0; i < g_nstopped; i++)
-        if (ptrace(PTRACE_DETACH, g_stopped[i], 0, 0) < 0)
-            FAIL("detach %d: %s", g_stopped[i], strerror(errno));
-    g_nstopped = 0;
+    char path[64];
+    struct dirent *de;
+    int st;
+    /* The loop's thread must be in a stop to be detached. */
+    ptrace(PTRACE_INTERRUPT, g_tr_main, 0, 0);
+    for (;;) {
+        pid_t t = waitpid(-1, &st, __WALL);
+        if (t < 0 && errno == EINTR)
+            continue;
+        if (t < 0)
+            FAIL("waitpid: %s", strerror(errno));
+        if (t == g_tr_main)
+            break;
+        frozen_add(t);
+    }
+    /* A thread cloned just before that stop may not have reported yet:
+     * every thread but the loop's is one of ours now. */
+    snprintf(path, sizeof path, "/proc/%d/task", (int)g_tr_main);
+    DIR *d = opendir(path);
+    while (d && (de = readdir(d))) {
+        int tid = atoi(de->d_name), known = 0;
+        if (tid <= 0 || tid == g_tr_main)
+            continue;
+        for (int i = 0; i < g_nfrozen; i++)
+            known |= g_frozen[i] == tid;
+        if (!known) {
+            while (waitpid(tid, &st, __WALL) < 0 && errno == EINTR)
+                ;
+            frozen_add(tid);
+        }
+    }
+    if (d)
+        closedir(d);
+    for (int i = 0; i < g_nfrozen; i++)
+        if (ptrace(PTRACE_DETACH, g_frozen[i], 0, 0) < 0)
+            FAIL("detach %d: %s", (int)g_frozen[i], strerror(errno));
+    if (ptrace(PTRACE_DETACH, g_tr_main, 0, 0) < 0)
+        FAIL("detach %d: %s", (int)g_tr_main, strerror(errno));
+    g_nfrozen = 0;
+    g_tr_main = 0;
 }
 
 static uint8_t *upload_frames(int n, size_t each, const char *dir, const char *stem,
@@ -233,37 +308,37 @@ TEST(upload_budget_backpressure)
     agent_t a;
     tmpdir_make();
     agent_start(&a, "--max-frame-size", "1048576", NULL);
-    sa_client_t *ctl = agent_connect(&a);
+    sa_client_t *ctl = agent_connect(&a), *up = agent_connect(&a), *many[8];
+    for (int i = 0; i < 8; i++)
+        many[i] = agent_connect(&a);
     ping_ok(ctl);
     long long rss0 = proc_rss(a.pid);
-    if (!stop_helper_threads(a.pid)) {
+    if (!freeze_workers(a.pid)) {
         agent_stop(&a);
         tmpdir_remove();
         return;
     }
-    /* One connection. */
+    /* One connection, 32 MiB. */
     size_t total;
     uint8_t *frames = upload_frames(32, MIB - 4096, g_dir, "one", &total);
-    sa_client_t *up = agent_connect(&a);
     size_t pushed = push_for(sa_client_fd(up), frames, total, 1500);
     printf("  one connection: the agent took %.1f of %.1f MiB\n", pushed / (double)MIB,
            total / (double)MIB);
     /* The budget (2 MiB), the frame being parsed, the socket's buffers. */
     ASSERT_LT(pushed, 12 * (size_t)MIB);
     /* Eight more connections, 8 MiB each. */
-    sa_client_t *many[8];
     size_t mlen, mpushed[8], sum = 0;
     uint8_t *mframes[8];
     for (int i = 0; i < 8; i++) {
         char stem[16];
         snprintf(stem, sizeof stem, "m%d", i);
         mframes[i] = upload_frames(8, MIB - 4096, g_dir, stem, &mlen);
-        many[i] = agent_connect(&a);
         mpushed[i] = push_for(sa_client_fd(many[i]), mframes[i], mlen, 300);
     }
     for (int i = 0; i < 8; i++)
         sum += mpushed[i] += push_for(sa_client_fd(many[i]), mframes[i] + mpushed[i],
                                       mlen - mpushed[i], 100);
+    tracer_poll();
     long long rss1 = proc_rss(a.pid);
     printf("  eight connections: the agent took %.1f of %.1f MiB; RSS %lld -> %lld KiB\n",
            sum / (double)MIB, 8.0 * mlen / MIB, rss0 / 1024, rss1 / 1024);
@@ -271,11 +346,10 @@ TEST(upload_budget_backpressure)
     /* The agent's budget (8 MiB) and what each connection has in hand
      * (a frame being parsed, one over the budget), not 96 MiB. */
     ASSERT_LT(rss1 - rss0, ROOM(48LL * MIB));
-    /* Ping is answered meanwhile: the loop is not stuck. */
-    ping_ok(ctl);
 
-    /* The workers go on: every upload completes, each answered once. */
-    resume_helper_threads();
+    /* The workers go on: every upload completes, each answered once, and
+     * the agent serves as before. */
+    thaw_workers();
     ASSERT_EQ(sa_client_send_raw(up, frames + pushed, total - pushed), 0);
     for (int i = 0; i < 8; i++)
         ASSERT_EQ(sa_client_send_raw(many[i], mframes[i] + mpushed[i], mlen - mpushed[i]), 0);
