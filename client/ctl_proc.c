@@ -809,8 +809,9 @@ static void logs_gap(logs_t *l, int stream, uint64_t skipped, uint64_t from, uin
 
 static void logs_event(logs_t *l, const OutputEvent *e)
 {
-    /* Output evicted before the follow began (from_sequence 0 starts at the
-     * oldest kept byte, without a gap) shows as a later first sequence. */
+    /* The agent reports output evicted before the follow began as an
+     * OutputGap from byte 0; an agent that started at the oldest kept byte
+     * without one shows it as a later first sequence. */
     if (e->sequence > l->next_seq)
         logs_gap(l, STREAM_UNSPECIFIED, e->sequence - l->next_seq, l->next_seq, e->sequence);
     l->next_seq = e->sequence + e->data.len;
