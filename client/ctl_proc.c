@@ -799,6 +799,10 @@ static void logs_gap_print(logs_t *l, int stream, uint64_t skipped, uint64_t fro
  * whether it falls within the lines printed. */
 static void logs_gap(logs_t *l, int stream, uint64_t skipped, uint64_t from, uint64_t to)
 {
+    /* With --stream, the other stream's gaps are not missing output. */
+    int s = stream == STREAM_PTY ? STREAM_OUT : stream;
+    if (l->want_stream && s != STREAM_UNSPECIFIED && s != l->want_stream)
+        return;
     if (l->tail >= 0) {
         if (l->n_gaps < sizeof l->gaps / sizeof l->gaps[0])
             l->gaps[l->n_gaps++] = (gap_t){stream, skipped, from, to};

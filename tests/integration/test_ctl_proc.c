@@ -78,6 +78,12 @@ TEST(logs_of_an_overflowed_window_say_so_and_fail)
     ASSERT(strstr(o.out, "\\nlast\\n\"}\n"));
     ASSERT(strstr(o.out, "{\"event\":\"exit\",\"exit_code\":0,"));
     ctl_out_free(&o);
+    /* Only stderr: nothing of it was dropped. */
+    CTL(&o, A.addr, "logs", "--stream", "stderr", "flood");
+    ASSERT_EQ(o.status, 0);
+    ASSERT_STR_EQ(o.err, "oops\n");
+    ASSERT_EQ(o.out_len, 0);
+    ctl_out_free(&o);
     /* --tail: the last lines only, and the gap is before them, so unsaid. */
     CTL(&o, A.addr, "logs", "--tail", "1", "--stream", "stdout", "flood");
     ASSERT_EQ(o.status, 0);
