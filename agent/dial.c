@@ -46,6 +46,7 @@ struct dial {
     int busy;        /* a thread owns the dial */
     int cancelled;
     int finished;    /* outcome ready, waiting for the timer to report it */
+    int starting;    /* inside dial_start(): outcomes wait for the timer */
 
     struct sockaddr_storage addrs[DIAL_MAX_ADDRS];
     socklen_t addrlens[DIAL_MAX_ADDRS];
@@ -72,6 +73,7 @@ static int g_threads, g_idle;
 static void on_timer(struct ev_loop *loop, ev_timer *w, int revents);
 static void on_writable(struct ev_loop *loop, ev_io *w, int revents);
 static void try_next(dial_t *d);
+static void dial_begin(dial_t *d);
 
 static void dial_free(dial_t *d)
 {
@@ -82,7 +84,16 @@ static void dial_free(dial_t *d)
     free(d);
 }
 
-/* Report the outcome from the timer, so never inside dial_start(). */
+static void report(dial_t *d)
+{
+    int fd = d->fd;
+    d->fd = -1;
+    d->cb(d->arg, d->err ? -1 : fd, d->err, d->msg);
+    dial_free(d);
+}
+
+/* Report the outcome now, or from the timer when inside dial_start(): the
+ * caller must see dial_start() return first. */
 static void finish(dial_t *d, int err, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
 static void finish(dial_t *d, int err, const char *fmt, ...)
 {
@@ -96,6 +107,10 @@ static void finish(dial_t *d, int err, const char *fmt, ...)
     }
     d->finished = 1;
     ev_timer_stop(g_loop, &d->timer);
+    if (!d->starting) {
+        report(d);
+        return;
+    }
     ev_timer_set(&d->timer, 0., 0.);
     ev_timer_start(g_loop, &d->timer);
 }
@@ -127,10 +142,7 @@ static void on_timer(struct ev_loop *loop, ev_timer *w, int revents)
         }
         return;
     }
-    int fd = d->fd;
-    d->fd = -1;
-    d->cb(d->arg, d->err ? -1 : fd, d->err, d->msg);
-    dial_free(d);
+    report(d);
 }
 
 /* ------------------------------------------------------------ tcp */
@@ -445,6 +457,16 @@ dial_t *dial_start(const target_t *t, const user_id_t *user, const target_rule_t
     ev_timer_init(&d->timer, on_timer, DIAL_TIMEOUT_S, 0.);
     d->timer.data = d;
     ev_timer_start(g_loop, &d->timer);
+    d->starting = 1;
+    dial_begin(d);
+    d->starting = 0;
+    return d;
+}
+
+/* The first step of a dial; its outcome, if any, waits for the timer. */
+static void dial_begin(dial_t *d)
+{
+    const target_t *t = &d->t;
 
     if (t->kind == TARGET_UNIX) {
         d->busy = 1;
@@ -453,7 +475,7 @@ dial_t *dial_start(const target_t *t, const user_id_t *user, const target_rule_t
         d->fjob.user = d->as_user ? &d->user : NULL;
         snprintf(d->msg, sizeof d->msg, "connect to %s", t->path);
         fsw_submit(&d->fjob); /* last: done() may already have run */
-        return d;
+        return;
     }
     if (t->literal) {
         add_addr(d, (const struct sockaddr *)&t->addr,
@@ -475,18 +497,18 @@ dial_t *dial_start(const target_t *t, const user_id_t *user, const target_rule_t
                    strerror(-rc));
         else
             snprintf(d->msg, sizeof d->msg, "resolving '%s'", t->host);
-        return d;
+        return;
     }
-    if (check_addr) {
+    if (d->check_addr) {
         /* A literal address or localhost: judged here, as a lookup's
          * result would be. */
         d->busy = 0;
         d->gai_rc = 0;
         resolved(d);
-        return d;
+        return;
     }
     try_next(d);
-    return d;
+    return;
 }
 
 void dial_cancel(dial_t *d)

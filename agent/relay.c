@@ -19,9 +19,12 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
-/* Bytes a pipe may hold: 1 MiB moved 1 GiB measurably faster than the
- * default 64 KiB (bench/), and pipes take pages only while full. */
+/* Bytes a pipe may hold once its direction has moved RELAY_GROW_AFTER:
+ * 1 MiB moves bulk faster than the default 64 KiB (bench/), and a short
+ * exchange never pays for the resize. Pipes are made at a direction's
+ * first byte. */
 #define RELAY_PIPE_SIZE (1u << 20)
+#define RELAY_GROW_AFTER (1u << 20)
 #define RELAY_COPY_SIZE (256u * 1024)
 /* Rounds of one direction per wake-up, so one relay cannot hold the loop. */
 #define RELAY_ROUNDS 16
@@ -37,7 +40,7 @@ typedef struct rdir {
     size_t pre_len, pre_off;
     uint64_t moved;
     ev_io rw, ww;
-    unsigned eof : 1, done : 1;
+    unsigned eof : 1, done : 1, grown : 1;
 } rdir_t;
 
 struct relay {
@@ -67,6 +70,7 @@ relay_t *relay_new(struct ev_loop *loop, int target_fd, const char *desc)
     for (int i = 0; i < 2; i++) {
         r->d[i].r = r;
         r->d[i].pipe[0] = r->d[i].pipe[1] = -1;
+        r->d[i].cap = 65536; /* a new pipe's size */
         ev_init(&r->d[i].rw, on_io);
         ev_init(&r->d[i].ww, on_io);
         r->d[i].rw.data = r->d[i].ww.data = &r->d[i];
@@ -111,12 +115,21 @@ static int dir_setup(rdir_t *d)
 {
     if (pipe2(d->pipe, O_NONBLOCK | O_CLOEXEC) < 0)
         return -errno;
-    /* Larger pipes are a wish, not a need: unprivileged users past their
-     * pipe-user-pages limit get the default. */
-    fcntl(d->pipe[1], F_SETPIPE_SZ, (int)RELAY_PIPE_SIZE);
     int sz = fcntl(d->pipe[1], F_GETPIPE_SZ);
     d->cap = sz > 0 ? (size_t)sz : 65536;
     return 0;
+}
+
+/* A larger pipe is a wish, not a need: unprivileged users past their
+ * pipe-user-pages limit keep the default. */
+static void dir_grow(rdir_t *d)
+{
+    d->grown = 1;
+    if (d->pipe[1] >= 0 && fcntl(d->pipe[1], F_SETPIPE_SZ, (int)RELAY_PIPE_SIZE) > 0) {
+        int sz = fcntl(d->pipe[1], F_GETPIPE_SZ);
+        if (sz > 0)
+            d->cap = (size_t)sz;
+    }
 }
 
 /* splice(2) cannot move this descriptor: copy through a buffer. */
@@ -138,6 +151,9 @@ static int dir_to_copy(rdir_t *d)
 static ssize_t dir_fill(rdir_t *d)
 {
     ssize_t n;
+    int rc;
+    if (d->pipe[0] < 0 && !d->buf && (rc = dir_setup(d)) < 0)
+        return rc;
     for (;;) {
         if (d->pipe[0] >= 0)
             n = splice(d->src, NULL, d->pipe[1], NULL, d->cap - d->pending,
@@ -223,6 +239,8 @@ static int dir_pump(rdir_t *d)
         }
         if (!progress)
             break;
+        if (!d->grown && d->moved >= RELAY_GROW_AFTER)
+            dir_grow(d);
     }
     if (d->eof && !d->pending && d->pre_off == d->pre_len && !d->done) {
         /* Pass the end of file on; the other direction carries on. */
@@ -284,12 +302,6 @@ void relay_start(void *arg, int client_fd, uint8_t *pre, size_t pre_len)
     r->d[0].pre = pre;
     r->d[0].pre_len = pre_len;
     for (int i = 0; i < 2; i++) {
-        int rc = dir_setup(&r->d[i]);
-        if (rc < 0) {
-            log_warn("relay %s: pipe: %s; closing", r->desc, strerror(-rc));
-            relay_free(r);
-            return;
-        }
         ev_io_set(&r->d[i].rw, r->d[i].src, EV_READ);
         ev_io_set(&r->d[i].ww, r->d[i].dst, EV_WRITE);
     }
