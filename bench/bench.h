@@ -116,7 +116,8 @@ typedef struct lresp {
     int result;          /* Response.result field number (RES values) */
     uint64_t data_len;   /* OutputEvent.data or FileChunk.data */
     uint64_t num;        /* ProcessStarted.pid, ProcessExit.exit_code, WriteFileResult.bytes_written,
-                            FileEnd.size */
+                            FileEnd.size, TunnelData.credit */
+    int eof;             /* TunnelData.eof */
     char msg[200];       /* Error.message */
     int code;            /* Error.code */
 } lresp_t;
@@ -173,6 +174,9 @@ void fig_startup(void);
 /* Figure 9: exec round trip and Ping p99 as kept processes and following
  * connections grow (scale.c). */
 void fig_scale(void);
+/* Figure 10: tunnels, multiplexed and dedicated, against socat relaying TCP
+ * to TCP and a direct loopback connect (tunnel.c). */
+void fig_tunnel(void);
 
 /* Figure 8: a Ping client on its own connection that runs while other
  * figures load the agent. */

@@ -481,6 +481,14 @@ static void on_result_field(void *ctx, unsigned field, uint64_t v, const uint8_t
         if (field == 2 && s)
             o->data_len = slen;
         break;
+    case RES(TUNNEL_DATA):
+        if (field == 1 && s)
+            o->data_len = slen;
+        else if (field == 2 && !s)
+            o->eof = v != 0;
+        else if (field == 3 && !s)
+            o->num = v;
+        break;
     case RES(STARTED):
     case RES(EXIT):
     case RES(WRITTEN):

@@ -28,7 +28,7 @@ static void usage(FILE *f)
             "  --socat PATH      socat (default: found in PATH; 'none' to skip)\n"
             "  --json PATH       write the results there (default bench/results/latest.json)\n"
             "  --only LIST       figures to run, e.g. 1,3,5 (default all)\n"
-            "  --size-mib N      bytes of figures 3, 4, 5 (default 1024)\n"
+            "  --size-mib N      bytes of figures 3, 4, 5 and 10 (default 1024)\n"
             "  --quick           small sizes and counts, for trying the harness\n");
 }
 
@@ -184,6 +184,8 @@ int main(int argc, char **argv)
         fig_memory();
     if (wanted(2) || wanted(3) || wanted(5))
         pinger_report();
+    if (wanted(10))
+        fig_tunnel();
     agent_down(&g_agent);
     if (wanted(9))
         fig_scale();
