@@ -49,7 +49,9 @@ typedef struct oblock {
     uint8_t *data;
     size_t len; /* bytes filled */
     size_t off; /* bytes already written */
-    size_t cap;
+    size_t cap; /* 0: data is borrowed (conn_send_ref), release() gives it back */
+    conn_release_fn *release;
+    void *arg;
 } oblock_t;
 
 struct conn {
@@ -104,6 +106,7 @@ static void on_wtimer(struct ev_loop *loop, ev_timer *w, int revents);
 static void conn_service(conn_t *c);
 static void on_htimer(struct ev_loop *loop, ev_timer *w, int revents);
 static void hold_release(conn_t *c);
+static void answer_lost(conn_t *c, uint64_t id, int rc, Response *r);
 
 void conn_set_request_handler(conn_request_fn *fn) { g_on_request = fn; }
 unsigned conn_count(void) { return g_count; }
@@ -227,7 +230,32 @@ static oblock_t *block_new(size_t cap)
     b->next = NULL;
     b->len = b->off = 0;
     b->cap = cap;
+    b->release = NULL;
+    b->arg = NULL;
     return b;
+}
+
+/* Free a block that left the queue: an owned buffer, or a borrowed one
+ * given back to its owner. */
+static void block_free(oblock_t *b)
+{
+    if (b->release) {
+        b->release(b->arg);
+    } else {
+        if (b->cap > BLOCK_SIZE)
+            freed(b->cap);
+        free(b->data);
+    }
+    free(b);
+}
+
+/* The tail block when it is a small-frame block with room for need bytes. */
+static oblock_t *tail_room(conn_t *c, size_t need)
+{
+    oblock_t *b = c->qtail;
+    if (b && !b->release && b->cap == BLOCK_SIZE && b->cap - b->len >= need)
+        return b;
+    return NULL;
 }
 
 static void queue_append(conn_t *c, oblock_t *b)
@@ -266,8 +294,8 @@ int conn_send_try(conn_t *c, uint64_t id, int done, Response *r)
         return -EMSGSIZE;
     /* Small and not worth compressing: pack straight into the tail block. */
     if (!(c->zlib && plen >= FRAME_ZLIB_MIN) && plen + FRAME_HEADER_SIZE <= BLOCK_SIZE) {
-        oblock_t *b = c->qtail;
-        if (!b || b->cap - b->len < plen + FRAME_HEADER_SIZE) {
+        oblock_t *b = tail_room(c, plen + FRAME_HEADER_SIZE);
+        if (!b) {
             if (!(b = block_new(BLOCK_SIZE)))
                 return -ENOMEM;
             queue_append(c, b);
@@ -293,18 +321,69 @@ int conn_send_try(conn_t *c, uint64_t id, int done, Response *r)
                 c->zlib_skip = ZLIB_SKIP;
             }
         }
-        if (!(b = malloc(sizeof *b))) {
+        if (!(b = calloc(1, sizeof *b))) {
             free(buf);
             return -ENOMEM;
         }
-        b->next = NULL;
         b->data = buf;
         b->len = b->cap = len;
-        b->off = 0;
         queue_append(c, b);
     }
     mark_pending(c);
     return 0;
+}
+
+int conn_send_ref(conn_t *c, uint64_t id, int done, Response *r, ProtobufCMessage *sub,
+                  ProtobufCBinaryData *bulk, conn_release_fn *release, void *arg)
+{
+    uint8_t head[256];
+    size_t plen;
+    oblock_t *hb, *rb;
+    ssize_t hl;
+
+    if (c->closing || id_dead(c, id))
+        return -EPIPE;
+    /* A compressing connection compresses what it sends; a small payload is
+     * cheaper to copy than to track. Either way: packed, and given back now. */
+    if (c->zlib || bulk->len < CONN_REF_MIN) {
+        int rc = conn_send(c, id, done, r);
+        if (rc == 0)
+            release(arg);
+        return rc;
+    }
+    r->id = id;
+    r->done = done ? 1 : 0;
+    hl = frame_encode_head(&r->base, sub, bulk, g_config.max_frame_size, head, sizeof head,
+                           &plen);
+    if (hl < 0) {
+        if (hl == -EMSGSIZE)
+            answer_lost(c, id, (int)hl, r);
+        return (int)hl;
+    }
+    /* Both blocks first: a header queued without its data would corrupt
+     * every frame after it. */
+    if (!(rb = calloc(1, sizeof *rb)))
+        goto nomem;
+    if (!(hb = tail_room(c, (size_t)hl))) {
+        if (!(hb = block_new(BLOCK_SIZE))) {
+            free(rb);
+            goto nomem;
+        }
+        queue_append(c, hb);
+    }
+    memcpy(hb->data + hb->len, head, (size_t)hl);
+    hb->len += (size_t)hl;
+    c->queued += (size_t)hl;
+    rb->data = bulk->data;
+    rb->len = bulk->len;
+    rb->release = release;
+    rb->arg = arg;
+    queue_append(c, rb);
+    mark_pending(c);
+    return 0;
+nomem:
+    answer_lost(c, id, -ENOMEM, r);
+    return -ENOMEM;
 }
 
 /* r could not be queued (rc): the request gets an Error with done in its
@@ -444,10 +523,7 @@ static int queue_write(conn_t *c)
             c->qhead = b->next;
             if (!c->qhead)
                 c->qtail = NULL;
-            if (b->cap > BLOCK_SIZE)
-                freed(b->cap);
-            free(b->data);
-            free(b);
+            block_free(b);
         }
         if ((size_t)w < want)
             return 0; /* socket full */
@@ -460,9 +536,7 @@ static void queue_free(conn_t *c)
     oblock_t *b = c->qhead, *next;
     for (; b; b = next) {
         next = b->next;
-        freed(b->cap);
-        free(b->data);
-        free(b);
+        block_free(b);
     }
     c->qhead = c->qtail = NULL;
     c->queued = 0;

@@ -35,6 +35,19 @@ int conn_send(conn_t *c, uint64_t id, int done, Response *r);
 /* The same, but a message that does not fit (-EMSGSIZE) is not answered:
  * for callers that cut it smaller and try again. */
 int conn_send_try(conn_t *c, uint64_t id, int done, Response *r);
+/* Bulk bytes by reference: r's result message sub has the bytes field bulk,
+ * whose data is written to the socket from where it lies instead of being
+ * packed into the queue (common/frame.h, frame_encode_head). release(arg)
+ * is called once, on the loop, when the connection no longer needs the
+ * bytes: written, or the connection gone. Until then they must not change.
+ * Below CONN_REF_MIN bytes, or on a compressing connection, the message is
+ * packed as by conn_send and release called before returning. Returns as
+ * conn_send; on an error release is not called (the caller keeps the
+ * bytes). */
+#define CONN_REF_MIN (16u * 1024)
+typedef void conn_release_fn(void *arg);
+int conn_send_ref(conn_t *c, uint64_t id, int done, Response *r, ProtobufCMessage *sub,
+                  ProtobufCBinaryData *bulk, conn_release_fn *release, void *arg);
 /* Queue an Error response (done = true). code is an Error.Code value. */
 int conn_send_error(conn_t *c, uint64_t id, int code, int os_errno, const char *fmt, ...)
     __attribute__((format(printf, 5, 6)));

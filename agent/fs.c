@@ -46,10 +46,11 @@
 #include <unistd.h>
 #include <libdeflate.h>
 
-/* Bytes per FileChunk, capped by the frame: a full frame measured about a
- * third faster than 1 MiB chunks for a 1 GiB download, and memory stays at
- * one chunk being read plus what the connection's queue holds. */
-#define FS_READ_CHUNK (4u << 20)
+/* Bytes read from the disk at a time (capped by the frame). The chunks are
+ * written to the socket from their buffers, not copied, and the next one is
+ * read while the last drains, so a smaller chunk costs little and keeps each
+ * loop turn short; a reader holds at most RD_BUFS of them. */
+#define FS_READ_CHUNK (1u << 20)
 /* A DirEntries batch: bytes and entries. */
 #define FS_LIST_BYTES (1u << 20)
 #define FS_LIST_MAX 8192
@@ -486,18 +487,51 @@ static int split_path(const char *path, char **dir, const char **name)
 
 /* ============================================================ ReadFile */
 
+/* A chunk buffer of ReadFile. The connection writes the chunk from here
+ * (conn_send_ref) and holds a reference until it has, which may be after the
+ * stream is gone (a Cancel): so the buffer is counted, not owned. Counted on
+ * the loop only; a worker fills a buffer only the stream holds. */
+typedef struct rdbuf {
+    unsigned refs;
+    size_t cap;
+    uint8_t data[];
+} rdbuf_t;
+
+static void rdbuf_unref(void *arg)
+{
+    rdbuf_t *b = arg;
+    if (b && --b->refs == 0) {
+        util_freed(b->cap);
+        free(b);
+    }
+}
+
+#define RD_BUFS 3
+
 typedef struct rd {
     fsop_t o;
     int fd;
-    uint64_t pos;       /* next byte to read */
+    uint64_t pos;       /* next byte to read (the worker's) */
     uint64_t end;       /* UINT64_MAX: to EOF */
     uint64_t sent;
-    uint32_t crc;
-    uint8_t *buf;
-    size_t cap, have;   /* a chunk read, not yet sent */
-    size_t have_sent;   /* of it, sent already (in pieces that fit the queue) */
-    uint64_t have_off;
-    int eof, opened;
+    uint32_t crc;       /* of every byte read so far (the worker's until the end) */
+    /* Buffers in turn: while the socket drains bufs[cur], a worker reads
+     * the next chunk into bufs[fill]. With three, the one a read takes has
+     * normally been written out and given back by the connection, so in
+     * the steady state no buffer is allocated again (no first-touch page
+     * faults per chunk). */
+    rdbuf_t *bufs[RD_BUFS];
+    int cur, fill;
+    size_t cap;
+    size_t have;        /* bytes in bufs[cur] */
+    size_t have_sent;   /* of them, sent already (in pieces that fit the queue) */
+    uint64_t have_off;  /* file offset of bufs[cur]'s first byte */
+    int last;           /* bufs[cur] is the file's last chunk */
+    /* Written by the worker, read by the loop once the job is done. */
+    size_t fill_have;
+    uint64_t fill_off;
+    int filled, fill_eof;
+    int opened;
     int nonblock;       /* read without blocking; EAGAIN ends the file */
     int noseek;         /* pread refused (ESPIPE): read() from where it is */
 } rd_t;
@@ -523,16 +557,18 @@ static const char *type_name(mode_t m)
     }
 }
 
+/* On a worker: read the next chunk into bufs[fill]. */
 static void rd_read(rd_t *r)
 {
-    size_t want = r->cap;
+    uint8_t *buf = r->bufs[r->fill]->data;
+    size_t want = r->cap, have = 0;
+    int eof = 0;
     if (r->end != UINT64_MAX)
         want = (size_t)SA_MIN((uint64_t)want, r->end - r->pos);
-    r->have = 0;
-    r->have_off = r->pos;
-    while (r->have < want) {
-        ssize_t n = r->noseek ? read(r->fd, r->buf + r->have, want - r->have)
-                              : pread(r->fd, r->buf + r->have, want - r->have, (off_t)r->pos);
+    r->fill_off = r->pos;
+    while (have < want) {
+        ssize_t n = r->noseek ? read(r->fd, buf + have, want - have)
+                              : pread(r->fd, buf + have, want - have, (off_t)r->pos);
         if (n < 0) {
             if (errno == EINTR)
                 continue;
@@ -550,29 +586,34 @@ static void rd_read(rd_t *r)
                 /* A device with nothing more to give now (/dev/kmsg, a
                  * terminal): blocking would hold this worker, and every
                  * file operation behind it, until it spoke again. */
-                r->eof = 1;
+                eof = 1;
                 break;
             }
             op_fail_path(&r->o, -errno, r->o.path);
             return;
         }
         if (n == 0) {
-            r->eof = 1;
+            eof = 1;
             break;
         }
-        r->have += (size_t)n;
+        have += (size_t)n;
         r->pos += (uint64_t)n;
     }
     /* The checksum covers what is sent; computed here, not on the loop. */
-    r->crc = libdeflate_crc32(r->crc, r->buf, r->have);
+    r->crc = libdeflate_crc32(r->crc, buf, have);
     if (r->end != UINT64_MAX && r->pos >= r->end)
-        r->eof = 1;
-    if (r->eof) {
+        eof = 1;
+    if (eof) {
         struct stat st;
         if (fstat(r->fd, &st) == 0 &&
-            entry_fill(&r->o.arena, &r->o.entry, r->o.path, &st, NULL, 0) < 0)
+            entry_fill(&r->o.arena, &r->o.entry, r->o.path, &st, NULL, 0) < 0) {
             op_fail(&r->o, -ENOMEM, "%s: out of memory", r->o.what);
+            return;
+        }
     }
+    r->fill_have = have;
+    r->fill_eof = eof;
+    r->filled = 1;
 }
 
 /* The agent's own entries in procfs are open to any thread of the agent
@@ -655,13 +696,33 @@ static void rd_run(fsw_job_t *j)
                       (fstatfs(r->fd, &sf) == 0 && sf.f_type == PROC_SUPER_MAGIC);
         if (!r->nonblock)
             fcntl(r->fd, F_SETFL, O_RDONLY);
-        if (!(r->buf = malloc(r->cap))) {
+        posix_fadvise(r->fd, 0, 0, POSIX_FADV_SEQUENTIAL);
+    }
+    if (!r->bufs[r->fill]) {
+        rdbuf_t *b = malloc(sizeof *b + r->cap);
+        if (!b) {
             op_fail(&r->o, -ENOMEM, "%s: out of memory", r->o.what);
             return;
         }
-        posix_fadvise(r->fd, 0, 0, POSIX_FADV_SEQUENTIAL);
+        b->refs = 1; /* the stream's */
+        b->cap = r->cap;
+        r->bufs[r->fill] = b;
     }
     rd_read(r);
+}
+
+/* On the loop: read the chunk after bufs[cur] into the next buffer of the
+ * ring, if the connection has given that one back; else into a new one (the
+ * worker makes it), the old one freed when the connection lets it go. */
+static void rd_read_ahead(rd_t *r)
+{
+    r->fill = (r->cur + 1) % RD_BUFS;
+    rdbuf_t *b = r->bufs[r->fill];
+    if (b && b->refs > 1) {
+        rdbuf_unref(b);
+        r->bufs[r->fill] = NULL;
+    }
+    op_submit(&r->o, rd_run);
 }
 
 static void rd_done(fsop_t *o) { stream_wake(&o->base); }
@@ -672,38 +733,53 @@ static stream_status_t rd_next(stream_t *s)
     conn_t *c = s->conn;
     Response resp = RESPONSE_INIT;
 
+    if (r->have_sent < r->have) {
+        /* A chunk goes out in pieces that fit the connection's queue
+         * (--max-queued-bytes), written from the buffer itself, not packed
+         * into the queue; meanwhile the next chunk is being read. */
+        FileChunk fc = SANDBOX__AGENT__V1__FILE_CHUNK__INIT;
+        rdbuf_t *b = r->bufs[r->cur];
+        size_t piece = SA_MIN(r->have - r->have_sent, conn_max_event(c));
+        fc.offset = r->have_off + r->have_sent;
+        fc.data.data = b->data + r->have_sent;
+        fc.data.len = piece;
+        resp.result_case = RES(CHUNK);
+        resp.chunk = &fc;
+        b->refs++;
+        if (conn_send_ref(c, s->id, 0, &resp, &fc.base, &fc.data, rdbuf_unref, b) < 0) {
+            b->refs--;
+            return STREAM_DONE; /* answered with an Error, or the connection is closing */
+        }
+        r->sent += piece;
+        r->have_sent += piece;
+        return STREAM_MORE;
+    }
     if (r->o.busy)
-        return STREAM_WAIT;
+        return STREAM_WAIT; /* the next chunk is being read; done() wakes us */
     if (r->o.err) {
         op_send_error(&r->o);
         return STREAM_DONE;
     }
+    if (r->filled) {
+        r->cur = r->fill;
+        r->have = r->fill_have;
+        r->have_off = r->fill_off;
+        r->have_sent = 0;
+        r->last = r->fill_eof;
+        r->filled = 0;
+        if (!r->last)
+            rd_read_ahead(r);
+        return STREAM_MORE;
+    }
     if (!r->opened) {
+        /* The first chunk (the job opens the file too). */
+        r->fill = r->cur;
         op_submit(&r->o, rd_run);
         return STREAM_WAIT;
     }
-    if (r->have) {
-        /* The disk is read a frame at a time; the chunk goes out in pieces
-         * that fit the connection's queue (--max-queued-bytes). */
-        FileChunk fc = SANDBOX__AGENT__V1__FILE_CHUNK__INIT;
-        size_t piece = SA_MIN(r->have - r->have_sent, conn_max_event(c));
-        fc.offset = r->have_off + r->have_sent;
-        fc.data.data = r->buf + r->have_sent;
-        fc.data.len = piece;
-        resp.result_case = RES(CHUNK);
-        resp.chunk = &fc;
-        if (conn_send(c, s->id, 0, &resp) < 0)
-            return STREAM_DONE; /* answered with an Error, or the connection is closing */
-        r->sent += piece;
-        r->have_sent += piece;
-        if (r->have_sent < r->have)
-            return STREAM_MORE;
-        r->have = r->have_sent = 0;
-        if (!r->eof) {
-            op_submit(&r->o, rd_run);
-            return STREAM_WAIT;
-        }
-        return STREAM_MORE;
+    if (!r->last) {
+        rd_read_ahead(r);
+        return STREAM_WAIT;
     }
     FileEnd fe = SANDBOX__AGENT__V1__FILE_END__INIT;
     fe.size = r->sent;
@@ -720,7 +796,8 @@ static void rd_release(fsop_t *o)
     rd_t *r = (rd_t *)o;
     if (r->fd >= 0)
         close(r->fd); /* read-only: closing costs nothing worth a worker */
-    free(r->buf);
+    for (int i = 0; i < RD_BUFS; i++)
+        rdbuf_unref(r->bufs[i]);
     op_free(o);
 }
 

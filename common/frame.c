@@ -174,3 +174,107 @@ int frame_encode(const ProtobufCMessage *msg, int allow_zlib, uint32_t max, uint
     *outlen = FRAME_HEADER_SIZE + plen;
     return 0;
 }
+
+/* ------------------------------------------------------------ bulk by reference */
+
+static size_t varint_size(uint64_t v)
+{
+    size_t n = 1;
+    while (v >= 0x80) {
+        v >>= 7;
+        n++;
+    }
+    return n;
+}
+
+static size_t varint_put(uint8_t *p, uint64_t v)
+{
+    size_t n = 0;
+    while (v >= 0x80) {
+        p[n++] = (uint8_t)(v | 0x80);
+        v >>= 7;
+    }
+    p[n++] = (uint8_t)v;
+    return n;
+}
+
+/* The field of desc stored at byte offset off of its struct, or NULL. */
+static const ProtobufCFieldDescriptor *field_at(const ProtobufCMessageDescriptor *desc, size_t off)
+{
+    for (unsigned i = 0; i < desc->n_fields; i++)
+        if (desc->fields[i].offset == off)
+            return &desc->fields[i];
+    return NULL;
+}
+
+ssize_t frame_encode_head(ProtobufCMessage *msg, ProtobufCMessage *sub, ProtobufCBinaryData *bulk,
+                          uint32_t max, uint8_t *out, size_t cap, size_t *payload_len)
+{
+    const ProtobufCMessageDescriptor *md = msg->descriptor, *sd = sub->descriptor;
+    const ProtobufCFieldDescriptor *mf = NULL, *bf;
+    uint32_t *qcase = NULL, saved_case = 0;
+    ProtobufCBinaryData saved = *bulk;
+    ssize_t rc;
+
+    /* The message field of msg that holds sub (in its oneof, the set one). */
+    for (unsigned i = 0; i < md->n_fields && !mf; i++) {
+        const ProtobufCFieldDescriptor *f = &md->fields[i];
+        if (f->type != PROTOBUF_C_TYPE_MESSAGE || f->label == PROTOBUF_C_LABEL_REPEATED)
+            continue;
+        if (*(ProtobufCMessage **)(void *)((char *)msg + f->offset) != sub ||
+            f->descriptor != sub->descriptor) /* oneof members share their storage */
+            continue;
+        if (f->flags & PROTOBUF_C_FIELD_FLAG_ONEOF) {
+            uint32_t *q = (uint32_t *)(void *)((char *)msg + f->quantifier_offset);
+            if (*q != f->id)
+                continue;
+            qcase = q;
+        }
+        mf = f;
+    }
+    bf = field_at(sd, (size_t)((char *)bulk - (char *)sub));
+    if (!mf || !bf || bf->type != PROTOBUF_C_TYPE_BYTES || bf->label == PROTOBUF_C_LABEL_REPEATED ||
+        (bf->flags & PROTOBUF_C_FIELD_FLAG_ONEOF))
+        return -EINVAL;
+
+    /* sub without the bulk bytes, then msg without sub: both packed by
+     * protobuf-c; only the two length-delimited keys are written here. */
+    bulk->data = NULL;
+    bulk->len = 0;
+    size_t sub0 = protobuf_c_message_get_packed_size(sub);
+    uint64_t bkey = (uint64_t)bf->id << 3 | 2, mkey = (uint64_t)mf->id << 3 | 2;
+    size_t subtotal = sub0 + varint_size(bkey) + varint_size(saved.len) + saved.len;
+    if (qcase) {
+        saved_case = *qcase;
+        *qcase = 0;
+    } else {
+        *(ProtobufCMessage **)(void *)((char *)msg + mf->offset) = NULL;
+    }
+    size_t env = protobuf_c_message_get_packed_size(msg);
+    size_t head = env + varint_size(mkey) + varint_size(subtotal) + sub0 + varint_size(bkey) +
+                  varint_size(saved.len);
+    size_t plen = head + saved.len;
+    if (plen > max) {
+        rc = -EMSGSIZE;
+    } else if (FRAME_HEADER_SIZE + head > cap) {
+        rc = -ENOBUFS;
+    } else {
+        uint8_t *p = out;
+        frame_header_write(p, 0, (uint32_t)plen);
+        p += FRAME_HEADER_SIZE;
+        p += protobuf_c_message_pack(msg, p);
+        p += varint_put(p, mkey);
+        p += varint_put(p, subtotal);
+        p += protobuf_c_message_pack(sub, p);
+        p += varint_put(p, bkey);
+        p += varint_put(p, saved.len);
+        rc = (ssize_t)(p - out);
+        *payload_len = plen;
+    }
+    if (qcase)
+        *qcase = saved_case;
+    else
+        *(ProtobufCMessage **)(void *)((char *)msg + mf->offset) = sub;
+    *bulk = saved;
+    return rc;
+}

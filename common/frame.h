@@ -8,6 +8,7 @@
 #include <protobuf-c/protobuf-c.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <sys/types.h>
 
 #define FRAME_HEADER_SIZE 5
 #define FRAME_FLAG_ZLIB 0x01u
@@ -39,6 +40,18 @@ int frame_decode(const ProtobufCMessageDescriptor *desc, uint8_t flags, const ui
  * Returns 0, -EMSGSIZE if the payload exceeds max, -ENOMEM. */
 int frame_encode(const ProtobufCMessage *msg, int allow_zlib, uint32_t max, uint8_t **out,
                  size_t *outlen);
+
+/* Bulk bytes by reference. msg has a message field (or the set member of a
+ * oneof) holding sub, and sub a bytes field, bulk. Writes into out[0..cap)
+ * the frame header and every byte of the encoding that precedes bulk's data,
+ * with bulk placed last (field order is free in protobuf), so that the frame
+ * is out[0..return) followed by bulk->data[0..bulk->len): the caller writes
+ * the data from where it lies, without packing it into a buffer. The
+ * messages are modified during the call and restored. Returns the header's
+ * length with *payload_len, -EMSGSIZE past max, -ENOBUFS when cap is too
+ * small, -EINVAL when the fields are not as described. */
+ssize_t frame_encode_head(ProtobufCMessage *msg, ProtobufCMessage *sub, ProtobufCBinaryData *bulk,
+                          uint32_t max, uint8_t *out, size_t cap, size_t *payload_len);
 
 /* Write a header for payload_len into dst[0..5). */
 void frame_header_write(uint8_t *dst, uint8_t flags, uint32_t payload_len);

@@ -291,10 +291,121 @@ TEST(utf8_sanitize)
     free(s);
 }
 
+/* A frame whose bulk bytes go by reference decodes, with protobuf-c, to the
+ * same message as the frame protobuf-c packs itself, at every length where
+ * a varint grows. */
+static void head_roundtrip(size_t n, int output_event)
+{
+    uint8_t *data = malloc(n ? n : 1), head[256], *frame;
+    Response r = RESPONSE_INIT;
+    FileChunk fc = SANDBOX__AGENT__V1__FILE_CHUNK__INIT;
+    OutputEvent oe = SANDBOX__AGENT__V1__OUTPUT_EVENT__INIT;
+    ProtobufCMessage *sub;
+    ProtobufCBinaryData *bulk;
+    size_t plen;
+
+    ASSERT(data != NULL);
+    for (size_t i = 0; i < n; i++)
+        data[i] = (uint8_t)(i * 131 + 7);
+    r.id = 1ull << 40;
+    r.done = 1;
+    if (output_event) {
+        oe.stream = SANDBOX__AGENT__V1__STREAM__STDERR;
+        oe.sequence = 300;
+        oe.offset = 299;
+        oe.timestamp_unix_nano = 1700000000123456789ull;
+        oe.data.data = data;
+        oe.data.len = n;
+        r.result_case = RES(OUTPUT);
+        r.output = &oe;
+        sub = &oe.base;
+        bulk = &oe.data;
+    } else {
+        fc.offset = 1ull << 33;
+        fc.data.data = data;
+        fc.data.len = n;
+        r.result_case = RES(CHUNK);
+        r.chunk = &fc;
+        sub = &fc.base;
+        bulk = &fc.data;
+    }
+    ssize_t hl = frame_encode_head(&r.base, sub, bulk, FRAME_DEFAULT_MAX, head, sizeof head, &plen);
+    ASSERT_GT(hl, 0);
+    /* The messages are as they were. */
+    ASSERT(bulk->data == data);
+    ASSERT_EQ(bulk->len, n);
+    ASSERT_EQ(r.result_case, output_event ? RES(OUTPUT) : RES(CHUNK));
+    ASSERT_EQ(plen, protobuf_c_message_get_packed_size(&r.base));
+    ASSERT_EQ((size_t)hl + n, FRAME_HEADER_SIZE + plen);
+    ASSERT(!!(frame = malloc((size_t)hl + n + 1)));
+    memcpy(frame, head, (size_t)hl);
+    memcpy(frame + hl, data, n);
+    uint8_t flags;
+    uint32_t len;
+    ASSERT_EQ(frame_header_parse(frame, (size_t)hl + n, FRAME_DEFAULT_MAX, &flags, &len), 1);
+    ASSERT_EQ(len, plen);
+    Response *d = sandbox__agent__v1__response__unpack(NULL, len, frame + FRAME_HEADER_SIZE);
+    ASSERT(d != NULL);
+    ASSERT_EQ(d->id, r.id);
+    ASSERT_EQ(d->done, 1);
+    ASSERT_EQ(d->result_case, r.result_case);
+    if (output_event) {
+        ASSERT_EQ(d->output->stream, oe.stream);
+        ASSERT_EQ(d->output->sequence, 300);
+        ASSERT_EQ(d->output->offset, 299);
+        ASSERT_EQ(d->output->timestamp_unix_nano, oe.timestamp_unix_nano);
+        ASSERT_EQ(d->output->data.len, n);
+        ASSERT_MEM_EQ(d->output->data.data, data, n);
+    } else {
+        ASSERT_EQ(d->chunk->offset, fc.offset);
+        ASSERT_EQ(d->chunk->data.len, n);
+        ASSERT_MEM_EQ(d->chunk->data.data, data, n);
+    }
+    sandbox__agent__v1__response__free_unpacked(d, NULL);
+    free(frame);
+    free(data);
+}
+
+TEST(bulk_by_reference_decodes_as_packed)
+{
+    static const size_t sizes[] = {1, 2, 127, 128, 129, 16383, 16384, 16385, 65536,
+                                   (1u << 20) - 1, 1u << 20, (2u << 20) + 3};
+    for (size_t i = 0; i < sizeof sizes / sizeof sizes[0]; i++) {
+        head_roundtrip(sizes[i], 0);
+        head_roundtrip(sizes[i], 1);
+    }
+}
+
+TEST(bulk_by_reference_refusals)
+{
+    uint8_t head[64], other[4];
+    Response r = RESPONSE_INIT;
+    FileChunk fc = SANDBOX__AGENT__V1__FILE_CHUNK__INIT;
+    ProtobufCBinaryData loose = {sizeof other, other};
+    size_t plen;
+    fc.data.data = other;
+    fc.data.len = 1000;
+    r.result_case = RES(CHUNK);
+    r.chunk = &fc;
+    ASSERT_EQ(frame_encode_head(&r.base, &fc.base, &fc.data, 100, head, sizeof head, &plen),
+              -EMSGSIZE);
+    ASSERT_EQ(frame_encode_head(&r.base, &fc.base, &fc.data, 4096, head, 8, &plen), -ENOBUFS);
+    /* Not a field of sub. */
+    ASSERT_EQ(frame_encode_head(&r.base, &fc.base, &loose, 4096, head, sizeof head, &plen),
+              -EINVAL);
+    /* sub is not what msg holds (the oneof says otherwise). */
+    r.result_case = RES(OUTPUT);
+    ASSERT_EQ(frame_encode_head(&r.base, &fc.base, &fc.data, 4096, head, sizeof head, &plen),
+              -EINVAL);
+    ASSERT_EQ(r.result_case, RES(OUTPUT));
+}
+
 TEST_MAIN(TEST_ENTRY(header_needs_five_bytes), TEST_ENTRY(header_big_endian),
           TEST_ENTRY(header_bad_flags), TEST_ENTRY(header_oversize_before_body),
           TEST_ENTRY(roundtrip_plain_and_zlib), TEST_ENTRY(small_payload_not_compressed),
           TEST_ENTRY(incompressible_payload_sent_plain), TEST_ENTRY(corrupt_zlib),
           TEST_ENTRY(zlib_bomb_refused), TEST_ENTRY(not_protobuf),
           TEST_ENTRY(empty_payload_is_empty_request), TEST_ENTRY(encode_refuses_oversize),
-          TEST_ENTRY(split_and_batched_frames), TEST_ENTRY(utf8_sanitize))
+          TEST_ENTRY(split_and_batched_frames), TEST_ENTRY(utf8_sanitize),
+          TEST_ENTRY(bulk_by_reference_decodes_as_packed),
+          TEST_ENTRY(bulk_by_reference_refusals))
