@@ -43,6 +43,8 @@
 /* After the peer shut down its side, how often to ask whether it closed
  * the socket altogether (then nothing it asked for can reach it). */
 #define EOF_CHECK_S 1.0
+#define TRIM_MIN (4u << 20)
+#define TRIM_QUIET_S 0.1
 
 typedef struct oblock {
     struct oblock *next;
@@ -1041,6 +1043,32 @@ void conn_upload_give(conn_t *c, size_t n)
     }
 }
 
+/* Large frees go back to the heap, where glibc keeps them. Once a few
+ * megabytes were released, the pages go back to the system when the frees
+ * stop for TRIM_QUIET_S: not during a bulk transfer, whose next chunk would
+ * fault the same pages in again (and malloc_trim itself walks the heap). */
+static ev_timer g_trim;
+static size_t g_trim_seen;
+
+static void on_trim(struct ev_loop *loop, ev_timer *w, int revents)
+{
+    ev_timer_stop(loop, w);
+    g_trim_seen = 0;
+    util_trim();
+}
+
+static void trim_schedule(struct ev_loop *loop)
+{
+    size_t pending = util_freed_pending();
+    if (pending < TRIM_MIN || pending == g_trim_seen)
+        return;
+    g_trim_seen = pending;
+    if (!g_trim.repeat)
+        ev_init(&g_trim, on_trim);
+    g_trim.repeat = TRIM_QUIET_S;
+    ev_timer_again(loop, &g_trim);
+}
+
 void conn_before_sleep(struct ev_loop *loop)
 {
     /* Service connections whose streams woke or that queued output. New
@@ -1058,10 +1086,7 @@ void conn_before_sleep(struct ev_loop *loop)
         g_free = c->next_free;
         free(c);
     }
-    /* Large frees went back to the heap, where glibc keeps them: give the
-     * pages back to the system once a few megabytes were released. */
-    util_trim_maybe();
-    (void)loop;
+    trim_schedule(loop);
 }
 
 /* The last hold is released. Frames already buffered are parsed before the

@@ -92,10 +92,10 @@ static size_t g_freed;
 
 void util_freed(size_t n) { g_freed += n; }
 
-void util_trim_maybe(void)
+size_t util_freed_pending(void) { return g_freed; }
+
+void util_trim(void)
 {
-    if (g_freed < (4u << 20))
-        return;
     g_freed = 0;
 #ifdef __GLIBC__
     malloc_trim(0);

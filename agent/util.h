@@ -40,10 +40,12 @@ char *util_utf8_sanitize(const char *src, size_t len);
 /* 1 if buf[0..len) is valid UTF-8 with no NUL, else 0. */
 int util_utf8_valid(const char *buf, size_t len);
 
-/* Note n bytes of a large release given back to the allocator; once a few
- * megabytes were, util_trim_maybe() returns the free pages to the system
- * (malloc_trim), which glibc otherwise keeps for the process. */
+/* Note n bytes of a large release given back to the allocator;
+ * util_trim() returns the free pages to the system (malloc_trim), which
+ * glibc otherwise keeps for the process. conn decides when (after a few
+ * megabytes, once the frees have stopped: a bulk transfer reuses them). */
 void util_freed(size_t n);
-void util_trim_maybe(void);
+size_t util_freed_pending(void);
+void util_trim(void);
 
 #endif
