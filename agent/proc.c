@@ -1595,10 +1595,14 @@ static int start_prepare(const StartProcess *sp, proc_t *rec, start_job_t **jp, 
                             sp->pty->cols);
     if (g_shutdown_done)
         return start_refuse(e, CODE(UNAVAILABLE), 0, "start: the agent is shutting down");
-    if (g_running + g_spawning >= g_config.max_processes)
+    /* Services waiting to restart count: each holds its record and log. A
+     * service's own next run is not counted twice. */
+    unsigned busy = g_running + g_spawning + svc_count_waiting() - (rec ? 1 : 0);
+    if (busy >= g_config.max_processes)
         return start_refuse(e, CODE(RESOURCE_EXHAUSTED), 0,
-                            "start: %u processes are running, the limit (--max-processes) is %u",
-                            g_running + g_spawning, g_config.max_processes);
+                            "start: %u processes are running or waiting to restart, the limit "
+                            "(--max-processes) is %u",
+                            busy, g_config.max_processes);
     if (!(j = calloc(1, sizeof *j)))
         goto nomem;
     for (int i = 0; i < 8; i++)
@@ -2166,7 +2170,10 @@ void proc_handle_forget(conn_t *c, const Request *req)
     if (!p->final) {
         conn_send_error(c, req->id, CODE(FAILED_PRECONDITION), 0,
                         "forget: process %d is %s; only exited processes can be forgotten",
-                        (int)p->pid, p->running ? "running" : "still delivering its output");
+                        (int)p->pid,
+                        p->running  ? "running"
+                        : p->between ? "a service waiting to restart (StopService it first)"
+                                     : "still delivering its output");
         return;
     }
     table_remove(p);

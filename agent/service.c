@@ -78,6 +78,7 @@ struct svc {
     int killing;        /* a stop or health kill is under way */
     int health_kill;    /* this run was killed as unhealthy: a failure */
     int respawning;
+    int waiting;        /* between runs: counted in g_waiting */
     uint32_t stop_grace_ms;
     int stop_signal;
     ev_timer t_restart, t_kill;
@@ -97,6 +98,20 @@ struct svc {
 static svc_t *g_live;
 static int g_shutting_down;
 static uint64_t g_rand;
+static unsigned g_waiting;
+
+unsigned svc_count_waiting(void) { return g_waiting; }
+
+static void set_waiting(svc_t *s, int waiting)
+{
+    if (s->waiting == waiting)
+        return;
+    s->waiting = waiting;
+    if (waiting)
+        g_waiting++;
+    else
+        g_waiting--;
+}
 
 static void live_add(svc_t *s)
 {
@@ -407,6 +422,7 @@ void svc_free(svc_t *s)
     if (!s)
         return;
     live_remove(s);
+    set_waiting(s, 0);
     ev_timer_stop(s->loop, &s->t_restart);
     ev_timer_stop(s->loop, &s->t_kill);
     probe_free(s->ready);
@@ -448,6 +464,7 @@ void svc_run_started(svc_t *s, pid_t pid, uint64_t seq)
 {
     svc_run_t *r;
     s->respawning = 0;
+    set_waiting(s, 0);
     s->n_runs++;
     r = run_at(s, s->n_runs);
     memset(r, 0, sizeof *r);
@@ -506,6 +523,7 @@ static void set_over(svc_t *s, int state)
 {
     s->over = 1;
     s->respawning = 0;
+    set_waiting(s, 0);
     ev_timer_stop(s->loop, &s->t_restart);
     ev_timer_stop(s->loop, &s->t_kill);
     probe_stop(s->ready);
@@ -518,6 +536,7 @@ static void set_over(svc_t *s, int state)
 static void schedule_restart(svc_t *s)
 {
     uint64_t d = backoff_ms(s);
+    set_waiting(s, 1);
     s->consecutive++;
     s->next_restart = util_now_unix_nano() + d * 1000000ull;
     ev_timer_set(&s->t_restart, (double)d / 1000.0, 0);

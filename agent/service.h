@@ -49,6 +49,9 @@ void svc_signalled(svc_t *s, int sig);
 int svc_live(const svc_t *s);
 /* ProcessInfo's service fields; last is storage for last_exit. */
 void svc_fill_info(const svc_t *s, ProcessInfo *in, ProcessExit *last);
+/* Services between runs (their records and logs count against
+ * --max-processes, as running processes do). */
+unsigned svc_count_waiting(void);
 /* The agent is stopping: no more restarts; services between runs end. */
 void svc_shutdown(void);
 

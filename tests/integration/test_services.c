@@ -460,6 +460,36 @@ TEST(bad_service_requests)
     agent_stop(&A);
 }
 
+TEST(services_waiting_to_restart_count_against_max_processes)
+{
+    agent_start(&A, "--max-processes", "2", NULL);
+    sa_client_t *c = agent_connect(&A);
+    svc_opts_t o = {.mode = MODE(ALWAYS), .backoff_initial_ms = 60000};
+    const char *tags[] = {"w1", "w2"};
+    for (int i = 0; i < 2; i++) {
+        o.tag = tags[i];
+        svc_start(c, "exit 0", &o, NULL);
+        for (int k = 0; state_of(c, tags[i]) != SSTATE(BACKING_OFF); k++) {
+            ASSERT_LT(k, 1000);
+            usleep(10000);
+        }
+    }
+    /* Nothing runs, but two records wait to restart: the limit holds. */
+    o.tag = "w3";
+    Response *r = recv_id(c, svc_send(c, "exit 0", &o));
+    ASSERT_ERROR(r, RESOURCE_EXHAUSTED);
+    ASSERT(strstr(r->error->message, "waiting to restart"));
+    sa_response_free(r);
+    r = stop_service(c, "w1", 0, 0);
+    ASSERT_RESULT(r, PROCESS);
+    sa_response_free(r);
+    o.mode = 0;
+    o.tag = NULL;
+    svc_start(c, "exit 0", &o, NULL);
+    sa_client_close(c);
+    agent_stop(&A);
+}
+
 /* ------------------------------------------------------------ probes */
 
 static int free_port(void)
@@ -997,6 +1027,7 @@ TEST_MAIN(TEST_ENTRY(on_failure_backs_off_more_each_time_then_gives_up),
           TEST_ENTRY(stop_while_backing_off_ends_the_follower),
           TEST_ENTRY_T(a_restart_storm_costs_bounded_cpu_and_memory, 120),
           TEST_ENTRY(bad_service_requests),
+          TEST_ENTRY(services_waiting_to_restart_count_against_max_processes),
           TEST_ENTRY(wait_ready_returns_after_the_port_opens_within_an_interval),
           TEST_ENTRY(http_probe_against_python_http_server),
           TEST_ENTRY(http_probe_that_times_out),
