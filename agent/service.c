@@ -219,9 +219,9 @@ static stream_status_t waiter_next(stream_t *base)
         if (r && r->ended)
             describe_exit(r->status, r->timed_out, ex, sizeof ex);
         conn_send_error(base->conn, base->id, CODE(FAILED_PRECONDITION), 0,
-                        "wait_ready: process %d %s before it was ready (%s%s%s%s)",
-                        (int)proc_pid(w->p),
-                        s->state == SSTATE(FAILED) ? "gave up" : "exited", ex,
+                        "wait_ready: process %d %s%s (%s%s%s%s)", (int)proc_pid(w->p),
+                        s->state == SSTATE(FAILED) ? "gave up" : "exited",
+                        r && r->ready ? "" : " before it was ready", ex,
                         s->restarts ? ", after restarts" : "", s->last_error[0] ? "; last error: " : "",
                         s->last_error);
         return STREAM_DONE;
