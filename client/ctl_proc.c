@@ -264,6 +264,66 @@ static void emit(const OutputEvent *ev)
     write_all(fd, ev->data.data, ev->data.len);
 }
 
+static const char *stream_name(int s)
+{
+    return s == STREAM_OUT ? "stdout" : s == STREAM_ERR ? "stderr" : s == STREAM_PTY ? "pty"
+                                                                                      : "both";
+}
+
+static void human(double b, char *out, size_t len)
+{
+    const char *u[] = {"bytes", "KiB", "MiB", "GiB", "TiB"};
+    int i = 0;
+    while (b >= 1024 && i < 4) {
+        b /= 1024;
+        i++;
+    }
+    snprintf(out, len, i ? "%.1f %s" : "%.0f %s", b, u[i]);
+}
+
+/* The JSON lines of a followed process (logs --json, run --json). */
+static void json_output(int stream, uint64_t seq, uint64_t ts, const uint8_t *d, size_t n)
+{
+    printf("{\"event\":\"output\",\"stream\":\"%s\",\"sequence\":%llu,"
+           "\"timestamp_unix_nano\":%llu,",
+           stream_name(stream), (unsigned long long)seq, (unsigned long long)ts);
+    if (ctl_utf8_valid((const char *)d, n)) {
+        printf("\"data\":");
+        ctl_json_string_n((const char *)d, n);
+    } else {
+        printf("\"data_base64\":");
+        ctl_json_base64(d, n);
+    }
+    printf("}\n");
+    fflush(stdout);
+}
+
+static void json_gap(int stream, uint64_t skipped, uint64_t from, uint64_t to)
+{
+    printf("{\"event\":\"gap\",\"stream\":\"%s\",\"skipped_bytes\":%llu,"
+           "\"from_sequence\":%llu,\"to_sequence\":%llu}\n",
+           stream_name(stream), (unsigned long long)skipped, (unsigned long long)from,
+           (unsigned long long)to);
+    fflush(stdout);
+}
+
+static void json_exit_fields(const ProcessExit *e)
+{
+    if (e)
+        printf("\"exit_code\":%d,\"signal\":%d,\"timed_out\":%s", e->exit_code, e->signal,
+               e->timed_out ? "true" : "false");
+    else
+        printf("\"exit_code\":null,\"signal\":null,\"timed_out\":null");
+}
+
+static void json_exit(const ProcessExit *e)
+{
+    printf("{\"event\":\"exit\",");
+    json_exit_fields(e);
+    printf("}\n");
+    fflush(stdout);
+}
+
 static double now_mono(void)
 {
     struct timespec ts;
@@ -288,8 +348,27 @@ static void pump_response(pump_t *p, Response *r)
 {
     if (r->id == p->main_id) {
         if (r->result_case == RES(OUTPUT)) {
-            emit(r->output);
+            const OutputEvent *e = r->output;
+            if (p->ctl->json)
+                json_output((int)e->stream, e->sequence, e->timestamp_unix_nano, e->data.data,
+                            e->data.len);
+            else
+                emit(e);
+        } else if (r->result_case == RES(GAP)) {
+            /* This follower fell behind the window: said, never silent. */
+            const OutputGap *g = r->gap;
+            char b[32];
+            human((double)g->skipped_bytes, b, sizeof b);
+            if (p->ctl->json)
+                json_gap((int)g->stream, g->skipped_bytes, g->from_sequence, g->to_sequence);
+            fprintf(stderr, "%ssandboxctl: run: %s of %s were dropped here (read slower than "
+                            "the process wrote, beyond its output window)%s\n",
+                    p->o->tty ? "\r\n" : "", b,
+                    g->stream == STREAM_UNSPECIFIED ? "output" : stream_name((int)g->stream),
+                    p->o->tty ? "\r" : "");
         } else if (r->result_case == RES(EXIT) && r->done) { /* a service: its last run */
+            if (p->ctl->json)
+                json_exit(r->exit);
             p->status = exit_status_of("run", r->exit, p->o->timeout_arg);
             p->ended = 1;
         } else if (r->result_case == RES(RESTARTED)) {
@@ -613,14 +692,6 @@ static int resolve(ctl_t *ctl, const char *what, const char *name, uint32_t *pid
 
 /* ------------------------------------------------------------ ps */
 
-static void json_exit_fields(const ProcessExit *e)
-{
-    if (e)
-        printf("\"exit_code\":%d,\"signal\":%d,\"timed_out\":%s", e->exit_code, e->signal,
-               e->timed_out ? "true" : "false");
-    else
-        printf("\"exit_code\":null,\"signal\":null,\"timed_out\":null");
-}
 
 static int ps_each(const ProcessInfo *p, void *arg)
 {
@@ -691,22 +762,7 @@ static int cmd_ps(ctl_t *ctl, int argc, char **argv)
 
 /* ------------------------------------------------------------ logs */
 
-static void human(double b, char *out, size_t len)
-{
-    const char *u[] = {"bytes", "KiB", "MiB", "GiB", "TiB"};
-    int i = 0;
-    while (b >= 1024 && i < 4) {
-        b /= 1024;
-        i++;
-    }
-    snprintf(out, len, i ? "%.1f %s" : "%.0f %s", b, u[i]);
-}
 
-static const char *stream_name(int s)
-{
-    return s == STREAM_OUT ? "stdout" : s == STREAM_ERR ? "stderr" : s == STREAM_PTY ? "pty"
-                                                                                      : "both";
-}
 
 /* RFC 3339 in UTC with nanoseconds, as docker logs -t. */
 static void put_time(FILE *f, uint64_t ns)
@@ -751,17 +807,7 @@ static void logs_print(logs_t *l, int stream, uint64_t seq, uint64_t ts, const u
                        size_t n)
 {
     if (l->ctl->json) {
-        printf("{\"event\":\"output\",\"stream\":\"%s\",\"sequence\":%llu,"
-               "\"timestamp_unix_nano\":%llu,",
-               stream_name(stream), (unsigned long long)seq, (unsigned long long)ts);
-        if (ctl_utf8_valid((const char *)d, n)) {
-            printf("\"data\":");
-            ctl_json_string_n((const char *)d, n);
-        } else {
-            printf("\"data_base64\":");
-            ctl_json_base64(d, n);
-        }
-        printf("}\n");
+        json_output(stream, seq, ts, d, n);
         return;
     }
     FILE *f = stream == STREAM_ERR ? stderr : stdout;
@@ -784,10 +830,7 @@ static void logs_gap_print(logs_t *l, int stream, uint64_t skipped, uint64_t fro
     char b[32], w[32];
     l->lost += skipped;
     if (l->ctl->json)
-        printf("{\"event\":\"gap\",\"stream\":\"%s\",\"skipped_bytes\":%llu,"
-               "\"from_sequence\":%llu,\"to_sequence\":%llu}\n",
-               stream_name(stream), (unsigned long long)skipped, (unsigned long long)from,
-               (unsigned long long)to);
+        json_gap(stream, skipped, from, to);
     fflush(stdout);
     human((double)skipped, b, sizeof b);
     human((double)l->window, w, sizeof w);
@@ -1047,11 +1090,8 @@ static int cmd_logs(ctl_t *ctl, int argc, char **argv)
     } else {
         status = logs_follow(&l, pid, 0, follow, lines, &ex, &exited);
     }
-    if (ctl->json && exited) {
-        printf("{\"event\":\"exit\",");
-        json_exit_fields(&ex);
-        printf("}\n");
-    }
+    if (ctl->json && exited)
+        json_exit(&ex);
     if (!status && l.lost && !l.allow_gaps) {
         char b[32];
         human((double)l.lost, b, sizeof b);

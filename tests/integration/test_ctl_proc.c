@@ -93,6 +93,24 @@ TEST(logs_of_an_overflowed_window_say_so_and_fail)
     agent_stop(&A);
 }
 
+TEST(run_says_when_it_fell_behind_the_window)
+{
+    agent_start(&A, "--output-window", "65536", NULL);
+    /* sandboxctl's stdout is not read for a while: it stops reading the
+     * agent, falls behind the small window, and must say so. */
+    const char *args[] = {"run", "--", "sh", "-c", "head -c 20000000 /dev/zero | tr '\\0' x", NULL};
+    int out_r, err_r;
+    pid_t pid = ctl_spawn(A.addr, args, -1, &out_r, &err_r);
+    sleep(2);
+    ctl_out_t o;
+    ctl_collect(pid, out_r, err_r, &o);
+    ASSERT_EQ(o.status, 0);
+    ASSERT_LT(o.out_len, 20000000);
+    ASSERT(strstr(o.err, "were dropped here"));
+    ctl_out_free(&o);
+    agent_stop(&A);
+}
+
 TEST(logs_tail_since_timestamps_stream_and_tags)
 {
     agent_start(&A, NULL);
@@ -204,6 +222,13 @@ TEST(every_json_output_is_json_lines)
     ASSERT_EQ(json_lines_ok(o.out, o.out_len, -1), 2);
     ASSERT(strstr(o.out, "\"argv\":[\"sh\",\"-c\",\"sleep 60\",\"with arg\"]"));
     ASSERT(strstr(o.out, "\"state\":\"running\",\"exit_code\":null"));
+    ctl_out_free(&o);
+    CTL(&o, A.addr, "--json", "run", "--", "sh", "-c", "echo hi; printf '\\377'; exit 4");
+    ASSERT_EQ(o.status, 4);
+    ASSERT_EQ(json_lines_ok(o.out, o.out_len, -1), 3);
+    ASSERT(strstr(o.out, "\"data\":\"hi\\n\""));
+    ASSERT(strstr(o.out, "\"data_base64\":\"/w==\""));
+    ASSERT(strstr(o.out, "{\"event\":\"exit\",\"exit_code\":4,"));
     ctl_out_free(&o);
     CTL(&o, A.addr, "--json", "logs", "j");
     json_lines_ok(o.out, o.out_len, -1);
@@ -507,8 +532,9 @@ TEST(refused_socket_says_whose_it_is)
 }
 
 TEST_MAIN(TEST_ENTRY_T(logs_of_an_overflowed_window_say_so_and_fail, 120),
+          TEST_ENTRY(run_says_when_it_fell_behind_the_window),
           TEST_ENTRY(logs_tail_since_timestamps_stream_and_tags),
-          TEST_ENTRY(every_json_output_is_json_lines),
+          TEST_ENTRY_T(every_json_output_is_json_lines, 120),
           TEST_ENTRY_T(every_command_has_help, 120),
           TEST_ENTRY(timeout_exits_124_and_says_so),
           TEST_ENTRY(sigterm_or_sighup_to_run_leaves_no_remote_process),
