@@ -34,6 +34,7 @@ void config_defaults(config_t *cfg)
     cfg->kill_grace_ms = 5000;
     cfg->write_timeout_s = 120;
     cfg->hello_timeout_s = 10;
+    cfg->max_watch_dirs = 16384;
     cfg->socket_mode = 0600;
     cfg->ready_fd = -1;
     cfg->oom_score_adj = -1000;
@@ -363,6 +364,9 @@ static const opt_t g_opts[] = {
     NUM("hello-timeout", "SECONDS", hello_timeout_s, 0, 86400,
         "with a token, close connections that have not sent a valid Hello by then (0: no "
         "deadline)"),
+    NUM("max-watch-dirs", "N", max_watch_dirs, 1, 1u << 24,
+        "directories one recursive WatchPath may watch; past it the watch reports OVERFLOW "
+        "and stops adding"),
     {"ready-fd", "N", OPT_NUM, FIELD(ready_fd), 0, 1u << 20, NULL,
      "write \"READY=1\\n\" to fd N once listening, then close it ($NOTIFY_SOCKET, sd_notify "
      "style, is honoured too)"},

@@ -27,6 +27,7 @@ typedef struct config {
     uint32_t kill_grace_ms;         /* SIGTERM to SIGKILL, timeouts and shutdown */
     uint32_t write_timeout_s;       /* close a connection whose queue has not moved */
     uint32_t hello_timeout_s;       /* close a connection not authenticated by then (0: never) */
+    uint32_t max_watch_dirs;        /* directories one recursive watch may add */
     char token[256];                /* empty: no authentication */
     int insecure;                   /* allow TCP without a token */
     uint32_t socket_mode;

@@ -14,17 +14,25 @@
  * fanned out to every stream subscribed to it, each with its own path for
  * that directory (two streams may reach one directory by different paths).
  *
- * The first watches (the whole tree for a recursive watch) are added by a
- * file worker with the requesting user's identity, so a user can only watch
- * what it may read; the worker only calls inotify_add_watch and records
- * what it got, and the loop takes the references when the job is done.
- * While any such walk is in flight, a wd whose last reference goes is kept
- * (refs 0) rather than removed, since the walk may have just been handed
- * the same wd; and a wd the kernel drops (IN_IGNORED) is remembered so the
- * walk's record of it is not taken. Directories that appear later inside a
- * recursive watch are added on the loop, with the agent's identity: the
- * user could already read their parent. Events that happen before a
- * stream's walk is done are not reported to it.
+ * Every watch is added by a file worker with the requesting user's
+ * identity (no capability either), never on the loop: the first ones (the
+ * whole tree for a recursive watch), and the directories that appear later
+ * inside a recursive watch. A directory is opened relative to its parent's
+ * descriptor with O_NOFOLLOW | O_DIRECTORY and watched through that
+ * descriptor (/proc/self/fd/N), never by a path resolved again, so a
+ * directory swapped for a symlink is not followed; a parent reached again by
+ * path must still be the inode that was watched. Each stream watches at most
+ * --max-watch-dirs directories: past that it gets one OVERFLOW event and
+ * adds no more. The Entry of each event is stat'ed by a worker too, as the
+ * user, in batches just before the events are sent.
+ *
+ * The worker only calls inotify_add_watch and records what it got, and the
+ * loop takes the references when the job is done. While any such job is in
+ * flight, a wd whose last reference goes is kept (refs 0) rather than
+ * removed, since the job may have just been handed the same wd; and a wd the
+ * kernel drops (IN_IGNORED) is remembered so the job's record of it is not
+ * taken. Events on a directory before its watch is taken by the loop are
+ * not reported (what the directory held by then is watched by the walk).
  *
  * A rename inside the tree arrives as MOVED_FROM and MOVED_TO with one
  * cookie and becomes one RENAME event; a half without its partner is a file
@@ -36,6 +44,7 @@
  */
 #include "watch.h"
 
+#include "config.h"
 #include "fs.h"
 #include "fsworker.h"
 #include "util.h"
@@ -48,6 +57,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/inotify.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #define WATCH_MASK                                                                           \
@@ -60,7 +70,22 @@ typedef struct kwd kwd_t;
 typedef struct wev {
     int kind;
     char *path, *old; /* malloc'd; old only for RENAME */
+    int has_entry;    /* entry filled (in the watch's arena) by a worker */
+    Entry entry;
 } wev_t;
+
+/* A directory that appeared in a recursive watch, to be added by a worker:
+ * name inside the directory parent, which must still be the inode
+ * (pdev, pino) that was watched. */
+typedef struct grow {
+    struct grow *next;
+    char *parent, *name, *path;
+    dev_t pdev;
+    ino_t pino;
+} grow_t;
+
+/* wds dropped by the kernel remembered while jobs run (see IN_IGNORED). */
+#define WATCH_IGNORED_MAX 4096
 
 /* One stream's interest in one kernel wd. */
 typedef struct sub {
@@ -74,15 +99,19 @@ typedef struct sub {
 /* One kernel watch descriptor of the shared instance. */
 struct kwd {
     int wd;
+    dev_t dev;      /* the inode watched */
+    ino_t ino;
     size_t refs;    /* subscriptions; 0 only while a walk is in flight */
     sub_t *subs;
     kwd_t *hnext;   /* hash chain */
 };
 
-/* What a worker's walk added: taken by the loop in setup_done. */
+/* What a worker's job added: taken by the loop in job_done. */
 typedef struct added {
     int wd;
     char *path;
+    dev_t dev;
+    ino_t ino;
 } added_t;
 
 struct watch {
@@ -96,8 +125,17 @@ struct watch {
     int recursive;
     int root_wd;
     sub_t *subs;
-    added_t *added; /* the walk's results, until setup_done */
+    size_t nsubs;   /* directories (and files) this stream watches */
+    added_t *added; /* the walk's results, until job_done */
     size_t nadded, capadded;
+    grow_t *grow, *grow_tail; /* new directories waiting for a job */
+    grow_t *jgrow;            /* those the job in flight adds */
+    size_t ngrow;             /* in both lists */
+    size_t budget;            /* directories the job may still add */
+    int capped, jcapped;      /* stopped adding (the bound was reached) */
+    size_t nstat;             /* events at the queue's head the job stats */
+    size_t nready;            /* events at the head ready to send */
+    fs_arena_t arena;         /* their entries' strings */
     watch_t *gnext, *gprev; /* every watch stream */
     wev_t q[WATCH_QUEUE];
     size_t qhead, qcount;
@@ -223,6 +261,7 @@ static void sub_unlink(sub_t *s)
         w->subs = s->wnext;
     if (s->wnext)
         s->wnext->wprev = s->wprev;
+    w->nsubs--;
     free(s->path);
     free(s);
 }
@@ -242,13 +281,15 @@ static void sub_free(sub_t *s)
 /* Subscribe w to wd under path (taken, even on error). The same wd twice
  * for one stream (a directory moved, or reached twice) keeps the newest
  * path. */
-static int sub_add(watch_t *w, int wd, char *path)
+static int sub_add(watch_t *w, int wd, char *path, dev_t dev, ino_t ino)
 {
     kwd_t *k = kwd_get(wd);
     if (!k) {
         free(path);
         return -ENOMEM;
     }
+    k->dev = dev;
+    k->ino = ino;
     for (sub_t *s = k->subs; s; s = s->knext) {
         if (s->w == w) {
             free(s->path);
@@ -274,6 +315,7 @@ static int sub_add(watch_t *w, int wd, char *path)
     if (w->subs)
         w->subs->wprev = s;
     w->subs = s;
+    w->nsubs++;
     if (!k->refs++)
         g_in.zombies--;
     return 0;
@@ -292,55 +334,74 @@ static void set_err(watch_t *w, int rc, const char *path)
                            : "");
 }
 
-/* Add a kernel watch for path. On a worker (setup), the result is recorded
- * for the loop; on the loop, w is subscribed at once. Returns the wd. */
-static int dir_add(watch_t *w, const char *path, int on_worker)
+/* On a worker: watch the file or directory open at fd (path names it for
+ * the stream), through the descriptor, and record the wd for the loop.
+ * Returns the wd, -EDQUOT when the stream's bound is reached, or -errno. */
+static int add_fd(watch_t *w, int fd, const char *path, const struct stat *st)
 {
-    int wd = inotify_add_watch(w->ifd, path, WATCH_MASK);
-    if (wd < 0)
-        return -errno;
-    char *p = strdup(path);
-    if (!p)
-        return -ENOMEM;
-    if (!on_worker) {
-        int rc = sub_add(w, wd, p);
-        return rc < 0 ? rc : wd;
+    char proc[48];
+    if (!w->budget) {
+        w->jcapped = 1;
+        return -EDQUOT;
     }
     if (w->nadded == w->capadded) {
         size_t cap = w->capadded ? w->capadded * 2 : 16;
         added_t *na = realloc(w->added, cap * sizeof *na);
-        if (!na) {
-            free(p);
+        if (!na)
             return -ENOMEM;
-        }
         w->added = na;
         w->capadded = cap;
     }
-    w->added[w->nadded].wd = wd;
-    w->added[w->nadded++].path = p;
+    char *p = strdup(path);
+    if (!p)
+        return -ENOMEM;
+    /* The magic link is the open inode itself, whatever its path is now. */
+    snprintf(proc, sizeof proc, "/proc/self/fd/%d", fd);
+    int wd = inotify_add_watch(w->ifd, proc, WATCH_MASK);
+    if (wd < 0) {
+        int e = -errno;
+        free(p);
+        return e;
+    }
+    w->budget--;
+    w->added[w->nadded++] = (added_t){wd, p, st->st_dev, st->st_ino};
     return wd;
 }
 
-/* Watch path's subdirectories. Errors below the root are skipped (a
- * subdirectory the user may not read is not watched) except the watch
- * limit, which fails the stream: a recursive watch that silently misses
- * part of its tree would be a lie. The walk keeps a list of directories
- * still to read instead of recursing, and has one directory open at a time:
- * a tree as deep as PATH_MAX allows (2,000 levels) would otherwise take a
- * PATH_MAX buffer and a descriptor per level, overflowing a thread's
- * stack. */
-static void add_tree(watch_t *w, const char *path, int on_worker)
+typedef struct todo {
+    char *path;
+    dev_t dev;
+    ino_t ino;
+} todo_t;
+
+/* On a worker: watch the subdirectories of the directory open at fd (taken
+ * and closed), path naming it. Each is opened relative to its parent with
+ * O_NOFOLLOW and watched through that descriptor. Errors below the top are
+ * skipped (a subdirectory the user may not read is not watched) except the
+ * kernel's watch limit, which fails the stream, and the stream's own bound,
+ * which stops the walk (the loop reports OVERFLOW). The walk keeps a list of
+ * directories still to read instead of recursing, with one directory open at
+ * a time: a tree as deep as PATH_MAX allows (2,000 levels) would otherwise
+ * take a descriptor and a PATH_MAX buffer per level. A directory from the
+ * list is opened again by its path and read only if it is still the inode
+ * that was watched. */
+static void walk(watch_t *w, int fd, const char *path)
 {
-    char **todo = NULL;
+    todo_t *todo = NULL;
     size_t n = 0, cap = 0;
     char *dir = strdup(path);
     char sub[PATH_MAX];
 
+    if (!dir && fd >= 0)
+        close(fd);
     while (dir) {
-        DIR *d = w->err ? NULL : opendir(dir);
+        DIR *d = fd >= 0 && !w->err && !w->jcapped ? fdopendir(fd) : NULL;
         struct dirent *de;
+        if (!d && fd >= 0)
+            close(fd);
         while (d && (de = readdir(d))) {
             const char *name = de->d_name;
+            struct stat st;
             if (name[0] == '.' && (!name[1] || (name[1] == '.' && !name[2])))
                 continue;
             if (de->d_type != DT_DIR && de->d_type != DT_UNKNOWN)
@@ -348,53 +409,153 @@ static void add_tree(watch_t *w, const char *path, int on_worker)
             int len = snprintf(sub, sizeof sub, "%s/%s", strcmp(dir, "/") ? dir : "", name);
             if (len < 0 || (size_t)len >= sizeof sub)
                 continue;
-            if (de->d_type == DT_UNKNOWN) {
-                struct stat st;
-                if (lstat(sub, &st) < 0 || !S_ISDIR(st.st_mode))
-                    continue;
-            }
-            int rc = dir_add(w, sub, on_worker);
-            if (rc == -ENOSPC) {
+            int cfd = openat(dirfd(d), name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+            if (cfd < 0)
+                continue; /* gone, a symlink, not a directory, or not for this user */
+            int rc = fstat(cfd, &st) < 0 ? -errno : add_fd(w, cfd, sub, &st);
+            close(cfd);
+            if (rc == -ENOSPC)
                 set_err(w, rc, sub);
+            if (rc == -ENOSPC || rc == -EDQUOT)
                 break;
-            }
             if (rc < 0)
                 continue;
             if (n == cap) {
                 size_t ncap = cap ? cap * 2 : 16;
-                char **nt = realloc(todo, ncap * sizeof *nt);
+                todo_t *nt = realloc(todo, ncap * sizeof *nt);
                 if (!nt)
                     continue;
                 todo = nt;
                 cap = ncap;
             }
-            if ((todo[n] = strdup(sub)))
-                n++;
+            if ((todo[n].path = strdup(sub))) {
+                todo[n].dev = st.st_dev;
+                todo[n++].ino = st.st_ino;
+            }
         }
         if (d)
             closedir(d);
         free(dir);
-        dir = n ? todo[--n] : NULL;
+        dir = NULL;
+        fd = -1;
+        while (n && !dir) {
+            todo_t t = todo[--n];
+            struct stat st;
+            dir = t.path;
+            fd = w->err || w->jcapped
+                     ? -1
+                     : open(dir, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+            if (fd >= 0 && (fstat(fd, &st) < 0 || st.st_dev != t.dev || st.st_ino != t.ino)) {
+                close(fd); /* replaced since it was watched: not this tree any more */
+                fd = -1;
+            }
+        }
     }
+    while (n)
+        free(todo[--n].path);
     free(todo);
 }
 
-static void setup_run(fsw_job_t *j)
+/* On a worker: the watch's first watches. The path itself is followed
+ * when it is a symlink (the user named it, as `ls` follows it); below it
+ * nothing is. */
+static void setup_walk(watch_t *w)
 {
-    watch_t *w = SA_CONTAINER_OF(j, watch_t, job);
     struct stat st;
-    if (stat(w->path, &st) < 0) {
+    int fd = open(w->path, O_PATH | O_CLOEXEC); /* never waits, even on a FIFO */
+    if (fd < 0 || fstat(fd, &st) < 0) {
         set_err(w, -errno, w->path);
-        return;
+        goto out;
     }
-    int rc = dir_add(w, w->path, 1);
+    int rc = add_fd(w, fd, w->path, &st);
     if (rc < 0) {
-        set_err(w, rc, w->path);
-        return;
+        set_err(w, rc == -EDQUOT ? -ENOSPC : rc, w->path);
+        goto out;
     }
     w->root_wd = rc;
-    if (w->recursive && S_ISDIR(st.st_mode))
-        add_tree(w, w->path, 1);
+    if (w->recursive && S_ISDIR(st.st_mode)) {
+        int dfd = openat(fd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+        if (dfd >= 0)
+            walk(w, dfd, w->path);
+    }
+out:
+    if (fd >= 0)
+        close(fd);
+}
+
+/* On a worker: watch a directory that appeared inside the tree, and what
+ * it holds by now. */
+static void grow_one(watch_t *w, const grow_t *g)
+{
+    struct stat st;
+    int pfd = open(g->parent, O_PATH | O_DIRECTORY | O_CLOEXEC), fd = -1;
+    if (pfd < 0 || fstat(pfd, &st) < 0 || st.st_dev != g->pdev || st.st_ino != g->pino)
+        goto out; /* the parent moved or was replaced: its events name it anew */
+    fd = openat(pfd, g->name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+    if (fd < 0 || fstat(fd, &st) < 0)
+        goto out; /* gone again, or swapped for a symlink: not followed */
+    int rc = add_fd(w, fd, g->path, &st);
+    if (rc == -ENOSPC)
+        set_err(w, rc, g->path);
+    if (rc >= 0) {
+        walk(w, fd, g->path);
+        fd = -1;
+    }
+out:
+    if (fd >= 0)
+        close(fd);
+    if (pfd >= 0)
+        close(pfd);
+}
+
+static void grow_free(grow_t *g)
+{
+    while (g) {
+        grow_t *next = g->next;
+        free(g->parent);
+        free(g->name);
+        free(g->path);
+        free(g);
+        g = next;
+    }
+}
+
+/* The job of a watch stream, on a worker as the user: the first walk, or
+ * the directories that appeared since, then the Entries of the next events
+ * to send. */
+static void job_run(fsw_job_t *j)
+{
+    watch_t *w = SA_CONTAINER_OF(j, watch_t, job);
+    if (!w->ready)
+        setup_walk(w);
+    for (grow_t *g = w->jgrow; g && !w->err && !w->jcapped; g = g->next)
+        grow_one(w, g);
+    for (size_t i = 0; i < w->nstat; i++) {
+        wev_t *e = &w->q[(w->qhead + i) % WATCH_QUEUE];
+        /* The entry as it is now, where it still exists. */
+        if (e->path && e->kind != SANDBOX__AGENT__V1__FS_EVENT__KIND__DELETE)
+            e->has_entry = fs_entry_at(&w->arena, &e->entry, AT_FDCWD, e->path, e->path, 0) == 0;
+    }
+}
+
+static void job_done(fsw_job_t *j);
+
+/* Start the stream's one job, with what waits to be grown and nstat events
+ * to stat. */
+static void job_submit(watch_t *w, size_t nstat)
+{
+    size_t max = g_config.max_watch_dirs;
+    w->busy = 1;
+    w->jgrow = w->grow;
+    w->grow = w->grow_tail = NULL;
+    w->nstat = nstat;
+    w->budget = w->capped ? 0 : max > w->nsubs ? max - w->nsubs : 0;
+    w->jcapped = 0;
+    w->job.run = job_run;
+    w->job.done = job_done;
+    w->job.user = w->as_user ? &w->user : NULL;
+    g_in.walks++;
+    fsw_submit(&w->job);
 }
 
 /* --------------------------------------------------------------- events */
@@ -451,17 +612,34 @@ static void rename_dirs(watch_t *w, const char *old, const char *now)
     }
 }
 
-/* A new directory inside a recursive watch: watch it before reporting it;
- * whatever appeared in it before the watch took is found by the walk. */
-static void add_new_dir(watch_t *w, const char *path)
+/* A new directory inside a recursive watch (name in the directory s
+ * watches): a worker adds it, as the user, off the loop. Past the stream's
+ * bound it gets one OVERFLOW and adds nothing more. */
+static void grow_push(watch_t *w, sub_t *s, const char *name, const char *path)
 {
-    int rc = dir_add(w, path, 0);
-    if (rc >= 0)
-        add_tree(w, path, 0);
-    else if (rc == -ENOSPC)
-        set_err(w, rc, path);
-    if (w->err)
-        stream_wake(&w->base); /* next() answers the error and ends it */
+    if (w->capped || w->err)
+        return;
+    if (w->nsubs + w->ngrow >= g_config.max_watch_dirs) {
+        w->capped = 1;
+        enqueue(w, SANDBOX__AGENT__V1__FS_EVENT__KIND__OVERFLOW, NULL, NULL);
+        return;
+    }
+    grow_t *g = calloc(1, sizeof *g);
+    if (!g || !(g->parent = strdup(s->path)) || !(g->name = strdup(name)) ||
+        !(g->path = strdup(path))) {
+        grow_free(g);
+        return;
+    }
+    g->pdev = s->k->dev;
+    g->pino = s->k->ino;
+    if (w->grow_tail)
+        w->grow_tail->next = g;
+    else
+        w->grow = g;
+    w->grow_tail = g;
+    w->ngrow++;
+    if (!w->busy)
+        job_submit(w, 0);
 }
 
 /* One event as the stream that holds s sees it. */
@@ -489,14 +667,14 @@ static void stream_event(sub_t *s, const struct inotify_event *ev)
         }
         flush_moved(w);
         if ((ev->mask & IN_ISDIR) && w->recursive)
-            add_new_dir(w, path);
+            grow_push(w, s, ev->name, path);
         enqueue(w, SANDBOX__AGENT__V1__FS_EVENT__KIND__CREATE, path, NULL);
         return;
     }
     flush_moved(w);
     if (ev->mask & IN_CREATE) {
         if ((ev->mask & IN_ISDIR) && w->recursive)
-            add_new_dir(w, path);
+            grow_push(w, s, ev->name, path);
         enqueue(w, SANDBOX__AGENT__V1__FS_EVENT__KIND__CREATE, path, NULL);
     } else if (ev->mask & (IN_DELETE | IN_DELETE_SELF)) {
         enqueue(w, SANDBOX__AGENT__V1__FS_EVENT__KIND__DELETE, path, NULL);
@@ -521,7 +699,13 @@ static void handle_event(const struct inotify_event *ev)
     if (ev->mask & IN_IGNORED) {
         /* The kernel dropped the watch (its inode went, or its file system):
          * so do its subscribers. A walk in flight may hold it too. */
-        if (g_in.walks && g_in.nignored < SIZE_MAX / sizeof(int)) {
+        if (g_in.walks) {
+            /* Bounded: a job stuck in the kernel (an unanswering file
+             * system) keeps walks above 0 for good. The oldest are
+             * forgotten; a job that took one of them holds a wd that
+             * reports nothing, no more. */
+            if (g_in.nignored == WATCH_IGNORED_MAX)
+                g_in.nignored = 0;
             if (g_in.nignored == g_in.capignored) {
                 size_t cap = g_in.capignored ? g_in.capignored * 2 : 16;
                 int *ni = realloc(g_in.ignored, cap * sizeof *ni);
@@ -637,12 +821,15 @@ static void watch_free(watch_t *w)
     for (size_t i = 0; i < w->nadded; i++)
         free(w->added[i].path);
     free(w->added);
+    grow_free(w->grow);
+    grow_free(w->jgrow);
     inotify_release(w);
     for (size_t i = 0; i < w->qcount; i++) {
         wev_t *e = &w->q[(w->qhead + i) % WATCH_QUEUE];
         free(e->path);
         free(e->old);
     }
+    fs_arena_free(&w->arena);
     free(w->moved_path);
     free(w->path);
     free(w);
@@ -656,10 +843,11 @@ static int was_ignored(int wd)
     return 0;
 }
 
-/* On the loop: take references on what the walk added (all of it, even on
+/* On the loop: take references on what the job added (all of it, even on
  * an error, so the wds it alone holds are removed by the same path), then
- * give them back if the stream failed or is gone. */
-static void setup_done(fsw_job_t *j)
+ * give them back if the stream failed or is gone. A job that reached the
+ * stream's bound leaves one OVERFLOW, and the stream adds nothing more. */
+static void job_done(fsw_job_t *j)
 {
     watch_t *w = SA_CONTAINER_OF(j, watch_t, job);
     w->busy = 0;
@@ -669,14 +857,23 @@ static void setup_done(fsw_job_t *j)
                  (unsigned)w->user.uid, strerror(-j->id_err));
     }
     for (size_t i = 0; i < w->nadded; i++) {
-        if (was_ignored(w->added[i].wd))
-            free(w->added[i].path);
-        else if (sub_add(w, w->added[i].wd, w->added[i].path) < 0 && !w->err)
+        added_t *ad = &w->added[i];
+        if (was_ignored(ad->wd))
+            free(ad->path);
+        else if (sub_add(w, ad->wd, ad->path, ad->dev, ad->ino) < 0 && !w->err)
             set_err(w, -ENOMEM, w->path);
     }
     free(w->added);
     w->added = NULL;
     w->nadded = w->capadded = 0;
+    for (grow_t *g = w->jgrow; g; g = g->next)
+        w->ngrow--;
+    grow_free(w->jgrow);
+    w->jgrow = NULL;
+    if (w->jcapped && !w->capped) {
+        w->capped = 1;
+        enqueue(w, SANDBOX__AGENT__V1__FS_EVENT__KIND__OVERFLOW, NULL, NULL);
+    }
     if (w->err || w->orphan)
         while (w->subs)
             sub_free(w->subs);
@@ -688,8 +885,15 @@ static void setup_done(fsw_job_t *j)
         return;
     }
     w->ready = 1;
+    w->nready = w->err ? 0 : w->nready + w->nstat; /* a growth job stats nothing */
+    w->nstat = 0;
+    if (w->grow && !w->err)
+        job_submit(w, 0); /* directories that appeared meanwhile */
     stream_wake(&w->base);
 }
+
+/* Events whose Entries a worker fills in one job. */
+#define WATCH_STAT_BATCH 32
 
 static stream_status_t watch_next(stream_t *s)
 {
@@ -697,12 +901,7 @@ static stream_status_t watch_next(stream_t *s)
     conn_t *c = s->conn;
     if (!w->started) {
         w->started = 1;
-        w->busy = 1;
-        w->job.run = setup_run;
-        w->job.done = setup_done;
-        w->job.user = w->as_user ? &w->user : NULL;
-        g_in.walks++;
-        fsw_submit(&w->job);
+        job_submit(w, 0);
         return STREAM_WAIT;
     }
     if (w->busy || !w->ready)
@@ -711,15 +910,31 @@ static stream_status_t watch_next(stream_t *s)
         conn_send_errno(c, s->id, w->err, "%s", w->errmsg);
         return STREAM_DONE;
     }
+    if (!w->nready && w->qcount) {
+        /* The next events' Entries are stat'ed as the user by a worker,
+         * just before they are sent; a batch of DELETEs needs none. */
+        size_t k = SA_MIN(w->qcount, (size_t)WATCH_STAT_BATCH);
+        int need = 0;
+        for (size_t i = 0; i < k; i++) {
+            wev_t *e = &w->q[(w->qhead + i) % WATCH_QUEUE];
+            e->has_entry = 0;
+            need |= e->path && e->kind != SANDBOX__AGENT__V1__FS_EVENT__KIND__DELETE;
+        }
+        if (need) {
+            job_submit(w, k);
+            return STREAM_WAIT;
+        }
+        w->nready = k;
+    }
     Response r = RESPONSE_INIT;
     FsEvent fe = SANDBOX__AGENT__V1__FS_EVENT__INIT;
-    Entry entry;
     fs_arena_t arena = {NULL};
     wev_t ev = {0};
-    if (w->qcount) {
+    if (w->nready) {
         ev = w->q[w->qhead];
         w->qhead = (w->qhead + 1) % WATCH_QUEUE;
         w->qcount--;
+        w->nready--;
     } else if (w->overflow) {
         w->overflow = 0;
         ev.kind = SANDBOX__AGENT__V1__FS_EVENT__KIND__OVERFLOW;
@@ -727,13 +942,10 @@ static stream_status_t watch_next(stream_t *s)
         return STREAM_WAIT;
     }
     fe.kind = ev.kind;
-    if (ev.path) {
+    if (ev.path)
         fs_set_name(&arena, &fe.path, &fe.path_raw, ev.path, strlen(ev.path));
-        /* The entry as it is now, where it still exists. */
-        if (ev.kind != SANDBOX__AGENT__V1__FS_EVENT__KIND__DELETE &&
-            fs_entry_at(&arena, &entry, AT_FDCWD, ev.path, ev.path, 0) == 0)
-            fe.entry = &entry;
-    }
+    if (ev.has_entry)
+        fe.entry = &ev.entry;
     if (ev.old)
         fs_set_name(&arena, &fe.old_path, &fe.old_path_raw, ev.old, strlen(ev.old));
     r.result_case = RES(FS_EVENT);
@@ -742,6 +954,8 @@ static stream_status_t watch_next(stream_t *s)
     fs_arena_free(&arena);
     free(ev.path);
     free(ev.old);
+    if (!w->nready)
+        fs_arena_free(&w->arena); /* the batch's entries are all sent */
     return STREAM_MORE;
 }
 
@@ -749,7 +963,7 @@ static void watch_destroy(stream_t *s)
 {
     watch_t *w = (watch_t *)s;
     if (w->busy) {
-        w->orphan = 1; /* setup_done frees it */
+        w->orphan = 1; /* job_done frees it */
         return;
     }
     watch_free(w);
