@@ -8,8 +8,10 @@
 
 #include "util.h"
 
+#include <pthread.h>
 #include <stdarg.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <time.h>
 #include <unistd.h>
@@ -17,6 +19,15 @@
 static enum log_level g_level = LOG_INFO;
 static int g_json;
 static const char *const level_names[] = {"debug", "info", "warn", "error"};
+
+/* While the log's file system is frozen (log_hold), lines wait here: a
+ * write(2) to a frozen file system would block the loop until the thaw. */
+#define HOLD_MAX (64 * 1024)
+static pthread_mutex_t g_hold_mu = PTHREAD_MUTEX_INITIALIZER;
+static int g_held;
+static char *g_hold_buf;
+static size_t g_hold_len;
+static unsigned long g_hold_dropped;
 
 void log_setup(enum log_level level, int json)
 {
@@ -105,7 +116,53 @@ void log_msg(enum log_level level, const char *fmt, ...)
         n = (int)sizeof line - 1;
         line[n - 1] = '\n';
     }
+    if (n > 0 && __atomic_load_n(&g_held, __ATOMIC_ACQUIRE)) {
+        pthread_mutex_lock(&g_hold_mu);
+        if (g_held) {
+            if (g_hold_buf && g_hold_len + (size_t)n <= HOLD_MAX) {
+                memcpy(g_hold_buf + g_hold_len, line, (size_t)n);
+                g_hold_len += (size_t)n;
+            } else {
+                g_hold_dropped++;
+            }
+            n = 0;
+        }
+        pthread_mutex_unlock(&g_hold_mu);
+    }
     if (n > 0 && write(STDERR_FILENO, line, (size_t)n) < 0) {
         /* nowhere left to report a failing stderr */
     }
 }
+
+void log_hold(int hold)
+{
+    char *buf = NULL;
+    size_t len = 0;
+    unsigned long dropped = 0;
+
+    pthread_mutex_lock(&g_hold_mu);
+    if (hold && !g_held) {
+        /* Without the buffer every held line is counted as dropped. */
+        g_hold_buf = malloc(HOLD_MAX);
+        g_hold_len = 0;
+        g_hold_dropped = 0;
+        __atomic_store_n(&g_held, 1, __ATOMIC_RELEASE);
+    } else if (!hold && g_held) {
+        __atomic_store_n(&g_held, 0, __ATOMIC_RELEASE);
+        buf = g_hold_buf;
+        len = g_hold_len;
+        dropped = g_hold_dropped;
+        g_hold_buf = NULL;
+        g_hold_len = 0;
+        g_hold_dropped = 0;
+    }
+    pthread_mutex_unlock(&g_hold_mu);
+    if (buf && len && write(STDERR_FILENO, buf, len) < 0) {
+        /* nowhere left to report a failing stderr */
+    }
+    free(buf);
+    if (dropped)
+        log_warn("%lu log lines dropped while the log's file system was frozen", dropped);
+}
+
+int log_held(void) { return __atomic_load_n(&g_held, __ATOMIC_ACQUIRE); }
