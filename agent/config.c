@@ -43,6 +43,11 @@ void config_defaults(config_t *cfg)
     cfg->max_tunnels_per_conn = 256;
     cfg->tunnel_window = 256u << 10;
     cfg->max_tunnel_window = 16u << 20;
+    cfg->thaw_after_ms = 10000;
+    cfg->hooks_dir = CONFIG_DEFAULT_HOOKS_DIR;
+    cfg->hook_timeout_ms = 30000;
+    cfg->clock_jump_ms = 5000;
+    cfg->clock_check_ms = 1000;
 }
 
 static int parse_u64(const char *opt, const char *s, uint64_t min, uint64_t max, uint64_t *out)
@@ -304,6 +309,19 @@ static int opt_tunnel_allow(config_t *cfg, const char *arg)
         return -1;
     }
     cfg->tunnel_allow[cfg->n_tunnel_allow++] = arg;
+static int opt_hooks_dir(config_t *cfg, const char *arg)
+{
+    if (arg[0] != '/') {
+        fprintf(stderr, "sandbox-agent: --hooks-dir '%s': expected an absolute path\n", arg);
+        return -1;
+    }
+    cfg->hooks_dir = arg;
+    return 0;
+}
+
+static int opt_clock_test_file(config_t *cfg, const char *arg)
+{
+    cfg->clock_test_file = arg;
     return 0;
 }
 
@@ -324,7 +342,8 @@ typedef struct opt {
     uint64_t min, max;
     int (*fn)(config_t *cfg, const char *arg);
     /* --help text. For numbers, "(default ...)" is added from
-     * config_defaults(), so the two cannot drift. */
+     * config_defaults(), so the two cannot drift. NULL: for tests, not
+     * shown. */
     const char *help;
 } opt_t;
 
@@ -391,6 +410,18 @@ static const opt_t g_opts[] = {
           "bytes a client may send into a tunnel ahead of the agent's credit"),
     BYTES("max-tunnel-window", max_tunnel_window, 4096, 1u << 30,
           "the largest window a client may ask for"),
+    NUM("thaw-after-ms", "N", thaw_after_ms, 1, CONFIG_MAX_THAW_AFTER_MS,
+        "a Quiesce thaws by itself after this unless it says otherwise (at most 600000)"),
+    FN("hooks-dir", "DIR", opt_hooks_dir,
+       "holds pre-checkpoint.d and post-restore.d (default " CONFIG_DEFAULT_HOOKS_DIR ")"),
+    NUM("hook-timeout-ms", "N", hook_timeout_ms, 1, 3600000, "one hook's time limit"),
+    NUM("clock-jump-ms", "N", clock_jump_ms, 0, 1u << 30,
+        "a jump of the wall clock against the monotonic clock larger than this is taken as "
+        "a restore; 0: off"),
+    /* Tests: how often the clocks are compared, and a file holding
+     * "REALTIME MONOTONIC BOOTTIME" in nanoseconds read instead of them. */
+    NUM("clock-check-ms", "N", clock_check_ms, 10, 3600000, NULL),
+    FN("clock-test-file", "PATH", opt_clock_test_file, NULL),
     FN("log-level", "LEVEL", opt_log_level, "debug, info, warn, error (default info)"),
     FN("log-format", "FORMAT", opt_log_format, "text or json (default text)"),
     {"help", NULL, OPT_HELP, 0, 0, 0, 0, NULL, "this text"},
@@ -469,7 +500,8 @@ static void usage(FILE *f)
     fprintf(f, "usage: sandbox-agent [options]\n\n"
                "In-guest execution agent: runs processes and moves files for a control plane.\n\n");
     for (size_t i = 0; i < N_OPTS; i++)
-        usage_opt(f, &g_opts[i], &def);
+        if (g_opts[i].help)
+            usage_opt(f, &g_opts[i], &def);
 }
 
 int config_parse(config_t *cfg, int argc, char **argv)

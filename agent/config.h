@@ -10,6 +10,8 @@
 #define CONFIG_MAX_LISTEN 16
 #define CONFIG_DEFAULT_VSOCK_PORT 1024u
 #define CONFIG_MAX_TUNNEL_ALLOW 32
+#define CONFIG_DEFAULT_HOOKS_DIR "/etc/sandbox-agent/hooks"
+#define CONFIG_MAX_THAW_AFTER_MS 600000u
 
 typedef struct config {
     const char *listen[CONFIG_MAX_LISTEN]; /* "unix:PATH", "tcp:HOST:PORT", "vsock:PORT" */
@@ -46,6 +48,13 @@ typedef struct config {
     uint32_t max_tunnels_per_conn;  /* multiplexed tunnels on one connection */
     uint32_t tunnel_window;         /* the agent's receive window per tunnel */
     uint32_t max_tunnel_window;     /* the largest OpenTunnel.window granted */
+    /* lifecycle (lifecycle.c) */
+    uint32_t thaw_after_ms;         /* Quiesce's automatic thaw by default */
+    const char *hooks_dir;          /* holds pre-checkpoint.d and post-restore.d */
+    uint32_t hook_timeout_ms;       /* one hook's time limit */
+    uint32_t clock_jump_ms;         /* wall clock jump taken as a restore; 0: off */
+    uint32_t clock_check_ms;        /* how often the clocks are compared */
+    const char *clock_test_file;    /* tests: read the three clocks from here */
 } config_t;
 
 extern config_t g_config;

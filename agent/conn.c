@@ -16,6 +16,7 @@
 #include "util.h"
 
 #include <errno.h>
+#include <poll.h>
 #include <limits.h>
 #include <poll.h>
 #include <stdarg.h>
@@ -1192,6 +1193,27 @@ void conn_evict_unauthenticated(void)
     /* Its slot is free now, whether or not the error is written yet. */
     oldest->unauth_counted = 0;
     g_unauth--;
+}
+
+unsigned conn_close_broken(void)
+{
+    unsigned n = 0;
+    for (conn_t *c = g_all, *next; c; c = next) {
+        struct pollfd pfd = {.fd = c->fd, .events = POLLIN};
+        int err = 0;
+        socklen_t len = sizeof err;
+        next = c->next_all;
+        if (c->closing)
+            continue;
+        if ((poll(&pfd, 1, 0) == 1 && (pfd.revents & (POLLERR | POLLHUP | POLLNVAL))) ||
+            (getsockopt(c->fd, SOL_SOCKET, SO_ERROR, &err, &len) == 0 && err)) {
+            log_info("conn %s (%s): the peer is gone (%s); closing", c->peer, c->kind,
+                     err ? strerror(err) : "hang-up");
+            conn_close(c);
+            n++;
+        }
+    }
+    return n;
 }
 
 void conn_close_all(void)

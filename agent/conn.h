@@ -130,6 +130,10 @@ void conn_close_all(void);
 /* Shutdown: answer every stream in flight with UNAVAILABLE, write what each
  * socket takes without waiting, then close all. */
 void conn_shutdown_all(void);
+/* Close every connection whose socket reports an error or a hang-up: after
+ * a restore, vsock connections have been reset by the transport, and TCP
+ * ones may have been. Returns how many. */
+unsigned conn_close_broken(void);
 /* Per-loop-turn work: flush woken streams, free closed connections. Called
  * from an ev_prepare watcher that main installs. */
 void conn_before_sleep(struct ev_loop *loop);

@@ -2,6 +2,7 @@
 #include "control.h"
 
 #include "config.h"
+#include "lifecycle.h"
 #include "log.h"
 #include "proc.h"
 #include "tunnel.h"
@@ -36,7 +37,7 @@ void control_hello(conn_t *c, const Request *req)
     Response r = RESPONSE_INIT;
     HelloReply hr = SANDBOX__AGENT__V1__HELLO_REPLY__INIT;
     static char *caps[] = {"zlib",  "process", "pty",     "lossless", "files",
-                           "watch", "cancel",  "tunnels", "connect"};
+                           "watch", "cancel",  "tunnels", "connect",  "lifecycle"};
 
     if (g_config.token[0] && !conn_authenticated(c)) {
         if (!token_equal(h->token ? h->token : "", g_config.token)) {
@@ -137,6 +138,7 @@ void control_info(conn_t *c, const Request *req)
     in.kept_output_bytes = proc_kept_output_bytes();
     in.open_tunnels = tunnel_count();
     in.agent_rss_bytes = self_rss();
+    lc_fill_info(&in);
     r.result_case = RES(INFO);
     r.info = &in;
     conn_send(c, req->id, 1, &r);

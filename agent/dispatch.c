@@ -5,6 +5,7 @@
 #include "control.h"
 #include "fs.h"
 #include "handler.h"
+#include "lifecycle.h"
 #include "log.h"
 #include "proc.h"
 #include "service.h"
@@ -51,6 +52,10 @@ static const route_t routes[] = {
 
     [OP(OPEN_TUNNEL)] = {"open_tunnel", tunnel_handle_open},
     [OP(CONNECT)] = {"connect", tunnel_handle_connect},
+    [OP(QUIESCE)] = {"quiesce", lc_handle_quiesce},
+    [OP(THAW)] = {"thaw", lc_handle_thaw},
+    [OP(RESTORED)] = {"restored", lc_handle_restored},
+    [OP(WATCH_LIFECYCLE)] = {"watch_lifecycle", lc_handle_watch},
 };
 
 void dispatch_request(conn_t *c, const Request *req)

@@ -23,6 +23,7 @@
 #include "config.h"
 #include "errcode.h"
 #include "fsworker.h"
+#include "lifecycle.h"
 #include "log.h"
 #include "util.h"
 
@@ -405,7 +406,8 @@ static fsop_t *op_new(conn_t *c, const Request *req, size_t size, const char *wh
     o->what = what;
     o->release = op_release_free;
     if (fs_req_user(c, req->id, user, &o->user, &o->as_user) < 0 ||
-        (path && fs_req_path(c, req->id, what, path, raw, &o->user, &o->path) < 0)) {
+        (path && fs_req_path(c, req->id, what, path, raw, &o->user, &o->path) < 0) ||
+        lc_refuse_frozen_write(c, req, o->path)) {
         op_free(o);
         return NULL;
     }

@@ -6,6 +6,7 @@
 #include "control.h"
 #include "dispatch.h"
 #include "fs.h"
+#include "lifecycle.h"
 #include "listen.h"
 #include "log.h"
 #include "proc.h"
@@ -166,6 +167,9 @@ static void on_signal(struct ev_loop *loop, ev_signal *w, int revents)
     listen_close_all(loop);
     conn_shutdown_all();
     tunnel_close_all();
+    /* A freeze must not outlive the agent: thaw now (file workers writing
+     * to a frozen file system get through once it is thawed). */
+    lc_shutdown();
     proc_shutdown(loop, g_config.kill_grace_ms, on_processes_gone);
     (void)revents;
 }
@@ -227,6 +231,10 @@ int main(int argc, char **argv)
     }
     conn_set_request_handler(dispatch_request);
     tunnel_init(loop);
+    if ((rc = lc_init(loop)) < 0) {
+        log_error("lifecycle: %s", strerror(-rc));
+        return 1;
+    }
     for (int i = 0; i < g_config.n_listen; i++) {
         if (listen_add(loop, g_config.listen[i], err, sizeof err) < 0) {
             log_error("cannot listen: %s", err);
