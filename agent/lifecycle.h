@@ -23,9 +23,9 @@ handler_fn lc_handle_restored;
 handler_fn lc_handle_watch;
 
 /* For file operations, before they go to a worker: when req (WriteFile,
- * MakeDirectory, Remove, Rename, MakeSymlink, SetAttributes) would write to a frozen file system,
- * answer UNAVAILABLE ("file system frozen") and return 1; else 0. path is
- * the request's resolved target. Costs nothing while nothing is frozen. */
+ * MakeDirectory, Remove, Rename, MakeSymlink, SetAttributes) would write to
+ * a frozen file system, answer UNAVAILABLE ("file system frozen") and
+ * return 1; else 0. path is the request's resolved target. Costs nothing while nothing is frozen. */
 int lc_refuse_frozen_write(conn_t *c, const Request *req, const char *path);
 
 /* Info's lifecycle fields (pointers valid until the next loop turn). */

@@ -39,6 +39,7 @@ extern const ctl_cmd_t ctl_cmds_base[];
 extern const ctl_cmd_t ctl_cmds_proc[];
 extern const ctl_cmd_t ctl_cmds_fs[];
 extern const ctl_cmd_t ctl_cmds_tunnel[];
+extern const ctl_cmd_t ctl_cmds_life[];
 
 /* Connect and say Hello (zlib: ask for compressed responses); prints the
  * reason and returns -1 on failure. */

@@ -177,7 +177,7 @@ const ctl_cmd_t ctl_cmds_base[] = {
 
 /* Every module's table; a new module adds its table here. */
 static const ctl_cmd_t *const g_tables[] = {ctl_cmds_base, ctl_cmds_proc, ctl_cmds_fs,
-                                             ctl_cmds_tunnel, ctl_cmds_svc};
+                                             ctl_cmds_tunnel, ctl_cmds_svc, ctl_cmds_life};
 
 static const ctl_cmd_t *find_cmd(const char *name)
 {
