@@ -5,6 +5,7 @@ set -eu
 SA_PKGS="build-essential cmake pkg-config libev-dev libprotobuf-c-dev protobuf-c-compiler zlib1g-dev libdeflate-dev"
 if [ "${1:-}" = "test" ]; then
     SA_PKGS="$SA_PKGS clang python3 python3-protobuf protobuf-compiler util-linux procps lintian file curl"
+    SA_PKGS="$SA_PKGS mount e2fsprogs"
 fi
 missing=""
 for p in $SA_PKGS; do
