@@ -1010,6 +1010,7 @@ static int cmd_logs(ctl_t *ctl, int argc, char **argv)
     logs_t l;
     int follow = 0, i = 1, status;
     uint32_t pid;
+    uint64_t from = 0;
     memset(&l, 0, sizeof l);
     l.ctl = ctl;
     l.tail = -1;
@@ -1031,6 +1032,13 @@ static int cmd_logs(ctl_t *ctl, int argc, char **argv)
             l.tail = strtol(argv[++i], &end, 10);
             if (!argv[i][0] || *end || l.tail < 0)
                 return ctl_usage_error(ctl, "--tail '%s': expected a number of lines", argv[i]);
+        } else if (!strcmp(a, "--from")) {
+            char *end;
+            if (!has_value)
+                return ctl_usage_error(ctl, "option '%s' needs a value", a);
+            from = strtoull(argv[++i], &end, 10);
+            if (!argv[i][0] || *end || argv[i][0] == '-')
+                return ctl_usage_error(ctl, "--from '%s': expected a position", argv[i]);
         } else if (!strcmp(a, "--since")) {
             if (!has_value)
                 return ctl_usage_error(ctl, "option '%s' needs a value", a);
@@ -1088,7 +1096,7 @@ static int cmd_logs(ctl_t *ctl, int argc, char **argv)
         if (!status && follow && !exited)
             status = logs_follow(&l, pid, l.next_seq, 1, lines, &ex, &exited);
     } else {
-        status = logs_follow(&l, pid, 0, follow, lines, &ex, &exited);
+        status = logs_follow(&l, pid, from, follow, lines, &ex, &exited);
     }
     if (ctl->json && exited)
         json_exit(&ex);
@@ -1303,12 +1311,14 @@ const ctl_cmd_t ctl_cmds_proc[] = {
     {"ps", cmd_ps, "[-a]", "list processes (-a: with exited ones)",
      "  -a, --all          the exited processes the agent still keeps too\n"},
     {"logs", cmd_logs,
-     "[-f] [--tail N] [--since D|TIME] [-t] [--stream stdout|stderr] [--allow-gaps] PID|TAG",
+     "[-f] [--tail N] [--since D|TIME] [--from SEQ] [-t] [--stream S] [--allow-gaps] PID|TAG",
      "print a process's kept output (-f: follow)",
      "  -f, --follow       keep following until the process exits\n"
      "  -n, --tail N       only the last N lines of what is kept\n"
      "      --since D      only output from the last D (90s, 5m, 2h, 1d) or since a time\n"
      "                     (2006-01-02T15:04:05Z, UTC)\n"
+     "      --from SEQ     start at this position: the bytes an earlier reader got, to\n"
+     "                     resume without losing or repeating anything\n"
      "  -t, --timestamps   each line starts with the time the agent read it (UTC)\n"
      "      --stream S     only stdout or only stderr\n"
      "      --allow-gaps   exit 0 even when output was dropped\n"

@@ -136,13 +136,23 @@ static int cmd_info(ctl_t *ctl, int argc, char **argv)
                "\"cpu_count\":%u,\"memory_total_bytes\":%llu,\"memory_available_bytes\":%llu,"
                "\"load_1\":%.2f,\"load_5\":%.2f,\"load_15\":%.2f,\"open_connections\":%u,"
                "\"running_processes\":%u,\"kept_processes\":%u,\"kept_output_bytes\":%llu,"
-               "\"agent_rss_bytes\":%llu}\n",
+               "\"agent_rss_bytes\":%llu,",
                in->agent_pid, (unsigned long long)in->agent_uptime_nano,
                (unsigned long long)in->boot_time_unix_nano, in->cpu_count,
                (unsigned long long)in->memory_total_bytes,
                (unsigned long long)in->memory_available_bytes, in->load_1, in->load_5,
                in->load_15, in->open_connections, in->running_processes, in->kept_processes,
                (unsigned long long)in->kept_output_bytes, (unsigned long long)in->agent_rss_bytes);
+        printf("\"generation\":%llu,\"restores\":%llu,\"last_restore_unix_nano\":%llu,"
+               "\"frozen\":[",
+               (unsigned long long)in->generation, (unsigned long long)in->restores,
+               (unsigned long long)in->last_restore_unix_nano);
+        for (size_t i = 0; i < in->n_frozen; i++) {
+            if (i)
+                putchar(',');
+            ctl_json_string(in->frozen[i]);
+        }
+        printf("]}\n");
     } else {
         char mt[32], ma[32], rss[32], kept[32];
         human_bytes(in->memory_total_bytes, mt, sizeof mt);
@@ -159,6 +169,12 @@ static int cmd_info(ctl_t *ctl, int argc, char **argv)
         printf("connections: %u open\n", in->open_connections);
         printf("processes:   %u running, %u kept, %s of output kept\n", in->running_processes,
                in->kept_processes, kept);
+        printf("lifecycle:   generation %llu, %llu restores noticed, %s",
+               (unsigned long long)in->generation, (unsigned long long)in->restores,
+               in->n_frozen ? "frozen:" : "nothing frozen");
+        for (size_t i = 0; i < in->n_frozen; i++)
+            printf(" %s", in->frozen[i]);
+        putchar('\n');
     }
     sa_response_free(r);
     return 0;
