@@ -302,6 +302,7 @@ static pthread_mutex_t g_mu = PTHREAD_MUTEX_INITIALIZER;
 static pthread_cond_t g_cv = PTHREAD_COND_INITIALIZER;
 static int g_cancel;          /* a thaw came: the freezer stops and undoes */
 static int g_freezer_running;
+static int g_synced;          /* the freezer's sync() returned: FIFREEZE begins */
 static struct {
     char *path;
     int fd;
@@ -409,6 +410,13 @@ static void *freezer_main(void *arg)
 
     sync();
     j->sync_ns = util_now_mono_nano() - t0;
+    /* The thaw_after clock starts now: a sync slowed by other file systems'
+     * dirty data must not eat the frozen time the caller asked for. */
+    pthread_mutex_lock(&g_mu);
+    g_synced = 1;
+    pthread_mutex_unlock(&g_mu);
+    if (g_loop)
+        ev_async_send(g_loop, &g_async);
     t0 = util_now_mono_nano();
     for (int i = 0; i < j->plan.n; i++) {
         const char *path = j->plan.m[i].path;
@@ -978,6 +986,7 @@ static void freeze_begin(op_t *q)
         pthread_mutex_lock(&g_mu);
         g_cancel = 0;
         g_freezer_running = 1;
+        g_synced = 0;
         pthread_mutex_unlock(&g_mu);
         /* From here the writes that come as requests are refused, and the
          * log waits in memory, until the thaw. */
@@ -985,7 +994,6 @@ static void freeze_begin(op_t *q)
         log_hold(1);
         g_state = ST_FREEZING;
         ev_timer_set(&g_thaw_timer, q->thaw_after_ms / 1000.0, 0);
-        ev_timer_start(g_loop, &g_thaw_timer);
         rc = thread_start(freezer_main, j);
         if (rc < 0) {
             pthread_mutex_lock(&g_mu);
@@ -1577,9 +1585,17 @@ void lc_fill_info(Info *in)
 
 static void on_async(struct ev_loop *loop, ev_async *w, int revents)
 {
+    int synced;
     (void)loop;
     (void)w;
     (void)revents;
+    pthread_mutex_lock(&g_mu);
+    synced = g_synced;
+    g_synced = 0;
+    pthread_mutex_unlock(&g_mu);
+    /* The timer set by freeze_begin() runs from the end of the sync. */
+    if (synced && g_state == ST_FREEZING && !ev_is_active(&g_thaw_timer))
+        ev_timer_start(g_loop, &g_thaw_timer);
     for (;;) {
         pthread_mutex_lock(&g_mu);
         job_t *j = g_done_head;

@@ -356,14 +356,14 @@ TEST(freeze_thaws_by_itself)
         return;
     agent_t a;
     /* The flag sets the default; the request's value wins. */
-    agent_start(&a, "--thaw-after-ms", "300", "--hooks-dir", P("hooks"), NULL);
+    agent_start(&a, "--thaw-after-ms", "1000", "--hooks-dir", P("hooks"), NULL);
     sa_client_t *c = agent_connect(&a), *w = agent_connect(&a);
     uint64_t wid = watch_send(w);
     const char *m[] = {g_mnt};
 
     Response *r = quiesce(c, m, 1, 0, 0);
     ASSERT_RESULT(r, QUIESCED);
-    ASSERT_EQ(r->quiesced->thaw_after_ms, 300);
+    ASSERT_EQ(r->quiesced->thaw_after_ms, 1000);
     sa_response_free(r);
     r = next_event(w, wid);
     ASSERT_EQ(r->lifecycle->kind, LK(QUIESCED));
@@ -373,9 +373,9 @@ TEST(freeze_thaws_by_itself)
     expect_event(w, wid, LK(THAWED), "timer");
     ASSERT(!mnt_frozen());
 
-    r = quiesce(c, m, 1, 700, 0);
+    r = quiesce(c, m, 1, 1500, 0);
     ASSERT_RESULT(r, QUIESCED);
-    ASSERT_EQ(r->quiesced->thaw_after_ms, 700);
+    ASSERT_EQ(r->quiesced->thaw_after_ms, 1500);
     sa_response_free(r);
     expect_event(w, wid, LK(QUIESCED), "request");
     expect_event(w, wid, LK(THAWED), "timer");
