@@ -309,6 +309,9 @@ static int opt_tunnel_allow(config_t *cfg, const char *arg)
         return -1;
     }
     cfg->tunnel_allow[cfg->n_tunnel_allow++] = arg;
+    return 0;
+}
+
 static int opt_hooks_dir(config_t *cfg, const char *arg)
 {
     if (arg[0] != '/') {
