@@ -16,7 +16,6 @@
 #include "util.h"
 
 #include <errno.h>
-#include <poll.h>
 #include <limits.h>
 #include <poll.h>
 #include <stdarg.h>
