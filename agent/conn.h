@@ -44,7 +44,7 @@ int conn_send_try(conn_t *c, uint64_t id, int done, Response *r);
  * packed as by conn_send and release called before returning. Returns as
  * conn_send; on an error release is not called (the caller keeps the
  * bytes). */
-#define CONN_REF_MIN (16u * 1024)
+#define CONN_REF_MIN (2u * 1024)
 typedef void conn_release_fn(void *arg);
 int conn_send_ref(conn_t *c, uint64_t id, int done, Response *r, ProtobufCMessage *sub,
                   ProtobufCBinaryData *bulk, conn_release_fn *release, void *arg);

@@ -37,7 +37,7 @@ void outlog_init(outlog_t *log, uint64_t window, int lossless, uint64_t *account
 void outlog_free(outlog_t *log)
 {
     for (size_t i = 0; i < log->n; i++)
-        free(at(log, i));
+        outlog_chunk_unref(at(log, i));
     if (log->account)
         *log->account -= log->kept;
     free(log->ring);
@@ -46,6 +46,14 @@ void outlog_free(outlog_t *log)
     log->kept = log->cost = 0;
     log->followers = NULL;
     log->n_followers = 0;
+}
+
+void outlog_chunk_ref(const outlog_chunk_t *c) { ((outlog_chunk_t *)c)->refs++; }
+
+void outlog_chunk_unref(const outlog_chunk_t *c)
+{
+    if (--((outlog_chunk_t *)c)->refs == 0)
+        free((outlog_chunk_t *)c);
 }
 
 static int ring_push(outlog_t *log, outlog_chunk_t *c)
@@ -97,7 +105,7 @@ static void evict(outlog_t *log)
             *log->account -= c->len;
         log->head = (log->head + 1) & (log->ring_cap - 1);
         log->n--;
-        free(c);
+        outlog_chunk_unref(c);
     }
     log->oldest_seq = log->n ? at(log, 0)->seq : log->next_seq;
     log->paused = blocked;
@@ -107,7 +115,8 @@ static void evict(outlog_t *log)
 static void seal_tail(outlog_t *log)
 {
     outlog_chunk_t *t = log->n ? at(log, log->n - 1) : NULL;
-    if (t && t->cap - t->len > 256) {
+    /* A referenced chunk cannot move: it keeps its room. */
+    if (t && t->refs == 1 && t->cap - t->len > 256) {
         outlog_chunk_t *s = realloc(t, sizeof *t + t->len);
         if (s) {
             s->cap = s->len;
@@ -125,6 +134,7 @@ static int push_chunk(outlog_t *log, outlog_chunk_t *c, int stream, size_t len, 
     c->ts = ts;
     c->len = (uint32_t)len;
     c->stream = (uint8_t)stream;
+    c->refs = 1;
     if (ring_push(log, c) < 0)
         return -ENOMEM;
     log->cost += OUTLOG_CHUNK_OVERHEAD;
@@ -236,7 +246,7 @@ void outlog_drop(outlog_t *log, int stream, size_t len)
             *log->account -= c->len;
         log->head = (log->head + 1) & (log->ring_cap - 1);
         log->n--;
-        free(c);
+        outlog_chunk_unref(c);
     }
     log->next_seq += len;
     log->total[stream] += len;
@@ -361,6 +371,9 @@ static void set_data(outlog_item_t *it, const outlog_chunk_t *c, uint64_t delta,
     it->kind = OUTLOG_DATA;
     it->stream = c->stream;
     it->data = data;
+    /* Straight from the chunk, or gathered in the caller's scratch. */
+    uintptr_t d = (uintptr_t)data, lo = (uintptr_t)c->data;
+    it->chunk = d >= lo && d < lo + c->len ? c : NULL;
     it->len = len;
     it->seq = c->seq + delta;
     it->offset = c->offset + delta;

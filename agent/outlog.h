@@ -23,9 +23,18 @@ typedef struct outlog_chunk {
     uint64_t offset; /* position of data[0] within its own stream */
     uint64_t ts;     /* unix nanoseconds when data[0] was read */
     uint32_t len, cap;
+    uint32_t refs;   /* the log's own while kept, plus one per queued message
+                      * that points into data (outlog_chunk_ref) */
     uint8_t stream;
     uint8_t data[];
 } outlog_chunk_t;
+
+/* A chunk's data outlives its time in the log while referenced: a message
+ * queued for a follower points into it instead of copying it, and the last
+ * unref (the log's eviction, or the message written) frees it. Bytes
+ * already in a chunk never move or change; the log may append after them. */
+void outlog_chunk_ref(const outlog_chunk_t *c);
+void outlog_chunk_unref(const outlog_chunk_t *c);
 
 typedef struct outlog_cursor outlog_cursor_t;
 struct outlog_cursor {
@@ -102,6 +111,7 @@ typedef struct outlog_item {
     /* DATA */
     int stream;
     const uint8_t *data; /* into the log, or into the caller's scratch */
+    const outlog_chunk_t *chunk; /* the chunk data points into; NULL: scratch */
     size_t len;
     uint64_t seq, offset, ts;
     /* GAP: from_seq..to_seq skipped; per stream when known (skipped[s]),

@@ -465,6 +465,8 @@ static stream_status_t send_ack(conn_t *c, uint64_t id)
     return STREAM_DONE;
 }
 
+static void chunk_unref(void *c) { outlog_chunk_unref(c); }
+
 static stream_status_t follow_next(stream_t *base)
 {
     pstream_t *s = (pstream_t *)base;
@@ -501,9 +503,19 @@ static stream_status_t follow_next(stream_t *base)
         ev.sequence = it.seq;
         ev.offset = it.offset;
         ev.timestamp_unix_nano = it.ts;
+        /* Straight from a chunk of the log: the queue shares its bytes
+         * (every follower the same ones) instead of copying them. */
         r.result_case = RES(OUTPUT);
         r.output = &ev;
-        rc = conn_send(base->conn, base->id, 0, &r);
+        if (it.chunk) {
+            outlog_chunk_ref(it.chunk);
+            rc = conn_send_ref(base->conn, base->id, 0, &r, &ev.base, &ev.data, chunk_unref,
+                               (void *)it.chunk);
+            if (rc < 0)
+                outlog_chunk_unref(it.chunk); /* not taken */
+        } else {
+            rc = conn_send(base->conn, base->id, 0, &r);
+        }
     } else if (p->final) {
         return send_exit(s);
     } else if (s->no_wait) {

@@ -596,6 +596,63 @@ TEST(idle_followers_bounded)
     agent_stop(&a);
 }
 
+/* Item 8, the other half: followers of one process share the log's bytes
+ * rather than each holding a copy in its queue. Forty idle followers, each
+ * allowed the default 1 MiB queue, cost the agent a few MiB, not forty. */
+TEST(idle_followers_share_the_log)
+{
+    agent_t a;
+    enum { N = 40 };
+    agent_start(&a, NULL);
+    sa_client_t *c = agent_connect(&a);
+    uint32_t pid = start_sh(c, "head -c 4000000 /dev/urandom; exec sleep 60", NULL, NULL);
+    for (int i = 0; i < 500; i++) {
+        Sandbox__Agent__V1__GetProcess g = SANDBOX__AGENT__V1__GET_PROCESS__INIT;
+        g.pid = pid;
+        Response *r = simple(c, OP(GET_PROCESS), &g);
+        ASSERT_RESULT(r, PROCESS);
+        uint64_t n = r->process->next_sequence;
+        sa_response_free(r);
+        if (n >= 4000000)
+            break;
+        usleep(10000);
+    }
+    long long rss0 = proc_rss(a.pid);
+    sa_client_t *f[N];
+    for (int i = 0; i < N; i++) {
+        f[i] = agent_connect(&a);
+        follow_send(f[i], pid, 0, 0, 0);
+    }
+    usleep(300000);
+    ping_ok(c);
+    long long rss1 = proc_rss(a.pid);
+    printf("  %d idle followers, 1 MiB queues: RSS %lld -> %lld KiB\n", N, rss0 / 1024,
+           rss1 / 1024);
+    ASSERT_LT(rss1 - rss0, ROOM(12LL * MIB));
+    /* Each still gets every byte, in order, once it reads. */
+    for (int i = 0; i < N; i += 13) {
+        collected_t k;
+        memset(&k, 0, sizeof k);
+        uint64_t got = 0;
+        while (got < 4000000) {
+            Response *r = NULL;
+            ASSERT_EQ(sa_client_recv(f[i], &r, 10000), 0);
+            ASSERT_RESULT(r, OUTPUT);
+            ASSERT_EQ(r->output->sequence, got);
+            got += r->output->data.len;
+            sa_response_free(r);
+        }
+        ASSERT_EQ(got, 4000000);
+    }
+    for (int i = 0; i < N; i++)
+        sa_client_close(f[i]);
+    Response *r = send_signal(c, pid, SIGKILL, 1);
+    ASSERT_RESULT(r, ACK);
+    sa_response_free(r);
+    sa_client_close(c);
+    agent_stop(&a);
+}
+
 /* ------------------------------------------------------------ echoed strings */
 
 /* Item 9: a tag is at most 256 bytes, command and cwd at most PATH_MAX, and
@@ -932,7 +989,8 @@ TEST(late_follower_told_of_the_gap)
 
 TEST_MAIN(TEST_ENTRY(upload_budget_backpressure), TEST_ENTRY(hello_deadline_and_reserve),
           TEST_ENTRY(small_frames_before_hello), TEST_ENTRY(write_stdin_holds_input),
-          TEST_ENTRY(idle_followers_bounded), TEST_ENTRY(echoed_strings_bounded),
+          TEST_ENTRY(idle_followers_bounded), TEST_ENTRY(idle_followers_share_the_log),
+          TEST_ENTRY(echoed_strings_bounded),
           TEST_ENTRY(stale_timeout_kill_spares_a_reused_pid),
           TEST_ENTRY(half_close_finishes_answers), TEST_ENTRY(request_id_zero_refused),
           TEST_ENTRY(late_follower_told_of_the_gap))

@@ -7,6 +7,7 @@
 #define ERR 2
 
 static uint8_t scratch[OUTLOG_LINE_MAX];
+#define SMALL_LINE 3000
 
 /* Read everything the cursor can get now into buf (data only); returns
  * bytes, counts gaps. */
@@ -381,7 +382,60 @@ TEST(dropped_output_is_a_gap)
     ASSERT_EQ(account, 0);
 }
 
-TEST_MAIN(TEST_ENTRY(late_attach_from_zero_gets_the_gap), TEST_ENTRY(dropped_output_is_a_gap),
+/* A chunk referenced by a queued message outlives its eviction, and is
+ * never moved or shrunk while referenced. */
+TEST(referenced_chunk_outlives_eviction)
+{
+    outlog_t log;
+    outlog_cursor_t cur;
+    uint8_t *buf = outlog_buf_new(65536);
+    int taken = 0;
+    memset(buf, 'a', 40000);
+    outlog_init(&log, 8192, 0, NULL);
+    outlog_attach(&log, &cur, 0);
+    ASSERT_EQ(outlog_append_buf(&log, OUT, buf, 40000, 0, &taken), 0);
+    ASSERT(taken);
+    outlog_item_t it;
+    outlog_peek(&log, &cur, 1 << 20, 0, 0, scratch, &it);
+    ASSERT_EQ(it.kind, OUTLOG_DATA);
+    ASSERT(it.chunk != NULL);
+    ASSERT_EQ(it.len, 40000);
+    outlog_chunk_ref(it.chunk);
+    /* Evicted from the log by newer output: still readable. */
+    char more[5000];
+    memset(more, 'b', sizeof more);
+    for (int i = 0; i < 4; i++)
+        outlog_append(&log, ERR, more, sizeof more, 0);
+    ASSERT_GT(log.oldest_seq, 0);
+    for (size_t i = 0; i < it.len; i++)
+        ASSERT_EQ(it.data[i], 'a');
+    outlog_chunk_unref(it.chunk); /* the last reference frees it */
+    /* Lines gathered across chunks come from scratch: no chunk to share. */
+    outlog_t l2;
+    outlog_cursor_t c2;
+    outlog_init(&l2, 1 << 20, 0, NULL);
+    outlog_attach(&l2, &c2, 0);
+    char part[SMALL_LINE];
+    memset(part, 'x', sizeof part);
+    outlog_append(&l2, OUT, part, sizeof part, 0);
+    uint8_t *b2 = outlog_buf_new(65536);
+    memset(b2, 'y', 20000);
+    b2[19999] = '\n';
+    ASSERT_EQ(outlog_append_buf(&l2, OUT, b2, 20000, 0, &taken), 0);
+    if (!taken)
+        outlog_buf_free(b2);
+    outlog_peek(&l2, &c2, 1 << 20, 1, 0, scratch, &it);
+    ASSERT_EQ(it.kind, OUTLOG_DATA);
+    ASSERT_EQ(it.len, sizeof part + 20000);
+    ASSERT(it.chunk == NULL);
+    outlog_detach(&l2, &c2);
+    outlog_free(&l2);
+    outlog_detach(&log, &cur);
+    outlog_free(&log);
+}
+
+TEST_MAIN(TEST_ENTRY(referenced_chunk_outlives_eviction),
+          TEST_ENTRY(late_attach_from_zero_gets_the_gap), TEST_ENTRY(dropped_output_is_a_gap),
           TEST_ENTRY(append_buf_adopts_large_reads), TEST_ENTRY(interleaved_order_kept), TEST_ENTRY(small_writes_coalesce_and_max_splits),
           TEST_ENTRY(window_evicts_and_gap_per_stream),
           TEST_ENTRY(resume_mid_log_knows_stream_offsets),
