@@ -28,6 +28,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
+#include <poll.h>
 #include <stdarg.h>
 #include <signal.h>
 #include <stdio.h>
@@ -728,9 +729,21 @@ static void on_output(struct ev_loop *loop, ev_io *w, int revents)
 
 /* The leader exited DRAIN_IDLE_MS ago with no output since: whatever still
  * holds the pipes (a background grandchild) no longer holds the exit. */
+static int fd_readable(int fd)
+{
+    struct pollfd pfd = {.fd = fd, .events = POLLIN};
+    return fd >= 0 && poll(&pfd, 1, 0) == 1;
+}
+
 static void on_drain_idle(struct ev_loop *loop, ev_timer *w, int revents)
 {
     proc_t *p = w->data;
+    /* A loop that comes late runs this timer before the pipes' read
+     * callbacks of the same turn: output waiting in a pipe is not
+     * idleness, and closing now would lose it. The readers take it; the
+     * timer, repeating, looks again. */
+    if (fd_readable(p->fd_out) || fd_readable(p->fd_err))
+        return;
     close_output(p, &p->r_out, &p->fd_out);
     close_output(p, &p->r_err, &p->fd_err);
     finalize(p);
