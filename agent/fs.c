@@ -1287,6 +1287,7 @@ typedef struct ls {
     Entry *ents;
     Entry **eptrs;
     size_t n_ents;
+    size_t batch_bytes; /* a batch fits the connection's queue (conn_max_event) */
 } ls_t;
 
 typedef struct sort_key {
@@ -1448,7 +1449,7 @@ static void ls_run(fsw_job_t *j)
         return;
     }
     ls->n_ents = 0;
-    while (ls->nstack && ls->n_ents < cap && bytes < FS_LIST_BYTES) {
+    while (ls->nstack && ls->n_ents < cap && bytes < ls->batch_bytes) {
         level_t *l = &ls->stack[ls->nstack - 1];
         if (l->idx == l->n) {
             level_free(l);
@@ -1544,6 +1545,7 @@ void fs_handle_list(conn_t *c, const Request *req)
     ls->o.on_done = ls_done;
     ls->o.release = ls_release;
     ls->max_depth = m->depth ? m->depth : 1;
+    ls->batch_bytes = SA_MIN((size_t)FS_LIST_BYTES, conn_max_event(c) / 2);
     ls->hidden = m->include_hidden_opt_case ==
                          SANDBOX__AGENT__V1__LIST_DIRECTORY__INCLUDE_HIDDEN_OPT_INCLUDE_HIDDEN
                      ? m->include_hidden
