@@ -678,6 +678,18 @@ static void protocol_error(conn_t *c, int rc, const char *what)
     conn_close_after_flush(c);
 }
 
+/* End the streams whose answer could not be sent (answer_lost). Never
+ * called from a stream's own callbacks. */
+static void reap_dead(conn_t *c)
+{
+    stream_t *s, *next;
+    for (s = c->streams; s && c->n_dead; s = next) {
+        next = s->_next;
+        if (s->_dead)
+            conn_stream_end(c, s);
+    }
+}
+
 /* A complete frame waits in the input buffer. */
 static int frame_ready(const conn_t *c)
 {
@@ -772,6 +784,10 @@ static void process_input(conn_t *c)
             protocol_error(c, rc, err);
             return;
         }
+        /* A stream whose answer was lost ends before the next request: its
+         * id is free again, and a Cancel or a chunk for it finds nothing. */
+        if (c->n_dead)
+            reap_dead(c);
         c->has_dead_id = 0;
         g_on_request(c, (const Request *)msg);
         protobuf_c_message_free_unpacked(msg, NULL);
