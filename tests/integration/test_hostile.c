@@ -35,11 +35,13 @@ static int fd_count(pid_t pid)
 }
 
 /* The agent's descriptors return to at most base (closing is asynchronous:
- * connections are freed on the next loop turn, uploads by a worker). */
+ * connections are freed on the next loop turn, uploads by a worker, and
+ * starts still queued for the spawner hold their pipes until they run,
+ * which under AddressSanitizer on a loaded machine takes seconds). */
 static void fds_settle(agent_t *a, int base)
 {
     int n = 0;
-    for (int i = 0; i < 300; i++) {
+    for (int i = 0; i < 3000; i++) {
         if ((n = fd_count(a->pid)) <= base)
             return;
         usleep(10000);
