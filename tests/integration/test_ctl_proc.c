@@ -223,7 +223,8 @@ TEST(every_json_output_is_json_lines)
     ASSERT(strstr(o.out, "\"argv\":[\"sh\",\"-c\",\"sleep 60\",\"with arg\"]"));
     ASSERT(strstr(o.out, "\"state\":\"running\",\"exit_code\":null"));
     ctl_out_free(&o);
-    CTL(&o, A.addr, "--json", "run", "--", "sh", "-c", "echo hi; printf '\\377'; exit 4");
+    /* Two streams: two events whatever the timing, then the exit. */
+    CTL(&o, A.addr, "--json", "run", "--", "sh", "-c", "echo hi; printf '\\377' >&2; exit 4");
     ASSERT_EQ(o.status, 4);
     ASSERT_EQ(json_lines_ok(o.out, o.out_len, -1), 3);
     ASSERT(strstr(o.out, "\"data\":\"hi\\n\""));
