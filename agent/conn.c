@@ -201,6 +201,9 @@ conn_t *conn_new(struct ev_loop *loop, int fd, const char *kind, const char *pee
     ev_init(&c->htimer, on_htimer);
     c->htimer.data = c;
     ev_io_start(loop, &c->rio);
+    /* A client usually writes its first request right after connect():
+     * read it in this loop turn rather than after another wait. */
+    ev_feed_event(loop, &c->rio, EV_READ);
     if (!c->authed) {
         c->unauth_counted = 1;
         g_unauth++;

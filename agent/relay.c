@@ -265,27 +265,33 @@ static void dir_arm(rdir_t *d)
         ev_io_stop(loop, &d->rw);
 }
 
-static void on_io(struct ev_loop *loop, ev_io *w, int revents)
+/* Pump one direction; returns -1 when the relay ended (and is freed). */
+static int dir_step(rdir_t *d)
 {
-    rdir_t *d = w->data;
     relay_t *r = d->r;
     int rc = dir_pump(d);
-    (void)loop;
-    (void)revents;
     if (rc < 0) {
         log_debug("relay %s: %s %s: %s; closing both", r->desc,
                   d == &r->d[0] ? "client to target" : "target to client",
                   rc == -EPIPE || rc == -ECONNRESET ? "peer gone" : "failed", strerror(-rc));
         relay_free(r);
-        return;
+        return -1;
     }
     if (r->d[0].done && r->d[1].done) {
         log_debug("relay %s: ended (%llu bytes to the target, %llu back)", r->desc,
                   (unsigned long long)r->d[0].moved, (unsigned long long)r->d[1].moved);
         relay_free(r);
-        return;
+        return -1;
     }
     dir_arm(d);
+    return 0;
+}
+
+static void on_io(struct ev_loop *loop, ev_io *w, int revents)
+{
+    (void)loop;
+    (void)revents;
+    dir_step(w->data);
 }
 
 void relay_start(void *arg, int client_fd, uint8_t *pre, size_t pre_len)
@@ -305,10 +311,11 @@ void relay_start(void *arg, int client_fd, uint8_t *pre, size_t pre_len)
         ev_io_set(&r->d[i].rw, r->d[i].src, EV_READ);
         ev_io_set(&r->d[i].ww, r->d[i].dst, EV_WRITE);
     }
-    /* Bytes the client sent with its Connect go out first; the watchers
-     * take it from there. */
-    for (int i = 0; i < 2; i++)
-        dir_arm(&r->d[i]);
+    /* Move what is already there (the bytes the client sent with its
+     * Connect, a server's greeting) now rather than a loop turn later; the
+     * watchers take it from there. */
+    if (dir_step(&r->d[0]) == 0)
+        dir_step(&r->d[1]);
 }
 
 void relay_close_all(void)
