@@ -328,6 +328,16 @@ static int opt_clock_test_file(config_t *cfg, const char *arg)
     return 0;
 }
 
+static int opt_cgroup_root(config_t *cfg, const char *arg)
+{
+    if (arg[0] != '/') {
+        fprintf(stderr, "sandbox-agent: --cgroup-root '%s': an absolute path is needed\n", arg);
+        return -1;
+    }
+    cfg->cgroup_root = arg;
+    return 0;
+}
+
 typedef enum opt_kind {
     OPT_NUM,     /* an unsigned field of 4 or 8 bytes, range-checked */
     OPT_BYTES,   /* the same, its default shown in KiB/MiB */
@@ -425,6 +435,18 @@ static const opt_t g_opts[] = {
      * "REALTIME MONOTONIC BOOTTIME" in nanoseconds read instead of them. */
     NUM("clock-check-ms", "N", clock_check_ms, 10, 3600000, NULL),
     FN("clock-test-file", "PATH", opt_clock_test_file, NULL),
+    FN("cgroup-root", "PATH", opt_cgroup_root,
+       "the cgroup v2 subtree whose leaves hold the processes (default: the agent's own cgroup "
+       "when systemd delegates it, else one made under the unified hierarchy when root)"),
+    FLAG("no-cgroups", no_cgroups, "contain processes by process group only"),
+    NUM("default-pids-max", "N", default_pids_max, 0, 1u << 22,
+        "pids.max of every process that sets none itself; 0: none"),
+    BYTES("default-memory-max", default_memory_max, 0, 1ull << 50,
+          "memory.max of every process that sets none itself; 0: none"),
+    BYTES("default-memory-swap-max", default_memory_swap_max, 0, 1ull << 50,
+          "memory.swap.max of every process that sets none itself; 0: none"),
+    NUM("default-cpu-max-millicores", "N", default_cpu_max_millicores, 0, 1u << 20,
+        "cpu.max of every process that sets none itself (1000 = one CPU); 0: none"),
     FN("log-level", "LEVEL", opt_log_level, "debug, info, warn, error (default info)"),
     FN("log-format", "FORMAT", opt_log_format, "text or json (default text)"),
     {"help", NULL, OPT_HELP, 0, 0, 0, 0, NULL, "this text"},

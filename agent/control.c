@@ -1,6 +1,7 @@
 /* control.c - see control.h. */
 #include "control.h"
 
+#include "cgroup.h"
 #include "config.h"
 #include "lifecycle.h"
 #include "log.h"
@@ -37,7 +38,8 @@ void control_hello(conn_t *c, const Request *req)
     Response r = RESPONSE_INIT;
     HelloReply hr = SANDBOX__AGENT__V1__HELLO_REPLY__INIT;
     static char *caps[] = {"zlib",  "process", "pty",     "lossless", "files",
-                           "watch", "cancel",  "tunnels", "connect",  "lifecycle"};
+                           "watch", "cancel",  "tunnels", "connect",  "lifecycle",
+                           "cgroups"};
 
     if (g_config.token[0] && !conn_authenticated(c)) {
         if (!token_equal(h->token ? h->token : "", g_config.token)) {
@@ -55,7 +57,8 @@ void control_hello(conn_t *c, const Request *req)
     hr.protocol_version = PROTOCOL_VERSION;
     hr.agent_version = (char *)SANDBOX_AGENT_VERSION;
     hr.max_frame_size = g_config.max_frame_size;
-    hr.n_capabilities = sizeof caps / sizeof caps[0];
+    /* "cgroups" (the last) only when processes get them. */
+    hr.n_capabilities = sizeof caps / sizeof caps[0] - (cg_available() ? 0 : 1);
     hr.capabilities = caps;
     r.result_case = RES(HELLO);
     r.hello = &hr;

@@ -3,6 +3,7 @@
 
 #include "config.h"
 #include "control.h"
+#include "freeze.h"
 #include "fs.h"
 #include "handler.h"
 #include "lifecycle.h"
@@ -38,6 +39,8 @@ static const route_t routes[] = {
     [OP(FORGET)] = {"forget", proc_handle_forget},
     [OP(WAIT_READY)] = {"wait_ready", svc_handle_wait_ready},
     [OP(STOP_SERVICE)] = {"stop_service", svc_handle_stop},
+    [OP(FREEZE_PROCESSES)] = {"freeze_processes", freeze_handle_freeze},
+    [OP(THAW_PROCESSES)] = {"thaw_processes", freeze_handle_thaw},
 
     [OP(READ_FILE)] = {"read_file", fs_handle_read},
     [OP(WRITE_FILE)] = {"write_file", fs_handle_write},

@@ -1,10 +1,12 @@
 /* main.c - sandbox-agent: flags to config, listeners, signals, the loop,
  * shutdown; the agent's own OOM score, readiness (--ready-fd and
  * $NOTIFY_SOCKET) and the rules for running as PID 1. */
+#include "cgroup.h"
 #include "config.h"
 #include "conn.h"
 #include "control.h"
 #include "dispatch.h"
+#include "freeze.h"
 #include "fs.h"
 #include "lifecycle.h"
 #include "listen.h"
@@ -221,6 +223,8 @@ int main(int argc, char **argv)
         fprintf(stderr, "sandbox-agent: cannot initialise the event loop\n");
         return 1;
     }
+    cg_init(loop);
+    freeze_init(loop);
     if ((rc = proc_init(loop)) < 0) {
         log_error("process table: %s", strerror(-rc));
         return 1;
@@ -288,6 +292,7 @@ int main(int argc, char **argv)
     /* The workers had the processes' grace already; a second is plenty for
      * what is left, and one stuck in the kernel does not hold the exit. */
     fs_shutdown(1000);
+    cg_cleanup();
     log_info("sandbox-agent stopped");
     return 0;
 }

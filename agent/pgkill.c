@@ -277,6 +277,12 @@ static void on_retry(struct ev_loop *loop, ev_timer *w, int revents)
     (void)revents;
 }
 
+int pgk_marked(pid_t pgid)
+{
+    pgk_group_t *g = find_group(pgid);
+    return g && g->n > 0;
+}
+
 void pgk_mark(pid_t pgid)
 {
     pgk_group_t *g = get_group(pgid);

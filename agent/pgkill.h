@@ -18,6 +18,8 @@ void pgk_mark(pid_t pgid);
  * descendant of theirs and what pgk_mark() saw; then again, later, until
  * none is left. */
 void pgk_kill(pid_t pgid);
+/* 1 when pgk_mark() remembered processes of pgid's group (alive or not). */
+int pgk_marked(pid_t pgid);
 /* Groups being killed (for shutdown: wait until 0). */
 unsigned pgk_active(void);
 

@@ -16,10 +16,12 @@
  */
 #include "proc.h"
 
+#include "cgroup.h"
 #include "config.h"
 #include "errcode.h"
 #include "log.h"
 #include "outlog.h"
+#include "pgkill.h"
 #include "service.h"
 #include "spawn.h"
 #include "user.h"
@@ -122,6 +124,8 @@ struct proc {
     int stop_group; /* running at shutdown: its group must be gone before exit */
     svc_t *svc;     /* a service, or a process with probes (service.c) */
     int between;    /* a service's run ended and the next one is due */
+    cg_leaf_t *cg;  /* its cgroup (NULL without cgroups); a service's runs share it */
+    cg_stats_t cg_final; /* the cgroup's figures when the exit became final */
 };
 
 static struct ev_loop *g_loop;
@@ -228,6 +232,7 @@ static void proc_free(proc_t *p)
         close(p->fd_in);
     util_freed(p->log.cost);
     outlog_free(&p->log);
+    cg_leaf_unref(p->cg);
     for (size_t i = 0; i < p->n_args; i++)
         free(p->args[i]);
     free(p->args);
@@ -327,7 +332,9 @@ static void group_check(proc_t *p)
     else if (!alive && p->group_alive)
         g_groups_watched--;
     p->group_alive = alive;
-    if (!alive)
+    /* What left the group still gets the SIGKILL: its cgroup's members, or
+     * without cgroups what pgkill remembered of it. */
+    if (!alive && !(p->cg && cg_leaf_populated(p->cg) == 1) && !pgk_marked(p->pid))
         ev_timer_stop(g_loop, &p->t_kill);
 }
 
@@ -443,6 +450,18 @@ static void fill_exit(const proc_t *p, ProcessExit *e)
     e->ended_at_unix_nano = p->ended;
     e->timed_out = p->timed_out ? 1 : 0;
     e->total_output_bytes = p->log.next_seq;
+    if (p->cg) {
+        cg_stats_t live;
+        const cg_stats_t *st = &p->cg_final;
+        if (!p->final) {
+            cg_leaf_stats(p->cg, &live);
+            st = &live;
+        }
+        e->oom_killed = st->oom_killed;
+        e->cpu_user_nano = st->cpu_user_nano;
+        e->cpu_system_nano = st->cpu_system_nano;
+        e->memory_peak_bytes = st->memory_peak;
+    }
 }
 
 static stream_status_t send_exit(pstream_t *s)
@@ -800,6 +819,8 @@ static void trim_running(proc_t *p)
  * and timers go, whatever it left in its group is killed (a leftover
  * worker must not hold the next run's port), and followers are told. The
  * record, its log and its followers stay. */
+static int signal_all(proc_t *p, int sig);
+
 static void run_end(proc_t *p)
 {
     p->between = 1;
@@ -810,7 +831,7 @@ static void run_end(proc_t *p)
     close_output(p, &p->r_out, &p->fd_out);
     close_output(p, &p->r_err, &p->fd_err);
     stdin_close(p);
-    group_signal(p, SIGKILL);
+    signal_all(p, SIGKILL);
     wake_streams(p, 0);
 }
 
@@ -825,6 +846,11 @@ static void finalize(proc_t *p)
         return;
     }
     p->between = 0;
+    /* The figures every ProcessExit of it reports from now on; a service's
+     * cgroup goes once it is over. */
+    if (p->cg)
+        cg_leaf_stats(p->cg, &p->cg_final);
+    cg_leaf_release(p->cg);
     p->final = 1;
     ev_timer_stop(g_loop, &p->t_drain);
     ev_timer_stop(g_loop, &p->t_timeout);
@@ -884,7 +910,9 @@ static int stopped_groups_alive(void)
     for (proc_t *p = g_all_head; p; p = p->next)
         if (p->stop_group && group_signal(p, 0) == 0)
             return 1;
-    return 0;
+    /* With cgroups: anything left anywhere in the workload; without, the
+     * groups still being killed. */
+    return cg_workload_populated() == 1 || pgk_active() > 0;
 }
 
 /* Shutdown is over when every leader is reaped and every group it led is
@@ -921,6 +949,10 @@ static void leader_exited(proc_t *p, int status)
     /* t_kill keeps running after a timeout while the group has members (the
      * stragglers get SIGKILL too), and stops when the group is gone. */
     group_check(p);
+    /* No more processes start in its cgroup (a service's next run does):
+     * it goes once empty. */
+    if (!p->svc)
+        cg_leaf_release(p->cg);
     if (WIFSIGNALED(status))
         log_debug("process %d killed by signal %d", (int)p->pid, WTERMSIG(status));
     else
@@ -937,6 +969,7 @@ static void leader_exited(proc_t *p, int status)
 static void on_child(struct ev_loop *loop, ev_child *w, int revents)
 {
     proc_t *p = find_pid((uint32_t)w->rpid);
+    cg_on_reap();
     if (p && p->running) {
         leader_exited(p, w->rstatus);
     } else {
@@ -950,20 +983,44 @@ static void on_child(struct ev_loop *loop, ev_child *w, int revents)
         g_stash[i].mono = util_now_mono_nano();
         log_debug("reaped pid %d (not started by a request), status 0x%x", (int)w->rpid,
                   w->rstatus);
+        /* Shutdown may have waited for this one (a background child). */
+        if (g_shutdown_done)
+            shutdown_check();
     }
     (void)loop;
     (void)revents;
 }
+
+/* A signal to everything p started: its cgroup when it has one (setsid,
+ * double forks and forks in flight included; SIGKILL is cgroup.kill), else
+ * its process group, where a SIGKILL is repeated until the group is empty
+ * and reaches the descendants that left it (pgkill). */
+static int signal_all(proc_t *p, int sig)
+{
+    if (p->cg && cg_leaf_signal(p->cg, sig) == 0)
+        return 0;
+    /* Only a group known to be p's (group_signal's rule), or the processes
+     * pgk_mark() remembered of it. */
+    if (sig == SIGKILL && !p->cg && (group_signal(p, 0) == 0 || pgk_marked(p->pid))) {
+        pgk_kill(p->pid);
+        return 0;
+    }
+    return group_signal(p, sig);
+}
+
+int proc_signal_all(proc_t *p, int sig) { return signal_all(p, sig); }
 
 static void on_timeout(struct ev_loop *loop, ev_timer *w, int revents)
 {
     proc_t *p = w->data;
     if (!p->running)
         return;
-    log_info("process %d: timeout; SIGTERM to its group, SIGKILL in %u ms", (int)p->pid,
-             p->kill_grace_ms);
+    log_info("process %d: timeout; SIGTERM to its %s, SIGKILL in %u ms", (int)p->pid,
+             p->cg ? "cgroup" : "group", p->kill_grace_ms);
     p->timed_out = 1;
-    group_signal(p, SIGTERM);
+    if (!p->cg)
+        pgk_mark(p->pid); /* who belongs to it, before the SIGTERM ends the shell */
+    signal_all(p, SIGTERM);
     ev_timer_set(&p->t_kill, p->kill_grace_ms / 1000.0, 0);
     ev_timer_start(loop, &p->t_kill);
     (void)revents;
@@ -972,7 +1029,7 @@ static void on_timeout(struct ev_loop *loop, ev_timer *w, int revents)
 static void on_kill(struct ev_loop *loop, ev_timer *w, int revents)
 {
     proc_t *p = w->data;
-    group_signal(p, SIGKILL); /* the group outlives its leader, not its last member */
+    signal_all(p, SIGKILL); /* the group outlives its leader, not its last member */
     (void)loop;
     (void)revents;
 }
@@ -982,7 +1039,8 @@ static void on_shutdown_kill(struct ev_loop *loop, ev_timer *w, int revents)
     if (g_shutdown_polls++ == 0) {
         for (proc_t *p = g_all_head; p; p = p->next)
             if (p->running || p->stop_group)
-                group_signal(p, SIGKILL);
+                signal_all(p, SIGKILL);
+        cg_workload_kill();
     }
     /* Check again until the groups are reaped (orphans come to the agent). */
     ev_timer_set(w, SHUTDOWN_POLL_S, 0);
@@ -1019,6 +1077,7 @@ int proc_init(struct ev_loop *loop)
     errno = 0;
     int prio = getpriority(PRIO_PROCESS, 0);
     g_reset_nice = errno == 0 && prio != 0;
+    pgk_init(loop);
     if ((rc = spawn_async_init(loop)) < 0)
         return rc;
     ev_child_init(&g_child, on_child, 0, 0);
@@ -1032,13 +1091,19 @@ void proc_shutdown(struct ev_loop *loop, uint32_t grace_ms, void (*done)(struct 
 {
     g_shutdown_done = done;
     svc_shutdown(); /* no more restarts; services between runs end */
+    /* A frozen workload could not act on SIGTERM. */
+    cg_freeze_all(0);
     for (proc_t *p = g_all_head; p; p = p->next) {
         if (p->running) {
-            group_signal(p, SIGTERM);
+            if (!p->cg)
+                pgk_mark(p->pid);
+            signal_all(p, SIGTERM);
             p->stop_group = 1;
         }
     }
-    if (g_running) {
+    /* Background children of processes that exited go too. */
+    cg_workload_signal(SIGTERM);
+    if (g_running || cg_workload_populated() == 1) {
         ev_timer_set(&g_shutdown_kill, grace_ms / 1000.0, 0);
         ev_timer_start(loop, &g_shutdown_kill);
     }
@@ -1239,6 +1304,9 @@ static int reply_start_error(conn_t *c, uint64_t id, int rc, enum spawn_stage st
         return conn_send_errno(c, id, rc, "command '%s': %s", sp->command, strerror(e));
     case SPAWN_CWD:
         return conn_send_errno(c, id, rc, "cwd '%s': %s", sp->cwd, strerror(e));
+    case SPAWN_CGROUP:
+        return conn_send_errno(c, id, rc, "command '%s': cannot start it in its cgroup: %s",
+                               sp->command, strerror(e));
     case SPAWN_GROUPS:
     case SPAWN_GID:
     case SPAWN_UID:
@@ -1276,6 +1344,7 @@ struct start_job {
     int master, out_r, err_r, in_w; /* the agent's ends */
     uint8_t veof;
     uint64_t t0;
+    cg_leaf_t *cg; /* the process's cgroup, until the record takes it */
 };
 
 static void start_job_orphan(start_job_t *j)
@@ -1285,6 +1354,11 @@ static void start_job_orphan(start_job_t *j)
 
 static void start_job_free(start_job_t *j)
 {
+    /* A start that failed: its empty cgroup goes at once (a service's
+     * stays: the record holds it too). */
+    if (j->cg && !j->rec)
+        cg_leaf_release(j->cg);
+    cg_leaf_unref(j->cg);
     ctx_free(&j->x);
     if (j->svc)
         svc_free(j->svc);
@@ -1374,6 +1448,8 @@ static proc_t *record_new(start_job_t *j)
     ev_init(&p->t_drain, on_drain_idle);
     p->r_out.data = p->r_err.data = p->w_in.data = p;
     p->t_timeout.data = p->t_kill.data = p->t_drain.data = p;
+    p->cg = j->cg;
+    j->cg = NULL;
     if ((p->svc = j->svc)) {
         j->svc = NULL;
         svc_bind(p->svc, p);
@@ -1593,6 +1669,59 @@ static int start_check_sizes(const StartProcess *sp, start_err_t *e)
                         what, n, max);
 }
 
+/* The process's cgroup with its limits (the request's, else the agent's
+ * defaults); a service's runs share the first run's. A limit no enabled
+ * controller can hold is refused, never ignored. 0, or -1 with e filled. */
+static int start_cgroup(const StartProcess *sp, proc_t *rec, start_job_t *j, start_err_t *e)
+{
+    const Sandbox__Agent__V1__Limits *ql = sp->limits;
+    cg_limits_t lim = {0};
+    char err[512], prefix[48];
+    int rc;
+
+    if (ql) {
+        lim.memory_max = ql->memory_max_bytes;
+        lim.memory_swap_max = ql->memory_swap_max_bytes;
+        lim.memory_high = ql->memory_high_bytes;
+        lim.pids_max = ql->pids_max;
+        lim.cpu_max_millicores = ql->cpu_max_millicores;
+        lim.cpu_weight = ql->cpu_weight;
+        lim.io_weight = ql->io_weight;
+    }
+    if ((rc = cg_limits_check(&lim, err, sizeof err)) < 0)
+        return start_refuse(e, rc == -EINVAL ? CODE(INVALID_ARGUMENT) : CODE(FAILED_PRECONDITION),
+                            -rc, "start: %s", err);
+    if (!cg_available())
+        return 0;
+    if (cg_freeze_requested())
+        return start_refuse(e, CODE(FAILED_PRECONDITION), 0,
+                            "start: the workload is frozen (FreezeProcesses); thaw it first");
+    if (rec) {
+        if (rec->cg) {
+            j->cg = rec->cg;
+            cg_leaf_ref(j->cg);
+        }
+        return 0;
+    }
+    cg_limits_defaults(&lim);
+    /* A service's leaf is named after its tag (letters, digits, "._-"). */
+    snprintf(prefix, sizeof prefix, "p");
+    if (svc_wanted(sp) && sp->tag && sp->tag[0]) {
+        size_t n = 0;
+        n += (size_t)snprintf(prefix, sizeof prefix, "svc-");
+        for (const char *t = sp->tag; *t && n + 1 < sizeof prefix; t++)
+            prefix[n++] = (char)((*t >= 'a' && *t <= 'z') || (*t >= 'A' && *t <= 'Z') ||
+                                         (*t >= '0' && *t <= '9') || *t == '.' || *t == '_' ||
+                                         *t == '-'
+                                     ? *t
+                                     : '_');
+        prefix[n] = 0;
+    }
+    if ((rc = cg_leaf_new(prefix, &lim, &j->cg, err, sizeof err)) < 0)
+        return start_refuse_errno(e, rc, err);
+    return 0;
+}
+
 /* Everything a start needs from the request alone: checks, the user, the
  * environment, pipes or PTY, the spawn request. 0 with *jp, or -1 with e
  * filled. rec: a service's record that the run joins (referenced). */
@@ -1644,6 +1773,8 @@ static int start_prepare(const StartProcess *sp, proc_t *rec, start_job_t **jp, 
             goto fail;
         }
     }
+    if (start_cgroup(sp, rec, j, e) < 0)
+        goto fail;
     if (set_user) {
         if ((rc = user_resolve(sp->user, &j->u, err, sizeof err)) < 0) {
             start_refuse_errno(e, rc, err);
@@ -1720,6 +1851,9 @@ static int start_prepare(const StartProcess *sp, proc_t *rec, start_job_t **jp, 
     sr->groups = j->u.groups;
     sr->reset_oom = g_reset_oom;
     sr->reset_nice = g_reset_nice;
+    sr->into_cgroup = j->cg != NULL;
+    sr->cgroup_fd = cg_leaf_fd(j->cg);
+    sr->cgroup_by_procs = j->cg && !cg_leaf_clone_ok(j->cg);
     j->sj.done = start_done;
     *jp = j;
     return 0;
@@ -1899,6 +2033,31 @@ void proc_handle_signal(conn_t *c, const Request *req)
     }
     if (p->svc)
         svc_signalled(p->svc, sg->signal); /* a kill asked for is not restarted */
+    if (sg->tree) {
+        /* Every process in its cgroup, whatever group or session it is in. */
+        int rc;
+        if (!p->cg) {
+            conn_send_error(c, req->id, CODE(FAILED_PRECONDITION), EOPNOTSUPP,
+                            "signal: tree needs cgroups, and process %d has none (%s)",
+                            (int)p->pid,
+                            cg_available() ? "started without" : cg_unavailable_reason());
+            return;
+        }
+        if ((rc = cg_leaf_signal(p->cg, sg->signal)) < 0 && rc != -ESRCH) {
+            conn_send_errno(c, req->id, rc, "signal %d to the cgroup of process %d: %s",
+                            sg->signal, (int)p->pid, strerror(-rc));
+            return;
+        }
+        send_ack(c, req->id);
+        return;
+    }
+    if (sg->group && sg->signal == SIGKILL) {
+        /* cgroup.kill, or without cgroups the group until it is empty, and
+         * what left it: either way the whole tree. */
+        signal_all(p, SIGKILL);
+        send_ack(c, req->id);
+        return;
+    }
     int rc = sg->group ? group_signal(p, sg->signal) : leader_signal(p, sg->signal);
     if (rc == -ESRCH) {
         conn_send_error(c, req->id, CODE(FAILED_PRECONDITION), ESRCH,
@@ -2081,6 +2240,21 @@ static void fill_info(const proc_t *p, ProcessInfo *in, ProcessExit *ex, int wit
     in->next_sequence = p->log.next_seq;
     in->lossless = p->lossless;
     in->output_window = p->log.window;
+    if (p->cg) {
+        cg_stats_t live;
+        const cg_stats_t *st = &p->cg_final;
+        if (!p->final) {
+            cg_leaf_stats(p->cg, &live);
+            st = &live;
+        }
+        in->cgroup = (char *)cg_leaf_path(p->cg);
+        in->cpu_user_nano = st->cpu_user_nano;
+        in->cpu_system_nano = st->cpu_system_nano;
+        in->memory_current_bytes = st->memory_current;
+        in->memory_peak_bytes = st->memory_peak;
+        in->pids_current = st->pids_current;
+        in->oom_killed = st->oom_killed;
+    }
 }
 
 /* fill_info, and the service's fields; last is storage for last_exit. */

@@ -54,6 +54,9 @@ int proc_send_info(conn_t *c, uint64_t id, int done, const proc_t *p);
 /* Start the service's next run (its ProcessRestarted follows); a failure
  * comes back through svc_respawn_failed(). */
 void proc_respawn(proc_t *p);
+/* A signal to every process of p's run: its cgroup (SIGKILL: cgroup.kill),
+ * or without cgroups its group (SIGKILL: until empty). 0 or -errno. */
+int proc_signal_all(proc_t *p, int sig);
 /* A service between runs ends for good (stopped, or it gave up). */
 void proc_end(proc_t *p);
 /* Wake the record's followers and waiters: a service event. */

@@ -446,7 +446,7 @@ static void kill_run(svc_t *s, int sig, uint32_t grace_ms)
 {
     if (!proc_running(s->p))
         return;
-    proc_signal_group(s->p, sig);
+    proc_signal_all(s->p, sig);
     s->killing = 1;
     ev_timer_stop(s->loop, &s->t_kill);
     ev_timer_set(&s->t_kill, grace_ms / 1000.0, 0);
@@ -457,7 +457,7 @@ static void on_kill(struct ev_loop *loop, ev_timer *t, int revents)
 {
     svc_t *s = t->data;
     if (proc_running(s->p))
-        proc_signal_group(s->p, SIGKILL);
+        proc_signal_all(s->p, SIGKILL);
 }
 
 void svc_run_started(svc_t *s, pid_t pid, uint64_t seq)

@@ -12,6 +12,13 @@
  * (as glibc does), so no error pipe is needed.
  * Under AddressSanitizer a plain fork is used: its runtime does not expect a
  * second task on the parent's memory.
+ *
+ * A child that gets a cgroup is made with clone3(CLONE_INTO_CGROUP), so it
+ * is in its cgroup from its first instruction (and counted by its pids.max
+ * and memory.max). glibc has no clone3 wrapper that runs a function on a
+ * new stack, so a few lines of assembly do it (x86-64, arm64). Where the
+ * kernel or the architecture lacks it, the child writes itself into the
+ * cgroup's cgroup.procs before anything else.
  */
 #include "spawn.h"
 
@@ -38,6 +45,72 @@
 #endif
 
 #define CHILD_STACK (256 * 1024)
+
+#ifndef CLONE_INTO_CGROUP
+#define CLONE_INTO_CGROUP 0x200000000ULL
+#endif
+
+/* The kernel's struct clone_args (version 2, with cgroup). */
+struct spawn_clone_args {
+    uint64_t flags, pidfd, child_tid, parent_tid, exit_signal, stack, stack_size, tls;
+    uint64_t set_tid, set_tid_size, cgroup;
+};
+
+/* Set once clone3 or CLONE_INTO_CGROUP turned out missing: the fallback
+ * is used from then on. */
+static int g_no_clone3;
+
+#if !defined(SPAWN_USE_FORK) && (defined(__x86_64__) || defined(__aarch64__))
+#define SPAWN_HAVE_CLONE3_STACK 1
+/* clone3(args, size); the child runs fn(arg) on args->stack and exits with
+ * its result. Returns the child's pid or -errno. The child has none of the
+ * caller's frame, hence assembly. */
+long spawn_clone3_fn(struct spawn_clone_args *args, size_t size, int (*fn)(void *), void *arg);
+#if defined(__x86_64__)
+__asm__(".pushsection .text\n"
+        ".globl spawn_clone3_fn\n"
+        ".hidden spawn_clone3_fn\n"
+        ".type spawn_clone3_fn,@function\n"
+        "spawn_clone3_fn:\n"
+        "  endbr64\n"
+        "  mov %rcx, %r8\n"   /* arg: syscall clobbers rcx */
+        "  mov $435, %eax\n"  /* SYS_clone3 */
+        "  syscall\n"
+        "  test %rax, %rax\n"
+        "  jz 1f\n"
+        "  ret\n"
+        "1:\n"
+        "  xor %ebp, %ebp\n"
+        "  mov %r8, %rdi\n"
+        "  call *%rdx\n"
+        "  mov %eax, %edi\n"
+        "  mov $60, %eax\n"   /* SYS_exit */
+        "  syscall\n"
+        "  hlt\n"
+        ".size spawn_clone3_fn, .-spawn_clone3_fn\n"
+        ".popsection\n");
+#else
+__asm__(".pushsection .text\n"
+        ".globl spawn_clone3_fn\n"
+        ".hidden spawn_clone3_fn\n"
+        ".type spawn_clone3_fn,%function\n"
+        "spawn_clone3_fn:\n"
+        "  mov x8, #435\n"    /* SYS_clone3 */
+        "  svc #0\n"
+        "  cbz x0, 1f\n"
+        "  ret\n"
+        "1:\n"
+        "  mov x29, xzr\n"
+        "  mov x30, xzr\n"
+        "  mov x0, x3\n"
+        "  blr x2\n"
+        "  mov x8, #93\n"     /* SYS_exit */
+        "  svc #0\n"
+        "  brk #0\n"
+        ".size spawn_clone3_fn, .-spawn_clone3_fn\n"
+        ".popsection\n");
+#endif
+#endif
 #define KSIGSET_SIZE 8 /* the kernel's sigset_t */
 
 typedef struct child_ctx {
@@ -46,6 +119,7 @@ typedef struct child_ctx {
     /* clone (CLONE_VM): the child writes its failure here, in the parent's
      * memory, before it exits; the parent reads it once it resumes. */
     volatile int stage, err;
+    int in_cgroup; /* clone3 put the child in its cgroup already */
     uint64_t changed; /* bit sig-1: the agent's disposition is not SIG_DFL */
 } child_ctx_t;
 
@@ -89,6 +163,7 @@ const char *spawn_stage_name(enum spawn_stage s)
     case SPAWN_UID: return "setuid";
     case SPAWN_CWD: return "chdir";
     case SPAWN_EXEC: return "exec";
+    case SPAWN_CGROUP: return "cgroup";
     }
     return "?";
 }
@@ -162,6 +237,15 @@ static int child_main(void *arg)
     uint8_t kzero[32];
     int fd;
 
+    /* Into the cgroup before anything else runs (clone3 did it already
+     * where it could). */
+    if (r->into_cgroup && !x->in_cgroup) {
+        if ((fd = openat(r->cgroup_fd, "cgroup.procs", O_WRONLY | O_CLOEXEC)) < 0)
+            child_fail(x, SPAWN_CGROUP, errno);
+        if (write(fd, "0", 1) != 1)
+            child_fail(x, SPAWN_CGROUP, errno);
+        close(fd);
+    }
     /* Default dispositions for every signal the agent changed: ignored ones
      * (SIGPIPE) would stay ignored across exec, and handlers must not run on
      * the shared memory. The others are default already. */
@@ -233,6 +317,7 @@ int spawn_run(const spawn_req_t *r, pid_t *pid, enum spawn_stage *stage)
     x.r = r;
     x.stage = 0;
     x.err = 0;
+    x.in_cgroup = 0;
     x.changed = changed_signals();
 #ifdef SPAWN_USE_FORK
     /* fork: the child's memory is its own, so a failure comes back through
@@ -243,14 +328,40 @@ int spawn_run(const spawn_req_t *r, pid_t *pid, enum spawn_stage *stage)
     x.err_fd = ep[1];
     sigfillset(&all);
     sigprocmask(SIG_SETMASK, &all, &old);
-    child = fork();
-    if (child == 0)
-        child_main(&x);
-    e = errno;
+    child = -1;
+    e = ENOSYS;
+    int plain = 1; /* fork, then (with into_cgroup) join through cgroup.procs */
+#ifdef SYS_clone3
+    if (r->into_cgroup && !r->cgroup_by_procs && !__atomic_load_n(&g_no_clone3, __ATOMIC_RELAXED)) {
+        /* Without CLONE_VM clone3 returns twice, as fork does. */
+        struct spawn_clone_args ca;
+        memset(&ca, 0, sizeof ca);
+        ca.flags = CLONE_INTO_CGROUP;
+        ca.exit_signal = SIGCHLD;
+        ca.cgroup = (uint64_t)r->cgroup_fd;
+        x.in_cgroup = 1;
+        child = (pid_t)syscall(SYS_clone3, &ca, sizeof ca);
+        if (child == 0)
+            child_main(&x);
+        e = errno;
+        plain = child < 0 && (e == ENOSYS || e == EINVAL || e == E2BIG);
+        if (plain)
+            __atomic_store_n(&g_no_clone3, 1, __ATOMIC_RELAXED);
+        x.in_cgroup = 0;
+    }
+#endif
+    if (plain) {
+        child = fork();
+        if (child == 0)
+            child_main(&x);
+        e = errno;
+    }
     sigprocmask(SIG_SETMASK, &old, NULL);
     close(ep[1]);
     if (child < 0) {
         close(ep[0]);
+        if (r->into_cgroup && e != EAGAIN && e != ENOMEM)
+            *stage = SPAWN_CGROUP;
         return -e;
     }
     ssize_t n;
@@ -275,11 +386,41 @@ int spawn_run(const spawn_req_t *r, pid_t *pid, enum spawn_stage *stage)
     x.err_fd = -1;
     sigfillset(&all);
     sigprocmask(SIG_SETMASK, &all, &old);
-    child = clone(child_main, (char *)stack + CHILD_STACK, CLONE_VM | CLONE_VFORK | SIGCHLD, &x);
-    e = errno;
+    child = -1;
+    e = ENOSYS;
+    int plain = 1; /* clone, then (with into_cgroup) join through cgroup.procs */
+#ifdef SPAWN_HAVE_CLONE3_STACK
+    if (r->into_cgroup && !r->cgroup_by_procs && !__atomic_load_n(&g_no_clone3, __ATOMIC_RELAXED)) {
+        struct spawn_clone_args ca;
+        long rc;
+        memset(&ca, 0, sizeof ca);
+        ca.flags = CLONE_VM | CLONE_VFORK | CLONE_INTO_CGROUP;
+        ca.exit_signal = SIGCHLD;
+        ca.stack = (uint64_t)(uintptr_t)stack;
+        ca.stack_size = CHILD_STACK;
+        ca.cgroup = (uint64_t)r->cgroup_fd;
+        x.in_cgroup = 1;
+        rc = spawn_clone3_fn(&ca, sizeof ca, child_main, &x);
+        child = rc < 0 ? -1 : (pid_t)rc;
+        e = rc < 0 ? (int)-rc : 0;
+        plain = rc < 0 && (e == ENOSYS || e == EINVAL || e == E2BIG);
+        if (plain)
+            __atomic_store_n(&g_no_clone3, 1, __ATOMIC_RELAXED);
+        x.in_cgroup = 0;
+    }
+#endif
+    if (plain) {
+        child = clone(child_main, (char *)stack + CHILD_STACK, CLONE_VM | CLONE_VFORK | SIGCHLD,
+                      &x);
+        e = errno;
+    }
     sigprocmask(SIG_SETMASK, &old, NULL);
-    if (child < 0)
+    if (child < 0) {
+        /* The cgroup refused the child (removed, or not a leaf): say so. */
+        if (r->into_cgroup && e != EAGAIN && e != ENOMEM)
+            *stage = SPAWN_CGROUP;
         return -e;
+    }
     ce.stage = x.stage;
     ce.err = x.err;
 #endif

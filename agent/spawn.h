@@ -2,7 +2,10 @@
  * AddressSanitizer), its own process group or session and controlling
  * terminal, defaults for every signal, user switch, cwd, descriptors, exec.
  * Exec failures come back as the result of the start (through the shared
- * memory of the vfork-style child, or a close-on-exec pipe after fork). */
+ * memory of the vfork-style child, or a close-on-exec pipe after fork).
+ * With into_cgroup the child is born in that cgroup (clone3 with
+ * CLONE_INTO_CGROUP), or, on kernels without it, moves itself there first
+ * thing, before it runs anything of the command. */
 #ifndef SA_SPAWN_H
 #define SA_SPAWN_H
 
@@ -21,6 +24,7 @@ enum spawn_stage {
     SPAWN_UID,
     SPAWN_CWD,
     SPAWN_EXEC,
+    SPAWN_CGROUP,
 };
 
 typedef struct spawn_req {
@@ -39,6 +43,10 @@ typedef struct spawn_req {
     int pty;                 /* fd_in is a PTY slave: setsid and make it the ctty */
     int reset_oom;           /* write 0 to /proc/self/oom_score_adj */
     int reset_nice;          /* set the child's nice value back to 0 */
+    int into_cgroup;         /* start the child in the cgroup cgroup_fd */
+    int cgroup_fd;           /* a cgroup v2 directory (with into_cgroup) */
+    int cgroup_by_procs;     /* join through cgroup.procs, not clone3 (a cgroup
+                                once killed: see cg_leaf_clone_ok) */
 } spawn_req_t;
 
 /* Start the child. Returns 0 with *pid, or -errno with *stage saying which
