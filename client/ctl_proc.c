@@ -33,6 +33,8 @@ typedef struct run_opts {
     int tty, stdin_pipe, keep;
     const char *cwd, *user, *tag, *timeout_arg;
     double timeout_s;
+    Sandbox__Agent__V1__Limits limits;
+    int has_limits;
     size_t n_env;
     EnvEntry env_store[MAX_ENV];
     EnvEntry *env[MAX_ENV];
@@ -60,6 +62,9 @@ static int write_all(int fd, const void *buf, size_t len)
 /* The status a shell reports; a timeout says so and is 124, as timeout(1). */
 static int exit_status_of(const char *what, const ProcessExit *e, const char *timeout_arg)
 {
+    if (e->oom_killed)
+        fprintf(stderr, "sandboxctl: %s: the kernel's OOM killer killed a process of it "
+                "(its memory limit)\n", what);
     if (e->timed_out) {
         if (timeout_arg)
             fprintf(stderr, "sandboxctl: %s: timed out after %s s\n", what, timeout_arg);
@@ -77,6 +82,7 @@ static int parse_run(ctl_t *ctl, int argc, char **argv, run_opts_t *o)
 {
     int i = 1, svc;
     memset(o, 0, sizeof *o);
+    sandbox__agent__v1__limits__init(&o->limits);
     for (; i < argc; i++) {
         const char *a = argv[i];
         if (!strcmp(a, "--")) {
@@ -135,6 +141,22 @@ static int parse_run(ctl_t *ctl, int argc, char **argv, run_opts_t *o)
         } else if ((svc = ctl_svc_option(&o->svc, argc, argv, &i)) != 0) {
             if (svc < 0)
                 return -1;
+        } else if (!strcmp(a, "--memory-max") || !strcmp(a, "--pids-max") ||
+                   !strcmp(a, "--cpu-max")) {
+            if (!has_value)
+                goto need_value;
+            char *end;
+            const char *v = argv[++i];
+            unsigned long long n = strtoull(v, &end, 10);
+            if (!v[0] || v[0] == '-' || *end || !n || (a[2] != 'm' && n > 0xffffffffull))
+                return ctl_usage_error(ctl, "%s '%s': expected a positive number", a, v), -1;
+            if (a[2] == 'm')
+                o->limits.memory_max_bytes = n;
+            else if (a[2] == 'p')
+                o->limits.pids_max = (uint32_t)n;
+            else
+                o->limits.cpu_max_millicores = (uint32_t)n;
+            o->has_limits = 1;
         } else {
             return ctl_usage_error(ctl, "unknown option '%s'", a), -1;
         }
@@ -165,6 +187,8 @@ static void fill_start(const run_opts_t *o, StartProcess *sp, Sandbox__Agent__V1
     sp->timeout_ms = (uint32_t)(o->timeout_s * 1000 + 0.5);
     if (o->timeout_s > 0 && !sp->timeout_ms)
         sp->timeout_ms = 1;
+    if (o->has_limits)
+        sp->limits = (Sandbox__Agent__V1__Limits *)&o->limits;
     sp->stdin_mode = o->stdin_pipe ? SANDBOX__AGENT__V1__STDIN_MODE__STDIN_PIPE
                                    : SANDBOX__AGENT__V1__STDIN_MODE__STDIN_NULL;
     if (o->tty) {
@@ -719,10 +743,18 @@ static int ps_each(const ProcessInfo *p, void *arg)
         else
             printf("%llu", (unsigned long long)p->ended_at_unix_nano);
         printf(",\"stdout_bytes\":%llu,\"stderr_bytes\":%llu,\"pty_bytes\":%llu,"
-               "\"restarts\":%u,\"service_state\":\"%s\"}\n",
+               "\"restarts\":%u,\"service_state\":\"%s\"",
                (unsigned long long)p->stdout_bytes, (unsigned long long)p->stderr_bytes,
                (unsigned long long)p->pty_bytes, p->restarts,
                ctl_svc_state_name(p->service_state));
+        printf(",\"cgroup\":");
+        ctl_json_string(p->cgroup);
+        printf(",\"pids_current\":%u,\"cpu_user_nano\":%llu,\"cpu_system_nano\":%llu,"
+               "\"memory_current_bytes\":%llu,\"memory_peak_bytes\":%llu,\"oom_killed\":%s}\n",
+               p->pids_current, (unsigned long long)p->cpu_user_nano,
+               (unsigned long long)p->cpu_system_nano,
+               (unsigned long long)p->memory_current_bytes,
+               (unsigned long long)p->memory_peak_bytes, p->oom_killed ? "true" : "false");
         return 0;
     }
     char ex[16] = "-";
@@ -1287,11 +1319,14 @@ static int cmd_forget(ctl_t *ctl, int argc, char **argv)
     "  -w, --cwd DIR      working directory (default: the user's home)\n"                    \
     "  -u, --user USER    run as USER (a name, a uid, or uid:gid)\n"                         \
     "      --tag TAG      a name to find the process by later (logs, kill, wait, write)\n"   \
-    "      --timeout S    stop the process group after S seconds (SIGTERM, then SIGKILL)\n"
+    "      --timeout S    stop the process group after S seconds (SIGTERM, then SIGKILL)\n"  \
+    "      --memory-max B, --pids-max N, --cpu-max MILLICORES\n"                            \
+    "                     limits of its cgroup (1000 millicores = one CPU)\n"
 
 const ctl_cmd_t ctl_cmds_proc[] = {
     {"run", cmd_run,
-     "[-t] [-i] [-e K=V] [-w DIR] [-u USER] [--tag TAG] [--timeout S] [--keep] [--] CMD [ARGS...]",
+     "[-t] [-i] [-e K=V] [-w DIR] [-u USER] [--tag TAG] [--timeout S] [LIMITS] [--keep] [--] CMD "
+     "[ARGS...]",
      "run a command, stream its output, exit with its status",
      RUN_OPTIONS
      "      --keep         leave the process running when sandboxctl is terminated\n"
@@ -1305,7 +1340,7 @@ const ctl_cmd_t ctl_cmds_proc[] = {
      "  The command runs in the user's home directory with the user's HOME, USER,\n"
      "  LOGNAME, SHELL and PATH unless --cwd or --env say otherwise.\n"},
     {"start", cmd_start,
-     "[-t] [-i] [-e K=V] [-w DIR] [-u USER] [--tag TAG] [--timeout S] [--restart MODE] "
+     "[-t] [-i] [-e K=V] [-w DIR] [-u USER] [--tag TAG] [--timeout S] [LIMITS] [--restart MODE] "
      "[--ready SPEC] [--health SPEC] [--] CMD [ARGS...]",
      "start a command, print its pid (with --ready: once ready)", RUN_OPTIONS CTL_SVC_OPTIONS},
     {"ps", cmd_ps, "[-a]", "list processes (-a: with exited ones)",

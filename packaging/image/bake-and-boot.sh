@@ -237,6 +237,61 @@ wrong_token() {
 check "a wrong token is refused" "$O/bad" wrong_token
 sed 's/^/       /' "$O/bad"
 
+# ------------------------------------------------------------------ containment
+# The unit delegates its cgroup (Delegate=yes): every process gets a leaf
+# under .../sandbox-agent.service/workload, with the cpu, memory and pids
+# controllers that limits need.
+in_leaf() {
+    ctl run -- cat /proc/self/cgroup &&
+        ctl run -- cat /proc/self/cgroup | grep -q '^0::/system.slice/sandbox-agent.service/workload/p-'
+}
+check "each process in a cgroup of its own, in the unit's delegated one" "$O/cg" in_leaf
+sed 's/^/       /' "$O/cg"
+
+# 256 MiB held by the shell against memory.max 64 MiB: the OOM killer ends
+# it, and the exit says oom_killed (sandboxctl prints it).
+oom() {
+    err=$(ctl run --memory-max 67108864 -- \
+        sh -c 'x=$(head -c 268435456 /dev/zero | tr "\000" a); echo ${#x}' 2>&1 >/dev/null)
+    st=$?
+    echo "exit status $st: $err"
+    [ "$st" = 137 ] && echo "$err" | grep -q "OOM killer"
+}
+check "memory.max: the OOM kill is reported as such (oom_killed)" "$O/oom" oom
+sed 's/^/       /' "$O/oom"
+
+# A bounded fork bomb (a binary tree of depth 7: at most 255 shells and 255
+# sleeps) against pids.max 20: it stays at 20, forks past it fail, and the
+# agent keeps answering; the timeout ends it all.
+pids() {
+    pid=$(ctl start --pids-max 20 --timeout 6 -- \
+        sh -c 'b() { if [ $1 -gt 0 ]; then b $(($1 - 1)) & b $(($1 - 1)) & fi; sleep 4; }; b 7') ||
+        return 1
+    sleep 2
+    line=$(ctl --json ps | grep "\"pid\":$pid,") || return 1
+    cur=$(echo "$line" | sed 's/.*"pids_current":\([0-9]*\).*/\1/')
+    cg=$(echo "$line" | sed 's/.*"cgroup":"\([^"]*\)".*/\1/')
+    refused=$(ctl run -- sed -n 's/^max //p' "/sys/fs/cgroup$cg/pids.events") || return 1
+    ctl ping 3 || return 1
+    echo "pids.current $cur (limit 20), forks refused $refused, cgroup $cg"
+    ctl wait "$pid" >/dev/null 2>&1
+    [ "$cur" -ge 1 ] && [ "$cur" -le 20 ] && [ "$refused" -gt 0 ]
+}
+check "pids.max: a fork bomb stops at the limit, the agent answers" "$O/pids" pids
+sed 's/^/       /' "$O/pids"
+
+# A busy loop for 3 s at cpu_max_millicores 100 (10% of a CPU): about
+# 300 ms of CPU, read from the cgroup's cpu.stat.
+cpu() {
+    us=$(ctl run --cpu-max 100 -- sh -c 'cg=/sys/fs/cgroup$(cut -d: -f3 /proc/self/cgroup);
+        timeout 3 sh -c "while :; do :; done"; sed -n "s/^usage_usec //p" $cg/cpu.stat') ||
+        return 1
+    echo "CPU time in 3 s at 100 millicores: $us us ($((us / 30000))% of a CPU)"
+    [ "$us" -gt 150000 ] && [ "$us" -lt 600000 ]
+}
+check "cpu.max: 100 millicores hold a busy loop near 10% of a CPU" "$O/cpu" cpu
+sed 's/^/       /' "$O/cpu"
+
 # ------------------------------------------------------------------ shutdown
 # Through the agent itself: systemd stops the unit (SIGTERM to the agent, which
 # stops its process groups and exits 0), then powers off; -no-reboot makes
