@@ -136,13 +136,14 @@ static int cmd_info(ctl_t *ctl, int argc, char **argv)
                "\"cpu_count\":%u,\"memory_total_bytes\":%llu,\"memory_available_bytes\":%llu,"
                "\"load_1\":%.2f,\"load_5\":%.2f,\"load_15\":%.2f,\"open_connections\":%u,"
                "\"running_processes\":%u,\"kept_processes\":%u,\"kept_output_bytes\":%llu,"
-               "\"agent_rss_bytes\":%llu,",
+               "\"agent_rss_bytes\":%llu,\"open_tunnels\":%u,",
                in->agent_pid, (unsigned long long)in->agent_uptime_nano,
                (unsigned long long)in->boot_time_unix_nano, in->cpu_count,
                (unsigned long long)in->memory_total_bytes,
                (unsigned long long)in->memory_available_bytes, in->load_1, in->load_5,
                in->load_15, in->open_connections, in->running_processes, in->kept_processes,
-               (unsigned long long)in->kept_output_bytes, (unsigned long long)in->agent_rss_bytes);
+               (unsigned long long)in->kept_output_bytes, (unsigned long long)in->agent_rss_bytes,
+               in->open_tunnels);
         printf("\"generation\":%llu,\"restores\":%llu,\"last_restore_unix_nano\":%llu,"
                "\"frozen\":[",
                (unsigned long long)in->generation, (unsigned long long)in->restores,
@@ -166,7 +167,7 @@ static int cmd_info(ctl_t *ctl, int argc, char **argv)
                in->arch, in->cpu_count);
         printf("memory:      %s total, %s available\n", mt, ma);
         printf("load:        %.2f %.2f %.2f\n", in->load_1, in->load_5, in->load_15);
-        printf("connections: %u open\n", in->open_connections);
+        printf("connections: %u open, %u tunnels\n", in->open_connections, in->open_tunnels);
         printf("processes:   %u running, %u kept, %s of output kept\n", in->running_processes,
                in->kept_processes, kept);
         printf("lifecycle:   generation %llu, %llu restores noticed, %s",
