@@ -85,6 +85,78 @@ def check(cond, what):
     print("ok  ", what)
 
 
+def echo_server():
+    """A TCP echo server on 127.0.0.1 in a thread; returns its port."""
+    import threading
+    ls = socket.socket()
+    ls.bind(("127.0.0.1", 0))
+    ls.listen(8)
+
+    def serve(conn):
+        while True:
+            b = conn.recv(65536)
+            if not b:
+                break
+            conn.sendall(b)
+        conn.close()
+
+    def accept_loop():
+        while True:
+            conn, _ = ls.accept()
+            threading.Thread(target=serve, args=(conn,), daemon=True).start()
+
+    threading.Thread(target=accept_loop, daemon=True).start()
+    return ls.getsockname()[1]
+
+
+def tunnels(sock):
+    port = echo_server()
+    target = "tcp:127.0.0.1:%d" % port
+    c = Client(sock)
+    # Multiplexed: TunnelSend and TunnelWindow carry the tunnel's id.
+    c.send(pb.Request(id=7, open_tunnel=pb.OpenTunnel(target=target, window=4096)))
+    r, _ = c.recv()
+    check(r.id == 7 and not r.done and r.tunnel_opened.tunnel_id == 7
+          and r.tunnel_opened.window == 4096 and r.tunnel_opened.agent_window > 0,
+          "OpenTunnel answered with TunnelOpened (window as asked)")
+    payload = bytes(range(256)) * 64  # 16 KiB: four windows
+    c.send(pb.Request(id=7, tunnel_send=pb.TunnelSend(tunnel_id=7, data=payload, eof=True)))
+    got, credited, closed = b"", 4096, None
+    while closed is None:
+        r, _ = c.recv()
+        assert r.id == 7, "tunnel responses carry the tunnel's id"
+        kind = r.WhichOneof("result")
+        if kind == "tunnel_data":
+            got += r.tunnel_data.data
+            assert len(got) <= credited, "the agent sent beyond the credit"
+            if r.tunnel_data.data:
+                c.send(pb.Request(id=7, tunnel_window=pb.TunnelWindow(
+                    tunnel_id=7, credit=len(r.tunnel_data.data))))
+                credited += len(r.tunnel_data.data)
+        elif kind == "tunnel_closed":
+            closed = r
+    check(got == payload and closed.done and closed.tunnel_closed.bytes_out == len(payload)
+          and closed.tunnel_closed.bytes_in == len(payload),
+          "a tunnel echoes 16 KiB through a 4 KiB window, then TunnelClosed")
+    r = c.call(pb.Request(id=8, open_tunnel=pb.OpenTunnel(target="tcp:127.0.0.1:bad")))
+    check(r.error.code == pb.Error.INVALID_ARGUMENT, "a malformed target: INVALID_ARGUMENT")
+
+    # Dedicated: the bytes after the Connect frame are the target's.
+    d = Client(sock)
+    req = pb.Request(id=9, connect=pb.Connect(target=target)).SerializeToString()
+    d.send_raw(struct.pack(">BI", 0, len(req)) + req + b"early bytes")
+    r, _ = d.recv()
+    check(r.id == 9 and r.done and r.WhichOneof("result") == "ack", "Connect answered with Ack")
+    d.s.shutdown(socket.SHUT_WR)
+    rest = d.buf
+    while True:
+        b = d.s.recv(65536)
+        if not b:
+            break
+        rest += b
+    check(rest == b"early bytes", "after the Ack the connection is the target's, unframed")
+
+
 def main():
     tmp = tempfile.mkdtemp()
     agent, sock = start_agent(tmp)
@@ -212,6 +284,8 @@ def main():
         except EOFError:
             pass
         check(ids == [1, 2, 3], "half-close: every answer, then the close")
+
+        tunnels(sock)
     finally:
         agent.terminate()
         rc = agent.wait(10)
