@@ -1032,8 +1032,6 @@ static int upload_over(const conn_t *c)
     return c->upload >= UPLOAD_CONN_BUDGET() || g_upload >= UPLOAD_ALL_BUDGET();
 }
 
-size_t conn_upload_held(void) { return g_upload; }
-
 
 
 void conn_upload_take(conn_t *c, size_t n)

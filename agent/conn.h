@@ -102,7 +102,6 @@ void conn_handover(conn_t *c, conn_handover_fn *fn, void *arg);
 void conn_upload_take(conn_t *c, size_t n);
 void conn_upload_give(conn_t *c, size_t n);
 void conn_upload_leave(conn_t *c, size_t n);
-size_t conn_upload_held(void);
 
 int conn_authenticated(const conn_t *c);
 void conn_set_authenticated(conn_t *c);
