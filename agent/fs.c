@@ -227,7 +227,10 @@ int fs_entry_at(fs_arena_t *a, Entry *e, int dirfd, const char *name, const char
     struct stat st;
     char target[PATH_MAX];
     ssize_t tlen = -1;
-    if (fstatat(dirfd, name, &st, follow ? 0 : AT_SYMLINK_NOFOLLOW) < 0)
+    int flags = follow ? 0 : AT_SYMLINK_NOFOLLOW;
+    if (!*name)
+        flags |= AT_EMPTY_PATH; /* dirfd itself (an O_PATH descriptor) */
+    if (fstatat(dirfd, name, &st, flags) < 0)
         return -errno;
     if (S_ISLNK(st.st_mode))
         tlen = readlinkat(dirfd, name, target, sizeof target);
@@ -626,10 +629,32 @@ static void rd_read(rd_t *r)
  * followed at the open, so what is checked is what is opened), and a procfs
  * file under the agent's pid or one of its threads is EACCES. Returns the
  * fd or -errno. */
+/* n names the agent or one of its threads (as /proc/N does). */
+static int own_pid(long n)
+{
+    char task[64];
+    snprintf(task, sizeof task, "/proc/self/task/%ld", n);
+    return n == (long)getpid() || access(task, F_OK) == 0;
+}
+
+static int on_procfs(int fd)
+{
+    struct statfs sf;
+    return fstatfs(fd, &sf) == 0 && sf.f_type == PROC_SUPER_MAGIC;
+}
+
+/* dirfd/name is a procfs directory of the agent's own (a listing must not
+ * descend into it for a user). */
+static int own_proc_child(int dirfd, const char *name)
+{
+    char *end;
+    long n = strtol(name, &end, 10);
+    return end != name && !*end && on_procfs(dirfd) && own_pid(n);
+}
+
 static int open_as_user(const char *path, int flags)
 {
     struct open_how how = {.flags = (uint64_t)flags, .resolve = RESOLVE_NO_SYMLINKS};
-    struct statfs sf;
     char *rp = realpath(path, NULL);
     int fd;
     if (!rp)
@@ -641,14 +666,13 @@ static int open_as_user(const char *path, int flags)
         fd = -errno;
         goto out;
     }
-    if (fstatfs(fd, &sf) == 0 && sf.f_type == PROC_SUPER_MAGIC) {
+    if (on_procfs(fd)) {
         for (char *p = rp; (p = strchr(p, '/'));) {
-            char *end, task[64];
+            char *end;
             long n = strtol(++p, &end, 10);
             if (end == p || (*end && *end != '/'))
                 continue;
-            snprintf(task, sizeof task, "/proc/self/task/%ld", n);
-            if (n == (long)getpid() || access(task, F_OK) == 0) {
+            if (own_pid(n)) {
                 close(fd);
                 fd = -EACCES;
                 break;
@@ -660,6 +684,9 @@ out:
     return fd;
 }
 
+/* The op acts for a user other than the agent's own: see open_as_user. */
+static int guarded(const fsop_t *o) { return o->as_user && o->user.uid != geteuid(); }
+
 static void rd_run(fsw_job_t *j)
 {
     rd_t *r = (rd_t *)SA_CONTAINER_OF(j, fsop_t, job);
@@ -668,7 +695,7 @@ static void rd_run(fsw_job_t *j)
         int fl = O_RDONLY | O_CLOEXEC | O_NOCTTY | O_NONBLOCK;
         r->opened = 1;
         /* O_NONBLOCK: a FIFO must not hang the worker in open(). */
-        int guard = r->o.as_user && r->o.user.uid != geteuid();
+        int guard = guarded(&r->o);
         r->fd = guard ? open_as_user(r->o.path, fl) : open(r->o.path, fl);
         if (r->fd < 0) {
             op_fail_path(&r->o, guard ? r->fd : -errno, r->o.path);
@@ -1436,7 +1463,15 @@ static void ls_run(fsw_job_t *j)
             op_fail(&ls->o, -ENOTDIR, "%s '%s': not a directory", ls->o.what, ls->o.path);
             return;
         }
-        int rc = ls_push(ls, AT_FDCWD, ls->o.path, ls->o.path, 1, 1);
+        int rc, top = AT_FDCWD;
+        if (guarded(&ls->o) &&
+            (top = open_as_user(ls->o.path, O_RDONLY | O_DIRECTORY | O_CLOEXEC)) < 0) {
+            op_fail_path(&ls->o, top, ls->o.path);
+            return;
+        }
+        rc = ls_push(ls, top, top == AT_FDCWD ? ls->o.path : ".", ls->o.path, 1, 1);
+        if (top != AT_FDCWD)
+            close(top);
         if (rc < 0) {
             op_fail_path(&ls->o, rc, ls->o.path);
             return;
@@ -1472,7 +1507,8 @@ static void ls_run(fsw_job_t *j)
         }
         ls->eptrs[ls->n_ents++] = e;
         bytes += protobuf_c_message_get_packed_size(&e->base) + 8;
-        if (e->type == SANDBOX__AGENT__V1__FILE_TYPE__DIRECTORY && l->depth < ls->max_depth) {
+        if (e->type == SANDBOX__AGENT__V1__FILE_TYPE__DIRECTORY && l->depth < ls->max_depth &&
+            !(guarded(&ls->o) && own_proc_child(l->fd, name))) {
             /* Depth first: a directory's children follow it. One that cannot
              * be opened (permission) is listed without its children. */
             int fd = l->fd;
@@ -1604,12 +1640,30 @@ static void simple_start(conn_t *c, const Request *req, simple_t *s, fsw_fn *run
         op_submit(&s->o, run);
 }
 
+/* For a user, what is stat'ed is reached as open_as_user reaches it: the
+ * path itself when following, else its parent. */
 static void stat_run(fsw_job_t *j)
 {
     simple_t *s = (simple_t *)SA_CONTAINER_OF(j, fsop_t, job);
-    int rc = fs_entry_at(&s->o.arena, &s->o.entry, AT_FDCWD, s->o.path, s->o.path, s->follow);
+    char *dir = NULL;
+    const char *name = s->o.path;
+    int fd = -1, rc = 0;
+    if (guarded(&s->o)) {
+        if (s->follow) {
+            rc = fd = open_as_user(s->o.path, O_PATH | O_CLOEXEC);
+            name = "";
+        } else if (split_path(s->o.path, &dir, &name) == 0) {
+            rc = fd = open_as_user(dir, O_PATH | O_DIRECTORY | O_CLOEXEC);
+        }
+    }
+    if (rc >= 0)
+        rc = fs_entry_at(&s->o.arena, &s->o.entry, fd >= 0 ? fd : AT_FDCWD, name, s->o.path,
+                         s->follow);
     if (rc < 0)
         op_fail_path(&s->o, rc, s->o.path);
+    if (fd >= 0)
+        close(fd);
+    free(dir);
 }
 
 void fs_handle_stat(conn_t *c, const Request *req)

@@ -221,6 +221,47 @@ TEST(user_has_no_capability)
                      CODE(PERMISSION_DENIED), "status");
     expect_error_msg(read_as(c, "/proc/1/maps", NOBODY, 0, NULL, NULL),
                      CODE(PERMISSION_DENIED), "maps");
+    /* Listing and Stat as well: the agent's descriptors are not the
+     * user's to see. */
+    expect_error_msg(do_list(c, "/proc/self/fd", NOBODY), CODE(PERMISSION_DENIED), "fd");
+    Request st2 = REQUEST_INIT;
+    Sandbox__Agent__V1__Stat sst2 = SANDBOX__AGENT__V1__STAT__INIT;
+    sst2.path = "/proc/self/status";
+    sst2.user = NOBODY;
+    st2.op_case = OP(STAT);
+    st2.stat = &sst2;
+    expect_error_msg(call(c, &st2), CODE(PERMISSION_DENIED), "status");
+    /* A listing of /proc does not descend into the agent's own entry. */
+    Request lr = REQUEST_INIT;
+    Sandbox__Agent__V1__ListDirectory ld = SANDBOX__AGENT__V1__LIST_DIRECTORY__INIT;
+    char own[64];
+    snprintf(own, sizeof own, "/proc/%d/", (int)a.pid);
+    ld.path = "/proc";
+    ld.depth = 2;
+    ld.user = NOBODY;
+    lr.op_case = OP(LIST_DIR);
+    lr.list_dir = &ld;
+    ASSERT_EQ(sa_client_send(c, &lr), 0);
+    int listed = 0;
+    for (;;) {
+        Response *lrr = recv_id(c, lr.id);
+        ASSERT_RESULT(lrr, ENTRIES);
+        for (size_t i = 0; i < lrr->entries->n_entries; i++) {
+            const char *ep = lrr->entries->entries[i]->path;
+            if (!strncmp(ep, own, strlen(own)))
+                FAIL("listing /proc as nobody went into the agent's own %s", ep);
+            listed++;
+        }
+        int done = lrr->done;
+        sa_response_free(lrr);
+        if (done)
+            break;
+    }
+    ASSERT_GT(listed, 10);
+    /* Root's own requests still see it all. */
+    r = do_list(c, "/proc/self/fd", NULL);
+    ASSERT_RESULT(r, ENTRIES);
+    sa_response_free(r);
     /* What the user may read in procfs it still reads. */
     r = read_as(c, "/proc/meminfo", NOBODY, 0, NULL, NULL);
     ASSERT_RESULT(r, FILE_END);
