@@ -616,7 +616,7 @@ static int do_start(ctl_t *ctl, int argc, char **argv, int follow)
     uint32_t pid = r->started->pid;
     sa_response_free(r);
     /* With --ready, start prints the pid once the service is ready. */
-    if (!follow && (rc = ctl_svc_wait_ready(ctl, &o.svc, pid)) != 0)
+    if (!follow && (rc = ctl_svc_wait_ready(ctl, &o.svc, &pid)) != 0)
         return rc;
     if (!follow) {
         if (ctl->json)

@@ -116,7 +116,7 @@ void ctl_svc_fill(const ctl_svc_opts_t *o, Sandbox__Agent__V1__StartProcess *sp)
 /* WaitReady for pid or tag; 0 when ready, else the CLI's exit status after
  * printing why (the probe's last error). */
 static int wait_ready(ctl_t *ctl, uint32_t pid, const char *tag, uint32_t timeout_ms,
-                      int print)
+                      int print, uint32_t *ready_pid)
 {
     Request req = REQUEST_INIT;
     Sandbox__Agent__V1__WaitReady w = SANDBOX__AGENT__V1__WAIT_READY__INIT;
@@ -137,6 +137,8 @@ static int wait_ready(ctl_t *ctl, uint32_t pid, const char *tag, uint32_t timeou
         sa_response_free(r);
         return rc;
     }
+    if (ready_pid)
+        *ready_pid = r->process->pid;
     if (print) {
         if (ctl->json)
             printf("{\"pid\":%u,\"state\":\"%s\",\"restarts\":%u}\n", r->process->pid,
@@ -148,13 +150,13 @@ static int wait_ready(ctl_t *ctl, uint32_t pid, const char *tag, uint32_t timeou
     return 0;
 }
 
-int ctl_svc_wait_ready(ctl_t *ctl, const ctl_svc_opts_t *o, uint32_t pid)
+int ctl_svc_wait_ready(ctl_t *ctl, const ctl_svc_opts_t *o, uint32_t *pid)
 {
     if (!o->ready)
         return 0;
-    return wait_ready(ctl, pid, NULL,
+    return wait_ready(ctl, *pid, NULL,
                       o->ready_timeout_ms ? o->ready_timeout_ms : DEFAULT_READY_TIMEOUT_S * 1000,
-                      0);
+                      0, pid);
 }
 
 const char *ctl_svc_state_name(int state)
@@ -202,7 +204,7 @@ static int cmd_wait_ready(ctl_t *ctl, int argc, char **argv)
     pid_or_tag(argv[i], &pid, &tag);
     if (ctl_connect(ctl) < 0)
         return 1;
-    return wait_ready(ctl, pid, tag, timeout_ms, 1);
+    return wait_ready(ctl, pid, tag, timeout_ms, 1, NULL);
 }
 
 static int cmd_stop(ctl_t *ctl, int argc, char **argv)

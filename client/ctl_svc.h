@@ -18,9 +18,10 @@ typedef struct ctl_svc_opts {
 int ctl_svc_option(ctl_svc_opts_t *o, int argc, char **argv, int *i);
 /* Put the options into a StartProcess (they stay owned here). */
 void ctl_svc_fill(const ctl_svc_opts_t *o, Sandbox__Agent__V1__StartProcess *sp);
-/* With a ready probe: wait until it passes. 0, or the exit status after
+/* With a ready probe: wait until it passes; *pid becomes the ready run's
+ * (a service may have restarted meanwhile). 0, or the exit status after
  * printing the probe's last error. */
-int ctl_svc_wait_ready(ctl_t *ctl, const ctl_svc_opts_t *o, uint32_t pid);
+int ctl_svc_wait_ready(ctl_t *ctl, const ctl_svc_opts_t *o, uint32_t *pid);
 /* "ready", "backoff", ... ("" when not a service). */
 const char *ctl_svc_state_name(int state);
 
