@@ -1453,6 +1453,7 @@ static proc_t *record_new(start_job_t *j)
     if ((p->svc = j->svc)) {
         j->svc = NULL;
         svc_bind(p->svc, p);
+        p->meta += svc_memory(p->svc); /* its runs' history counts as kept memory */
     }
     return p;
 }

@@ -440,6 +440,11 @@ void svc_bind(svc_t *s, proc_t *p) { s->p = p; }
 const StartProcess *svc_request(const svc_t *s) { return s->sp; }
 int svc_live(const svc_t *s) { return !s->over; }
 
+size_t svc_memory(const svc_t *s)
+{
+    return sizeof *s + sandbox__agent__v1__start_process__get_packed_size(s->sp);
+}
+
 /* ------------------------------------------------------------ runs */
 
 static void kill_run(svc_t *s, int sig, uint32_t grace_ms)

@@ -45,6 +45,8 @@ void svc_respawn_failed(svc_t *s, int rc, const char *err);
 void svc_output(svc_t *s, const uint8_t *data, size_t len);
 /* A client sent sig to the current run through SendSignal. */
 void svc_signalled(svc_t *s, int sig);
+/* Bytes the service holds beside its record (for the cap on kept output). */
+size_t svc_memory(const svc_t *s);
 /* A record that is not over yet (running, or between runs). */
 int svc_live(const svc_t *s);
 /* ProcessInfo's service fields; last is storage for last_exit. */
