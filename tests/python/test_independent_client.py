@@ -157,6 +157,42 @@ def tunnels(sock):
     check(rest == b"early bytes", "after the Ack the connection is the target's, unframed")
 
 
+def services(sock):
+    """A service by the contract's names: restart, ready, WaitReady,
+    ProcessRestarted on the follow stream, StopService."""
+    c = Client(sock)
+    c.call(pb.Request(id=1, hello=pb.Hello(protocol_version=1, client_name="py")))
+    r = c.call(pb.Request(id=2, start=pb.StartProcess(
+        command="/bin/sh", args=["-c", "echo up; sleep 0.2; exit 1"], tag="py-svc",
+        restart=pb.RestartPolicy(mode=pb.RestartPolicy.ON_FAILURE, max_restarts=1,
+                                 backoff_initial_ms=20),
+        ready=pb.Probe(output=pb.OutputProbe(line_prefix="up"), interval_ms=50))))
+    check(r.WhichOneof("result") == "started", "start a service")
+    r = c.call(pb.Request(id=3, wait_ready=pb.WaitReady(tag="py-svc", timeout_ms=10000)))
+    check(r.WhichOneof("result") == "process" and r.process.service_state == pb.READY,
+          "wait_ready answers with ProcessInfo, READY")
+    c.send(pb.Request(id=4, follow=pb.FollowOutput(tag="py-svc")))
+    kinds = []
+    while True:
+        r, _ = c.recv()
+        if r.id != 4:
+            continue
+        kinds.append(r.WhichOneof("result"))
+        if r.done:
+            break
+    check(kinds == ["output", "ready", "exit", "restarted", "output", "ready", "exit"],
+          "one log per tag: each run's output, ready and exit, restarted between")
+    r = c.call(pb.Request(id=5, get_process=pb.GetProcess(tag="py-svc")))
+    check(r.process.service_state == pb.FAILED and r.process.restarts == 1 and
+          r.process.last_exit.exit_code == 1, "get_process by tag: FAILED after max_restarts")
+    c.call(pb.Request(id=6, start=pb.StartProcess(
+        command="sleep", args=["300"], tag="py-stop",
+        restart=pb.RestartPolicy(mode=pb.RestartPolicy.ALWAYS))))
+    r = c.call(pb.Request(id=7, stop_service=pb.StopService(tag="py-stop", grace_ms=1000)))
+    check(r.WhichOneof("result") == "process" and r.process.service_state == pb.STOPPED,
+          "stop_service answers once it is STOPPED")
+
+
 def main():
     tmp = tempfile.mkdtemp()
     agent, sock = start_agent(tmp)
@@ -286,6 +322,7 @@ def main():
         check(ids == [1, 2, 3], "half-close: every answer, then the close")
 
         tunnels(sock)
+        services(sock)
     finally:
         agent.terminate()
         rc = agent.wait(10)
