@@ -1,0 +1,388 @@
+"""Plain, typed results of the agent's operations.
+
+Each is a dataclass built from the agent's protobuf message; nothing here
+talks to the agent. Times are kept as the agent sends them (nanoseconds since
+the epoch, ``*_unix_nano``) and also offered in seconds (``*_at``), like
+``time.time()``.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Iterator, List, Optional, Union
+
+from . import agent_pb2 as pb
+
+__all__ = [
+    "CommandResult", "Process", "ProcessExit", "ProcessInfo", "OutputEvent",
+    "OutputGap", "FollowedOutput", "Entry", "DirectoryListing", "FileContent",
+    "WriteResult", "DownloadResult", "FsEvent", "Info", "Pong", "HelloReply",
+]
+
+_STREAMS = {pb.STREAM_UNSPECIFIED: "", pb.STDOUT: "stdout", pb.STDERR: "stderr",
+            pb.PTY: "pty"}
+_TYPES = {pb.TYPE_UNSPECIFIED: "", pb.FILE: "file", pb.DIRECTORY: "directory",
+          pb.SYMLINK: "symlink", pb.OTHER: "other"}
+_STATES = {pb.STATE_UNSPECIFIED: "", pb.RUNNING: "running", pb.EXITED: "exited"}
+
+
+def _seconds(ns: int) -> float:
+    return ns / 1e9
+
+
+@dataclass(frozen=True)
+class ProcessExit:
+    """How a process ended. A process killed by a signal has ``signal`` set
+    and ``exit_code`` 128 + signal, as a shell reports it."""
+    exit_code: int
+    signal: int = 0
+    core_dumped: bool = False
+    timed_out: bool = False
+    ended_at_unix_nano: int = 0
+    total_output_bytes: int = 0
+
+    @property
+    def ended_at(self) -> float:
+        return _seconds(self.ended_at_unix_nano)
+
+    @staticmethod
+    def _from_pb(m: pb.ProcessExit) -> ProcessExit:
+        return ProcessExit(exit_code=m.exit_code, signal=m.signal,
+                           core_dumped=m.core_dumped, timed_out=m.timed_out,
+                           ended_at_unix_nano=m.ended_at_unix_nano,
+                           total_output_bytes=m.total_output_bytes)
+
+
+@dataclass(frozen=True)
+class OutputEvent:
+    """A piece of a process's output: ``data`` of one ``stream`` ("stdout",
+    "stderr" or "pty"), at ``sequence`` in the combined output."""
+    stream: str
+    data: bytes
+    sequence: int
+    offset: int
+    timestamp_unix_nano: int
+
+    is_gap = False
+
+    @property
+    def line(self) -> str:
+        """The data as text (UTF-8, undecodable bytes replaced); with
+        ``lines=True`` one whole line, ending with its newline."""
+        return self.data.decode("utf-8", "replace")
+
+    @property
+    def timestamp(self) -> float:
+        return _seconds(self.timestamp_unix_nano)
+
+    @staticmethod
+    def _from_pb(m: pb.OutputEvent) -> OutputEvent:
+        return OutputEvent(stream=_STREAMS.get(m.stream, str(m.stream)), data=m.data,
+                           sequence=m.sequence, offset=m.offset,
+                           timestamp_unix_nano=m.timestamp_unix_nano)
+
+
+@dataclass(frozen=True)
+class OutputGap:
+    """Output the agent no longer had when this follower reached it:
+    ``skipped_bytes`` of ``stream`` ("" for both), from ``from_sequence`` up to
+    ``to_sequence``, where delivery resumed. Reported, never silent."""
+    stream: str
+    skipped_bytes: int
+    from_sequence: int
+    to_sequence: int
+
+    is_gap = True
+    data = b""
+    line = ""
+
+    @property
+    def sequence(self) -> int:
+        return self.from_sequence
+
+    @staticmethod
+    def _from_pb(m: pb.OutputGap) -> OutputGap:
+        return OutputGap(stream=_STREAMS.get(m.stream, str(m.stream)),
+                         skipped_bytes=m.skipped_bytes,
+                         from_sequence=m.from_sequence, to_sequence=m.to_sequence)
+
+
+Output = Union[OutputEvent, OutputGap]
+
+
+@dataclass
+class FollowedOutput:
+    """Everything ``follow_output`` collected: the events in order (gaps
+    included) and the exit. Iterating it iterates the events."""
+    events: List[Output]
+    exit: Optional[ProcessExit]
+
+    def __iter__(self) -> Iterator[Output]:
+        return iter(self.events)
+
+    def __len__(self) -> int:
+        return len(self.events)
+
+    def __getitem__(self, i: int) -> Output:
+        return self.events[i]
+
+    @property
+    def value(self) -> List[Output]:
+        return self.events
+
+    @property
+    def stdout(self) -> bytes:
+        return b"".join(e.data for e in self.events if e.stream in ("stdout", "pty"))
+
+    @property
+    def stderr(self) -> bytes:
+        return b"".join(e.data for e in self.events if e.stream == "stderr")
+
+
+@dataclass
+class CommandResult:
+    """The result of ``run``: the exit and the whole output."""
+    pid: int
+    exit_code: int
+    signal: int
+    stdout: bytes
+    stderr: bytes
+    timed_out: bool = False
+    core_dumped: bool = False
+    started_at_unix_nano: int = 0
+    ended_at_unix_nano: int = 0
+    gaps: List[OutputGap] = field(default_factory=list)
+
+    @property
+    def value(self) -> CommandResult:
+        return self
+
+    @property
+    def ok(self) -> bool:
+        return self.exit_code == 0 and self.signal == 0
+
+
+@dataclass(frozen=True)
+class Process:
+    """A started process. ``pid`` names it in every later call."""
+    pid: int
+    tag: str
+    command: str
+    args: List[str]
+    started_at_unix_nano: int
+
+    @property
+    def started_at(self) -> float:
+        return _seconds(self.started_at_unix_nano)
+
+
+@dataclass(frozen=True)
+class ProcessInfo:
+    pid: int
+    tag: str
+    command: str
+    args: List[str]
+    cwd: str
+    user: str
+    state: str  # "running" or "exited"
+    exit: Optional[ProcessExit]
+    started_at_unix_nano: int
+    ended_at_unix_nano: int
+    stdout_bytes: int
+    stderr_bytes: int
+    pty_bytes: int
+    pty: bool
+    stdin_pipe: bool
+    lossless: bool
+    oldest_sequence: int
+    next_sequence: int
+
+    @property
+    def status(self) -> str:
+        return self.state
+
+    @property
+    def running(self) -> bool:
+        return self.state == "running"
+
+    @staticmethod
+    def _from_pb(m: pb.ProcessInfo) -> ProcessInfo:
+        return ProcessInfo(
+            pid=m.pid, tag=m.tag, command=m.command, args=list(m.args), cwd=m.cwd,
+            user=m.user, state=_STATES.get(m.state, str(m.state)),
+            exit=ProcessExit._from_pb(m.exit) if m.HasField("exit") else None,
+            started_at_unix_nano=m.started_at_unix_nano,
+            ended_at_unix_nano=m.ended_at_unix_nano, stdout_bytes=m.stdout_bytes,
+            stderr_bytes=m.stderr_bytes, pty_bytes=m.pty_bytes, pty=m.pty,
+            stdin_pipe=m.stdin_mode == pb.STDIN_PIPE, lossless=m.lossless,
+            oldest_sequence=m.oldest_sequence, next_sequence=m.next_sequence)
+
+
+def _name(s: str, raw: bytes) -> Union[str, bytes]:
+    return raw if raw else s
+
+
+@dataclass(frozen=True)
+class Entry:
+    """A file, directory, symlink or other node on the agent's side.
+    ``path_raw``/``name_raw`` hold the exact bytes when the name is not valid
+    UTF-8 (``name``/``path`` then show it with U+FFFD); pass ``raw_path`` to
+    other calls to act on such an entry."""
+    name: str
+    path: str
+    type: str  # "file", "directory", "symlink" or "other"
+    size: int
+    mode: int
+    uid: int
+    gid: int
+    owner: str
+    group: str
+    mtime_unix_nano: int
+    symlink_target: str
+    nlink: int
+    inode: int
+    name_raw: bytes = b""
+    path_raw: bytes = b""
+
+    @property
+    def is_dir(self) -> bool:
+        return self.type == "directory"
+
+    @property
+    def is_file(self) -> bool:
+        return self.type == "file"
+
+    @property
+    def is_symlink(self) -> bool:
+        return self.type == "symlink"
+
+    @property
+    def mtime(self) -> float:
+        return _seconds(self.mtime_unix_nano)
+
+    @property
+    def raw_path(self) -> Union[str, bytes]:
+        """The path to give back to the agent: exact bytes when needed."""
+        return _name(self.path, self.path_raw)
+
+    @staticmethod
+    def _from_pb(m: pb.Entry) -> Entry:
+        return Entry(name=m.name, path=m.path, type=_TYPES.get(m.type, str(m.type)),
+                     size=m.size, mode=m.mode, uid=m.uid, gid=m.gid, owner=m.owner,
+                     group=m.group, mtime_unix_nano=m.mtime_unix_nano,
+                     symlink_target=m.symlink_target, nlink=m.nlink, inode=m.inode,
+                     name_raw=m.name_raw, path_raw=m.path_raw)
+
+
+@dataclass
+class DirectoryListing:
+    """The result of ``list_directory``; ``.value.entries`` reads as
+    ``.entries``."""
+    path: str
+    entries: List[Entry]
+
+    def __iter__(self) -> Iterator[Entry]:
+        return iter(self.entries)
+
+    def __len__(self) -> int:
+        return len(self.entries)
+
+    @property
+    def value(self) -> DirectoryListing:
+        return self
+
+
+class FileContent(bytes):
+    """A file's content: a ``bytes`` (``.value`` is the same bytes)."""
+
+    @property
+    def value(self) -> bytes:
+        return bytes(self)
+
+
+@dataclass(frozen=True)
+class WriteResult:
+    bytes_written: int
+    crc32: int
+    entry: Optional[Entry]
+
+    @property
+    def value(self) -> WriteResult:
+        return self
+
+
+@dataclass(frozen=True)
+class DownloadResult:
+    """What ``download`` copied: ``size`` bytes with ``crc32`` (checked
+    against the agent's), and the file's Entry as the agent saw it."""
+    size: int
+    crc32: int
+    entry: Optional[Entry]
+
+
+_FS_KINDS = {v: k.lower() for k, v in pb.FsEvent.Kind.items()}
+
+
+@dataclass(frozen=True)
+class FsEvent:
+    """One change seen by ``watch``: ``kind`` is "create", "modify",
+    "delete", "rename" (``old_path`` -> ``path``), "attrib" or "overflow"
+    (events were lost: rescan)."""
+    kind: str
+    path: str
+    entry: Optional[Entry]
+    old_path: str = ""
+    path_raw: bytes = b""
+    old_path_raw: bytes = b""
+
+    @staticmethod
+    def _from_pb(m: pb.FsEvent) -> FsEvent:
+        return FsEvent(kind=_FS_KINDS.get(m.kind, str(m.kind)), path=m.path,
+                       entry=Entry._from_pb(m.entry) if m.HasField("entry") else None,
+                       old_path=m.old_path, path_raw=m.path_raw,
+                       old_path_raw=m.old_path_raw)
+
+
+@dataclass(frozen=True)
+class Info:
+    agent_version: str
+    protocol_version: int
+    hostname: str
+    kernel_release: str
+    arch: str
+    agent_pid: int
+    agent_uptime_nano: int
+    boot_time_unix_nano: int
+    cpu_count: int
+    memory_total_bytes: int
+    memory_available_bytes: int
+    load_1: float
+    load_5: float
+    load_15: float
+    open_connections: int
+    running_processes: int
+    kept_processes: int
+    kept_output_bytes: int
+    agent_rss_bytes: int
+
+    @property
+    def value(self) -> Info:
+        return self
+
+    @staticmethod
+    def _from_pb(m: pb.Info) -> Info:
+        return Info(**{f: getattr(m, f) for f in Info.__dataclass_fields__})
+
+
+@dataclass(frozen=True)
+class Pong:
+    payload: bytes
+    agent_time_unix_nano: int
+    round_trip: float  # seconds, measured by the client
+
+
+@dataclass(frozen=True)
+class HelloReply:
+    protocol_version: int
+    agent_version: str
+    max_frame_size: int
+    capabilities: List[str]
