@@ -25,7 +25,8 @@ from .errors import (AlreadyExists, Cancelled, ConnectionLost, DeadlineExceeded,
 from .sync import Agent, Stream, SyncOutputStream
 from .types import (CommandResult, DirectoryListing, DownloadResult, Entry, FileContent,
                     FollowedOutput, FsEvent, HelloReply, Info, OutputEvent,
-                    OutputGap, Pong, Process, ProcessExit, ProcessInfo, WriteResult)
+                    OutputGap, Pong, Probe, Process, ProcessExit, ProcessInfo,
+                    RestartPolicy, WriteResult)
 
 __version__ = "0.1.0"
 
@@ -37,6 +38,6 @@ __all__ = [
     "Unimplemented", "Cancelled", "InternalError", "Unavailable", "IoError",
     "ProtocolError", "DeadlineExceeded", "ConnectionLost", "error_class",
     "CommandResult", "DirectoryListing", "DownloadResult", "Entry", "FileContent", "FollowedOutput",
-    "FsEvent", "HelloReply", "Info", "OutputEvent", "OutputGap", "Pong", "Process",
-    "ProcessExit", "ProcessInfo", "WriteResult",
+    "FsEvent", "HelloReply", "Info", "OutputEvent", "OutputGap", "Pong", "Probe", "Process",
+    "ProcessExit", "ProcessInfo", "RestartPolicy", "WriteResult",
 ]

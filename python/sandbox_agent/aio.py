@@ -27,8 +27,8 @@ from .errors import (ConnectionLost, DeadlineExceeded, InvalidArgument,
                      IoError, SandboxAgentError)
 from .types import (CommandResult, DirectoryListing, DownloadResult, Entry, FileContent,
                     FollowedOutput, FsEvent, HelloReply, Info, Output,
-                    OutputEvent, OutputGap, Pong, Process, ProcessExit,
-                    ProcessInfo, WriteResult)
+                    OutputEvent, OutputGap, Pong, Probe, Process, ProcessExit,
+                    ProcessInfo, RestartPolicy, WriteResult)
 
 __all__ = ["AsyncAgent", "AsyncStream", "OutputStream", "PROTOCOL_VERSION"]
 
@@ -286,7 +286,9 @@ class AsyncAgent:
                    tag: Optional[str], clear_env: bool, stdin_pipe: bool,
                    pty: Union[bool, Tuple[int, int]], term: Optional[str],
                    kill_grace: Optional[float], output_window: Optional[int],
-                   lossless: bool) -> pb.StartProcess:
+                   lossless: bool, restart: Union[str, RestartPolicy, None] = None,
+                   ready: Optional[Probe] = None,
+                   health: Optional[Probe] = None) -> pb.StartProcess:
         if isinstance(args, (str, bytes)):
             raise InvalidArgument("args must be a sequence of strings, not one string")
         sp = pb.StartProcess(command=command, args=[str(a) for a in args],
@@ -302,6 +304,16 @@ class AsyncAgent:
         if pty:
             rows, cols = pty if isinstance(pty, tuple) else (24, 80)
             sp.pty.CopyFrom(pb.Pty(rows=rows, cols=cols, term=term or ""))
+        try:
+            if restart is not None:
+                policy = RestartPolicy(restart) if isinstance(restart, str) else restart
+                sp.restart.CopyFrom(policy._to_pb())
+            if ready is not None:
+                sp.ready.CopyFrom(ready._to_pb())
+            if health is not None:
+                sp.health.CopyFrom(health._to_pb())
+        except ValueError as e:
+            raise InvalidArgument(str(e)) from None
         return sp
 
     async def run(self, command: str, args: Sequence[str] = (), *,
@@ -377,14 +389,20 @@ class AsyncAgent:
                             clear_env: bool = False, pty: Union[bool, Tuple[int, int]] = False,
                             term: Optional[str] = None, kill_grace: Optional[float] = None,
                             output_window: Optional[int] = None, lossless: bool = False,
+                            restart: Union[str, RestartPolicy, None] = None,
+                            ready: Optional[Probe] = None, health: Optional[Probe] = None,
                             request_timeout: Optional[float] = None) -> Process:
         """Starts command in the background; its output is kept by the agent
         for follow_output/stream_output. stdin_mode: "null" or "pipe" (then
-        write_stdin/close_stdin). pty: True or (rows, cols) for a terminal."""
+        write_stdin/close_stdin). pty: True or (rows, cols) for a terminal.
+        A service: restart ("on_failure", "always" or a RestartPolicy), a
+        ready probe (then wait_ready) and a health probe; stop_service ends
+        it."""
         if stdin_mode not in ("null", "pipe"):
             raise InvalidArgument(f"stdin_mode {stdin_mode!r}: expected 'null' or 'pipe'")
         sp = self._start_req(command, args, env, cwd, user, timeout, tag, clear_env,
-                             stdin_mode == "pipe", pty, term, kill_grace, output_window, lossless)
+                             stdin_mode == "pipe", pty, term, kill_grace, output_window, lossless,
+                             restart, ready, health)
         r = await self._call(pb.Request(start=sp), request_timeout)
         return Process(pid=r.started.pid, tag=tag or "", command=command,
                        args=list(sp.args), started_at_unix_nano=r.started.started_at_unix_nano)
@@ -460,8 +478,36 @@ class AsyncAgent:
                             request_timeout, each)
         return procs
 
-    async def get_process(self, pid: int, *, request_timeout: Optional[float] = None) -> ProcessInfo:
-        r = await self._call(pb.Request(get_process=pb.GetProcess(pid=pid)), request_timeout)
+    async def get_process(self, pid: int = 0, *, tag: Optional[str] = None,
+                          request_timeout: Optional[float] = None) -> ProcessInfo:
+        """The process's record; pid 0 with tag: the service (or newest
+        process) with that tag."""
+        r = await self._call(pb.Request(get_process=pb.GetProcess(pid=pid, tag=tag or "")),
+                             request_timeout)
+        return ProcessInfo._from_pb(r.process)
+
+    async def wait_ready(self, pid: int = 0, *, tag: Optional[str] = None,
+                         timeout: Optional[float] = None,
+                         request_timeout: Optional[float] = None) -> ProcessInfo:
+        """Waits until the process (pid, or the service with tag) passes its
+        ready probe; a process without one is ready while it runs. timeout:
+        the agent gives up after that many seconds (DeadlineExceeded, with
+        the service's state and last probe error); a run that ends before it
+        is ready for good is FailedPrecondition."""
+        r = await self._call(pb.Request(wait_ready=pb.WaitReady(
+            pid=pid, tag=tag or "", timeout_ms=0 if timeout is None else max(1, int(timeout * 1000)))),
+            request_timeout)
+        return ProcessInfo._from_pb(r.process)
+
+    async def stop_service(self, tag: str, *, sig: Union[int, _signal.Signals, str] = _signal.SIGTERM,
+                           grace: Optional[float] = None,
+                           request_timeout: Optional[float] = None) -> ProcessInfo:
+        """Stops the service with tag for good (no restart): sig to its run,
+        SIGKILL grace seconds later (None: the start's kill_grace). Returns
+        its record once it has ended."""
+        r = await self._call(pb.Request(stop_service=pb.StopService(
+            tag=tag, signal=_signum(sig), grace_ms=0 if grace is None else max(1, int(grace * 1000)))),
+            request_timeout)
         return ProcessInfo._from_pb(r.process)
 
     async def forget_process(self, pid: int, *, request_timeout: Optional[float] = None) -> None:

@@ -17,7 +17,7 @@ from typing import (Coroutine, Generic, Iterator, List, Mapping, Optional,
 from .aio import AsyncAgent, AsyncStream, OutputStream, PathArg, Progress, WriteData
 from .types import (CommandResult, DirectoryListing, DownloadResult, Entry, FileContent,
                     FollowedOutput, FsEvent, HelloReply, Info, Output, Pong,
-                    Process, ProcessExit, ProcessInfo, WriteResult)
+                    Probe, Process, ProcessExit, ProcessInfo, RestartPolicy, WriteResult)
 
 __all__ = ["Agent", "Stream", "SyncOutputStream"]
 
@@ -180,11 +180,14 @@ class Agent:
                       clear_env: bool = False, pty: Union[bool, Tuple[int, int]] = False,
                       term: Optional[str] = None, kill_grace: Optional[float] = None,
                       output_window: Optional[int] = None, lossless: bool = False,
+                      restart: Union[str, RestartPolicy, None] = None,
+                      ready: Optional[Probe] = None, health: Optional[Probe] = None,
                       request_timeout: Optional[float] = None) -> Process:
         return self._run(self._a.start_process(
             command, args, env=env, cwd=cwd, user=user, timeout=timeout, tag=tag,
             stdin_mode=stdin_mode, clear_env=clear_env, pty=pty, term=term, kill_grace=kill_grace,
-            output_window=output_window, lossless=lossless, request_timeout=request_timeout))
+            output_window=output_window, lossless=lossless, restart=restart, ready=ready,
+            health=health, request_timeout=request_timeout))
 
     def follow_output(self, pid: int, *, from_sequence: int = 0, lines: bool = True,
                       tag: Optional[str] = None, no_wait: bool = False,
@@ -222,8 +225,21 @@ class Agent:
                        request_timeout: Optional[float] = None) -> List[ProcessInfo]:
         return self._run(self._a.list_processes(include_exited, request_timeout=request_timeout))
 
-    def get_process(self, pid: int, *, request_timeout: Optional[float] = None) -> ProcessInfo:
-        return self._run(self._a.get_process(pid, request_timeout=request_timeout))
+    def get_process(self, pid: int = 0, *, tag: Optional[str] = None,
+                    request_timeout: Optional[float] = None) -> ProcessInfo:
+        return self._run(self._a.get_process(pid, tag=tag, request_timeout=request_timeout))
+
+    def wait_ready(self, pid: int = 0, *, tag: Optional[str] = None,
+                   timeout: Optional[float] = None,
+                   request_timeout: Optional[float] = None) -> ProcessInfo:
+        return self._run(self._a.wait_ready(pid, tag=tag, timeout=timeout,
+                                            request_timeout=request_timeout))
+
+    def stop_service(self, tag: str, *, sig: Union[int, _signal.Signals, str] = _signal.SIGTERM,
+                     grace: Optional[float] = None,
+                     request_timeout: Optional[float] = None) -> ProcessInfo:
+        return self._run(self._a.stop_service(tag, sig=sig, grace=grace,
+                                              request_timeout=request_timeout))
 
     def forget_process(self, pid: int, *, request_timeout: Optional[float] = None) -> None:
         return self._run(self._a.forget_process(pid, request_timeout=request_timeout))

@@ -8,12 +8,12 @@ the epoch, ``*_unix_nano``) and also offered in seconds (``*_at``), like
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Iterator, List, Optional, Union
+from typing import Any, Iterator, List, Optional, Sequence, Tuple, Union
 
 from . import agent_pb2 as pb
 
 __all__ = [
-    "CommandResult", "Process", "ProcessExit", "ProcessInfo", "OutputEvent",
+    "CommandResult", "Process", "Probe", "RestartPolicy", "ProcessExit", "ProcessInfo", "OutputEvent",
     "OutputGap", "FollowedOutput", "Entry", "DirectoryListing", "FileContent",
     "WriteResult", "DownloadResult", "FsEvent", "Info", "Pong", "HelloReply",
 ]
@@ -175,6 +175,10 @@ class Process:
         return _seconds(self.started_at_unix_nano)
 
 
+_SERVICE_STATES = {v: k.lower() for k, v in pb.ServiceState.items()}
+_SERVICE_STATES[pb.SERVICE_STATE_UNSPECIFIED] = ""
+
+
 @dataclass(frozen=True)
 class ProcessInfo:
     pid: int
@@ -195,6 +199,12 @@ class ProcessInfo:
     lossless: bool
     oldest_sequence: int
     next_sequence: int
+    # Services (a restart policy or probes); zero otherwise.
+    restarts: int = 0
+    service_state: str = ""  # "starting", "ready", "unhealthy", "backing_off", "stopped", "failed"
+    last_exit: Optional[ProcessExit] = None
+    next_restart_unix_nano: int = 0
+    last_probe_error: str = ""
 
     @property
     def status(self) -> str:
@@ -214,7 +224,105 @@ class ProcessInfo:
             ended_at_unix_nano=m.ended_at_unix_nano, stdout_bytes=m.stdout_bytes,
             stderr_bytes=m.stderr_bytes, pty_bytes=m.pty_bytes, pty=m.pty,
             stdin_pipe=m.stdin_mode == pb.STDIN_PIPE, lossless=m.lossless,
-            oldest_sequence=m.oldest_sequence, next_sequence=m.next_sequence)
+            oldest_sequence=m.oldest_sequence, next_sequence=m.next_sequence,
+            restarts=m.restarts, service_state=_SERVICE_STATES.get(m.service_state, ""),
+            last_exit=ProcessExit._from_pb(m.last_exit) if m.HasField("last_exit") else None,
+            next_restart_unix_nano=m.next_restart_unix_nano,
+            last_probe_error=m.last_probe_error)
+
+
+def _ms(seconds: Optional[float]) -> int:
+    return 0 if seconds is None else max(1, int(seconds * 1000))
+
+
+@dataclass(frozen=True)
+class Probe:
+    """How the agent tells that a service is ready (``ready=``) or healthy
+    (``health=``): make one with Probe.tcp, Probe.http, Probe.exec or
+    Probe.output. Times are in seconds (None: the agent's default)."""
+    kind: str
+    port: int = 0
+    host: str = ""
+    path: str = ""
+    status_min: int = 0
+    status_max: int = 0
+    host_header: str = ""
+    command: str = ""
+    args: Tuple[str, ...] = ()
+    contains: str = ""
+    line_prefix: str = ""
+    interval: Optional[float] = None
+    timeout: Optional[float] = None
+    failure_threshold: int = 0
+    initial_delay: Optional[float] = None
+
+    @staticmethod
+    def tcp(port: int, host: str = "", **timing: Any) -> Probe:
+        """Ready when a TCP connection to host (default 127.0.0.1):port opens."""
+        return Probe("tcp", port=port, host=host, **timing)
+
+    @staticmethod
+    def http(port: int, path: str = "/", *, host: str = "", status_min: int = 0,
+             status_max: int = 0, host_header: str = "", **timing: Any) -> Probe:
+        """Ready when GET path answers a status in [status_min, status_max]
+        (default 200..399)."""
+        return Probe("http", port=port, path=path, host=host, status_min=status_min,
+                     status_max=status_max, host_header=host_header, **timing)
+
+    @staticmethod
+    def exec(command: str, args: Sequence[str] = (), **timing: Any) -> Probe:
+        """Ready when command exits 0."""
+        return Probe("exec", command=command, args=tuple(args), **timing)
+
+    @staticmethod
+    def output(contains: str = "", line_prefix: str = "", **timing: Any) -> Probe:
+        """Ready when the run's output contains a string, or a line starting
+        with line_prefix."""
+        return Probe("output", contains=contains, line_prefix=line_prefix, **timing)
+
+    def _to_pb(self) -> pb.Probe:
+        m = pb.Probe(interval_ms=_ms(self.interval), timeout_ms=_ms(self.timeout),
+                     failure_threshold=self.failure_threshold,
+                     initial_delay_ms=_ms(self.initial_delay))
+        if self.kind == "tcp":
+            m.tcp.CopyFrom(pb.TcpProbe(port=self.port, host=self.host))
+        elif self.kind == "http":
+            m.http.CopyFrom(pb.HttpProbe(port=self.port, path=self.path,
+                                         status_min=self.status_min, status_max=self.status_max,
+                                         host_header=self.host_header, host=self.host))
+        elif self.kind == "exec":
+            m.exec.CopyFrom(pb.ExecProbe(command=self.command, args=list(self.args)))
+        elif self.kind == "output":
+            m.output.CopyFrom(pb.OutputProbe(contains=self.contains, line_prefix=self.line_prefix))
+        else:
+            raise ValueError(f"probe kind {self.kind!r}: expected tcp, http, exec or output")
+        return m
+
+
+_RESTART_MODES = {"never": pb.RestartPolicy.NEVER, "on_failure": pb.RestartPolicy.ON_FAILURE,
+                  "always": pb.RestartPolicy.ALWAYS}
+
+
+@dataclass(frozen=True)
+class RestartPolicy:
+    """When the agent starts a service again: mode "on_failure" (an exit
+    code other than 0, a signal, a timeout, unhealthy) or "always"; at most
+    max_restarts times in a row (0: no limit), backing off from
+    backoff_initial to backoff_max seconds; a run that lasts reset_after
+    seconds resets the count."""
+    mode: str = "on_failure"
+    max_restarts: int = 0
+    backoff_initial: Optional[float] = None
+    backoff_max: Optional[float] = None
+    reset_after: Optional[float] = None
+
+    def _to_pb(self) -> pb.RestartPolicy:
+        if self.mode not in _RESTART_MODES:
+            raise ValueError(f"restart mode {self.mode!r}: expected one of {sorted(_RESTART_MODES)}")
+        return pb.RestartPolicy(mode=_RESTART_MODES[self.mode], max_restarts=self.max_restarts,
+                                backoff_initial_ms=_ms(self.backoff_initial),
+                                backoff_max_ms=_ms(self.backoff_max),
+                                reset_after_ms=_ms(self.reset_after))
 
 
 def _name(s: str, raw: bytes) -> Union[str, bytes]:
