@@ -757,6 +757,33 @@ class AsyncAgent:
             make_parents=make_parents, user=user or "")), request_timeout)
         return Entry._from_pb(r.entry)
 
+    async def symlink(self, path: PathArg, target: PathArg, *, overwrite: bool = False,
+                      user: Optional[str] = None,
+                      request_timeout: Optional[float] = None) -> Entry:
+        """Makes path a symbolic link to target (stored as given)."""
+        s, raw = _path(path)
+        t, traw = _path(target)
+        r = await self._call(pb.Request(symlink=pb.MakeSymlink(
+            path=s, path_raw=raw, target=t, target_raw=traw, overwrite=overwrite,
+            user=user or "")), request_timeout)
+        return Entry._from_pb(r.entry)
+
+    async def set_attributes(self, path: PathArg, *, mode: Optional[int] = None,
+                             mtime: Optional[float] = None, follow_symlinks: bool = False,
+                             user: Optional[str] = None,
+                             request_timeout: Optional[float] = None) -> Entry:
+        """Sets the permission bits and/or the modification time (seconds
+        since the epoch, like time.time()); what is None stays."""
+        s, raw = _path(path)
+        sa = pb.SetAttributes(path=s, path_raw=raw, follow_symlinks=follow_symlinks,
+                              user=user or "")
+        if mode is not None:
+            sa.mode = mode
+        if mtime is not None:
+            sa.mtime_unix_nano = int(round(mtime * 1e9))
+        r = await self._call(pb.Request(set_attributes=sa), request_timeout)
+        return Entry._from_pb(r.entry)
+
     def watch(self, path: PathArg, *, recursive: bool = False,
               user: Optional[str] = None) -> AsyncStream[FsEvent]:
         """Changes under path as they happen, an async iterator of FsEvent

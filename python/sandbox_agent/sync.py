@@ -307,6 +307,19 @@ class Agent:
                                         make_parents=make_parents, user=user,
                                         request_timeout=request_timeout))
 
+    def symlink(self, path: PathArg, target: PathArg, *, overwrite: bool = False,
+                user: Optional[str] = None, request_timeout: Optional[float] = None) -> Entry:
+        return self._run(self._a.symlink(path, target, overwrite=overwrite, user=user,
+                                         request_timeout=request_timeout))
+
+    def set_attributes(self, path: PathArg, *, mode: Optional[int] = None,
+                       mtime: Optional[float] = None, follow_symlinks: bool = False,
+                       user: Optional[str] = None,
+                       request_timeout: Optional[float] = None) -> Entry:
+        return self._run(self._a.set_attributes(path, mode=mode, mtime=mtime,
+                                                follow_symlinks=follow_symlinks, user=user,
+                                                request_timeout=request_timeout))
+
     def watch(self, path: PathArg, *, recursive: bool = False,
               user: Optional[str] = None) -> Stream[FsEvent]:
         async def make() -> AsyncStream[FsEvent]:

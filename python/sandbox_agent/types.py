@@ -20,8 +20,10 @@ __all__ = [
 
 _STREAMS = {pb.STREAM_UNSPECIFIED: "", pb.STDOUT: "stdout", pb.STDERR: "stderr",
             pb.PTY: "pty"}
-_TYPES = {pb.TYPE_UNSPECIFIED: "", pb.FILE: "file", pb.DIRECTORY: "directory",
-          pb.SYMLINK: "symlink", pb.OTHER: "other"}
+# "file", "directory", "symlink", "fifo", "socket", "char_device", ...: the
+# enum's names, so a type added to the proto needs no change here.
+_TYPES = {v: k.lower() for k, v in pb.FileType.items()}
+_TYPES[pb.TYPE_UNSPECIFIED] = ""
 _STATES = {pb.STATE_UNSPECIFIED: "", pb.RUNNING: "running", pb.EXITED: "exited"}
 
 
@@ -205,6 +207,7 @@ class ProcessInfo:
     last_exit: Optional[ProcessExit] = None
     next_restart_unix_nano: int = 0
     last_probe_error: str = ""
+    output_window: int = 0
 
     @property
     def status(self) -> str:
@@ -228,7 +231,7 @@ class ProcessInfo:
             restarts=m.restarts, service_state=_SERVICE_STATES.get(m.service_state, ""),
             last_exit=ProcessExit._from_pb(m.last_exit) if m.HasField("last_exit") else None,
             next_restart_unix_nano=m.next_restart_unix_nano,
-            last_probe_error=m.last_probe_error)
+            last_probe_error=m.last_probe_error, output_window=m.output_window)
 
 
 def _ms(seconds: Optional[float]) -> int:
@@ -337,7 +340,7 @@ class Entry:
     other calls to act on such an entry."""
     name: str
     path: str
-    type: str  # "file", "directory", "symlink" or "other"
+    type: str  # "file", "directory", "symlink", "fifo", "socket", "char_device", "block_device"
     size: int
     mode: int
     uid: int
@@ -350,6 +353,8 @@ class Entry:
     inode: int
     name_raw: bytes = b""
     path_raw: bytes = b""
+    rdev_major: int = 0
+    rdev_minor: int = 0
 
     @property
     def is_dir(self) -> bool:
@@ -378,7 +383,8 @@ class Entry:
                      size=m.size, mode=m.mode, uid=m.uid, gid=m.gid, owner=m.owner,
                      group=m.group, mtime_unix_nano=m.mtime_unix_nano,
                      symlink_target=m.symlink_target, nlink=m.nlink, inode=m.inode,
-                     name_raw=m.name_raw, path_raw=m.path_raw)
+                     name_raw=m.name_raw, path_raw=m.path_raw,
+                     rdev_major=m.rdev_major, rdev_minor=m.rdev_minor)
 
 
 @dataclass

@@ -8,9 +8,10 @@ import os
 import signal
 import threading
 
+import pytest
 from conftest import AgentProc
 
-import sandbox_agent
+import sandbox_agent as sa
 from sandbox_agent import Agent, AsyncAgent
 
 TICKER = """
@@ -162,6 +163,22 @@ async def test_files_round(agent: AsyncAgent, workspace: str, tmp_path: "os.Path
     assert await agent.read_file(entry.raw_path) == b"!"
 
 
+async def test_symlink_and_attributes(agent: AsyncAgent, workspace: str) -> None:
+    await agent.write_file(f"{workspace}/target", b"abc")
+    link = await agent.symlink(f"{workspace}/link", "target")
+    assert link.is_symlink and link.symlink_target == "target"
+    with pytest.raises(sa.AlreadyExists):
+        await agent.symlink(f"{workspace}/link", "elsewhere")
+    assert await agent.read_file(f"{workspace}/link") == b"abc"
+    e = await agent.set_attributes(f"{workspace}/target", mode=0o600, mtime=1_000_000_000.5)
+    assert e.mode == 0o600 and e.mtime == 1_000_000_000.5
+    assert (await agent.stat(f"{workspace}/target")).mtime_unix_nano == 1_000_000_000_500_000_000
+    os.mkfifo(f"{workspace}/fifo")
+    assert (await agent.stat(f"{workspace}/fifo")).type == "fifo"
+    null = await agent.stat("/dev/null")
+    assert null.type == "char_device" and (null.rdev_major, null.rdev_minor) == (1, 3)
+
+
 async def _poke(agent: AsyncAgent, path: str) -> None:
     """Writes path every 50 ms: the watch reports nothing from before its
     kernel watches are in place, and no message says when that is."""
@@ -224,7 +241,7 @@ def test_sync_examples(agent_proc: AgentProc, tmp_path: "os.PathLike[str]") -> N
             sandbox.read_file(f"{ws}/data.csv")
             raise AssertionError("no error")
         except FileNotFoundError as e:
-            assert isinstance(e, sandbox_agent.NotFound) and e.os_errno == 2
+            assert isinstance(e, sa.NotFound) and e.os_errno == 2
 
 
 def test_sync_mirrors_async() -> None:
