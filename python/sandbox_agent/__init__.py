@@ -22,7 +22,8 @@ from .errors import (AlreadyExists, Cancelled, ConnectionLost, DeadlineExceeded,
                      NotFound, PermissionDenied, ProtocolError, ResourceExhausted,
                      SandboxAgentError, Unauthenticated, Unavailable, Unimplemented,
                      error_class)
-from .sync import Agent, Stream, SyncOutputStream
+from ._tunnel import Forwarder
+from .sync import Agent, Stream, SyncForwarder, SyncOutputStream, Tunnel
 from .types import (CommandResult, DirectoryListing, DownloadResult, Entry, FileContent,
                     FollowedOutput, FsEvent, HelloReply, Info, OutputEvent,
                     OutputGap, Pong, Probe, Process, ProcessExit, ProcessInfo,
@@ -32,7 +33,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "AsyncAgent", "Agent", "AsyncStream", "OutputStream",
-    "Stream", "SyncOutputStream", "PROTOCOL_VERSION",
+    "Stream", "SyncOutputStream", "Forwarder", "SyncForwarder", "Tunnel", "PROTOCOL_VERSION",
     "SandboxAgentError", "InvalidArgument", "NotFound", "AlreadyExists",
     "PermissionDenied", "ResourceExhausted", "FailedPrecondition", "Unauthenticated",
     "Unimplemented", "Cancelled", "InternalError", "Unavailable", "IoError",

@@ -236,14 +236,29 @@ class Connection(asyncio.Protocol):
         """Sends req with a fresh id and returns its call."""
         t = self._check_open()
         req_id = self._next_id
-        self._next_id = req_id + 1 if req_id < (1 << 64) - 1 else 1
         req.id = req_id
-        data = req.SerializeToString()
+        data = self._serialize(req)
+        self._next_id = req_id + 1 if req_id < (1 << 64) - 1 else 1
+        call = Call(req_id)
+        self._calls[req_id] = call
+        self._write_frame(t, data)
+        return call
+
+    def send_on(self, call: Call, req: pb.Request) -> None:
+        """Sends req with call's id: a message that belongs to a request in
+        flight (TunnelSend, TunnelWindow) and gets no response of its own."""
+        t = self._check_open()
+        req.id = call.id
+        self._write_frame(t, self._serialize(req))
+
+    def _serialize(self, req: pb.Request) -> bytes:
+        data: bytes = req.SerializeToString()
         if len(data) > self.max_frame:
             raise InvalidArgument(f"request of {len(data)} bytes exceeds the agent's "
                                   f"maximum frame of {self.max_frame} bytes")
-        call = Call(req_id)
-        self._calls[req_id] = call
+        return data
+
+    def _write_frame(self, t: asyncio.Transport, data: bytes) -> None:
         frame = (_HEADER.pack(0, len(data)) + data,) if len(data) < 65536 else \
             (_HEADER.pack(0, len(data)), data)
         if self._held is not None:
@@ -251,7 +266,6 @@ class Connection(asyncio.Protocol):
         else:
             for part in frame:
                 t.write(part)
-        return call
 
     async def send_file_data(self, call: Call, data: bytes, more: bool) -> None:
         """One write_data request for call's upload, handed to the socket in

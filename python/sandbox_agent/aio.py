@@ -23,6 +23,7 @@ from typing import (Any, AsyncIterable, AsyncIterator, Awaitable, BinaryIO,
 from . import agent_pb2 as pb
 from ._address import default_address, open_socket
 from ._conn import Call, Connection
+from ._tunnel import Forwarder, open_tunnel
 from .errors import (ConnectionLost, DeadlineExceeded, InvalidArgument,
                      IoError, SandboxAgentError)
 from .types import (CommandResult, DirectoryListing, DownloadResult, Entry, FileContent,
@@ -783,6 +784,28 @@ class AsyncAgent:
             sa.mtime_unix_nano = int(round(mtime * 1e9))
         r = await self._call(pb.Request(set_attributes=sa), request_timeout)
         return Entry._from_pb(r.entry)
+
+    # ------------------------------------------------------------ tunnels
+
+    async def open_tunnel(self, target: str, *, window: int = 0, user: Optional[str] = None,
+                          request_timeout: Optional[float] = None
+                          ) -> Tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+        """A byte stream to target ("tcp:HOST:PORT", "tcp::PORT" for the
+        guest's localhost, "unix:/path") reached from inside the guest,
+        multiplexed on this connection, as an asyncio StreamReader and
+        StreamWriter. ``writer.write_eof()`` half-closes; ``writer.close()``
+        sends what is buffered and the eof; ``writer.transport.abort()``
+        ends it at once. window: bytes the agent may send ahead (0: its
+        default, 256 KiB). user: connect to a unix socket as that user."""
+        return await open_tunnel(self._conn, target, window, user, _deadline(request_timeout))
+
+    async def forward(self, local_port: int, target: str, *, bind: str = "127.0.0.1",
+                      window: int = 0, user: Optional[str] = None) -> Forwarder:
+        """Listens on bind:local_port (0: a free port, then ``.port``) and
+        carries every connection to target through a tunnel of its own on
+        this connection, like ``ssh -L`` or ``sandboxctl forward``. Close the
+        Forwarder (``await f.close()``, ``async with``) to stop."""
+        return await Forwarder(self._conn, target, window, user)._start(bind, local_port)
 
     def watch(self, path: PathArg, *, recursive: bool = False,
               user: Optional[str] = None) -> AsyncStream[FsEvent]:

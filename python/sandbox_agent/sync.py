@@ -14,12 +14,14 @@ import threading
 from typing import (Coroutine, Generic, Iterator, List, Mapping, Optional,
                     Sequence, Tuple, TypeVar, Union)
 
+from ._tunnel import Forwarder
 from .aio import AsyncAgent, AsyncStream, OutputStream, PathArg, Progress, WriteData
+from .errors import SandboxAgentError
 from .types import (CommandResult, DirectoryListing, DownloadResult, Entry, FileContent,
                     FollowedOutput, FsEvent, HelloReply, Info, Output, Pong,
                     Probe, Process, ProcessExit, ProcessInfo, RestartPolicy, WriteResult)
 
-__all__ = ["Agent", "Stream", "SyncOutputStream"]
+__all__ = ["Agent", "Stream", "SyncOutputStream", "Tunnel", "SyncForwarder"]
 
 T = TypeVar("T")
 
@@ -99,6 +101,73 @@ class SyncOutputStream(Stream[Output]):
     @property
     def exit(self) -> Optional[ProcessExit]:
         return self._out.exit
+
+
+class Tunnel:
+    """A blocking tunnel: the sync face of open_tunnel's reader and writer."""
+
+    def __init__(self, lt: _LoopThread, reader: asyncio.StreamReader,
+                 writer: asyncio.StreamWriter) -> None:
+        self._lt = lt
+        self.reader = reader
+        self.writer = writer
+
+    def send(self, data: bytes) -> None:
+        """Writes all of data (waiting while the agent's window is full)."""
+        async def go() -> None:
+            self.writer.write(data)
+            await self.writer.drain()
+        self._lt.run(go())
+
+    def recv(self, n: int = 65536) -> bytes:
+        """Up to n bytes; b"" once the target has closed its side."""
+        return self._lt.run(self.reader.read(n))
+
+    def recv_all(self) -> bytes:
+        """Everything until the target closes its side."""
+        return self._lt.run(self.reader.read())
+
+    def shutdown_write(self) -> None:
+        """Half-closes: the target sees EOF; its answer still arrives."""
+        async def go() -> None:
+            self.writer.write_eof()
+        self._lt.run(go())
+
+    def close(self) -> None:
+        async def go() -> None:
+            self.writer.close()
+        self._lt.run(go())
+
+    def __enter__(self) -> Tunnel:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+class SyncForwarder:
+    """forward()'s listener, blocking: ``port``, ``close()``."""
+
+    def __init__(self, lt: _LoopThread, f: Forwarder) -> None:
+        self._lt = lt
+        self.forwarder = f
+
+    @property
+    def port(self) -> int:
+        return self.forwarder.port
+
+    @property
+    def errors(self) -> List[SandboxAgentError]:
+        return self.forwarder.errors
+
+    def close(self) -> None:
+        self._lt.run(self.forwarder.close())
+
+    def __enter__(self) -> SyncForwarder:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
 
 class Agent:
@@ -319,6 +388,17 @@ class Agent:
         return self._run(self._a.set_attributes(path, mode=mode, mtime=mtime,
                                                 follow_symlinks=follow_symlinks, user=user,
                                                 request_timeout=request_timeout))
+
+    def open_tunnel(self, target: str, *, window: int = 0, user: Optional[str] = None,
+                    request_timeout: Optional[float] = None) -> Tunnel:
+        r, w = self._run(self._a.open_tunnel(target, window=window, user=user,
+                                             request_timeout=request_timeout))
+        return Tunnel(self._lt, r, w)
+
+    def forward(self, local_port: int, target: str, *, bind: str = "127.0.0.1",
+                window: int = 0, user: Optional[str] = None) -> SyncForwarder:
+        return SyncForwarder(self._lt, self._run(self._a.forward(local_port, target, bind=bind,
+                                                                 window=window, user=user)))
 
     def watch(self, path: PathArg, *, recursive: bool = False,
               user: Optional[str] = None) -> Stream[FsEvent]:

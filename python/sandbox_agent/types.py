@@ -477,6 +477,7 @@ class Info:
     kept_processes: int
     kept_output_bytes: int
     agent_rss_bytes: int
+    open_tunnels: int = 0
 
     @property
     def value(self) -> Info:
