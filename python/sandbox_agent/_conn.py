@@ -33,6 +33,7 @@ _MAX_INCOMING = 256 << 20
 STREAM_HIGH = 8 << 20
 STREAM_LOW = 2 << 20
 _WRITE_SLICE = 256 << 10
+CLOSE_FLUSH = 10.0
 
 _CODE_NAMES = {v: k for k, v in pb.Error.Code.items()}
 
@@ -278,16 +279,25 @@ class Connection(asyncio.Protocol):
             prefix, suffix = encode_file_data(call.id, len(data), more)
             # Frames of other calls wait until this one is whole.
             self._held = []
+            mv = memoryview(data)
+            pos = 0
             try:
                 t.write(prefix)
-                mv = memoryview(data)
-                for i in range(0, len(mv), _WRITE_SLICE):
+                while pos < len(mv):
                     if self._write_paused:
                         await self.drain()
-                        t = self._check_open()
-                    t.write(mv[i:i + _WRITE_SLICE])
+                    t.write(mv[pos:pos + _WRITE_SLICE])
+                    pos += _WRITE_SLICE
                 if suffix:
                     t.write(suffix)
+            except asyncio.CancelledError:
+                # Never half a frame: the agent would read the next frame's
+                # bytes as this one's and close the connection.
+                if not t.is_closing():
+                    t.write(mv[pos:])
+                    if suffix:
+                        t.write(suffix)
+                raise
             finally:
                 held, self._held = self._held, None
                 if not t.is_closing():
@@ -355,14 +365,20 @@ class Connection(asyncio.Protocol):
         c.discard = True  # its Ack (or NOT_FOUND for a unary call) is not needed
 
     async def close(self) -> None:
+        """Closes the connection once what was sent is written; an agent
+        that does not read it within CLOSE_FLUSH seconds is cut off."""
         t = self._transport
         if t is not None and not t.is_closing():
             if self._closed_exc is None:
                 self._closed_exc = ConnectionLost(
                     f"connection to the agent at {self.address} closed by the client")
             t.close()
-        if self._transport is not None:
-            await asyncio.shield(self._lost)
+        if t is not None:
+            try:
+                await asyncio.wait_for(asyncio.shield(self._lost), CLOSE_FLUSH)
+            except asyncio.TimeoutError:
+                t.abort()
+                await asyncio.shield(self._lost)
 
 
 def _expire(w: asyncio.Future[None]) -> None:

@@ -640,7 +640,22 @@ class AsyncAgent:
         stays at a few chunks whatever the size. write_mode: "truncate",
         "append" or "create_new". By default (truncate, create_new) the file
         appears whole or not at all. The data's CRC-32 is checked by the
-        agent (for bytes, before the file is put in place)."""
+        agent (for bytes, before the file is put in place). request_timeout
+        bounds the whole upload."""
+        coro = self._write_file(path, data, mode, write_mode, make_parents, atomic, owner, sync,
+                                user, progress)
+        if request_timeout is None:
+            return await coro
+        try:
+            return await asyncio.wait_for(coro, request_timeout)
+        except asyncio.TimeoutError:
+            raise DeadlineExceeded(f"write {path!r}: not done within {request_timeout} s; "
+                                   "cancelled on the agent") from None
+
+    async def _write_file(self, path: PathArg, data: WriteData, mode: Optional[int],
+                          write_mode: str, make_parents: bool, atomic: Optional[bool],
+                          owner: Optional[str], sync: bool, user: Optional[str],
+                          progress: Optional[Progress]) -> WriteResult:
         if write_mode not in _WRITE_MODES:
             raise InvalidArgument(f"write_mode {write_mode!r}: expected one of {sorted(_WRITE_MODES)}")
         s, raw = _path(path)
@@ -665,7 +680,6 @@ class AsyncAgent:
             crc = zlib.crc32(cur, crc)
             sent += len(cur)
         call = self._conn.start(pb.Request(write_file=wf))
-        deadline = _deadline(request_timeout)
         try:
             if progress is not None:
                 progress(sent, total)
@@ -678,7 +692,7 @@ class AsyncAgent:
                 await self._conn.drain()
                 if progress is not None:
                     progress(sent, total)
-            r = await self._conn.next(call, deadline)
+            r = await self._conn.next(call)
         finally:
             self._conn.abandon(call)
             close = getattr(it, "aclose", None)

@@ -126,6 +126,26 @@ async def test_timeout_cancels_on_the_agent(agent: AsyncAgent) -> None:
         assert (await agent.wait(pid, request_timeout=10)).signal == signal.SIGKILL
 
 
+async def test_upload_timeout_leaves_nothing(agent: AsyncAgent, workspace: str) -> None:
+    """An upload cut by its timeout mid-frame: the frame is finished, the
+    upload cancelled on the agent, nothing put in place, and the connection
+    carries on."""
+    async def slow():  # type: ignore[no-untyped-def]
+        for _ in range(1000):
+            yield b"y" * (3 << 20)
+            await asyncio.sleep(0.02)
+    with pytest.raises(sa.DeadlineExceeded):
+        await agent.write_file(f"{workspace}/partial", slow(), request_timeout=0.5)
+    await _until(lambda: agent._conn.pending() == 0)
+    assert (await agent.ping(b"after")).payload == b"after"
+    # The temporary file goes once the agent's worker has seen the cancel.
+    for _ in range(500):
+        if not (await agent.list_directory(workspace)).entries:
+            break
+        await asyncio.sleep(0.02)
+    assert [e.name for e in await agent.list_directory(workspace)] == []
+
+
 def test_sync_timeout_and_lost_connection() -> None:
     a = AgentProc()
     try:
