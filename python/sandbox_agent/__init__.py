@@ -26,8 +26,8 @@ from ._tunnel import Forwarder
 from .sync import Agent, Stream, SyncForwarder, SyncOutputStream, Tunnel
 from .types import (CommandResult, DirectoryListing, DownloadResult, Entry, FileContent,
                     FollowedOutput, FsEvent, HelloReply, Info, OutputEvent,
-                    OutputGap, Pong, Probe, Process, ProcessExit, ProcessInfo,
-                    RestartPolicy, WriteResult)
+                    LifecycleEvent, OutputGap, Pong, Probe, Process, ProcessExit,
+                    ProcessInfo, QuiesceResult, RestartPolicy, RestoredResult, WriteResult)
 
 __version__ = "0.1.0"
 
@@ -40,5 +40,6 @@ __all__ = [
     "ProtocolError", "DeadlineExceeded", "ConnectionLost", "error_class",
     "CommandResult", "DirectoryListing", "DownloadResult", "Entry", "FileContent", "FollowedOutput",
     "FsEvent", "HelloReply", "Info", "OutputEvent", "OutputGap", "Pong", "Probe", "Process",
-    "ProcessExit", "ProcessInfo", "RestartPolicy", "WriteResult",
+    "ProcessExit", "ProcessInfo", "RestartPolicy", "WriteResult", "QuiesceResult",
+    "RestoredResult", "LifecycleEvent",
 ]

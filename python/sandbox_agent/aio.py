@@ -28,8 +28,9 @@ from .errors import (ConnectionLost, DeadlineExceeded, InvalidArgument,
                      IoError, SandboxAgentError)
 from .types import (CommandResult, DirectoryListing, DownloadResult, Entry, FileContent,
                     FollowedOutput, FsEvent, HelloReply, Info, Output,
-                    OutputEvent, OutputGap, Pong, Probe, Process, ProcessExit,
-                    ProcessInfo, RestartPolicy, WriteResult)
+                    LifecycleEvent, OutputEvent, OutputGap, Pong, Probe, Process,
+                    ProcessExit, ProcessInfo, QuiesceResult, RestartPolicy, RestoredResult,
+                    WriteResult)
 
 __all__ = ["AsyncAgent", "AsyncStream", "OutputStream", "PROTOCOL_VERSION"]
 
@@ -798,6 +799,47 @@ class AsyncAgent:
             sa.mtime_unix_nano = int(round(mtime * 1e9))
         r = await self._call(pb.Request(set_attributes=sa), request_timeout)
         return Entry._from_pb(r.entry)
+
+    # ------------------------------------------------------------ lifecycle
+
+    async def quiesce(self, mounts: Sequence[str] = (), *, thaw_after: Optional[float] = None,
+                      dry_run: bool = False,
+                      request_timeout: Optional[float] = None) -> QuiesceResult:
+        """Before a snapshot: runs the pre-checkpoint hooks, syncs, and
+        freezes mounts (none named: every local writable file system), all
+        or nothing. The agent thaws by itself after thaw_after seconds (None:
+        its --thaw-after-ms). dry_run: only say what would be frozen."""
+        q = pb.Quiesce(mounts=list(mounts), dry_run=dry_run)
+        if thaw_after is not None:
+            q.thaw_after_ms = max(1, int(thaw_after * 1000))
+        r = await self._call(pb.Request(quiesce=q), request_timeout)
+        return QuiesceResult._from_pb(r.quiesced)
+
+    async def thaw(self, *, request_timeout: Optional[float] = None) -> List[str]:
+        """Thaws what quiesce froze; returns the mount points thawed."""
+        r = await self._call(pb.Request(thaw=pb.Thaw()), request_timeout)
+        return list(r.thawed.thawed)
+
+    async def restored(self, *, unix_time: Optional[float] = None, entropy: bytes = b"",
+                       generation: int = 0, env: Optional[Mapping[str, str]] = None,
+                       request_timeout: Optional[float] = None) -> RestoredResult:
+        """After a restore or resume: steps the clock to unix_time (seconds,
+        like time.time(); None: leave it), mixes entropy (32..4096 bytes) into
+        the kernel's pool and reseeds it, records generation, merges env into
+        the environment of processes started from now on, thaws, and runs
+        the post-restore hooks."""
+        m = pb.Restored(entropy=entropy, generation=generation, env=dict(env or {}))
+        if unix_time is not None:
+            m.unix_time_nano = int(round(unix_time * 1e9))
+        r = await self._call(pb.Request(restored=m), request_timeout)
+        return RestoredResult._from_pb(r.restore_done)
+
+    def watch_lifecycle(self) -> AsyncStream[LifecycleEvent]:
+        """Quiesces, thaws, restores and clock steps as they happen, until
+        closed."""
+        def convert(r: pb.Response) -> List[LifecycleEvent]:
+            return [LifecycleEvent._from_pb(r.lifecycle)] if r.WhichOneof("result") == "lifecycle" else []
+        return self._stream(pb.Request(watch_lifecycle=pb.WatchLifecycle()), convert)
 
     # ------------------------------------------------------------ tunnels
 

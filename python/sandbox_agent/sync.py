@@ -19,7 +19,8 @@ from .aio import AsyncAgent, AsyncStream, OutputStream, PathArg, Progress, Write
 from .errors import SandboxAgentError
 from .types import (CommandResult, DirectoryListing, DownloadResult, Entry, FileContent,
                     FollowedOutput, FsEvent, HelloReply, Info, Output, Pong,
-                    Probe, Process, ProcessExit, ProcessInfo, RestartPolicy, WriteResult)
+                    LifecycleEvent, Probe, Process, ProcessExit, ProcessInfo,
+                    QuiesceResult, RestartPolicy, RestoredResult, WriteResult)
 
 __all__ = ["Agent", "Stream", "SyncOutputStream", "Tunnel", "SyncForwarder"]
 
@@ -388,6 +389,27 @@ class Agent:
         return self._run(self._a.set_attributes(path, mode=mode, mtime=mtime,
                                                 follow_symlinks=follow_symlinks, user=user,
                                                 request_timeout=request_timeout))
+
+    def quiesce(self, mounts: Sequence[str] = (), *, thaw_after: Optional[float] = None,
+                dry_run: bool = False,
+                request_timeout: Optional[float] = None) -> QuiesceResult:
+        return self._run(self._a.quiesce(mounts, thaw_after=thaw_after, dry_run=dry_run,
+                                         request_timeout=request_timeout))
+
+    def thaw(self, *, request_timeout: Optional[float] = None) -> List[str]:
+        return self._run(self._a.thaw(request_timeout=request_timeout))
+
+    def restored(self, *, unix_time: Optional[float] = None, entropy: bytes = b"",
+                 generation: int = 0, env: Optional[Mapping[str, str]] = None,
+                 request_timeout: Optional[float] = None) -> RestoredResult:
+        return self._run(self._a.restored(unix_time=unix_time, entropy=entropy,
+                                          generation=generation, env=env,
+                                          request_timeout=request_timeout))
+
+    def watch_lifecycle(self) -> Stream[LifecycleEvent]:
+        async def make() -> AsyncStream[LifecycleEvent]:
+            return self._a.watch_lifecycle()
+        return Stream(self._lt, self._run(make()))
 
     def open_tunnel(self, target: str, *, window: int = 0, user: Optional[str] = None,
                     request_timeout: Optional[float] = None) -> Tunnel:

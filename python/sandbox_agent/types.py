@@ -15,7 +15,8 @@ from . import agent_pb2 as pb
 __all__ = [
     "CommandResult", "Process", "Probe", "RestartPolicy", "ProcessExit", "ProcessInfo", "OutputEvent",
     "OutputGap", "FollowedOutput", "Entry", "DirectoryListing", "FileContent",
-    "WriteResult", "DownloadResult", "FsEvent", "Info", "Pong", "HelloReply",
+    "WriteResult", "DownloadResult", "FsEvent", "QuiesceResult", "RestoredResult",
+    "LifecycleEvent", "Info", "Pong", "HelloReply",
 ]
 
 _STREAMS = {pb.STREAM_UNSPECIFIED: "", pb.STDOUT: "stdout", pb.STDERR: "stderr",
@@ -433,6 +434,61 @@ class DownloadResult:
     entry: Optional[Entry]
 
 
+@dataclass(frozen=True)
+class QuiesceResult:
+    """What quiesce froze (mount points), and how long the sync, the
+    freezes and the pre-checkpoint hooks took (seconds); the agent thaws by
+    itself after thaw_after seconds."""
+    frozen: List[str]
+    sync_seconds: float
+    freeze_seconds: float
+    hooks_seconds: float
+    thaw_after: float
+
+    @staticmethod
+    def _from_pb(m: pb.QuiesceResult) -> QuiesceResult:
+        return QuiesceResult(list(m.frozen), m.sync_nanos / 1e9, m.freeze_nanos / 1e9,
+                             m.hooks_nanos / 1e9, m.thaw_after_ms / 1000)
+
+
+@dataclass(frozen=True)
+class RestoredResult:
+    """What restored did: the clock's step (ns), the generation before, the
+    mounts thawed, and the post-restore hooks that failed."""
+    clock_step_nano: int
+    previous_generation: int
+    thawed: List[str]
+    hook_failures: List[str]
+
+    @staticmethod
+    def _from_pb(m: pb.RestoredResult) -> RestoredResult:
+        return RestoredResult(m.clock_step_nano, m.previous_generation, list(m.thawed),
+                              list(m.hook_failures))
+
+
+_LIFECYCLE_KINDS = {v: k.lower() for k, v in pb.LifecycleEvent.Kind.items()}
+
+
+@dataclass(frozen=True)
+class LifecycleEvent:
+    """One of watch_lifecycle's events: kind "quiesced", "thawed",
+    "restored" or "clock_stepped"; source says what caused it ("request",
+    "timer", "vmgenid", "clock", ...)."""
+    kind: str
+    generation: int
+    clock_step_nano: int
+    at_unix_nano: int
+    source: str
+    mounts: List[str]
+    restores: int
+
+    @staticmethod
+    def _from_pb(m: pb.LifecycleEvent) -> LifecycleEvent:
+        return LifecycleEvent(_LIFECYCLE_KINDS.get(m.kind, str(m.kind)), m.generation,
+                              m.clock_step_nano, m.at_unix_nano, m.source, list(m.mounts),
+                              m.restores)
+
+
 _FS_KINDS = {v: k.lower() for k, v in pb.FsEvent.Kind.items()}
 
 
@@ -478,6 +534,10 @@ class Info:
     kept_output_bytes: int
     agent_rss_bytes: int
     open_tunnels: int = 0
+    generation: int = 0
+    restores: int = 0
+    frozen: List[str] = field(default_factory=list)
+    last_restore_unix_nano: int = 0
 
     @property
     def value(self) -> Info:
@@ -485,7 +545,8 @@ class Info:
 
     @staticmethod
     def _from_pb(m: pb.Info) -> Info:
-        return Info(**{f: getattr(m, f) for f in Info.__dataclass_fields__})
+        return Info(**{f: list(v) if f == "frozen" else v
+                       for f in Info.__dataclass_fields__ for v in (getattr(m, f),)})
 
 
 @dataclass(frozen=True)
