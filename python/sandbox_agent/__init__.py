@@ -26,7 +26,7 @@ from ._tunnel import Forwarder
 from .sync import Agent, Stream, SyncForwarder, SyncOutputStream, Tunnel
 from .types import (CommandResult, DirectoryListing, DownloadResult, Entry, FileContent,
                     FollowedOutput, FsEvent, HelloReply, Info, OutputEvent,
-                    LifecycleEvent, OutputGap, Pong, Probe, Process, ProcessExit,
+                    LifecycleEvent, Limits, OutputGap, Pong, Probe, Process, ProcessExit,
                     ProcessInfo, QuiesceResult, RestartPolicy, RestoredResult, WriteResult)
 
 __version__ = "0.1.0"
@@ -41,5 +41,5 @@ __all__ = [
     "CommandResult", "DirectoryListing", "DownloadResult", "Entry", "FileContent", "FollowedOutput",
     "FsEvent", "HelloReply", "Info", "OutputEvent", "OutputGap", "Pong", "Probe", "Process",
     "ProcessExit", "ProcessInfo", "RestartPolicy", "WriteResult", "QuiesceResult",
-    "RestoredResult", "LifecycleEvent",
+    "RestoredResult", "LifecycleEvent", "Limits",
 ]

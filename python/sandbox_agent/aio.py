@@ -28,7 +28,7 @@ from .errors import (ConnectionLost, DeadlineExceeded, InvalidArgument,
                      IoError, SandboxAgentError)
 from .types import (CommandResult, DirectoryListing, DownloadResult, Entry, FileContent,
                     FollowedOutput, FsEvent, HelloReply, Info, Output,
-                    LifecycleEvent, OutputEvent, OutputGap, Pong, Probe, Process,
+                    LifecycleEvent, Limits, OutputEvent, OutputGap, Pong, Probe, Process,
                     ProcessExit, ProcessInfo, QuiesceResult, RestartPolicy, RestoredResult,
                     WriteResult)
 
@@ -290,7 +290,8 @@ class AsyncAgent:
                    kill_grace: Optional[float], output_window: Optional[int],
                    lossless: bool, restart: Union[str, RestartPolicy, None] = None,
                    ready: Optional[Probe] = None,
-                   health: Optional[Probe] = None) -> pb.StartProcess:
+                   health: Optional[Probe] = None,
+                   limits: Optional[Limits] = None) -> pb.StartProcess:
         if isinstance(args, (str, bytes)):
             raise InvalidArgument("args must be a sequence of strings, not one string")
         sp = pb.StartProcess(command=command, args=[str(a) for a in args],
@@ -314,6 +315,8 @@ class AsyncAgent:
                 sp.ready.CopyFrom(ready._to_pb())
             if health is not None:
                 sp.health.CopyFrom(health._to_pb())
+            if limits is not None:
+                sp.limits.CopyFrom(limits._to_pb())
         except ValueError as e:
             raise InvalidArgument(str(e)) from None
         return sp
@@ -323,7 +326,7 @@ class AsyncAgent:
                   user: Optional[str] = None, timeout: Optional[float] = None,
                   stdin: Optional[Union[bytes, str]] = None, tag: Optional[str] = None,
                   clear_env: bool = False, pty: Union[bool, Tuple[int, int]] = False,
-                  kill_grace: Optional[float] = None,
+                  kill_grace: Optional[float] = None, limits: Optional[Limits] = None,
                   request_timeout: Optional[float] = None) -> CommandResult:
         """Runs command to its end and returns its exit and whole output, in
         one round trip. timeout: seconds after which the agent stops the
@@ -331,7 +334,8 @@ class AsyncAgent:
         then has timed_out). stdin: data written to the process's stdin,
         which is then closed."""
         sp = self._start_req(command, args, env, cwd, user, timeout, tag, clear_env,
-                             stdin is not None, pty, None, kill_grace, None, False)
+                             stdin is not None, pty, None, kill_grace, None, False,
+                             limits=limits)
         sp.follow = True
         call = self._conn.start(pb.Request(start=sp))
         deadline = _deadline(request_timeout)
@@ -363,7 +367,10 @@ class AsyncAgent:
                                          stdout=b"".join(out), stderr=b"".join(err),
                                          timed_out=x.timed_out, core_dumped=x.core_dumped,
                                          started_at_unix_nano=started,
-                                         ended_at_unix_nano=x.ended_at_unix_nano, gaps=gaps)
+                                         ended_at_unix_nano=x.ended_at_unix_nano, gaps=gaps,
+                                         oom_killed=x.oom_killed, cpu_user_nano=x.cpu_user_nano,
+                                         cpu_system_nano=x.cpu_system_nano,
+                                         memory_peak_bytes=x.memory_peak_bytes)
                 if r.done:
                     raise ConnectionLost(f"run of {command!r}: the agent ended the request without an exit")
         finally:
@@ -393,18 +400,19 @@ class AsyncAgent:
                             output_window: Optional[int] = None, lossless: bool = False,
                             restart: Union[str, RestartPolicy, None] = None,
                             ready: Optional[Probe] = None, health: Optional[Probe] = None,
+                            limits: Optional[Limits] = None,
                             request_timeout: Optional[float] = None) -> Process:
         """Starts command in the background; its output is kept by the agent
         for follow_output/stream_output. stdin_mode: "null" or "pipe" (then
         write_stdin/close_stdin). pty: True or (rows, cols) for a terminal.
         A service: restart ("on_failure", "always" or a RestartPolicy), a
         ready probe (then wait_ready) and a health probe; stop_service ends
-        it."""
+        it. limits: the process's cgroup limits (Limits)."""
         if stdin_mode not in ("null", "pipe"):
             raise InvalidArgument(f"stdin_mode {stdin_mode!r}: expected 'null' or 'pipe'")
         sp = self._start_req(command, args, env, cwd, user, timeout, tag, clear_env,
                              stdin_mode == "pipe", pty, term, kill_grace, output_window, lossless,
-                             restart, ready, health)
+                             restart, ready, health, limits)
         r = await self._call(pb.Request(start=sp), request_timeout)
         return Process(pid=r.started.pid, tag=tag or "", command=command,
                        args=list(sp.args), started_at_unix_nano=r.started.started_at_unix_nano)
@@ -449,10 +457,23 @@ class AsyncAgent:
         return ProcessExit._from_pb(r.exit)
 
     async def send_signal(self, pid: int, sig: Union[int, _signal.Signals, str], *,
-                          group: bool = False, request_timeout: Optional[float] = None) -> None:
-        """Signals the process (group: its whole process group)."""
-        await self._call(pb.Request(signal=pb.SendSignal(pid=pid, signal=_signum(sig), group=group)),
-                         request_timeout)
+                          group: bool = False, tree: bool = False,
+                          request_timeout: Optional[float] = None) -> None:
+        """Signals the process (group: its whole process group; tree: every
+        process in its cgroup, whatever its group or session)."""
+        await self._call(pb.Request(signal=pb.SendSignal(pid=pid, signal=_signum(sig), group=group,
+                                                         tree=tree)), request_timeout)
+
+    async def freeze_processes(self, *, thaw_after: Optional[float] = None,
+                               request_timeout: Optional[float] = None) -> None:
+        """Freezes every started process at once (the agent keeps running);
+        thaw_after: seconds after which the agent thaws them by itself."""
+        await self._call(pb.Request(freeze_processes=pb.FreezeProcesses(
+            thaw_after_ms=0 if thaw_after is None else max(1, int(thaw_after * 1000)))),
+            request_timeout)
+
+    async def thaw_processes(self, *, request_timeout: Optional[float] = None) -> None:
+        await self._call(pb.Request(thaw_processes=pb.ThawProcesses()), request_timeout)
 
     async def write_stdin(self, pid: int, data: Union[bytes, str], *,
                           request_timeout: Optional[float] = None) -> None:

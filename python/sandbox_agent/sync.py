@@ -19,7 +19,7 @@ from .aio import AsyncAgent, AsyncStream, OutputStream, PathArg, Progress, Write
 from .errors import SandboxAgentError
 from .types import (CommandResult, DirectoryListing, DownloadResult, Entry, FileContent,
                     FollowedOutput, FsEvent, HelloReply, Info, Output, Pong,
-                    LifecycleEvent, Probe, Process, ProcessExit, ProcessInfo,
+                    LifecycleEvent, Limits, Probe, Process, ProcessExit, ProcessInfo,
                     QuiesceResult, RestartPolicy, RestoredResult, WriteResult)
 
 __all__ = ["Agent", "Stream", "SyncOutputStream", "Tunnel", "SyncForwarder"]
@@ -237,11 +237,12 @@ class Agent:
             user: Optional[str] = None, timeout: Optional[float] = None,
             stdin: Optional[Union[bytes, str]] = None, tag: Optional[str] = None,
             clear_env: bool = False, pty: Union[bool, Tuple[int, int]] = False,
-            kill_grace: Optional[float] = None,
+            kill_grace: Optional[float] = None, limits: Optional[Limits] = None,
             request_timeout: Optional[float] = None) -> CommandResult:
         return self._run(self._a.run(command, args, env=env, cwd=cwd, user=user, timeout=timeout,
                                      stdin=stdin, tag=tag, clear_env=clear_env, pty=pty,
-                                     kill_grace=kill_grace, request_timeout=request_timeout))
+                                     kill_grace=kill_grace, limits=limits,
+                                     request_timeout=request_timeout))
 
     def start_process(self, command: str, args: Sequence[str] = (), *,
                       env: Optional[Mapping[str, str]] = None, cwd: Optional[str] = None,
@@ -252,12 +253,13 @@ class Agent:
                       output_window: Optional[int] = None, lossless: bool = False,
                       restart: Union[str, RestartPolicy, None] = None,
                       ready: Optional[Probe] = None, health: Optional[Probe] = None,
+                      limits: Optional[Limits] = None,
                       request_timeout: Optional[float] = None) -> Process:
         return self._run(self._a.start_process(
             command, args, env=env, cwd=cwd, user=user, timeout=timeout, tag=tag,
             stdin_mode=stdin_mode, clear_env=clear_env, pty=pty, term=term, kill_grace=kill_grace,
             output_window=output_window, lossless=lossless, restart=restart, ready=ready,
-            health=health, request_timeout=request_timeout))
+            health=health, limits=limits, request_timeout=request_timeout))
 
     def follow_output(self, pid: int, *, from_sequence: int = 0, lines: bool = True,
                       tag: Optional[str] = None, no_wait: bool = False,
@@ -277,8 +279,18 @@ class Agent:
         return self._run(self._a.wait(pid, request_timeout=request_timeout))
 
     def send_signal(self, pid: int, sig: Union[int, _signal.Signals, str], *,
-                    group: bool = False, request_timeout: Optional[float] = None) -> None:
-        return self._run(self._a.send_signal(pid, sig, group=group, request_timeout=request_timeout))
+                    group: bool = False, tree: bool = False,
+                    request_timeout: Optional[float] = None) -> None:
+        return self._run(self._a.send_signal(pid, sig, group=group, tree=tree,
+                                             request_timeout=request_timeout))
+
+    def freeze_processes(self, *, thaw_after: Optional[float] = None,
+                         request_timeout: Optional[float] = None) -> None:
+        return self._run(self._a.freeze_processes(thaw_after=thaw_after,
+                                                  request_timeout=request_timeout))
+
+    def thaw_processes(self, *, request_timeout: Optional[float] = None) -> None:
+        return self._run(self._a.thaw_processes(request_timeout=request_timeout))
 
     def write_stdin(self, pid: int, data: Union[bytes, str], *,
                     request_timeout: Optional[float] = None) -> None:

@@ -13,7 +13,7 @@ from typing import Any, Iterator, List, Optional, Sequence, Tuple, Union
 from . import agent_pb2 as pb
 
 __all__ = [
-    "CommandResult", "Process", "Probe", "RestartPolicy", "ProcessExit", "ProcessInfo", "OutputEvent",
+    "CommandResult", "Process", "Probe", "RestartPolicy", "Limits", "ProcessExit", "ProcessInfo", "OutputEvent",
     "OutputGap", "FollowedOutput", "Entry", "DirectoryListing", "FileContent",
     "WriteResult", "DownloadResult", "FsEvent", "QuiesceResult", "RestoredResult",
     "LifecycleEvent", "Info", "Pong", "HelloReply",
@@ -42,6 +42,11 @@ class ProcessExit:
     timed_out: bool = False
     ended_at_unix_nano: int = 0
     total_output_bytes: int = 0
+    # From the process's cgroup, when it had one.
+    oom_killed: bool = False
+    cpu_user_nano: int = 0
+    cpu_system_nano: int = 0
+    memory_peak_bytes: int = 0
 
     @property
     def ended_at(self) -> float:
@@ -52,7 +57,9 @@ class ProcessExit:
         return ProcessExit(exit_code=m.exit_code, signal=m.signal,
                            core_dumped=m.core_dumped, timed_out=m.timed_out,
                            ended_at_unix_nano=m.ended_at_unix_nano,
-                           total_output_bytes=m.total_output_bytes)
+                           total_output_bytes=m.total_output_bytes, oom_killed=m.oom_killed,
+                           cpu_user_nano=m.cpu_user_nano, cpu_system_nano=m.cpu_system_nano,
+                           memory_peak_bytes=m.memory_peak_bytes)
 
 
 @dataclass(frozen=True)
@@ -154,6 +161,10 @@ class CommandResult:
     started_at_unix_nano: int = 0
     ended_at_unix_nano: int = 0
     gaps: List[OutputGap] = field(default_factory=list)
+    oom_killed: bool = False
+    cpu_user_nano: int = 0
+    cpu_system_nano: int = 0
+    memory_peak_bytes: int = 0
 
     @property
     def value(self) -> CommandResult:
@@ -209,6 +220,14 @@ class ProcessInfo:
     next_restart_unix_nano: int = 0
     last_probe_error: str = ""
     output_window: int = 0
+    # The process's cgroup ("" without cgroups) and its figures.
+    cgroup: str = ""
+    cpu_user_nano: int = 0
+    cpu_system_nano: int = 0
+    memory_current_bytes: int = 0
+    memory_peak_bytes: int = 0
+    pids_current: int = 0
+    oom_killed: bool = False
 
     @property
     def status(self) -> str:
@@ -232,7 +251,10 @@ class ProcessInfo:
             restarts=m.restarts, service_state=_SERVICE_STATES.get(m.service_state, ""),
             last_exit=ProcessExit._from_pb(m.last_exit) if m.HasField("last_exit") else None,
             next_restart_unix_nano=m.next_restart_unix_nano,
-            last_probe_error=m.last_probe_error, output_window=m.output_window)
+            last_probe_error=m.last_probe_error, output_window=m.output_window,
+            cgroup=m.cgroup, cpu_user_nano=m.cpu_user_nano, cpu_system_nano=m.cpu_system_nano,
+            memory_current_bytes=m.memory_current_bytes, memory_peak_bytes=m.memory_peak_bytes,
+            pids_current=m.pids_current, oom_killed=m.oom_killed)
 
 
 def _ms(seconds: Optional[float]) -> int:
@@ -301,6 +323,28 @@ class Probe:
         else:
             raise ValueError(f"probe kind {self.kind!r}: expected tcp, http, exec or output")
         return m
+
+
+@dataclass(frozen=True)
+class Limits:
+    """Limits of a started process, enforced by its cgroup (the agent's
+    ``cgroups`` capability): memory in bytes, cpu_max in millicores (1000:
+    one CPU), weights 1..10000. None: unset (the agent's default). A limit
+    whose controller is missing is FailedPrecondition, never ignored."""
+    memory_max: Optional[int] = None
+    memory_swap_max: Optional[int] = None
+    memory_high: Optional[int] = None
+    pids_max: Optional[int] = None
+    cpu_max_millicores: Optional[int] = None
+    cpu_weight: Optional[int] = None
+    io_weight: Optional[int] = None
+
+    def _to_pb(self) -> pb.Limits:
+        return pb.Limits(memory_max_bytes=self.memory_max or 0,
+                         memory_swap_max_bytes=self.memory_swap_max or 0,
+                         memory_high_bytes=self.memory_high or 0, pids_max=self.pids_max or 0,
+                         cpu_max_millicores=self.cpu_max_millicores or 0,
+                         cpu_weight=self.cpu_weight or 0, io_weight=self.io_weight or 0)
 
 
 _RESTART_MODES = {"never": pb.RestartPolicy.NEVER, "on_failure": pb.RestartPolicy.ON_FAILURE,
