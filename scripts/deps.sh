@@ -6,6 +6,8 @@ SA_PKGS="build-essential cmake pkg-config libev-dev libprotobuf-c-dev protobuf-c
 if [ "${1:-}" = "test" ]; then
     SA_PKGS="$SA_PKGS clang python3 python3-protobuf protobuf-compiler util-linux procps lintian file curl"
     SA_PKGS="$SA_PKGS mount e2fsprogs"
+    # The Python client's tests (python/tests) and its type check.
+    SA_PKGS="$SA_PKGS python3-pytest python3-pytest-asyncio mypy"
 fi
 missing=""
 for p in $SA_PKGS; do
