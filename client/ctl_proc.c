@@ -1128,6 +1128,7 @@ static int cmd_logs(ctl_t *ctl, int argc, char **argv)
         if (!status && follow && !exited)
             status = logs_follow(&l, pid, l.next_seq, 1, lines, &ex, &exited);
     } else {
+        l.next_seq = from; /* what comes before it is not missing: it was read */
         status = logs_follow(&l, pid, from, follow, lines, &ex, &exited);
     }
     if (ctl->json && exited)
