@@ -68,6 +68,15 @@ def cmd(name, args=None):
 f.readline()
 cmd("qmp_capabilities")
 name = sys.argv[2]
+if name == "cont-after-incoming":
+    # The state was saved stopped, so it loads stopped: run it once loaded.
+    for _ in range(1200):
+        r = cmd("query-status")["return"]
+        if r.get("status") != "inmigrate":
+            print(json.dumps(cmd("cont")))
+            sys.exit(0)
+        time.sleep(0.5)
+    sys.exit(1)
 if name == "migrate-wait":
     for _ in range(600):
         r = cmd("query-migrate")["return"]
@@ -197,6 +206,13 @@ sleep "$PAUSE"
 
 # ------------------------------------------------------------------ restore
 boot "$ACCEL" "$GUID2" -incoming "exec:cat $STATE"
+i=0
+until [ -S "$QMP" ] || [ $i -ge 60 ]; do
+    sleep 1
+    i=$((i + 1))
+done
+qmp cont-after-incoming >/dev/null || die "the incoming VM did not load; see $WORK/qemu-$GUID2.log"
+say "loaded; running again"
 wait_agent
 sleep 2
 
