@@ -175,6 +175,8 @@ wait_agent
 ctl start --tag counter -- sh -c 'i=0; while :; do echo "$i"; i=$((i+1)); sleep 0.1; done' \
     >"$O/pid" || die "start failed"
 PID=$(cat "$O/pid")
+# The kernel's own uevents, for the record: what the guest announced.
+ctl start --tag uevents -- udevadm monitor --kernel --property >/dev/null 2>&1 || true
 ctl logs -f "$PID" >"$O/part1" 2>"$O/part1.err" &
 BG_PIDS="$BG_PIDS $!"
 ctl --json events >"$O/events1" 2>&1 &
@@ -221,6 +223,7 @@ noticed() {
         grep -q '"restores":1' "$O/info2" && grep -q '"frozen":\[\]' "$O/info2"
 }
 check "the agent noticed the restore by itself (restores 1) and thawed /" noticed
+ctl logs uevents 2>&1 | grep -E "^(KERNEL|ACTION|DEVPATH|NEW_VMGENID)" | tail -n 8 | sed 's/^/       guest uevent: /' || true
 check "the root file system takes writes" ctl run -- sh -c 'echo after >/root/after && cat /root/after'
 sleep 1
 followed() {
