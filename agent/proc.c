@@ -148,13 +148,69 @@ static unsigned g_shutdown_polls; /* checks after the SIGKILL */
 static uint8_t *g_rbuf;
 static uint8_t g_scratch[OUTLOG_LINE_MAX];
 
-/* Exits of pids not (yet) in the table: orphans, mostly. */
-static struct {
+/* Exits reaped while starts are with the spawner, of pids not (yet) in the
+ * table: a short command can exit, and be reaped, before start_done() makes
+ * its record. Every such child must find its exit here, so the stash grows
+ * with the starts in flight (a fixed ring of 64 lost exits when a thousand
+ * starts came together: those processes stayed "running" for ever) up to
+ * --max-processes + STASH_SIZE entries; orphans reaped meanwhile take room
+ * too, and past that bound the oldest entry goes. Emptied (and freed) once
+ * no start is in flight: then nothing can claim an entry. */
+typedef struct stash_entry {
     pid_t pid;
     int status;
     uint64_t mono;
-} g_stash[STASH_SIZE];
-static unsigned g_stash_next;
+} stash_entry_t;
+static stash_entry_t *g_stash;
+static size_t g_stash_len, g_stash_cap;
+
+static void stash_put(pid_t pid, int status)
+{
+    size_t limit = (size_t)g_config.max_processes + STASH_SIZE, i = g_stash_len;
+    if (g_stash_len == g_stash_cap) {
+        size_t cap = g_stash_cap ? SA_MIN(g_stash_cap * 2, limit) : STASH_SIZE;
+        stash_entry_t *n = cap > g_stash_cap ? realloc(g_stash, cap * sizeof *n) : NULL;
+        if (n) {
+            g_stash = n;
+            g_stash_cap = cap;
+        } else {
+            /* At the bound (or out of memory): the oldest entry goes. */
+            if (!g_stash_cap)
+                return;
+            i = 0;
+            for (size_t k = 1; k < g_stash_len; k++)
+                if (g_stash[k].mono < g_stash[i].mono)
+                    i = k;
+            log_warn("exit of pid %d dropped from the stash (%zu entries)", (int)g_stash[i].pid,
+                     g_stash_len);
+        }
+    }
+    g_stash[i].pid = pid;
+    g_stash[i].status = status;
+    g_stash[i].mono = util_now_mono_nano();
+    if (i == g_stash_len)
+        g_stash_len++;
+}
+
+/* The exit of pid reaped since t0, taken out of the stash. */
+static int stash_take(pid_t pid, uint64_t t0, int *status)
+{
+    for (size_t i = 0; i < g_stash_len; i++) {
+        if (g_stash[i].pid == pid && g_stash[i].mono >= t0) {
+            *status = g_stash[i].status;
+            g_stash[i] = g_stash[--g_stash_len];
+            return 1;
+        }
+    }
+    return 0;
+}
+
+static void stash_clear(void)
+{
+    free(g_stash);
+    g_stash = NULL;
+    g_stash_len = g_stash_cap = 0;
+}
 
 static void finalize(proc_t *p);
 static void enforce_caps(void);
@@ -975,12 +1031,10 @@ static void on_child(struct ev_loop *loop, ev_child *w, int revents)
     } else {
         /* A member of some group: was it the last of its group? */
         groups_check_all();
-        /* An orphan the agent inherited, or (in principle) a child whose
-         * record is not in the table yet: keep its status briefly. */
-        unsigned i = g_stash_next++ % STASH_SIZE;
-        g_stash[i].pid = w->rpid;
-        g_stash[i].status = w->rstatus;
-        g_stash[i].mono = util_now_mono_nano();
+        /* An orphan the agent inherited, or a child whose record is not in
+         * the table yet (only while starts are with the spawner). */
+        if (g_spawning)
+            stash_put(w->rpid, w->rstatus);
         log_debug("reaped pid %d (not started by a request), status 0x%x", (int)w->rpid,
                   w->rstatus);
         /* Shutdown may have waited for this one (a background child). */
@@ -1563,17 +1617,13 @@ static void start_done(spawn_job_t *sj)
     /* The loop may have reaped it already (a short command): the exit
      * waits in the stash. Otherwise it is unreaped (only this thread
      * reaps), so its pidfd names exactly it. */
-    unsigned si;
-    for (si = 0; si < STASH_SIZE; si++)
-        if (g_stash[si].pid == pid && g_stash[si].mono >= j->t0)
-            break;
-    if (si == STASH_SIZE) {
+    int stashed;
+    if (!stash_take(pid, j->t0, &stashed)) {
         p->pidfd = (int)syscall(SYS_pidfd_open, pid, 0);
         if (p->pidfd < 0 && errno != ENOSYS)
             log_debug("process %d: pidfd_open: %s", (int)pid, strerror(errno));
     } else {
-        g_stash[si].pid = 0;
-        leader_exited(p, g_stash[si].status);
+        leader_exited(p, stashed);
     }
     log_debug("started process %d: %s (%zu args)", (int)pid, sp->command, sp->n_args);
     if (g_shutdown_done) {
@@ -1590,6 +1640,8 @@ static void start_done(spawn_job_t *sj)
     if (j->rec)
         wake_streams(p, 0); /* followers: ProcessRestarted */
 out:
+    if (!g_spawning)
+        stash_clear(); /* no start left to claim an exit */
     if (s) {
         /* The request is the stream's now, for an error message. */
         s->start_req = j->sp;
