@@ -876,7 +876,9 @@ static uint32_t count_procs(int dirfd)
     return n;
 }
 
-static void read_stats(int fd, cg_stats_t *st)
+/* The figures of a leaf. Only the files its controllers have are read
+ * (each is an open and a read on the path of every start's exit). */
+static void read_stats(int fd, cg_stats_t *st, int with_procs)
 {
     char buf[1024];
     uint64_t v;
@@ -887,14 +889,17 @@ static void read_stats(int fd, cg_stats_t *st)
         if (keyed_u64(buf, "system_usec", &v) == 0)
             st->cpu_system_nano = v * 1000;
     }
-    if (read_at(fd, "memory.current", buf, sizeof buf) > 0)
-        st->memory_current = strtoull(buf, NULL, 10);
-    if (read_at(fd, "memory.peak", buf, sizeof buf) > 0)
-        st->memory_peak = strtoull(buf, NULL, 10);
-    if (read_at(fd, "memory.events", buf, sizeof buf) > 0 &&
-        keyed_u64(buf, "oom_kill", &v) == 0)
-        st->oom_killed = v > 0;
-    st->pids_current = count_procs(fd);
+    if (g_ctrl & CG_MEMORY) {
+        if (read_at(fd, "memory.current", buf, sizeof buf) > 0)
+            st->memory_current = strtoull(buf, NULL, 10);
+        if (read_at(fd, "memory.peak", buf, sizeof buf) > 0)
+            st->memory_peak = strtoull(buf, NULL, 10);
+        if (read_at(fd, "memory.events", buf, sizeof buf) > 0 &&
+            keyed_u64(buf, "oom_kill", &v) == 0)
+            st->oom_killed = v > 0;
+    }
+    if (with_procs)
+        st->pids_current = count_procs(fd);
 }
 
 void cg_leaf_stats(cg_leaf_t *l, cg_stats_t *st)
@@ -907,7 +912,7 @@ void cg_leaf_stats(cg_leaf_t *l, cg_stats_t *st)
         *st = l->last;
         return;
     }
-    read_stats(l->fd, st);
+    read_stats(l->fd, st, 1);
     /* memory.peak and oom_kill only grow; keep what was seen. */
     l->last = *st;
 }
@@ -946,15 +951,21 @@ void cg_leaf_unref(cg_leaf_t *l)
 /* Remove l when empty. Returns 1 when it is gone. */
 static int try_remove(cg_leaf_t *l)
 {
+    const char *name = strrchr(l->path, '/') + 1;
     if (l->removed)
         return 1;
-    if (cg_leaf_populated(l) == 1)
+    /* A pending leaf is asked first; at release it is usually empty. */
+    if (l->pending && cg_leaf_populated(l) == 1)
         return 0;
-    read_stats(l->fd, &l->last);
-    const char *name = strrchr(l->path, '/') + 1;
-    remove_tree_at(g_work_fd, name, 0);
-    if (faccessat(g_work_fd, name, F_OK, 0) == 0)
-        return 0; /* a member appeared between the check and rmdir */
+    read_stats(l->fd, &l->last, 0);
+    if (unlinkat(g_work_fd, name, AT_REMOVEDIR) < 0 && errno != ENOENT) {
+        /* Populated, or empty with sub-cgroups a member made. */
+        if (errno != EBUSY || cg_leaf_populated(l) != 0)
+            return 0;
+        remove_tree_at(g_work_fd, name, 0);
+        if (faccessat(g_work_fd, name, F_OK, 0) == 0)
+            return 0;
+    }
     l->removed = 1;
     close(l->fd);
     l->fd = -1;
@@ -962,10 +973,14 @@ static int try_remove(cg_leaf_t *l)
     return 1;
 }
 
-/* Check the pending leaves again shortly. */
+/* Check the pending leaves within PENDING_FIRST_S (a timer already due
+ * sooner is left alone, so a stream of exits cannot keep pushing it back). */
 static void pending_soon(void)
 {
     g_pending_delay = PENDING_FIRST_S;
+    if (ev_is_active(&g_pending_t) &&
+        ev_timer_remaining(g_loop, &g_pending_t) <= PENDING_FIRST_S)
+        return;
     ev_timer_stop(g_loop, &g_pending_t);
     ev_timer_set(&g_pending_t, g_pending_delay, 0);
     ev_timer_start(g_loop, &g_pending_t);
@@ -978,7 +993,7 @@ void cg_leaf_release(cg_leaf_t *l)
     l->released = 1;
     if (try_remove(l))
         return;
-    /* Still populated (a background child): checked again on reaps. The
+    /* Still populated (a background child): checked again after reaps. The
      * pending list holds a reference until then. */
     l->refs++;
     l->pending = 1;
