@@ -26,7 +26,7 @@
 #include <sys/uio.h>
 #include <unistd.h>
 
-conn_t *g_all;
+conn_t *conn_all;
 static conn_t *g_pending, *g_free;
 static unsigned g_count, g_unauth;
 
@@ -73,7 +73,7 @@ size_t conn_max_event(const conn_t *c)
 
 static size_t queue_low(void) { return g_config.conn_queue_high / 4; }
 
-void mark_pending(conn_t *c)
+void conn_mark_pending(conn_t *c)
 {
     if (c->pending || c->closing)
         return;
@@ -106,7 +106,7 @@ conn_t *conn_new(struct ev_loop *loop, int fd, const char *kind, const char *pee
         }
     }
     c->authed = g_config.token[0] ? 0 : 1;
-    ev_io_init(&c->rio, on_read, fd, EV_READ);
+    ev_io_init(&c->rio, conn_in_on_read, fd, EV_READ);
     ev_io_init(&c->wio, on_write, fd, EV_WRITE);
     c->rio.data = c->wio.data = c;
     ev_init(&c->wtimer, on_wtimer);
@@ -125,10 +125,10 @@ conn_t *conn_new(struct ev_loop *loop, int fd, const char *kind, const char *pee
             ev_timer_start(loop, &c->htimer);
         }
     }
-    c->next_all = g_all;
-    if (g_all)
-        g_all->prev_all = c;
-    g_all = c;
+    c->next_all = conn_all;
+    if (conn_all)
+        conn_all->prev_all = c;
+    conn_all = c;
     g_count++;
     return c;
 }
@@ -170,7 +170,7 @@ void stream_wake(stream_t *s)
     if (!c || c->closing || s->_ready)
         return;
     ready_push(c, s);
-    mark_pending(c);
+    conn_mark_pending(c);
 }
 
 int conn_id_in_flight(conn_t *c, uint64_t id) { return conn_stream_find(c, id) != NULL; }
@@ -285,7 +285,7 @@ void conn_handover(conn_t *c, conn_handover_fn *fn, void *arg)
 {
     c->handover_fn = fn;
     c->handover_arg = arg;
-    mark_pending(c);
+    conn_mark_pending(c);
 }
 
 /* Pull streams, write, resume input when drained, and arm the write watcher
@@ -296,12 +296,12 @@ void conn_service(conn_t *c)
         return;
     c->in_service = 1;
     if (c->deferred && !c->paused)
-        process_input(c);
+        conn_in_process(c);
     for (int round = 0; round < 2 && !c->closing; round++) {
         pump(c);
         if (c->closing)
             break;
-        int rc = queue_write(c);
+        int rc = conn_out_write(c);
         if (rc < 0) {
             log_info("conn %s (%s): write: %s; closing", c->peer, c->kind, strerror(-rc));
             c->in_service = 0;
@@ -312,7 +312,7 @@ void conn_service(conn_t *c)
             c->paused = 0;
             if (!c->holds && !c->close_after_flush && !c->eof)
                 ev_io_start(c->loop, &c->rio);
-            process_input(c);
+            conn_in_process(c);
             continue;
         }
         break;
@@ -389,7 +389,7 @@ static void on_htimer(struct ev_loop *loop, ev_timer *w, int revents)
     (void)loop;
     (void)revents;
     if (c->eof) {
-        if (peer_gone(c)) {
+        if (conn_in_peer_gone(c)) {
             log_debug("conn %s (%s): closed by peer after its shutdown", c->peer, c->kind);
             conn_close(c);
         }
@@ -459,7 +459,7 @@ void conn_close_after_flush(conn_t *c)
         return;
     c->close_after_flush = 1;
     ev_io_stop(c->loop, &c->rio);
-    mark_pending(c);
+    conn_mark_pending(c);
 }
 
 void conn_close(conn_t *c)
@@ -488,15 +488,15 @@ void conn_close(conn_t *c)
         c->handover_fn = NULL;
         fn(c->handover_arg, -1, NULL, 0);
     }
-    queue_free(c);
-    freed(c->in_cap);
+    conn_out_free(c);
+    conn_freed(c->in_cap);
     free(c->in);
     c->in = NULL;
     c->budget_held = 0;
     if (c->prev_all)
         c->prev_all->next_all = c->next_all;
     else
-        g_all = c->next_all;
+        conn_all = c->next_all;
     if (c->next_all)
         c->next_all->prev_all = c->prev_all;
     g_count--;
@@ -515,8 +515,8 @@ void conn_close(conn_t *c)
 void conn_evict_unauthenticated(void)
 {
     conn_t *oldest = NULL;
-    /* g_all is newest first. */
-    for (conn_t *c = g_all; c; c = c->next_all)
+    /* conn_all is newest first. */
+    for (conn_t *c = conn_all; c; c = c->next_all)
         if (c->unauth_counted && !c->close_after_flush)
             oldest = c;
     if (!oldest)
@@ -535,7 +535,7 @@ void conn_evict_unauthenticated(void)
 unsigned conn_close_broken(void)
 {
     unsigned n = 0;
-    for (conn_t *c = g_all, *next; c; c = next) {
+    for (conn_t *c = conn_all, *next; c; c = next) {
         struct pollfd pfd = {.fd = c->fd, .events = POLLIN};
         int err = 0;
         socklen_t len = sizeof err;
@@ -555,8 +555,8 @@ unsigned conn_close_broken(void)
 
 void conn_close_all(void)
 {
-    while (g_all)
-        conn_close(g_all);
+    while (conn_all)
+        conn_close(conn_all);
 }
 
 void conn_shutdown_all(void)
@@ -564,11 +564,11 @@ void conn_shutdown_all(void)
     /* Every request in flight gets its one final answer, and what the
      * socket takes at once is written: the agent does not wait for a slow
      * client on its way out. */
-    for (conn_t *c = g_all; c; c = c->next_all) {
+    for (conn_t *c = conn_all; c; c = c->next_all) {
         for (stream_t *s = c->streams; s && !c->closing; s = s->_next)
             conn_send_error(c, s->id, CODE(UNAVAILABLE), ESHUTDOWN,
                             "%s: the agent is shutting down", s->ops->name);
-        if (!c->closing && queue_write(c) < 0) {
+        if (!c->closing && conn_out_write(c) < 0) {
             /* the peer is gone: closing below is all there is to do */
         }
     }

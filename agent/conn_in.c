@@ -73,11 +73,11 @@ static void input_ended(conn_t *c)
         if (s->input_end && s->input_end(s) == STREAM_DONE)
             conn_stream_end(c, s);
     }
-    mark_pending(c);
+    conn_mark_pending(c);
 }
 
 /* The peer closed the socket altogether (not only its sending side). */
-int peer_gone(const conn_t *c)
+int conn_in_peer_gone(const conn_t *c)
 {
     struct pollfd pfd = {.fd = c->fd, .events = POLLOUT};
     return poll(&pfd, 1, 0) == 1 && (pfd.revents & (POLLHUP | POLLERR));
@@ -85,7 +85,7 @@ int peer_gone(const conn_t *c)
 
 /* Parse and dispatch every complete frame in the input buffer, unless the
  * output queue is over the high-water mark (then input waits). */
-void process_input(conn_t *c)
+void conn_in_process(conn_t *c)
 {
     int handled = 0;
     c->deferred = 0;
@@ -155,7 +155,7 @@ void process_input(conn_t *c)
     if (c->in && c->in_off == c->in_len) {
         c->in_off = c->in_len = 0;
         if (c->in_cap > 4 * IN_INITIAL) {
-            freed(c->in_cap);
+            conn_freed(c->in_cap);
             free(c->in);
             c->in = NULL;
             c->in_cap = 0;
@@ -166,7 +166,7 @@ void process_input(conn_t *c)
         input_ended(c);
 }
 
-void on_read(struct ev_loop *loop, ev_io *w, int revents)
+void conn_in_on_read(struct ev_loop *loop, ev_io *w, int revents)
 {
     conn_t *c = w->data;
     uint8_t flags;
@@ -206,7 +206,7 @@ void on_read(struct ev_loop *loop, ev_io *w, int revents)
         /* End of input. A peer that closed the socket is gone: nothing can
          * reach it. One that only shut down its sending side (half-close)
          * still reads: what it asked for is finished first. */
-        if (peer_gone(c)) {
+        if (conn_in_peer_gone(c)) {
             if (c->in_len > c->in_off)
                 log_info("conn %s (%s): closed mid-frame (%zu bytes unparsed)", c->peer,
                          c->kind, c->in_len - c->in_off);
@@ -221,12 +221,12 @@ void on_read(struct ev_loop *loop, ev_io *w, int revents)
         ev_io_stop(c->loop, &c->rio);
         ev_timer_set(&c->htimer, EOF_CHECK_S, EOF_CHECK_S);
         ev_timer_again(c->loop, &c->htimer);
-        process_input(c);
+        conn_in_process(c);
         conn_service(c);
         return;
     }
     c->in_len += (size_t)n;
-    process_input(c);
+    conn_in_process(c);
     conn_service(c);
     (void)loop;
     (void)revents;
@@ -260,7 +260,7 @@ void conn_upload_give(conn_t *c, size_t n)
         conn_upload_leave(c, n);
     g_upload -= SA_MIN(g_upload, n);
     /* Connections waiting for the budget go on, in the order they came. */
-    for (conn_t *h = g_all; h; h = h->next_all) {
+    for (conn_t *h = conn_all; h; h = h->next_all) {
         if (h->budget_held && !upload_over(h)) {
             h->budget_held = 0;
             hold_release(h);
@@ -279,7 +279,7 @@ static void hold_release(conn_t *c)
     if (!c->paused && !c->close_after_flush && !c->eof)
         ev_io_start(c->loop, &c->rio);
     c->deferred = 1;
-    mark_pending(c);
+    conn_mark_pending(c);
 }
 
 void conn_hold_input(conn_t *c, int hold)

@@ -84,18 +84,28 @@ struct conn {
     conn_t *next_free;
 };
 
-extern conn_t *g_all;
+/* Every open connection, newest first (conn.c). */
+extern conn_t *conn_all;
 
 /* Memory given back to the allocator; large releases end with malloc_trim
  * (conn_before_sleep), so a burst that is over leaves no footprint. */
-static inline void freed(size_t n) { util_freed(n); }
+static inline void conn_freed(size_t n) { util_freed(n); }
 
-void mark_pending(conn_t *c);
+/* conn.c: queue c for conn_service() before the loop sleeps. */
+void conn_mark_pending(conn_t *c);
+/* conn.c: pull streams, write, resume input, arm the write watcher. */
 void conn_service(conn_t *c);
-void on_read(struct ev_loop *loop, ev_io *w, int revents);
-void process_input(conn_t *c);
-int peer_gone(const conn_t *c);
-int queue_write(conn_t *c);
-void queue_free(conn_t *c);
+
+/* conn_in.c: the read watcher's callback. */
+void conn_in_on_read(struct ev_loop *loop, ev_io *w, int revents);
+/* conn_in.c: parse and dispatch the complete frames in the input buffer. */
+void conn_in_process(conn_t *c);
+/* conn_in.c: the peer closed the socket altogether. */
+int conn_in_peer_gone(const conn_t *c);
+
+/* conn_out.c: write the queue, within the turn's budget; 0 or -errno. */
+int conn_out_write(conn_t *c);
+/* conn_out.c: free every queued block (borrowed ones are released). */
+void conn_out_free(conn_t *c);
 
 #endif

@@ -45,7 +45,7 @@ static void block_free(oblock_t *b)
         b->release(b->arg);
     } else {
         if (b->cap > BLOCK_SIZE)
-            freed(b->cap);
+            conn_freed(b->cap);
         free(b->data);
     }
     free(b);
@@ -131,7 +131,7 @@ int conn_send_try(conn_t *c, uint64_t id, int done, Response *r)
         b->len = b->cap = len;
         queue_append(c, b);
     }
-    mark_pending(c);
+    conn_mark_pending(c);
     return 0;
 }
 
@@ -181,7 +181,7 @@ int conn_send_ref(conn_t *c, uint64_t id, int done, Response *r, ProtobufCMessag
     rb->release = release;
     rb->arg = arg;
     queue_append(c, rb);
-    mark_pending(c);
+    conn_mark_pending(c);
     return 0;
 nomem:
     answer_lost(c, id, -ENOMEM, r);
@@ -278,7 +278,7 @@ int conn_send_errno(conn_t *c, uint64_t id, int neg_errno, const char *fmt, ...)
 
 /* Write queued blocks until the socket is full or the turn's budget is used.
  * Returns 0, or -errno on a dead socket. */
-int queue_write(conn_t *c)
+int conn_out_write(conn_t *c)
 {
     size_t budget = WRITE_BUDGET;
     while (c->qhead && budget) {
@@ -333,7 +333,7 @@ int queue_write(conn_t *c)
     return 0;
 }
 
-void queue_free(conn_t *c)
+void conn_out_free(conn_t *c)
 {
     oblock_t *b = c->qhead, *next;
     for (; b; b = next) {
