@@ -121,9 +121,8 @@ void conn_in_process(conn_t *c)
         }
         if (rc == -EMSGSIZE) {
             char msg[128];
-            const uint8_t *h = c->in + c->in_off;
             snprintf(msg, sizeof msg, "frame length %u exceeds %s %u",
-                     (unsigned)h[1] << 24 | (unsigned)h[2] << 16 | (unsigned)h[3] << 8 | h[4],
+                     (unsigned)frame_header_length(c->in + c->in_off),
                      c->authed ? "the maximum frame size"
                                : "the largest frame accepted before authentication,",
                      max);

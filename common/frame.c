@@ -7,13 +7,18 @@
 #include <string.h>
 #include <zlib.h>
 
+uint32_t frame_header_length(const uint8_t *buf)
+{
+    return (uint32_t)buf[1] << 24 | (uint32_t)buf[2] << 16 | (uint32_t)buf[3] << 8 |
+           (uint32_t)buf[4];
+}
+
 int frame_header_parse(const uint8_t *buf, size_t len, uint32_t max, uint8_t *flags,
                        uint32_t *payload_len)
 {
     if (len < FRAME_HEADER_SIZE)
         return 0;
-    uint32_t n = (uint32_t)buf[1] << 24 | (uint32_t)buf[2] << 16 | (uint32_t)buf[3] << 8 |
-                 (uint32_t)buf[4];
+    uint32_t n = frame_header_length(buf);
     if (buf[0] & ~FRAME_FLAG_ZLIB)
         return -EPROTO;
     if (n > max)

@@ -24,6 +24,10 @@
 int frame_header_parse(const uint8_t *buf, size_t len, uint32_t max, uint8_t *flags,
                        uint32_t *payload_len);
 
+/* The length field of buf[0..FRAME_HEADER_SIZE), unchecked: for saying what
+ * a header that frame_header_parse refused asked for. */
+uint32_t frame_header_length(const uint8_t *buf);
+
 /* Inflate a zlib (RFC 1950) payload, refusing to produce more than max bytes.
  * Returns 0 with a malloc'd *out, -EMSGSIZE past max, -EBADMSG if corrupt,
  * -ENOMEM. */

@@ -69,6 +69,20 @@ TEST(header_oversize_before_body)
     ASSERT_EQ(frame_header_parse(h, 5, FRAME_DEFAULT_MAX, &flags, &len), -EMSGSIZE);
 }
 
+TEST(header_length_unchecked)
+{
+    uint8_t h[5] = {0xfe, 0xff, 0xff, 0xff, 0xff}, flags;
+    uint32_t len;
+    /* Refused by the parser, yet its length can still be told. */
+    ASSERT_EQ(frame_header_parse(h, 5, FRAME_DEFAULT_MAX, &flags, &len), -EPROTO);
+    ASSERT_EQ(frame_header_length(h), 0xffffffffu);
+    frame_header_write(h, 1, FRAME_DEFAULT_MAX + 1);
+    ASSERT_EQ(frame_header_length(h), FRAME_DEFAULT_MAX + 1);
+    ASSERT_EQ(frame_header_parse(h, 5, FRAME_DEFAULT_MAX, &flags, &len), -EMSGSIZE);
+    frame_header_write(h, 0, 0x01020304);
+    ASSERT_EQ(frame_header_length(h), 0x01020304u);
+}
+
 TEST(roundtrip_plain_and_zlib)
 {
     char payload[5000];
@@ -402,6 +416,7 @@ TEST(bulk_by_reference_refusals)
 
 TEST_MAIN(TEST_ENTRY(header_needs_five_bytes), TEST_ENTRY(header_big_endian),
           TEST_ENTRY(header_bad_flags), TEST_ENTRY(header_oversize_before_body),
+          TEST_ENTRY(header_length_unchecked),
           TEST_ENTRY(roundtrip_plain_and_zlib), TEST_ENTRY(small_payload_not_compressed),
           TEST_ENTRY(incompressible_payload_sent_plain), TEST_ENTRY(corrupt_zlib),
           TEST_ENTRY(zlib_bomb_refused), TEST_ENTRY(not_protobuf),
