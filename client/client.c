@@ -191,10 +191,14 @@ int sa_client_fd(const sa_client_t *c) { return c->fd; }
 uint32_t sa_client_max_frame(const sa_client_t *c) { return c->max_frame; }
 uint64_t sa_client_next_id(sa_client_t *c) { return c->next_id++; }
 
-static int write_all(int fd, const uint8_t *p, size_t len)
+/* The one write loop of the client: EINTR retried, short writes continued.
+ * On a socket it uses send(MSG_NOSIGNAL) so a closed peer is an -EPIPE, not a
+ * signal; anywhere else (stdout, a file) write(2) keeps the usual SIGPIPE. */
+int sa_write_all(int fd, const void *buf, size_t len, int socket)
 {
+    const uint8_t *p = buf;
     while (len) {
-        ssize_t n = send(fd, p, len, MSG_NOSIGNAL);
+        ssize_t n = socket ? send(fd, p, len, MSG_NOSIGNAL) : write(fd, p, len);
         if (n < 0) {
             if (errno == EINTR)
                 continue;
@@ -208,7 +212,7 @@ static int write_all(int fd, const uint8_t *p, size_t len)
 
 int sa_client_send_raw(sa_client_t *c, const void *buf, size_t len)
 {
-    return write_all(c->fd, buf, len);
+    return sa_write_all(c->fd, buf, len, 1);
 }
 
 int sa_client_send_z(sa_client_t *c, sa_request_t *req, int compress)
@@ -221,7 +225,7 @@ int sa_client_send_z(sa_client_t *c, sa_request_t *req, int compress)
     /* The agent's limit, not ours, decides; let it say so. */
     if ((rc = frame_encode(&req->base, compress, 0xffffffffu, &buf, &len)) < 0)
         return rc;
-    rc = write_all(c->fd, buf, len);
+    rc = sa_write_all(c->fd, buf, len, 1);
     free(buf);
     return rc;
 }

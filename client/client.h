@@ -35,6 +35,8 @@ uint64_t sa_client_next_id(sa_client_t *c);
 int sa_client_send(sa_client_t *c, sa_request_t *req);
 int sa_client_send_z(sa_client_t *c, sa_request_t *req, int compress);
 /* Raw bytes, for tests of malformed input. */
+/* Write all of buf to fd: 0 or -errno. socket: send(MSG_NOSIGNAL), else write(2). */
+int sa_write_all(int fd, const void *buf, size_t len, int socket);
 int sa_client_send_raw(sa_client_t *c, const void *buf, size_t len);
 
 /* Next response of any id. timeout_ms < 0 waits forever. -ETIMEDOUT,

@@ -32,9 +32,9 @@
 
 static const char *g_user = ""; /* -u: act as this user on the agent */
 
-/* File data is mostly incompressible, and compressing it costs the agent
- * more than the bytes it saves on a local transport (-z turns it on). */
-static int fs_connect(ctl_t *ctl, int zlib) { return ctl_connect_z(ctl, zlib); }
+/* File commands connect with ctl_connect_z(ctl, o['z']): file data is mostly
+ * incompressible, and compressing it costs the agent more than the bytes it
+ * saves on a local transport (-z turns it on). */
 
 static const char *rpath(const char *s) { return s[0] == ':' ? s + 1 : s; }
 
@@ -846,7 +846,7 @@ static int cmd_cp(ctl_t *ctl, int argc, char **argv)
             return ctl_usage_error(ctl, "'%s': the sources are on one side and the destination "
                                         "on the other; the agent's side starts with ':'",
                                    srcs[i]);
-    if (fs_connect(ctl, z) < 0)
+    if (ctl_connect_z(ctl, z) < 0)
         return 1;
     /* An existing directory receives the sources inside it; several sources
      * need one. */
@@ -909,7 +909,7 @@ static int cmd_cat(ctl_t *ctl, int argc, char **argv)
         return rc;
     if (i >= argc)
         return ctl_usage_error(ctl, "needs a path");
-    if (fs_connect(ctl, o['z']) < 0)
+    if (ctl_connect_z(ctl, o['z']) < 0)
         return 1;
     /* As cat: a file that cannot be read is reported, the others printed. */
     for (; i < argc; i++) {
@@ -1043,7 +1043,7 @@ static int cmd_ls(ctl_t *ctl, int argc, char **argv)
      * shows the link itself (-L follows it anyway). */
     int follow = o['L'] || (!o['l'] && !o['d']);
     int n = argc - i;
-    if (fs_connect(ctl, o['z']) < 0)
+    if (ctl_connect_z(ctl, o['z']) < 0)
         return 1;
     for (int k = 0; k < (n ? n : 1); k++) {
         const char *path = n ? rpath(argv[i + k]) : "."; /* "." is the user's home */
@@ -1084,7 +1084,7 @@ static int cmd_stat(ctl_t *ctl, int argc, char **argv)
         return rc;
     if (i >= argc)
         return ctl_usage_error(ctl, "needs a path");
-    if (fs_connect(ctl, 1) < 0)
+    if (ctl_connect_z(ctl, 1) < 0)
         return 1;
     for (; i < argc; i++) {
         Response *r = remote_stat(ctl, rpath(argv[i]), o['L'], "stat");
@@ -1133,7 +1133,7 @@ static int cmd_mkdir(ctl_t *ctl, int argc, char **argv)
         return rc;
     if (i >= argc)
         return ctl_usage_error(ctl, "needs a path");
-    if (fs_connect(ctl, 1) < 0)
+    if (ctl_connect_z(ctl, 1) < 0)
         return 1;
     for (; i < argc; i++) {
         int k = remote_mkdir(ctl, rpath(argv[i]), o['p'], 0, "mkdir");
@@ -1152,7 +1152,7 @@ static int cmd_rm(ctl_t *ctl, int argc, char **argv)
         return rc;
     if (i >= argc)
         return o['f'] ? 0 : ctl_usage_error(ctl, "needs a path");
-    if (fs_connect(ctl, 1) < 0)
+    if (ctl_connect_z(ctl, 1) < 0)
         return 1;
     for (; i < argc; i++) {
         Request req = REQUEST_INIT;
@@ -1181,7 +1181,7 @@ static int cmd_mv(ctl_t *ctl, int argc, char **argv)
         return rc;
     if (argc - i != 2)
         return ctl_usage_error(ctl, "needs a source and a destination");
-    if (fs_connect(ctl, 1) < 0)
+    if (ctl_connect_z(ctl, 1) < 0)
         return 1;
     const char *src = rpath(argv[i]), *dst = rpath(argv[i + 1]);
     char *target = NULL;
@@ -1219,7 +1219,7 @@ static int cmd_watch(ctl_t *ctl, int argc, char **argv)
         return rc;
     if (argc - i != 1)
         return ctl_usage_error(ctl, "needs one path");
-    if (fs_connect(ctl, 1) < 0)
+    if (ctl_connect_z(ctl, 1) < 0)
         return 1;
     Request req = REQUEST_INIT;
     Sandbox__Agent__V1__WatchPath wp = SANDBOX__AGENT__V1__WATCH_PATH__INIT;

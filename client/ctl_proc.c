@@ -43,22 +43,6 @@ typedef struct run_opts {
     ctl_svc_opts_t svc; /* --restart, --ready, ... (ctl_svc.c) */
 } run_opts_t;
 
-static int write_all(int fd, const void *buf, size_t len)
-{
-    const char *p = buf;
-    while (len) {
-        ssize_t n = write(fd, p, len);
-        if (n < 0) {
-            if (errno == EINTR)
-                continue;
-            return -errno;
-        }
-        p += n;
-        len -= (size_t)n;
-    }
-    return 0;
-}
-
 /* The status a shell reports; a timeout says so and is 124, as timeout(1). */
 static int exit_status_of(const char *what, const ProcessExit *e, const char *timeout_arg)
 {
@@ -285,7 +269,7 @@ static int send_close(ctl_t *ctl, uint32_t pid)
 static void emit(const OutputEvent *ev)
 {
     int fd = ev->stream == STREAM_ERR ? STDERR_FILENO : STDOUT_FILENO;
-    write_all(fd, ev->data.data, ev->data.len);
+    sa_write_all(fd, ev->data.data, ev->data.len, 0);
 }
 
 static const char *stream_name(int s)
@@ -845,7 +829,7 @@ static void logs_print(logs_t *l, int stream, uint64_t seq, uint64_t ts, const u
     FILE *f = stream == STREAM_ERR ? stderr : stdout;
     if (!l->timestamps) {
         fflush(stdout);
-        write_all(fileno(f), d, n);
+        sa_write_all(fileno(f), d, n, 0);
         return;
     }
     for (size_t i = 0; i < n; i++) {

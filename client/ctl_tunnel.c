@@ -25,20 +25,6 @@
 #define FORWARD_MAX_SPECS 16
 #define FORWARD_MAX_CONNS 512
 
-static int write_all(int fd, const uint8_t *p, size_t n)
-{
-    while (n) {
-        ssize_t w = write(fd, p, n);
-        if (w < 0 && errno == EINTR)
-            continue;
-        if (w < 0)
-            return -errno;
-        p += w;
-        n -= (size_t)w;
-    }
-    return 0;
-}
-
 /* Copy in to out until in ends, then pass the end on (a half-close where out
  * is a socket). Returns 0 at a clean end, -errno when either side failed. */
 static int copy_until_eof(int in, int out)
@@ -57,7 +43,7 @@ static int copy_until_eof(int in, int out)
         }
         if (n == 0)
             break;
-        if ((rc = write_all(out, buf, (size_t)n)) < 0)
+        if ((rc = sa_write_all(out, buf, (size_t)n, 0)) < 0)
             break;
     }
     free(buf);
@@ -92,7 +78,7 @@ static int dedicated(ctl_t *ctl, const char *target, int out, char *err, size_t 
         free(rest);
         return -1;
     }
-    if (rest_len && write_all(out, rest, rest_len) < 0) {
+    if (rest_len && sa_write_all(out, rest, rest_len, 0) < 0) {
         snprintf(err, errlen, "write: %s", strerror(errno));
         free(rest);
         close(fd);
