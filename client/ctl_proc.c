@@ -507,8 +507,12 @@ static int pump_process(ctl_t *ctl, uint64_t main_id, uint32_t pid, const run_op
         if (tcsetattr(STDIN_FILENO, TCSAFLUSH, &t) == 0)
             raw = 1;
     }
+    /* One place takes responses: what is buffered (0 ms) each time round,
+     * and when poll said the socket is readable, a whole frame (1 s), after
+     * the signals and stdin that woke the same poll are handled. */
+    int recv_ms = 0;
     while (!p.ended) {
-        if (pump_recv(&p, 0) < 0 || p.ended)
+        if (pump_recv(&p, recv_ms) < 0 || p.ended)
             break;
         struct pollfd pf[3] = {
             {.fd = sa_client_fd(ctl->cli), .events = POLLIN},
@@ -518,6 +522,7 @@ static int pump_process(ctl_t *ctl, uint64_t main_id, uint32_t pid, const run_op
         };
         if (poll(pf, 3, -1) < 0 && errno != EINTR)
             break;
+        recv_ms = pf[0].revents & (POLLIN | POLLHUP | POLLERR) ? 1000 : 0;
         if (pf[1].revents & POLLIN) {
             sig_note_t n;
             if (read(g_sigpipe[0], &n, sizeof n) == (ssize_t)sizeof n) {
@@ -553,8 +558,6 @@ static int pump_process(ctl_t *ctl, uint64_t main_id, uint32_t pid, const run_op
                 send_close(ctl, p.pid);
             }
         }
-        if ((pf[0].revents & (POLLIN | POLLHUP | POLLERR)) && pump_recv(&p, 1000) < 0)
-            break;
     }
     if (raw)
         tcsetattr(STDIN_FILENO, TCSAFLUSH, &saved);
