@@ -901,16 +901,33 @@ static int opts(ctl_t *ctl, int argc, char **argv, const char *own, char *seen, 
     return optind;
 }
 
+/* The start every file command shares: its options, between min and max
+ * operands (max < 0: no bound; else the usage error says `need`), then the
+ * connection (compressed unless the command has a -z to ask for it).
+ * Returns the first operand's index, or -1 with *rc the exit status. */
+static int fs_begin(ctl_t *ctl, int argc, char **argv, const char *own, char *seen, int min,
+                    int max, const char *need, int *rc)
+{
+    int i = opts(ctl, argc, argv, own, seen, rc);
+    if (i < 0)
+        return -1;
+    if (argc - i < min || (max >= 0 && argc - i > max)) {
+        *rc = ctl_usage_error(ctl, "%s", need);
+        return -1;
+    }
+    if (ctl_connect_z(ctl, strchr(own, 'z') ? seen['z'] : 1) < 0) {
+        *rc = 1;
+        return -1;
+    }
+    return i;
+}
+
 static int cmd_cat(ctl_t *ctl, int argc, char **argv)
 {
     char o[128];
-    int rc = 0, i = opts(ctl, argc, argv, "z", o, &rc);
+    int rc = 0, i = fs_begin(ctl, argc, argv, "z", o, 1, -1, "needs a path", &rc);
     if (i < 0)
         return rc;
-    if (i >= argc)
-        return ctl_usage_error(ctl, "needs a path");
-    if (ctl_connect_z(ctl, o['z']) < 0)
-        return 1;
     /* As cat: a file that cannot be read is reported, the others printed. */
     for (; i < argc; i++) {
         int k = download_fd(ctl, rpath(argv[i]), 1, "cat", 0);
@@ -1036,15 +1053,13 @@ static int ls_each(ctl_t *ctl, const Entry *e, void *arg)
 static int cmd_ls(ctl_t *ctl, int argc, char **argv)
 {
     char o[128];
-    int rc = 0, i = opts(ctl, argc, argv, "lRadLz", o, &rc);
+    int rc = 0, i = fs_begin(ctl, argc, argv, "lRadLz", o, 0, -1, "", &rc);
     if (i < 0)
         return rc;
     /* As ls: a link named on the command line is followed unless -l or -d
      * shows the link itself (-L follows it anyway). */
     int follow = o['L'] || (!o['l'] && !o['d']);
     int n = argc - i;
-    if (ctl_connect_z(ctl, o['z']) < 0)
-        return 1;
     for (int k = 0; k < (n ? n : 1); k++) {
         const char *path = n ? rpath(argv[i + k]) : "."; /* "." is the user's home */
         Response *r = remote_stat(ctl, path, follow, "ls");
@@ -1079,13 +1094,9 @@ static int cmd_ls(ctl_t *ctl, int argc, char **argv)
 static int cmd_stat(ctl_t *ctl, int argc, char **argv)
 {
     char o[128];
-    int rc = 0, i = opts(ctl, argc, argv, "L", o, &rc);
+    int rc = 0, i = fs_begin(ctl, argc, argv, "L", o, 1, -1, "needs a path", &rc);
     if (i < 0)
         return rc;
-    if (i >= argc)
-        return ctl_usage_error(ctl, "needs a path");
-    if (ctl_connect_z(ctl, 1) < 0)
-        return 1;
     for (; i < argc; i++) {
         Response *r = remote_stat(ctl, rpath(argv[i]), o['L'], "stat");
         if (!r)
@@ -1128,13 +1139,9 @@ static int cmd_stat(ctl_t *ctl, int argc, char **argv)
 static int cmd_mkdir(ctl_t *ctl, int argc, char **argv)
 {
     char o[128];
-    int rc = 0, i = opts(ctl, argc, argv, "p", o, &rc);
+    int rc = 0, i = fs_begin(ctl, argc, argv, "p", o, 1, -1, "needs a path", &rc);
     if (i < 0)
         return rc;
-    if (i >= argc)
-        return ctl_usage_error(ctl, "needs a path");
-    if (ctl_connect_z(ctl, 1) < 0)
-        return 1;
     for (; i < argc; i++) {
         int k = remote_mkdir(ctl, rpath(argv[i]), o['p'], 0, "mkdir");
         if (k < 0)
@@ -1176,13 +1183,9 @@ static int cmd_rm(ctl_t *ctl, int argc, char **argv)
 static int cmd_mv(ctl_t *ctl, int argc, char **argv)
 {
     char o[128];
-    int rc = 0, i = opts(ctl, argc, argv, "np", o, &rc);
+    int rc = 0, i = fs_begin(ctl, argc, argv, "np", o, 2, 2, "needs a source and a destination", &rc);
     if (i < 0)
         return rc;
-    if (argc - i != 2)
-        return ctl_usage_error(ctl, "needs a source and a destination");
-    if (ctl_connect_z(ctl, 1) < 0)
-        return 1;
     const char *src = rpath(argv[i]), *dst = rpath(argv[i + 1]);
     char *target = NULL;
     Response *r = remote_stat(ctl, dst, 1, "mv");
@@ -1214,13 +1217,9 @@ static int cmd_watch(ctl_t *ctl, int argc, char **argv)
     static const char *kinds[] = {"?", "CREATE", "MODIFY", "DELETE", "RENAME", "ATTRIB",
                                   "OVERFLOW"};
     char o[128];
-    int rc = 0, i = opts(ctl, argc, argv, "r", o, &rc);
+    int rc = 0, i = fs_begin(ctl, argc, argv, "r", o, 1, 1, "needs one path", &rc);
     if (i < 0)
         return rc;
-    if (argc - i != 1)
-        return ctl_usage_error(ctl, "needs one path");
-    if (ctl_connect_z(ctl, 1) < 0)
-        return 1;
     Request req = REQUEST_INIT;
     Sandbox__Agent__V1__WatchPath wp = SANDBOX__AGENT__V1__WATCH_PATH__INIT;
     ctl_set_path(&wp.path, &wp.path_raw, rpath(argv[i]));
