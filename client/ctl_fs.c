@@ -172,17 +172,6 @@ static double now_s(void)
     return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
 }
 
-static void human(double b, char *out, size_t len)
-{
-    const char *u[] = {"B", "KiB", "MiB", "GiB", "TiB"};
-    int i = 0;
-    while (b >= 1024 && i < 4) {
-        b /= 1024;
-        i++;
-    }
-    snprintf(out, len, i ? "%.1f %s" : "%.0f %s", b, u[i]);
-}
-
 /* A tree's files get no bar each: a bar per file of a thousand is noise. */
 static int g_progress_off;
 
@@ -203,9 +192,9 @@ static void progress_draw(progress_t *p, int final)
     p->last = t;
     double el = t - p->t0, rate = el > 0 ? (double)p->done / el : 0;
     char d[32], tot[32], r[32], eta[32] = "";
-    human((double)p->done, d, sizeof d);
-    human((double)p->total, tot, sizeof tot);
-    human(rate, r, sizeof r);
+    ctl_human("B", (double)p->done, d, sizeof d);
+    ctl_human("B", (double)p->total, tot, sizeof tot);
+    ctl_human("B", rate, r, sizeof r);
     if (!final && rate > 0 && p->total > p->done) {
         unsigned s = (unsigned)((double)(p->total - p->done) / rate);
         snprintf(eta, sizeof eta, " ETA %u:%02u", s / 60, s % 60);

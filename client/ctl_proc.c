@@ -278,17 +278,6 @@ static const char *stream_name(int s)
                                                                                       : "both";
 }
 
-static void human(double b, char *out, size_t len)
-{
-    const char *u[] = {"bytes", "KiB", "MiB", "GiB", "TiB"};
-    int i = 0;
-    while (b >= 1024 && i < 4) {
-        b /= 1024;
-        i++;
-    }
-    snprintf(out, len, i ? "%.1f %s" : "%.0f %s", b, u[i]);
-}
-
 /* The JSON lines of a followed process (logs --json, run --json). */
 static void json_output(int stream, uint64_t seq, uint64_t ts, const uint8_t *d, size_t n)
 {
@@ -366,7 +355,7 @@ static void pump_response(pump_t *p, Response *r)
             /* This follower fell behind the window: said, never silent. */
             const OutputGap *g = r->gap;
             char b[32];
-            human((double)g->skipped_bytes, b, sizeof b);
+            ctl_human("bytes", (double)g->skipped_bytes, b, sizeof b);
             if (p->ctl->json)
                 json_gap((int)g->stream, g->skipped_bytes, g->from_sequence, g->to_sequence);
             fprintf(stderr, "%ssandboxctl: run: %s of %s were dropped here (read slower than "
@@ -851,8 +840,8 @@ static void logs_gap_print(logs_t *l, int stream, uint64_t skipped, uint64_t fro
     if (l->ctl->json)
         json_gap(stream, skipped, from, to);
     fflush(stdout);
-    human((double)skipped, b, sizeof b);
-    human((double)l->window, w, sizeof w);
+    ctl_human("bytes", (double)skipped, b, sizeof b);
+    ctl_human("bytes", (double)l->window, w, sizeof w);
     fprintf(stderr, "sandboxctl: logs: %s of %s were dropped before this point (window %s)\n",
             b, stream == STREAM_UNSPECIFIED ? "output" : stream_name(stream), w);
 }
@@ -1122,7 +1111,7 @@ static int cmd_logs(ctl_t *ctl, int argc, char **argv)
         json_exit(&ex);
     if (!status && l.lost && !l.allow_gaps) {
         char b[32];
-        human((double)l.lost, b, sizeof b);
+        ctl_human("bytes", (double)l.lost, b, sizeof b);
         fprintf(stderr, "sandboxctl: logs: %s of output were missing (exit 1; --allow-gaps "
                         "accepts that)\n", b);
         status = 1;

@@ -194,3 +194,14 @@ void ctl_json_name(const char *key, const char *str, const ProtobufCBinaryData *
         ctl_json_base64(raw->data, raw->len);
     }
 }
+
+void ctl_human(const char *unit, double b, char *out, size_t len)
+{
+    const char *u[] = {unit, "KiB", "MiB", "GiB", "TiB"};
+    int i = 0;
+    while (b >= 1024 && i < 4) {
+        b /= 1024;
+        i++;
+    }
+    snprintf(out, len, i ? "%.1f %s" : "%.0f %s", b, u[i]);
+}
