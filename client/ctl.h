@@ -71,6 +71,8 @@ char *ctl_name_bytes(const char *str, const ProtobufCBinaryData *raw);
 void ctl_json_string(const char *s);
 void ctl_json_string_n(const char *s, size_t n);
 /* Print base64 of data as a JSON string. */
+/* Seconds on the monotonic clock, for progress rates and grace periods. */
+double ctl_now(void);
 /* A byte count for people: "unit" below 1 KiB ("B" or "bytes"), then KiB... TiB. */
 void ctl_human(const char *unit, double b, char *out, size_t len);
 void ctl_json_base64(const uint8_t *data, size_t n);

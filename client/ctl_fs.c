@@ -165,13 +165,6 @@ typedef struct progress {
     double t0, last;
 } progress_t;
 
-static double now_s(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
-}
-
 /* A tree's files get no bar each: a bar per file of a thousand is noise. */
 static int g_progress_off;
 
@@ -181,12 +174,12 @@ static void progress_start(progress_t *p, const char *name, uint64_t total)
     p->name = name;
     p->total = total;
     p->done = 0;
-    p->t0 = p->last = now_s();
+    p->t0 = p->last = ctl_now();
 }
 
 static void progress_draw(progress_t *p, int final)
 {
-    double t = now_s();
+    double t = ctl_now();
     if (!p->on || (!final && t - p->last < 0.1))
         return;
     p->last = t;

@@ -321,13 +321,6 @@ static void json_exit(const ProcessExit *e)
     fflush(stdout);
 }
 
-static double now_mono(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
-}
-
 typedef struct pump {
     ctl_t *ctl;
     uint64_t main_id;
@@ -416,14 +409,14 @@ static void pump_abandon(pump_t *p, int sig)
         return;
     }
     send_signal(p->ctl, p->pid, SIGTERM, 1);
-    double t0 = now_mono();
-    while (!p->ended && now_mono() - t0 < TERM_GRACE_MS / 1000.0)
+    double t0 = ctl_now();
+    while (!p->ended && ctl_now() - t0 < TERM_GRACE_MS / 1000.0)
         if (pump_recv(p, 100) < 0)
             break;
     if (!p->ended) {
         send_signal(p->ctl, p->pid, SIGKILL, 1);
-        double t1 = now_mono();
-        while (!p->ended && now_mono() - t1 < 5)
+        double t1 = ctl_now();
+        while (!p->ended && ctl_now() - t1 < 5)
             if (pump_recv(p, 100) < 0)
                 break;
     }

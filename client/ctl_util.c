@@ -6,6 +6,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 /* ------------------------------------------------------------ errors */
 
@@ -204,4 +205,11 @@ void ctl_human(const char *unit, double b, char *out, size_t len)
         i++;
     }
     snprintf(out, len, i ? "%.1f %s" : "%.0f %s", b, u[i]);
+}
+
+double ctl_now(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
 }

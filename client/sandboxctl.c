@@ -88,18 +88,6 @@ static int cmd_ping(ctl_t *ctl, int argc, char **argv)
     return 0;
 }
 
-static void human_bytes(uint64_t b, char *out, size_t len)
-{
-    const char *u[] = {"B", "KiB", "MiB", "GiB", "TiB"};
-    double v = (double)b;
-    int i = 0;
-    while (v >= 1024 && i < 4) {
-        v /= 1024;
-        i++;
-    }
-    snprintf(out, len, i ? "%.1f %s" : "%.0f %s", v, u[i]);
-}
-
 static int cmd_info(ctl_t *ctl, int argc, char **argv)
 {
     Request req = REQUEST_INIT;
@@ -156,10 +144,10 @@ static int cmd_info(ctl_t *ctl, int argc, char **argv)
         printf("]}\n");
     } else {
         char mt[32], ma[32], rss[32], kept[32];
-        human_bytes(in->memory_total_bytes, mt, sizeof mt);
-        human_bytes(in->memory_available_bytes, ma, sizeof ma);
-        human_bytes(in->agent_rss_bytes, rss, sizeof rss);
-        human_bytes(in->kept_output_bytes, kept, sizeof kept);
+        ctl_human("B", (double)in->memory_total_bytes, mt, sizeof mt);
+        ctl_human("B", (double)in->memory_available_bytes, ma, sizeof ma);
+        ctl_human("B", (double)in->agent_rss_bytes, rss, sizeof rss);
+        ctl_human("B", (double)in->kept_output_bytes, kept, sizeof kept);
         printf("agent:       sandbox-agent %s (protocol %u), pid %u, up %.1f s, rss %s\n",
                in->agent_version, in->protocol_version, in->agent_pid,
                (double)in->agent_uptime_nano / 1e9, rss);
