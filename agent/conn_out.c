@@ -166,8 +166,11 @@ int conn_send_ref(conn_t *c, uint64_t id, int done, Response *r, ProtobufCMessag
      * every frame after it. */
     if (!(rb = calloc(1, sizeof *rb)))
         goto nomem;
+    /* After a borrowed block the next head cannot share a block with what
+     * came before it: it gets one of its own, sized to it, not a 16 KiB
+     * block per frame (a follower's queue holds many such frames). */
     if (!(hb = tail_room(c, (size_t)hl))) {
-        if (!(hb = block_new(BLOCK_SIZE))) {
+        if (!(hb = block_new((size_t)hl))) {
             free(rb);
             goto nomem;
         }
