@@ -12,7 +12,7 @@
 # zlib1g-dev, libdeflate-dev). Uses KVM when /dev/kvm is usable, else TCG (much slower).
 #
 # Settings (environment):
-#   SUITE=bookworm  MIRROR=http://deb.debian.org/debian
+#   SUITE=bookworm  MIRROR=URL (default: debootstrap's own configured mirror)
 #   AGENT_BUILD=DIR   a build of the agent to install (default: a static
 #                     Release build in WORKDIR/build-static)
 #   GUEST_PORT=7000   the agent's TCP port inside the VM
@@ -28,7 +28,7 @@ set -eu
 SRC=$(cd "$(dirname "$0")/../.." && pwd)
 WORK=${1:-/var/tmp/sandbox-agent-image}
 SUITE=${SUITE:-bookworm}
-MIRROR=${MIRROR:-http://deb.debian.org/debian}
+MIRROR=${MIRROR:-}
 GUEST_PORT=${GUEST_PORT:-7000}
 HOST_PORT=${HOST_PORT:-17000}
 MEM=${MEM:-1024}
@@ -74,10 +74,10 @@ if [ "${KEEP_ROOTFS:-}" = 1 ] && [ -x "$ROOT/bin/sh" ]; then
     say "reusing $ROOT"
 else
     rm -rf "$ROOT"
-    say "debootstrap $SUITE from $MIRROR (a few minutes)"
+    say "debootstrap $SUITE${MIRROR:+ from $MIRROR} (a few minutes)"
     debootstrap --variant=minbase \
         --include=systemd-sysv,udev,kmod,linux-image-amd64,initramfs-tools,iproute2 \
-        "$SUITE" "$ROOT" "$MIRROR" >"$WORK/debootstrap.log" 2>&1 ||
+        "$SUITE" "$ROOT" ${MIRROR:+"$MIRROR"} >"$WORK/debootstrap.log" 2>&1 ||
         die "debootstrap failed, see $WORK/debootstrap.log"
 fi
 
