@@ -85,6 +85,19 @@ static uint64_t min_follower(const outlog_t *log)
     return m;
 }
 
+/* Drop the oldest kept chunk, c, from the log and its accounts. */
+static void evict_oldest(outlog_t *log, outlog_chunk_t *c)
+{
+    log->evicted[c->stream] += c->len;
+    log->kept -= c->len;
+    log->cost -= c->len + OUTLOG_CHUNK_OVERHEAD;
+    if (log->account)
+        *log->account -= c->len;
+    log->head = (log->head + 1) & (log->ring_cap - 1);
+    log->n--;
+    outlog_chunk_unref(c);
+}
+
 /* Drop the oldest chunks while over the window, keeping the newest one (so
  * a window smaller than one read still replays that read). Lossless: keep
  * what a follower still needs, and pause the producer instead. */
@@ -98,14 +111,7 @@ static void evict(outlog_t *log)
             blocked = 1;
             break;
         }
-        log->evicted[c->stream] += c->len;
-        log->kept -= c->len;
-        log->cost -= c->len + OUTLOG_CHUNK_OVERHEAD;
-        if (log->account)
-            *log->account -= c->len;
-        log->head = (log->head + 1) & (log->ring_cap - 1);
-        log->n--;
-        outlog_chunk_unref(c);
+        evict_oldest(log, c);
     }
     log->oldest_seq = log->n ? at(log, 0)->seq : log->next_seq;
     log->paused = blocked;
@@ -239,14 +245,7 @@ void outlog_drop(outlog_t *log, int stream, size_t len)
      * goes with them (memory is short anyway). */
     while (log->n) {
         outlog_chunk_t *c = at(log, 0);
-        log->evicted[c->stream] += c->len;
-        log->kept -= c->len;
-        log->cost -= c->len + OUTLOG_CHUNK_OVERHEAD;
-        if (log->account)
-            *log->account -= c->len;
-        log->head = (log->head + 1) & (log->ring_cap - 1);
-        log->n--;
-        outlog_chunk_unref(c);
+        evict_oldest(log, c);
     }
     log->next_seq += len;
     log->total[stream] += len;

@@ -1423,8 +1423,7 @@ static void start_job_free(start_job_t *j)
     free(j);
 }
 
-/* A copy of the request that outlives it (pack, then unpack). */
-static StartProcess *start_copy(const StartProcess *sp)
+StartProcess *proc_start_copy(const StartProcess *sp)
 {
     size_t n = sandbox__agent__v1__start_process__get_packed_size(sp);
     uint8_t *buf = malloc(n ? n : 1);
@@ -1845,7 +1844,7 @@ static int start_prepare(const StartProcess *sp, proc_t *rec, start_job_t **jp, 
     if (set_user && j->u.uid == geteuid() && j->u.gid == getegid() && geteuid() != 0)
         set_user = 0; /* already that user; no privilege needed */
     j->set_user = set_user;
-    if (!(j->sp = start_copy(sp)))
+    if (!(j->sp = proc_start_copy(sp)))
         goto nomem;
     sp = j->sp; /* from here on, the copy: it outlives the request */
     if (!(j->x.argv = calloc(sp->n_args + 2, sizeof *j->x.argv)))

@@ -65,4 +65,8 @@ void proc_wake(proc_t *p);
  * err filled. */
 int proc_start_detached(const StartProcess *sp, char *err, size_t n);
 
+/* A copy of a StartProcess that outlives its request (pack, then unpack;
+ * free with sandbox__agent__v1__start_process__free_unpacked). NULL on ENOMEM. */
+StartProcess *proc_start_copy(const StartProcess *sp);
+
 #endif

@@ -300,19 +300,6 @@ int svc_wanted(const StartProcess *sp)
     return (sp->restart && sp->restart->mode != MODE(NEVER)) || sp->ready || sp->health;
 }
 
-static StartProcess *copy_request(const StartProcess *sp)
-{
-    size_t n = sandbox__agent__v1__start_process__get_packed_size(sp);
-    uint8_t *buf = malloc(n ? n : 1);
-    StartProcess *copy;
-    if (!buf)
-        return NULL;
-    sandbox__agent__v1__start_process__pack(sp, buf);
-    copy = sandbox__agent__v1__start_process__unpack(NULL, n, buf);
-    free(buf);
-    return copy;
-}
-
 static void on_ready_result(void *arg, int ok, const char *err);
 static void on_health_result(void *arg, int ok, const char *err);
 static void on_restart(struct ev_loop *loop, ev_timer *t, int revents);
@@ -362,7 +349,7 @@ svc_t *svc_new(struct ev_loop *loop, const StartProcess *sp, int *code, char *er
     ev_init(&s->t_restart, on_restart);
     ev_init(&s->t_kill, on_kill);
     s->t_restart.data = s->t_kill.data = s;
-    if (!(s->sp = copy_request(sp)))
+    if (!(s->sp = proc_start_copy(sp)))
         goto nomem;
     /* Each run answers its own start; the copy must not follow anything. */
     s->sp->follow = 0;
