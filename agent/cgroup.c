@@ -1038,7 +1038,6 @@ static void on_pending_poll(struct ev_loop *loop, ev_timer *w, int revents)
         ev_timer_set(w, g_pending_delay, 0);
         ev_timer_start(loop, w);
     }
-    (void)revents;
 }
 
 /* ------------------------------------------------------------ workload */

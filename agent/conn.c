@@ -61,7 +61,6 @@ unsigned conn_in_flight(const conn_t *c) { return c->n_streams; }
 
 size_t conn_max_payload(const conn_t *c)
 {
-    (void)c;
     /* Leave room for the Response envelope and the result's own fields. */
     return g_config.max_frame_size - 256;
 }
@@ -353,8 +352,6 @@ void conn_service(conn_t *c)
 static void on_write(struct ev_loop *loop, ev_io *w, int revents)
 {
     conn_service(w->data);
-    (void)loop;
-    (void)revents;
 }
 
 /* A peer that stopped reading for write_timeout_s (a VM restored from a
@@ -378,7 +375,6 @@ static void on_wtimer(struct ev_loop *loop, ev_timer *w, int revents)
     ev_timer_set(w, c->queued ? (double)(limit - idle) / 1e9 + 0.001 : g_config.write_timeout_s,
                  0);
     ev_timer_start(loop, w);
-    (void)revents;
 }
 
 /* Before authentication: the Hello deadline. After a half-close: is the
@@ -386,8 +382,6 @@ static void on_wtimer(struct ev_loop *loop, ev_timer *w, int revents)
 static void on_htimer(struct ev_loop *loop, ev_timer *w, int revents)
 {
     conn_t *c = w->data;
-    (void)loop;
-    (void)revents;
     if (c->eof) {
         if (conn_in_peer_gone(c)) {
             log_debug("conn %s (%s): closed by peer after its shutdown", c->peer, c->kind);

@@ -227,8 +227,6 @@ void conn_in_on_read(struct ev_loop *loop, ev_io *w, int revents)
     c->in_len += (size_t)n;
     conn_in_process(c);
     conn_service(c);
-    (void)loop;
-    (void)revents;
 }
 
 #define UPLOAD_CONN_BUDGET() (2 * (size_t)g_config.max_frame_size)

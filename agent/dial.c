@@ -118,8 +118,6 @@ static void finish(dial_t *d, int err, const char *fmt, ...)
 static void on_timer(struct ev_loop *loop, ev_timer *w, int revents)
 {
     dial_t *d = w->data;
-    (void)loop;
-    (void)revents;
     if (!d->finished) {
         /* The deadline. A lookup still running on a thread finds the dial
          * cancelled when it returns and frees it. */
@@ -206,8 +204,6 @@ static void on_writable(struct ev_loop *loop, ev_io *w, int revents)
     dial_t *d = w->data;
     int soerr = 0;
     socklen_t len = sizeof soerr;
-    (void)loop;
-    (void)revents;
     ev_io_stop(g_loop, &d->wio);
     if (getsockopt(d->fd, SOL_SOCKET, SO_ERROR, &soerr, &len) < 0)
         soerr = errno;
@@ -231,7 +227,6 @@ static void on_writable(struct ev_loop *loop, ev_io *w, int revents)
 
 static void *resolver(void *unused)
 {
-    (void)unused;
     pthread_mutex_lock(&g_mu);
     for (;;) {
         while (!g_qhead) {
@@ -329,9 +324,6 @@ static void resolved(dial_t *d)
 
 static void on_async(struct ev_loop *loop, ev_async *w, int revents)
 {
-    (void)loop;
-    (void)w;
-    (void)revents;
     pthread_mutex_lock(&g_mu);
     dial_t *list = g_done;
     g_done = NULL;

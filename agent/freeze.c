@@ -36,9 +36,6 @@ static void on_auto_thaw(struct ev_loop *loop, ev_timer *w, int revents)
         log_warn("processes thawed: thaw_after_ms passed without ThawProcesses");
         cg_freeze_all(0);
     }
-    (void)loop;
-    (void)w;
-    (void)revents;
 }
 
 void freeze_init(struct ev_loop *loop)
@@ -100,7 +97,6 @@ static void on_poll(struct ev_loop *loop, ev_timer *w, int revents)
     g_waiting--;
     ev_timer_stop(loop, w);
     stream_wake(&s->base);
-    (void)revents;
 }
 
 void freeze_handle_freeze(conn_t *c, const Request *req)

@@ -445,7 +445,6 @@ static void op_finish(fsop_t *o, Response *r)
 
 static stream_status_t op_next_wait(stream_t *s)
 {
-    (void)s;
     return STREAM_WAIT;
 }
 

@@ -150,7 +150,6 @@ static int wait_work(void)
 
 static void *worker(void *arg)
 {
-    (void)arg;
     pthread_mutex_lock(&g_mu);
     while (wait_work()) {
         fsw_job_t *j = g_qhead;
@@ -210,9 +209,6 @@ static void drain_done(void)
 
 static void on_async(struct ev_loop *loop, ev_async *w, int revents)
 {
-    (void)loop;
-    (void)w;
-    (void)revents;
     drain_done();
 }
 

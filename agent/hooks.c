@@ -276,8 +276,6 @@ static void on_output(struct ev_loop *loop, ev_io *w, int revents)
 {
     hooks_run_t *r = w->data;
     drain(r, w == &r->rio[1]);
-    (void)loop;
-    (void)revents;
 }
 
 /* ------------------------------------------------------------ one hook */
@@ -339,8 +337,6 @@ static void on_child(struct ev_loop *loop, ev_child *w, int revents)
         r->early[r->n_early].status = w->rstatus;
         r->n_early++;
     }
-    (void)loop;
-    (void)revents;
 }
 
 static void on_limit(struct ev_loop *loop, ev_timer *w, int revents)
@@ -350,8 +346,6 @@ static void on_limit(struct ev_loop *loop, ev_timer *w, int revents)
              r->name, r->limit_ms);
     r->timed_out = 1;
     kill(-r->pid, SIGKILL);
-    (void)loop;
-    (void)revents;
 }
 
 static void on_spawned(spawn_job_t *sj)

@@ -658,7 +658,6 @@ static const stream_ops_t sub_ops = {"watch_lifecycle", sub_next, NULL, sub_dest
 
 static stream_status_t op_next(stream_t *s)
 {
-    (void)s;
     return STREAM_WAIT;
 }
 
@@ -861,9 +860,6 @@ static void on_thaw_timer(struct ev_loop *loop, ev_timer *w, int revents)
 {
     log_warn("quiesce: no Thaw or restore within thaw_after; thawing by itself");
     thaw_start("timer");
-    (void)loop;
-    (void)w;
-    (void)revents;
 }
 
 void lc_handle_thaw(conn_t *c, const Request *req)
@@ -1016,7 +1012,6 @@ static void on_pre_hooks(hooks_run_t *run, void *arg)
     op_t *q = g_quiesce;
     const char *const *fails;
     unsigned nf = hooks_failures(run, &fails);
-    (void)arg;
 
     g_hooks = NULL;
     if (q)
@@ -1179,7 +1174,6 @@ static void restore_finish(hooks_run_t *run, void *arg)
     restore_t *rs = g_restore;
     const char *const *fails = NULL;
     unsigned nf = run ? hooks_failures(run, &fails) : 0;
-    (void)arg;
 
     g_hooks = NULL;
     g_restore = NULL;
@@ -1318,9 +1312,6 @@ static void clock_rebase(void)
 static void on_clock(struct ev_loop *loop, ev_timer *w, int revents)
 {
     int64_t rt, mono, boot, thr = (int64_t)g_config.clock_jump_ms * 1000000;
-    (void)loop;
-    (void)w;
-    (void)revents;
     if (read_clocks(&rt, &mono, &boot) < 0)
         return;
     int64_t off_rt = rt - mono, off_bt = boot - mono;
@@ -1352,8 +1343,6 @@ static void on_uevent(struct ev_loop *loop, ev_io *w, int revents)
     char buf[8192];
     char cbuf[CMSG_SPACE(sizeof(struct ucred))];
     int found = 0;
-    (void)loop;
-    (void)revents;
     for (int i = 0; i < 64; i++) {
         struct sockaddr_nl sa;
         struct iovec iov = {buf, sizeof buf - 1};
@@ -1586,9 +1575,6 @@ void lc_fill_info(Info *in)
 static void on_async(struct ev_loop *loop, ev_async *w, int revents)
 {
     int synced;
-    (void)loop;
-    (void)w;
-    (void)revents;
     pthread_mutex_lock(&g_mu);
     synced = g_synced;
     g_synced = 0;

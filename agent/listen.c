@@ -126,7 +126,6 @@ static void on_backoff(struct ev_loop *loop, ev_timer *w, int revents)
 {
     listener_t *l = w->data;
     ev_io_start(loop, &l->io);
-    (void)revents;
 }
 
 static void on_accept(struct ev_loop *loop, ev_io *w, int revents)
@@ -189,7 +188,6 @@ static void on_accept(struct ev_loop *loop, ev_io *w, int revents)
         if (c)
             log_info("conn %s (%s): accepted on %s", conn_peer(c), l->kind, l->name);
     }
-    (void)revents;
 }
 
 /* An existing socket file is removed only when nothing answers on it, so a

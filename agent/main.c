@@ -46,8 +46,6 @@ static ev_signal g_benign_w[sizeof g_benign_signals / sizeof g_benign_signals[0]
 static void on_prepare(struct ev_loop *loop, ev_prepare *w, int revents)
 {
     conn_before_sleep(loop);
-    (void)w;
-    (void)revents;
 }
 
 static void on_processes_gone(struct ev_loop *loop)
@@ -147,8 +145,6 @@ static void on_benign_signal(struct ev_loop *loop, ev_signal *w, int revents)
 {
     log_info("signal %d (%s) ignored: only SIGTERM and SIGINT stop the agent", w->signum,
              strsignal(w->signum));
-    (void)loop;
-    (void)revents;
 }
 
 static void on_signal(struct ev_loop *loop, ev_signal *w, int revents)
@@ -173,7 +169,6 @@ static void on_signal(struct ev_loop *loop, ev_signal *w, int revents)
      * to a frozen file system get through once it is thawed). */
     lc_shutdown();
     proc_shutdown(loop, g_config.kill_grace_ms, on_processes_gone);
-    (void)revents;
 }
 
 int main(int argc, char **argv)

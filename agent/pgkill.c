@@ -274,7 +274,6 @@ static void on_retry(struct ev_loop *loop, ev_timer *w, int revents)
     g->retry = g->retry * 2 > LAST_RETRY_S ? LAST_RETRY_S : g->retry * 2;
     ev_timer_set(w, g->retry, 0);
     ev_timer_start(loop, w);
-    (void)revents;
 }
 
 int pgk_marked(pid_t pgid)

@@ -318,7 +318,6 @@ static void on_io(struct ev_loop *loop, ev_io *w, int revents)
         }
         http_result(pr);
     }
-    (void)revents;
 }
 
 static void start_socket(probe_t *pr)
@@ -360,7 +359,6 @@ static void on_child(struct ev_loop *loop, ev_child *w, int revents)
     else
         snprintf(err, sizeof err, "%s: exit %d", pr->desc, WEXITSTATUS(st));
     attempt_done(pr, 0, err);
-    (void)revents;
 }
 
 static void start_exec(probe_t *pr)
@@ -418,7 +416,6 @@ static void on_next(struct ev_loop *loop, ev_timer *w, int revents)
         start_exec(pr);
     else
         start_socket(pr);
-    (void)revents;
 }
 
 /* ------------------------------------------------------------ output */

@@ -722,8 +722,6 @@ static void stdin_pump(proc_t *p)
 static void on_stdin_writable(struct ev_loop *loop, ev_io *w, int revents)
 {
     stdin_pump(w->data);
-    (void)loop;
-    (void)revents;
 }
 
 /* ------------------------------------------------------------ output */
@@ -799,7 +797,6 @@ static void on_output(struct ev_loop *loop, ev_io *w, int revents)
         stdin_fail_all(p, -EIO); /* its stdin was that pty */
     if (!p->running && p->fd_out < 0 && p->fd_err < 0)
         finalize(p);
-    (void)revents;
 }
 
 /* The leader exited DRAIN_IDLE_MS ago with no output since: whatever still
@@ -822,8 +819,6 @@ static void on_drain_idle(struct ev_loop *loop, ev_timer *w, int revents)
     close_output(p, &p->r_out, &p->fd_out);
     close_output(p, &p->r_err, &p->fd_err);
     finalize(p);
-    (void)loop;
-    (void)revents;
 }
 
 /* ------------------------------------------------------------ lifecycle */
@@ -839,7 +834,6 @@ static void on_ttl(struct ev_loop *loop, ev_timer *w, int revents)
         ev_timer_set(w, left + 0.001, 0);
         ev_timer_start(loop, w);
     }
-    (void)revents;
 }
 
 /* Over the total cap: exited processes go, oldest first. */
@@ -1041,8 +1035,6 @@ static void on_child(struct ev_loop *loop, ev_child *w, int revents)
         if (g_shutdown_done)
             shutdown_check();
     }
-    (void)loop;
-    (void)revents;
 }
 
 /* A signal to everything p started: its cgroup when it has one (setsid,
@@ -1077,15 +1069,12 @@ static void on_timeout(struct ev_loop *loop, ev_timer *w, int revents)
     signal_all(p, SIGTERM);
     ev_timer_set(&p->t_kill, p->kill_grace_ms / 1000.0, 0);
     ev_timer_start(loop, &p->t_kill);
-    (void)revents;
 }
 
 static void on_kill(struct ev_loop *loop, ev_timer *w, int revents)
 {
     proc_t *p = w->data;
     signal_all(p, SIGKILL); /* the group outlives its leader, not its last member */
-    (void)loop;
-    (void)revents;
 }
 
 static void on_shutdown_kill(struct ev_loop *loop, ev_timer *w, int revents)
@@ -1100,7 +1089,6 @@ static void on_shutdown_kill(struct ev_loop *loop, ev_timer *w, int revents)
     ev_timer_set(w, SHUTDOWN_POLL_S, 0);
     ev_timer_start(loop, w);
     shutdown_check();
-    (void)revents;
 }
 
 int proc_init(struct ev_loop *loop)

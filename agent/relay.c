@@ -289,8 +289,6 @@ static int dir_step(rdir_t *d)
 
 static void on_io(struct ev_loop *loop, ev_io *w, int revents)
 {
-    (void)loop;
-    (void)revents;
     dir_step(w->data);
 }
 

@@ -618,7 +618,6 @@ void svc_respawn_failed(svc_t *s, int rc, const char *err)
         return;
     }
     schedule_restart(s);
-    (void)rc;
 }
 
 void svc_output(svc_t *s, const uint8_t *data, size_t len)

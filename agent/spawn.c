@@ -176,7 +176,7 @@ __attribute__((noreturn)) static void child_fail(child_ctx_t *x, int stage, int 
     } else {
         child_err_t e = {stage, err};
         ssize_t w = write(x->err_fd, &e, sizeof e);
-        (void)w;
+        (void)w; /* nothing to do if this write fails */
     }
     _exit(127);
 }
@@ -268,7 +268,7 @@ static int child_main(void *arg)
         child_fail(x, SPAWN_FDS, errno);
     if (r->reset_oom && (fd = open("/proc/self/oom_score_adj", O_WRONLY | O_CLOEXEC)) >= 0) {
         ssize_t w = write(fd, "0", 1);
-        (void)w;
+        (void)w; /* nothing to do if this write fails */
         close(fd);
     }
     if (r->set_user) {
@@ -457,7 +457,6 @@ static void sq_push(spawn_job_t **h, spawn_job_t **t, spawn_job_t *j)
 
 static void *spawner_main(void *arg)
 {
-    (void)arg;
     pthread_mutex_lock(&g_smu);
     for (;;) {
         while (!g_sq_head)
@@ -487,9 +486,6 @@ static void on_spawned(struct ev_loop *loop, ev_async *w, int revents)
         list = j->_next;
         j->done(j); /* may free j */
     }
-    (void)loop;
-    (void)w;
-    (void)revents;
 }
 
 int spawn_async_init(struct ev_loop *loop)

@@ -361,8 +361,6 @@ static int take_input(tunnel_t *t, const uint8_t *data, size_t len)
 
 static void on_target_writable(struct ev_loop *loop, ev_io *w, int revents)
 {
-    (void)loop;
-    (void)revents;
     flush_input(w->data);
 }
 
@@ -426,7 +424,6 @@ void tunnel_handle_feed(conn_t *c, const Request *req)
 static void on_target_readable(struct ev_loop *loop, ev_io *w, int revents)
 {
     tunnel_t *t = w->data;
-    (void)revents;
     ev_io_stop(loop, w);
     stream_wake(&t->base);
 }

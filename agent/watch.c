@@ -743,9 +743,6 @@ static void handle_event(const struct inotify_event *ev)
 static void on_inotify(struct ev_loop *loop, ev_io *io, int revents)
 {
     char buf[64 * 1024] __attribute__((aligned(__alignof__(struct inotify_event))));
-    (void)loop;
-    (void)io;
-    (void)revents;
     for (int rounds = 0; rounds < 16 && g_in.fd >= 0; rounds++) {
         ssize_t n = read(g_in.fd, buf, sizeof buf);
         if (n <= 0)

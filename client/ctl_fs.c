@@ -640,7 +640,6 @@ typedef struct kids {
 static int collect(ctl_t *ctl, const Entry *e, void *arg)
 {
     kids_t *k = arg;
-    (void)ctl;
     item_t *v = realloc(k->v, (k->n + 1) * sizeof *v);
     if (!v)
         return 1;

@@ -134,7 +134,6 @@ static int cmd_thaw(ctl_t *ctl, int argc, char **argv)
 {
     Request req = REQUEST_INIT;
     Sandbox__Agent__V1__Thaw t = SANDBOX__AGENT__V1__THAW__INIT;
-    (void)argv;
     if (argc != 1) {
         fprintf(stderr, "usage: sandboxctl thaw\n");
         return 2;
@@ -295,7 +294,6 @@ static int cmd_events(ctl_t *ctl, int argc, char **argv)
 {
     Request req = REQUEST_INIT;
     Sandbox__Agent__V1__WatchLifecycle w = SANDBOX__AGENT__V1__WATCH_LIFECYCLE__INIT;
-    (void)argv;
     if (argc != 1) {
         fprintf(stderr, "usage: sandboxctl events\n");
         return 2;

@@ -206,7 +206,7 @@ static void on_sig(int sig)
     int e = errno;
     clock_gettime(CLOCK_MONOTONIC, &n.at); /* async-signal-safe */
     ssize_t w = write(g_sigpipe[1], &n, sizeof n);
-    (void)w;
+    (void)w; /* nothing to do if this write fails */
     errno = e;
 }
 

@@ -93,7 +93,6 @@ static int cmd_info(ctl_t *ctl, int argc, char **argv)
     Request req = REQUEST_INIT;
     Sandbox__Agent__V1__GetInfo gi = SANDBOX__AGENT__V1__GET_INFO__INIT;
     Response *r = NULL;
-    (void)argv;
     if (argc != 1)
         return ctl_usage_error(ctl, "takes no arguments");
     if (ctl_connect(ctl) < 0)
