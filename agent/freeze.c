@@ -77,7 +77,11 @@ static void fs_destroy(stream_t *base)
     free(s);
 }
 
-static const stream_ops_t freeze_ops = {"freeze", fs_next, NULL, fs_destroy};
+static const stream_ops_t freeze_ops = {
+    .name = "freeze",
+    .next = fs_next,
+    .destroy = fs_destroy,
+};
 
 static void on_poll(struct ev_loop *loop, ev_timer *w, int revents)
 {

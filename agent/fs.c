@@ -829,7 +829,11 @@ static void rd_release(fsop_t *o)
     op_free(o);
 }
 
-static const stream_ops_t rd_ops = {"read_file", rd_next, NULL, op_destroy};
+static const stream_ops_t rd_ops = {
+    .name = "read_file",
+    .next = rd_next,
+    .destroy = op_destroy,
+};
 
 void fs_handle_read(conn_t *c, const Request *req)
 {
@@ -1226,7 +1230,12 @@ static stream_status_t wr_input_end(stream_t *s)
     return STREAM_DONE;
 }
 
-static const stream_ops_t wr_ops = {"write_file", op_next_wait, wr_feed, wr_destroy};
+static const stream_ops_t wr_ops = {
+    .name = "write_file",
+    .next = op_next_wait,
+    .feed = wr_feed,
+    .destroy = wr_destroy,
+};
 
 void fs_handle_write(conn_t *c, const Request *req)
 {
@@ -1569,7 +1578,11 @@ static void ls_release(fsop_t *o)
     op_free(o);
 }
 
-static const stream_ops_t ls_ops = {"list_dir", ls_next, NULL, op_destroy};
+static const stream_ops_t ls_ops = {
+    .name = "list_dir",
+    .next = ls_next,
+    .destroy = op_destroy,
+};
 
 void fs_handle_list(conn_t *c, const Request *req)
 {
@@ -1620,7 +1633,11 @@ static void ack_done(fsop_t *o)
     op_finish(o, &r);
 }
 
-static const stream_ops_t simple_ops = {"fs", op_next_wait, NULL, op_destroy};
+static const stream_ops_t simple_ops = {
+    .name = "fs",
+    .next = op_next_wait,
+    .destroy = op_destroy,
+};
 
 static simple_t *simple_new(conn_t *c, const Request *req, const char *what, const char *user,
                             const char *path, const ProtobufCBinaryData *raw, fsop_fn *on_done)

@@ -652,7 +652,11 @@ static void sub_destroy(stream_t *st)
     free(s);
 }
 
-static const stream_ops_t sub_ops = {"watch_lifecycle", sub_next, NULL, sub_destroy};
+static const stream_ops_t sub_ops = {
+    .name = "watch_lifecycle",
+    .next = sub_next,
+    .destroy = sub_destroy,
+};
 
 /* ------------------------------------------------------------ ops */
 
@@ -677,7 +681,11 @@ static void op_destroy(stream_t *s)
     op_release(o);
 }
 
-static const stream_ops_t op_ops = {"lifecycle", op_next, NULL, op_destroy};
+static const stream_ops_t op_ops = {
+    .name = "lifecycle",
+    .next = op_next,
+    .destroy = op_destroy,
+};
 
 /* A new op registered as the stream answering req; answers and returns
  * NULL on failure. */

@@ -626,9 +626,21 @@ static stream_status_t write_next(stream_t *base)
     return STREAM_DONE;
 }
 
-static const stream_ops_t follow_ops = {"follow", follow_next, NULL, pstream_destroy};
-static const stream_ops_t wait_ops = {"wait", wait_next, NULL, pstream_destroy};
-static const stream_ops_t write_ops = {"write_stdin", write_next, NULL, pstream_destroy};
+static const stream_ops_t follow_ops = {
+    .name = "follow",
+    .next = follow_next,
+    .destroy = pstream_destroy,
+};
+static const stream_ops_t wait_ops = {
+    .name = "wait",
+    .next = wait_next,
+    .destroy = pstream_destroy,
+};
+static const stream_ops_t write_ops = {
+    .name = "write_stdin",
+    .next = write_next,
+    .destroy = pstream_destroy,
+};
 
 static pstream_t *pstream_new(const stream_ops_t *ops, enum pkind kind)
 {
@@ -1448,7 +1460,11 @@ static stream_status_t start_next(stream_t *base)
     return STREAM_MORE;
 }
 
-static const stream_ops_t start_ops = {"start", start_next, NULL, pstream_destroy};
+static const stream_ops_t start_ops = {
+    .name = "start",
+    .next = start_next,
+    .destroy = pstream_destroy,
+};
 
 /* A new record: what stays the same across a service's runs (identity,
  * log). NULL on ENOMEM. */

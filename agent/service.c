@@ -250,7 +250,11 @@ static void waiter_destroy(stream_t *base)
     free(w);
 }
 
-static const stream_ops_t waiter_ops = {"wait_ready", waiter_next, NULL, waiter_destroy};
+static const stream_ops_t waiter_ops = {
+    .name = "wait_ready",
+    .next = waiter_next,
+    .destroy = waiter_destroy,
+};
 
 static void on_deadline(struct ev_loop *loop, ev_timer *t, int revents)
 {

@@ -24,7 +24,7 @@ typedef enum stream_status {
 } stream_status_t;
 
 typedef struct stream_ops {
-    const char *name;
+    const char *name; /* names the stream in errors such as "read_file: the agent is shutting down" */
     /* Send at most about one frame with conn_send*(), and say what next. */
     stream_status_t (*next)(stream_t *s);
     /* A further request carrying this stream's id (WriteFile's FileData).

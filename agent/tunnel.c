@@ -79,7 +79,11 @@ static uint8_t g_scratch[TUNNEL_CHUNK];
 
 static stream_status_t t_next(stream_t *s);
 static void t_destroy(stream_t *s);
-static const stream_ops_t g_ops = {"tunnel", t_next, NULL, t_destroy};
+static const stream_ops_t g_ops = {
+    .name = "tunnel",
+    .next = t_next,
+    .destroy = t_destroy,
+};
 
 unsigned tunnel_count(void) { return g_count + relay_count(); }
 

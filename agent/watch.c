@@ -966,7 +966,11 @@ static void watch_destroy(stream_t *s)
     watch_free(w);
 }
 
-static const stream_ops_t watch_ops = {"watch", watch_next, NULL, watch_destroy};
+static const stream_ops_t watch_ops = {
+    .name = "watch",
+    .next = watch_next,
+    .destroy = watch_destroy,
+};
 
 void watch_handle(conn_t *c, const Request *req)
 {
