@@ -1,0 +1,168 @@
+/* proc_internal.h - what the pieces of the process module share, private to
+ * them: the record (proc_t), the streams about one process (pstream_t), the
+ * table's globals and the functions one piece defines for the others.
+ * proc.c: table, reaping, signals, shutdown; proc_start.c: starting;
+ * proc_env.c: environment, PTY, pipes; proc_io.c: output, stdin, streams;
+ * proc_ops.c: the request handlers. proc.h is the public interface. */
+#ifndef SA_PROC_INTERNAL_H
+#define SA_PROC_INTERNAL_H
+
+#include "proc.h"
+
+#include "cgroup.h"
+#include "conn.h"
+#include "outlog.h"
+#include "pb.h"
+#include "service.h"
+#include "spawn.h"
+#include "stream.h"
+#include "user.h"
+
+#include <ev.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+#define DRAIN_IDLE_MS 100
+#define DEFAULT_PATH "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+
+#define ST(x) SANDBOX__AGENT__V1__STREAM__##x
+
+#ifndef SYS_pidfd_open
+#define SYS_pidfd_open 434
+#endif
+#ifndef SYS_pidfd_send_signal
+#define SYS_pidfd_send_signal 424
+#endif
+
+enum pkind { PS_FOLLOW, PS_WAIT, PS_WRITE, PS_START };
+
+typedef struct start_job start_job_t;
+
+/* A stream that answers a request about one process. */
+typedef struct pstream {
+    stream_t base;
+    proc_t *p;
+    enum pkind kind;
+    struct pstream *next, *prev; /* the process's followers and waiters */
+    /* follow */
+    outlog_cursor_t cur;
+    int attached, lines, no_wait;
+    svc_follow_t sf; /* a service's runs: which events this follower has had */
+    /* write: the data, taken from the request (not copied), counted in the
+     * connection's budget for data waiting to be written (conn_upload_*) */
+    uint8_t *data;
+    size_t len, off, charged;
+    int result; /* 0 pending, 1 written, -errno failed */
+    int held;   /* queued behind another write: the connection's input waits */
+    /* start: the spawn in flight (NULL once it is done) and its outcome */
+    start_job_t *job;
+    int start_rc;
+    enum spawn_stage start_stage;
+    int start_follow, start_lines;
+    StartProcess *start_req; /* kept for the error message */
+    int queued;
+    struct pstream *wnext;
+} pstream_t;
+
+struct proc {
+    pid_t pid;
+    unsigned refs;
+    int in_table;
+    proc_t *hnext;
+    proc_t *next, *prev;   /* all in the table, start order */
+    proc_t *enext, *eprev; /* exited, exit order */
+    char *tag, *command, *cwd, *user;
+    char **args;
+    size_t n_args;
+    size_t meta;
+    int pty, stdin_pipe, lossless;
+    int running, final, status, timed_out, read_paused, big_pipes;
+    uint64_t started, ended, ended_mono;
+    int fd_out, fd_err, fd_in; /* pty: fd_out is the master, fd_in -1 */
+    int pidfd;       /* the leader, until it is reaped: signals reach exactly it */
+    int group_alive; /* after the leader is reaped: its group still has members */
+    ev_io r_out, r_err, w_in;
+    ev_timer t_timeout, t_kill, t_drain;
+    uint32_t kill_grace_ms;
+    uint8_t veof;
+    outlog_t log;
+    pstream_t *streams;
+    pstream_t *wq_head, *wq_tail;
+    int close_stdin_pending;
+    int stop_group; /* running at shutdown: its group must be gone before exit */
+    svc_t *svc;     /* a service, or a process with probes (service.c) */
+    int between;    /* a service's run ended and the next one is due */
+    cg_leaf_t *cg;  /* its cgroup (NULL without cgroups); a service's runs share it */
+    cg_stats_t cg_final; /* the cgroup's figures when the exit became final */
+};
+
+/* proc.c */
+extern struct ev_loop *g_loop;
+extern ev_timer g_shutdown_kill;
+extern proc_t *g_all_head;
+extern unsigned g_running;
+extern unsigned g_spawning; /* starts handed to the spawner, not yet done */
+extern uint64_t g_kept_bytes, g_kept_meta;
+extern int g_devnull;
+extern int g_reset_oom, g_reset_nice;
+extern void (*g_shutdown_done)(struct ev_loop *);
+
+int stash_take(pid_t pid, uint64_t t0, int *status);
+void stash_clear(void);
+proc_t *find_pid(uint32_t pid);
+void table_add(proc_t *p);
+void table_rekey(proc_t *p, pid_t pid);
+void unref(proc_t *p);
+void table_remove(proc_t *p);
+int leader_signal(proc_t *p, int sig);
+int group_signal(proc_t *p, int sig);
+int signal_all(proc_t *p, int sig);
+void enforce_caps(void);
+void trim_running(proc_t *p);
+void finalize(proc_t *p);
+void shutdown_check(void);
+void leader_exited(proc_t *p, int status);
+void on_timeout(struct ev_loop *loop, ev_timer *w, int revents);
+void on_kill(struct ev_loop *loop, ev_timer *w, int revents);
+
+/* proc_io.c */
+extern uint8_t *g_rbuf;
+extern const stream_ops_t follow_ops, wait_ops, write_ops;
+
+void wake_streams(proc_t *p, int followers_only);
+void attach_stream(proc_t *p, pstream_t *s);
+void pstream_destroy(stream_t *base);
+pstream_t *pstream_new(const stream_ops_t *ops, enum pkind kind);
+int stream_register(conn_t *c, uint64_t id, pstream_t *s, const char *op);
+void fill_exit(const proc_t *p, ProcessExit *e);
+stream_status_t send_ack(conn_t *c, uint64_t id);
+void stdin_close(proc_t *p);
+int stdin_fd(const proc_t *p);
+void stdin_fail_all(proc_t *p, int err);
+void on_stdin_writable(struct ev_loop *loop, ev_io *w, int revents);
+void close_output(proc_t *p, ev_io *w, int *fd);
+void on_output(struct ev_loop *loop, ev_io *w, int revents);
+void on_drain_idle(struct ev_loop *loop, ev_timer *w, int revents);
+
+/* proc_env.c */
+typedef struct start_ctx {
+    char **argv;
+    char **envp;
+    char **owned; /* strings we allocated for envp */
+    size_t n_owned;
+    int fds[8];
+    int n_fds;
+} start_ctx_t;
+
+void ctx_free(start_ctx_t *x);
+const char *env_get(char **envp, size_t n, const char *key);
+int build_env(start_ctx_t *x, const StartProcess *sp, const user_id_t *u, int set_user);
+int open_pty(const StartProcess *sp, int *master, int *slave, uint8_t *veof);
+int make_pipe(int fds[2], int parent_end);
+
+/* proc_start.c */
+char *xstrdup(const char *s);
+void start_job_orphan(start_job_t *j);
+
+#endif
