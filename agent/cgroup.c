@@ -21,6 +21,7 @@
 
 #include "config.h"
 #include "log.h"
+#include "util.h"
 
 #include <dirent.h>
 #include <errno.h>
@@ -927,12 +928,7 @@ static void pending_unlink(cg_leaf_t *l)
 {
     if (!l->pending)
         return;
-    if (l->pprev)
-        l->pprev->pnext = l->pnext;
-    else
-        g_pending = l->pnext;
-    if (l->pnext)
-        l->pnext->pprev = l->pprev;
+    SA_LIST_UNLINK(g_pending, l, pnext, pprev);
     l->pending = 0;
 }
 
@@ -997,11 +993,7 @@ void cg_leaf_release(cg_leaf_t *l)
      * pending list holds a reference until then. */
     l->refs++;
     l->pending = 1;
-    l->pprev = NULL;
-    l->pnext = g_pending;
-    if (g_pending)
-        g_pending->pprev = l;
-    g_pending = l;
+    SA_LIST_PUSH(g_pending, l, pnext, pprev);
     pending_soon();
 }
 

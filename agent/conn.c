@@ -124,10 +124,7 @@ conn_t *conn_new(struct ev_loop *loop, int fd, const char *kind, const char *pee
             ev_timer_start(loop, &c->htimer);
         }
     }
-    c->next_all = conn_all;
-    if (conn_all)
-        conn_all->prev_all = c;
-    conn_all = c;
+    SA_LIST_PUSH(conn_all, c, next_all, prev_all);
     g_count++;
     return c;
 }
@@ -192,11 +189,7 @@ int conn_stream_add(conn_t *c, stream_t *s, uint64_t id)
         return -EMFILE;
     s->conn = c;
     s->id = id;
-    s->_prev = NULL;
-    s->_next = c->streams;
-    if (c->streams)
-        c->streams->_prev = s;
-    c->streams = s;
+    SA_LIST_PUSH(c->streams, s, _next, _prev);
     c->n_streams++;
     s->_ready = 0;
     stream_wake(s);
@@ -210,13 +203,7 @@ static void stream_unlink(conn_t *c, stream_t *s)
         s->_dead = 0;
         c->n_dead--;
     }
-    if (s->_prev)
-        s->_prev->_next = s->_next;
-    else
-        c->streams = s->_next;
-    if (s->_next)
-        s->_next->_prev = s->_prev;
-    s->_next = s->_prev = NULL;
+    SA_LIST_UNLINK(c->streams, s, _next, _prev);
     c->n_streams--;
 }
 
@@ -487,12 +474,7 @@ void conn_close(conn_t *c)
     free(c->in);
     c->in = NULL;
     c->budget_held = 0;
-    if (c->prev_all)
-        c->prev_all->next_all = c->next_all;
-    else
-        conn_all = c->next_all;
-    if (c->next_all)
-        c->next_all->prev_all = c->prev_all;
+    SA_LIST_UNLINK(conn_all, c, next_all, prev_all);
     g_count--;
     /* Unlink from the pending list, if there. */
     for (conn_t **pp = &g_pending; *pp; pp = &(*pp)->next_pending) {

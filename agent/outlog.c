@@ -8,6 +8,8 @@
  */
 #include "outlog.h"
 
+#include "util.h"
+
 #include <errno.h>
 #include <stddef.h>
 #include <stdlib.h>
@@ -314,11 +316,7 @@ int outlog_attach(outlog_t *log, outlog_cursor_t *cur, uint64_t from_seq)
         }
         cur->known = 1;
     }
-    cur->_prev = NULL;
-    cur->_next = log->followers;
-    if (log->followers)
-        log->followers->_prev = cur;
-    log->followers = cur;
+    SA_LIST_PUSH(log->followers, cur, _next, _prev);
     log->n_followers++;
     return 0;
 }
@@ -333,15 +331,9 @@ static int maybe_resume(outlog_t *log)
 
 int outlog_detach(outlog_t *log, outlog_cursor_t *cur)
 {
-    if (cur->_prev)
-        cur->_prev->_next = cur->_next;
-    else if (log->followers == cur)
-        log->followers = cur->_next;
-    else
+    if (!cur->_prev && log->followers != cur)
         return 0; /* not attached */
-    if (cur->_next)
-        cur->_next->_prev = cur->_prev;
-    cur->_next = cur->_prev = NULL;
+    SA_LIST_UNLINK(log->followers, cur, _next, _prev);
     log->n_followers--;
     return maybe_resume(log);
 }

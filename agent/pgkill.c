@@ -15,6 +15,7 @@
 #include "pgkill.h"
 
 #include "log.h"
+#include "util.h"
 
 #include <dirent.h>
 #include <errno.h>
@@ -145,10 +146,7 @@ static pgk_group_t *get_group(pid_t pgid)
     g->pgid = pgid;
     ev_init(&g->t, on_retry);
     g->t.data = g;
-    g->next = g_groups;
-    if (g_groups)
-        g_groups->prev = g;
-    g_groups = g;
+    SA_LIST_PUSH(g_groups, g, next, prev);
     g_n_groups++;
     return g;
 }
@@ -156,12 +154,7 @@ static pgk_group_t *get_group(pid_t pgid)
 static void free_group(pgk_group_t *g)
 {
     ev_timer_stop(g_loop, &g->t);
-    if (g->prev)
-        g->prev->next = g->next;
-    else
-        g_groups = g->next;
-    if (g->next)
-        g->next->prev = g->prev;
+    SA_LIST_UNLINK(g_groups, g, next, prev);
     if (g->killing)
         g_n_killing--;
     g_n_groups--;

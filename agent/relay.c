@@ -10,6 +10,7 @@
 #include "relay.h"
 
 #include "log.h"
+#include "util.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -75,10 +76,7 @@ relay_t *relay_new(struct ev_loop *loop, int target_fd, const char *desc)
         ev_init(&r->d[i].ww, on_io);
         r->d[i].rw.data = r->d[i].ww.data = &r->d[i];
     }
-    r->next = g_relays;
-    if (g_relays)
-        g_relays->prev = r;
-    g_relays = r;
+    SA_LIST_PUSH(g_relays, r, next, prev);
     g_count++;
     return r;
 }
@@ -101,12 +99,7 @@ static void relay_free(relay_t *r)
         close(r->cfd);
     if (r->tfd >= 0)
         close(r->tfd);
-    if (r->prev)
-        r->prev->next = r->next;
-    else
-        g_relays = r->next;
-    if (r->next)
-        r->next->prev = r->prev;
+    SA_LIST_UNLINK(g_relays, r, next, prev);
     g_count--;
     free(r);
 }

@@ -115,11 +115,7 @@ static void set_waiting(svc_t *s, int waiting)
 
 static void live_add(svc_t *s)
 {
-    s->lprev = NULL;
-    s->lnext = g_live;
-    if (g_live)
-        g_live->lprev = s;
-    g_live = s;
+    SA_LIST_PUSH(g_live, s, lnext, lprev);
     s->listed = 1;
 }
 
@@ -127,12 +123,7 @@ static void live_remove(svc_t *s)
 {
     if (!s->listed)
         return;
-    if (s->lprev)
-        s->lprev->lnext = s->lnext;
-    else
-        g_live = s->lnext;
-    if (s->lnext)
-        s->lnext->lprev = s->lprev;
+    SA_LIST_UNLINK(g_live, s, lnext, lprev);
     s->listed = 0;
 }
 
@@ -240,12 +231,7 @@ static void waiter_destroy(stream_t *base)
 {
     svc_waiter_t *w = (svc_waiter_t *)base;
     ev_timer_stop(w->svc->loop, &w->deadline);
-    if (w->prev)
-        w->prev->next = w->next;
-    else
-        w->svc->waiters = w->next;
-    if (w->next)
-        w->next->prev = w->prev;
+    SA_LIST_UNLINK(w->svc->waiters, w, next, prev);
     proc_unref(w->p); /* may free the record and its svc: last */
     free(w);
 }
@@ -280,10 +266,7 @@ static void waiter_add(conn_t *c, uint64_t id, svc_t *s, enum wkind kind, uint32
     w->timeout_ms = timeout_ms;
     ev_init(&w->deadline, on_deadline);
     w->deadline.data = w;
-    w->next = s->waiters;
-    if (s->waiters)
-        s->waiters->prev = w;
-    s->waiters = w;
+    SA_LIST_PUSH(s->waiters, w, next, prev);
     if ((rc = conn_stream_add(c, &w->base, id)) < 0) {
         waiter_destroy(&w->base);
         conn_send_errno(c, id, rc, "%s: %s", op,

@@ -1,5 +1,6 @@
-/* util.h - tiny helpers every module uses: clocks, min/max, descriptors,
- * UTF-8. */
+/* util.h - tiny helpers every module uses: clocks, min/max, intrusive
+ * doubly linked lists, descriptors, UTF-8.
+ * Errors: functions return 0 or a negative errno, or NULL on ENOMEM. */
 #ifndef SA_UTIL_H
 #define SA_UTIL_H
 
@@ -12,6 +13,54 @@
 #define SA_ARRAY_LEN(a) (sizeof(a) / sizeof((a)[0]))
 #define SA_CONTAINER_OF(ptr, type, member) \
     ((type *)(void *)((char *)(ptr) - offsetof(type, member)))
+
+/* Intrusive doubly linked lists. A node carries its own links, a next and a
+ * prev pointer of its own type, named by the caller (so one node can be on
+ * several lists: lnext/lprev, knext/kprev); a list is a pointer to its first
+ * node, NULL when empty, and for a list kept in order (SA_LIST_APPEND) also
+ * one to its last. Both ends are NULL, so
+ * `for (n = head; n; n = n->next)` walks it; to unlink while walking, read
+ * next first. head, tail and n are lvalues evaluated more than once: pass
+ * plain names or field accesses, nothing with side effects. Unlinking clears
+ * the node's links. */
+#define SA_LIST_PUSH(head, n, next, prev) \
+    do { \
+        (n)->prev = NULL; \
+        (n)->next = (head); \
+        if (head) \
+            (head)->prev = (n); \
+        (head) = (n); \
+    } while (0)
+
+#define SA_LIST_APPEND(head, tail, n, next, prev) \
+    do { \
+        (n)->next = NULL; \
+        (n)->prev = (tail); \
+        if (tail) \
+            (tail)->next = (n); \
+        else \
+            (head) = (n); \
+        (tail) = (n); \
+    } while (0)
+
+#define SA_LIST_UNLINK(head, n, next, prev) \
+    do { \
+        if ((n)->prev) \
+            (n)->prev->next = (n)->next; \
+        else \
+            (head) = (n)->next; \
+        if ((n)->next) \
+            (n)->next->prev = (n)->prev; \
+        (n)->next = (n)->prev = NULL; \
+    } while (0)
+
+/* SA_LIST_UNLINK for a list with a tail pointer. */
+#define SA_LIST_UNLINK_TAIL(head, tail, n, next, prev) \
+    do { \
+        if (!(n)->next) \
+            (tail) = (n)->prev; \
+        SA_LIST_UNLINK(head, n, next, prev); \
+    } while (0)
 
 static inline uint64_t util_now_unix_nano(void)
 {

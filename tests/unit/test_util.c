@@ -1,5 +1,6 @@
-/* Unit tests of the agent's one UTF-8 decoder (agent/util.c): the sequence
- * length, validation and sanitising, at every boundary the standard draws. */
+/* Unit tests of agent/util: the one UTF-8 decoder (the sequence length,
+ * validation and sanitising, at every boundary the standard draws) and the
+ * intrusive lists. */
 #include "harness.h"
 #include "util.h"
 
@@ -56,6 +57,70 @@ TEST(sanitize_replaces_each_bad_byte)
     free(s);
 }
 
+typedef struct node {
+    int v;
+    struct node *next, *prev; /* list a */
+    struct node *bnext, *bprev; /* list b, kept in order with a tail */
+} node_t;
+
+/* The values of a list from its head, and checks that the prev links walk
+ * the same nodes back. */
+static int walk(node_t *head, node_t *tail, int by_b, int *out)
+{
+    int n = 0;
+    node_t *last = NULL;
+    for (node_t *x = head; x; x = by_b ? x->bnext : x->next) {
+        ASSERT((by_b ? x->bprev : x->prev) == last);
+        out[n++] = x->v;
+        last = x;
+    }
+    if (by_b)
+        ASSERT(tail == last);
+    return n;
+}
+
+TEST(list_push_and_unlink)
+{
+    node_t x[3] = {{.v = 0}, {.v = 1}, {.v = 2}};
+    node_t *head = NULL;
+    int got[3];
+    for (int i = 0; i < 3; i++)
+        SA_LIST_PUSH(head, &x[i], next, prev);
+    ASSERT_EQ(walk(head, NULL, 0, got), 3);
+    ASSERT(got[0] == 2 && got[1] == 1 && got[2] == 0);
+    SA_LIST_UNLINK(head, &x[1], next, prev); /* the middle */
+    ASSERT(x[1].next == NULL && x[1].prev == NULL);
+    ASSERT_EQ(walk(head, NULL, 0, got), 2);
+    ASSERT(got[0] == 2 && got[1] == 0);
+    SA_LIST_UNLINK(head, &x[2], next, prev); /* the head */
+    ASSERT_EQ(walk(head, NULL, 0, got), 1);
+    ASSERT(head == &x[0]);
+    SA_LIST_UNLINK(head, &x[0], next, prev); /* the last one */
+    ASSERT(head == NULL);
+}
+
+TEST(list_append_keeps_the_tail)
+{
+    node_t x[3] = {{.v = 0}, {.v = 1}, {.v = 2}};
+    node_t *head = NULL, *tail = NULL, *ahead = NULL;
+    int got[3];
+    for (int i = 0; i < 3; i++) {
+        SA_LIST_APPEND(head, tail, &x[i], bnext, bprev);
+        SA_LIST_PUSH(ahead, &x[i], next, prev); /* a second list, untouched by b */
+    }
+    ASSERT_EQ(walk(head, tail, 1, got), 3);
+    ASSERT(got[0] == 0 && got[1] == 1 && got[2] == 2);
+    SA_LIST_UNLINK_TAIL(head, tail, &x[2], bnext, bprev); /* the tail */
+    ASSERT(tail == &x[1]);
+    ASSERT_EQ(walk(head, tail, 1, got), 2);
+    SA_LIST_UNLINK_TAIL(head, tail, &x[0], bnext, bprev); /* the head */
+    ASSERT(head == &x[1] && tail == &x[1]);
+    SA_LIST_UNLINK_TAIL(head, tail, &x[1], bnext, bprev);
+    ASSERT(head == NULL && tail == NULL);
+    ASSERT_EQ(walk(ahead, NULL, 0, got), 3);
+}
+
 TEST_MAIN(TEST_ENTRY(seq_lengths), TEST_ENTRY(seq_refuses_what_is_not_utf8),
           TEST_ENTRY(seq_never_reads_past_the_end), TEST_ENTRY(valid),
-          TEST_ENTRY(sanitize_replaces_each_bad_byte))
+          TEST_ENTRY(sanitize_replaces_each_bad_byte), TEST_ENTRY(list_push_and_unlink),
+          TEST_ENTRY(list_append_keeps_the_tail))
