@@ -54,11 +54,25 @@ static void cleanup(void)
         close(g_mfd);
         g_mfd = -1;
     }
+    if (!g_dir[0])
+        return;
     /* Whatever a failed test left mounted in its scratch directory goes
      * before the directory does. */
     sh("for m in %s/*; do umount -l \"$m\" 2>/dev/null; done; true", g_dir);
     tmpdir_remove();
+    g_dir[0] = 0;
 }
+
+/* A test that passes ends with _exit(), which runs no atexit handler:
+ * each test cleans up itself when it returns. */
+#define LC_TEST(name)                                                                 \
+    static void lc_##name(void);                                                      \
+    TEST(name)                                                                        \
+    {                                                                                 \
+        lc_##name();                                                                  \
+        cleanup();                                                                    \
+    }                                                                                 \
+    static void lc_##name(void)
 
 static int sh(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 static int sh(const char *fmt, ...)
@@ -229,7 +243,7 @@ static void write_hook(const char *dir, const char *name, const char *body)
 
 /* ------------------------------------------------------------ tests */
 
-TEST(quiesce_freezes_refuses_writes_and_thaws)
+LC_TEST(quiesce_freezes_refuses_writes_and_thaws)
 {
     if (!setup())
         return;
@@ -350,7 +364,7 @@ TEST(quiesce_freezes_refuses_writes_and_thaws)
     agent_stop(&a);
 }
 
-TEST(freeze_thaws_by_itself)
+LC_TEST(freeze_thaws_by_itself)
 {
     if (!setup())
         return;
@@ -389,7 +403,7 @@ TEST(freeze_thaws_by_itself)
     agent_stop(&a);
 }
 
-TEST(shutdown_thaws)
+LC_TEST(shutdown_thaws)
 {
     if (!setup())
         return;
@@ -406,7 +420,7 @@ TEST(shutdown_thaws)
     ASSERT(!mnt_frozen());
 }
 
-TEST(failing_pre_checkpoint_hook_fails_quiesce)
+LC_TEST(failing_pre_checkpoint_hook_fails_quiesce)
 {
     if (!setup())
         return;
@@ -470,7 +484,7 @@ TEST(failing_pre_checkpoint_hook_fails_quiesce)
     agent_stop(&a);
 }
 
-TEST(unfreezable_mounts_fail_and_undo)
+LC_TEST(unfreezable_mounts_fail_and_undo)
 {
     if (!setup())
         return;
@@ -524,7 +538,7 @@ TEST(unfreezable_mounts_fail_and_undo)
     agent_stop(&a);
 }
 
-TEST(automatic_choice_of_mounts)
+LC_TEST(automatic_choice_of_mounts)
 {
     if (!setup())
         return;
@@ -570,7 +584,7 @@ TEST(automatic_choice_of_mounts)
 
 /* The log may live on the frozen file system, and so may a socket: the
  * agent neither blocks on its log nor needs to write to either. */
-TEST(log_and_socket_on_the_frozen_fs)
+LC_TEST(log_and_socket_on_the_frozen_fs)
 {
     if (!setup())
         return;
@@ -640,7 +654,7 @@ TEST(log_and_socket_on_the_frozen_fs)
     ASSERT(WIFEXITED(status) && WEXITSTATUS(status) == 0);
 }
 
-TEST(restored_steps_clock_adds_entropy_sets_env)
+LC_TEST(restored_steps_clock_adds_entropy_sets_env)
 {
     if (!setup())
         return;
@@ -777,7 +791,7 @@ static void write_clocks(const char *path, long long rt, long long mono, long lo
         FAIL("rename: %s", strerror(errno));
 }
 
-TEST(clock_jump_is_noticed_as_a_restore)
+LC_TEST(clock_jump_is_noticed_as_a_restore)
 {
     if (!setup())
         return;
@@ -871,7 +885,7 @@ static void send_uevent(const char *payload, size_t len, uid_t as)
         FAIL("sending a uevent failed (status 0x%x)", st);
 }
 
-TEST(vmgenid_uevent_is_noticed_as_a_restore)
+LC_TEST(vmgenid_uevent_is_noticed_as_a_restore)
 {
     if (!setup())
         return;
