@@ -48,6 +48,7 @@ void config_defaults(config_t *cfg)
     cfg->hook_timeout_ms = 30000;
     cfg->clock_jump_ms = 5000;
     cfg->clock_check_ms = 1000;
+    cfg->kmsg_path = "/dev/kmsg";
 }
 
 static int parse_u64(const char *opt, const char *s, uint64_t min, uint64_t max, uint64_t *out)
@@ -328,6 +329,20 @@ static int opt_clock_test_file(config_t *cfg, const char *arg)
     return 0;
 }
 
+static int opt_kmsg(config_t *cfg, const char *arg)
+{
+    if (!strcmp(arg, "off")) {
+        cfg->kmsg_path = NULL;
+        return 0;
+    }
+    if (arg[0] != '/') {
+        fprintf(stderr, "sandbox-agent: --kmsg '%s': expected an absolute path or 'off'\n", arg);
+        return -1;
+    }
+    cfg->kmsg_path = arg;
+    return 0;
+}
+
 static int opt_cgroup_root(config_t *cfg, const char *arg)
 {
     if (arg[0] != '/') {
@@ -435,6 +450,9 @@ static const opt_t g_opts[] = {
      * "REALTIME MONOTONIC BOOTTIME" in nanoseconds read instead of them. */
     NUM("clock-check-ms", "N", clock_check_ms, 10, 3600000, NULL),
     FN("clock-test-file", "PATH", opt_clock_test_file, NULL),
+    FN("kmsg", "PATH|off", opt_kmsg,
+       "the kernel log read for the line a VM fork logs, taken as a restore (default "
+       "/dev/kmsg; tests give a FIFO of records in its format)"),
     FN("cgroup-root", "PATH", opt_cgroup_root,
        "the cgroup v2 subtree whose leaves hold the processes (default: the agent's own cgroup "
        "when systemd delegates it, else one made under the unified hierarchy when root)"),

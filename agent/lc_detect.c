@@ -1,5 +1,6 @@
 /* lc_detect.c - noticing a restore without being told: the VM generation
- * ID uevent, and a jump of the wall clock against the monotonic one. Each
+ * ID uevent, the kernel's log line for a VM fork (/dev/kmsg), and a jump of
+ * the wall clock against the monotonic one. Each
  * sign goes to lc_restore_noticed, which counts one restore however many
  * signs come. See lc_internal.h. */
 #include "lc_internal.h"
@@ -11,8 +12,10 @@
 #include <fcntl.h>
 #include <linux/netlink.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -158,10 +161,163 @@ static void uevent_open(void)
     ev_unref(g_loop); /* does not keep the loop alive by itself */
 }
 
+/* ------------------------------------------------------------ the kernel log */
+
+/* Records of /dev/kmsg: "PRIO,SEQ,TS_USEC,FLAGS[,...];TEXT\n", then
+ * continuation lines " KEY=VALUE\n". The vmgenid driver, on every kernel
+ * since 5.18, calls add_vmfork_randomness(), which logs this line (with the
+ * random driver's "random: " prefix) when the generation ID changes; no
+ * other signal reaches user space on kernels without the NEW_VMGENID
+ * uevent (Debian's 6.1 and 6.12). */
+#define KMSG_RECORD_MAX 8192 /* the kernel's CONSOLE_EXT_LOG_MAX */
+#define KMSG_READS 64        /* records read per loop turn; the rest next turn */
+static const char kmsg_vmfork[] = "random: crng reseeded due to virtual machine fork";
+
+static int g_kmsg_fd = -1;
+static ev_io g_kmsg_io;
+static char g_kmsg_line[KMSG_RECORD_MAX]; /* a record being put together */
+static size_t g_kmsg_len;
+static int g_kmsg_skip;        /* a line too long: dropped up to its newline */
+static uint64_t g_kmsg_seq;    /* the last record's sequence number */
+static int g_kmsg_have_seq;
+
+/* One line. Only records of facility 0 count: the kernel's own. A process
+ * that writes to /dev/kmsg gets facility 1 (user) whatever it asks for, so
+ * it cannot forge one. A gap in the sequence numbers means records were
+ * overwritten before they were read (what EPIPE says on /dev/kmsg). */
+static int kmsg_line(const char *line, size_t len)
+{
+    char head[128], *end;
+    const char *semi = memchr(line, ';', len);
+    size_t hl = semi ? (size_t)(semi - line) : 0;
+
+    if (!semi || line[0] == ' ' || hl >= sizeof head)
+        return 0;
+    memcpy(head, line, hl);
+    head[hl] = 0;
+    errno = 0;
+    unsigned long long prio = strtoull(head, &end, 10);
+    if (errno || end == head || *end != ',')
+        return 0;
+    unsigned long long seq = strtoull(end + 1, &end, 10);
+    if (end[0] != ',' && end[0] != 0)
+        return 0;
+    if (g_kmsg_have_seq && seq > g_kmsg_seq + 1)
+        log_warn("kmsg: %llu kernel log records were overwritten before they were read",
+                 seq - g_kmsg_seq - 1);
+    g_kmsg_seq = seq;
+    g_kmsg_have_seq = 1;
+    if (prio >> 3 != 0)
+        return 0;
+    len -= hl + 1;
+    return len == sizeof kmsg_vmfork - 1 && !memcmp(semi + 1, kmsg_vmfork, len);
+}
+
+/* Bytes read: whole records from /dev/kmsg (one per read), any pieces of
+ * them from a pipe (tests). Returns 1 when the vmfork record was among
+ * them. */
+static int kmsg_feed(const char *p, size_t n)
+{
+    int found = 0;
+    while (n) {
+        const char *nl = memchr(p, '\n', n);
+        size_t take = nl ? (size_t)(nl - p) : n;
+        if (!g_kmsg_skip && g_kmsg_len + take < sizeof g_kmsg_line) {
+            memcpy(g_kmsg_line + g_kmsg_len, p, take);
+            g_kmsg_len += take;
+        } else {
+            g_kmsg_skip = 1;
+        }
+        if (nl) {
+            if (!g_kmsg_skip && kmsg_line(g_kmsg_line, g_kmsg_len))
+                found = 1;
+            g_kmsg_len = 0;
+            g_kmsg_skip = 0;
+            take++;
+        }
+        p += take;
+        n -= take;
+    }
+    return found;
+}
+
+static void kmsg_close(void)
+{
+    if (g_kmsg_fd < 0)
+        return;
+    ev_ref(g_loop);
+    ev_io_stop(g_loop, &g_kmsg_io);
+    close(g_kmsg_fd);
+    g_kmsg_fd = -1;
+}
+
+static void on_kmsg(struct ev_loop *loop, ev_io *w, int revents)
+{
+    static char buf[KMSG_RECORD_MAX];
+    int found = 0;
+    for (int i = 0; i < KMSG_READS; i++) {
+        ssize_t n = read(w->fd, buf, sizeof buf);
+        if (n > 0) {
+            found |= kmsg_feed(buf, (size_t)n);
+            continue;
+        }
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK))
+            break;
+        if (n < 0 && errno == EPIPE) {
+            /* Overwritten before read; the next read gives the oldest
+             * record left. Not a reason to stop. */
+            log_warn("kmsg: kernel log records were overwritten before they were read");
+            g_kmsg_have_seq = 0;
+            continue;
+        }
+        log_warn("kmsg: %s: %s; no longer watching the kernel log", g_config.kmsg_path,
+                 n == 0 ? "end of file" : strerror(errno));
+        kmsg_close();
+        break;
+    }
+    if (found) {
+        log_info("kmsg: the kernel reseeded for a virtual machine fork (the VM generation ID "
+                 "changed)");
+        lc_restore_noticed("kmsg");
+    }
+}
+
+/* Only records logged from now on count: /dev/kmsg is read from its end,
+ * and what a pipe (tests) holds already is read and dropped. A pipe is
+ * opened for writing too, so that its writers leaving is no end of file. */
+static void kmsg_open(void)
+{
+    const char *path = g_config.kmsg_path;
+    struct stat st;
+    char buf[4096];
+
+    if (!path)
+        return;
+    int fifo = stat(path, &st) == 0 && S_ISFIFO(st.st_mode);
+    int fd = open(path, (fifo ? O_RDWR : O_RDONLY) | O_NONBLOCK | O_CLOEXEC);
+    if (fd < 0) {
+        log_warn("kmsg: %s: %s; a restore is noticed without the kernel log", path,
+                 strerror(errno));
+        return;
+    }
+    if (lseek(fd, 0, SEEK_END) < 0)
+        while (read(fd, buf, sizeof buf) > 0)
+            ;
+    g_kmsg_fd = fd;
+    g_kmsg_len = 0;
+    g_kmsg_skip = g_kmsg_have_seq = 0;
+    ev_io_init(&g_kmsg_io, on_kmsg, fd, EV_READ);
+    ev_io_start(g_loop, &g_kmsg_io);
+    ev_unref(g_loop);
+}
+
 void lc_detect_start(struct ev_loop *loop)
 {
     g_loop = loop;
     uevent_open();
+    kmsg_open();
     if (g_config.clock_jump_ms) {
         ev_timer_init(&g_clock_timer, on_clock, g_config.clock_check_ms / 1000.0,
                       g_config.clock_check_ms / 1000.0);
@@ -185,5 +341,6 @@ void lc_detect_stop(void)
         close(g_nl_fd);
         g_nl_fd = -1;
     }
+    kmsg_close();
     g_loop = NULL;
 }

@@ -1,5 +1,6 @@
 /* Integration tests: Quiesce, Thaw, Restored, WatchLifecycle, and noticing
- * a restore (the VM generation ID uevent, a jump of the wall clock).
+ * a restore (the VM generation ID uevent, the kernel's VM fork line in
+ * /dev/kmsg, a jump of the wall clock).
  *
  * Needs root: each test makes a private mount namespace, formats a 16 MiB
  * ext4 image and loop-mounts it there; only that file system is ever
@@ -15,6 +16,8 @@
 
 #include <linux/capability.h>
 #include <linux/fs.h>
+#include <dirent.h>
+#include <limits.h>
 #include <linux/netlink.h>
 #include <sched.h>
 #include <sys/ioctl.h>
@@ -22,6 +25,7 @@
 #include <sys/prctl.h>
 #include <sys/random.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <sys/syscall.h>
 
 #define LK(x) SANDBOX__AGENT__V1__LIFECYCLE_EVENT__KIND__##x
@@ -954,6 +958,139 @@ LC_TEST(vmgenid_uevent_is_noticed_as_a_restore)
     agent_stop(&a);
 }
 
+/* Write all of s to fd (the FIFO the agent reads as its kernel log). */
+static void kmsg_put(int fd, const char *s)
+{
+    size_t len = strlen(s);
+    if (write(fd, s, len) != (ssize_t)len)
+        FAIL("writing to the kmsg FIFO: %s", strerror(errno));
+}
+
+/* 1 when the agent's log holds needle. */
+static int log_has(const agent_t *a, const char *needle)
+{
+    char buf[65536];
+    int fd = open(a->log, O_RDONLY | O_CLOEXEC);
+    ssize_t n = fd < 0 ? -1 : read(fd, buf, sizeof buf - 1);
+    if (fd >= 0)
+        close(fd);
+    if (n < 0)
+        return 0;
+    buf[n] = 0;
+    return strstr(buf, needle) != NULL;
+}
+
+#define VMFORK "random: crng reseeded due to virtual machine fork"
+
+LC_TEST(kmsg_vmfork_line_is_noticed_as_a_restore)
+{
+    if (!setup())
+        return;
+    char post[256], line[512];
+    snprintf(post, sizeof post, "%s/post-restore.d", P("hooks"));
+    snprintf(line, sizeof line, "touch %s", P("post-ran"));
+    write_hook(post, "10-mark", line);
+    const char *fifo = P("kmsg");
+    if (mkfifo(fifo, 0600) < 0)
+        FAIL("mkfifo: %s", strerror(errno));
+    int kfd = open(fifo, O_RDWR | O_CLOEXEC);
+    if (kfd < 0)
+        FAIL("open %s: %s", fifo, strerror(errno));
+    /* Logged before the agent started: old news, not a restore. */
+    kmsg_put(kfd, "5,90,1000,-;" VMFORK "\n");
+    agent_t a;
+    agent_start(&a, "--hooks-dir", P("hooks"), "--kmsg", fifo, "--clock-jump-ms", "0", NULL);
+    sa_client_t *c = agent_connect(&a), *w = agent_connect(&a);
+    uint64_t wid = watch_send(w);
+    const char *m[] = {g_mnt};
+    Response *r = quiesce(c, m, 1, 60000, 0);
+    ASSERT_RESULT(r, QUIESCED);
+    sa_response_free(r);
+    expect_event(w, wid, LK(QUIESCED), "request");
+
+    /* The line written by a process (facility 1, user: what the kernel
+     * gives whatever a writer asks for, here notice 5 + 8), other kernel
+     * lines, the words inside a longer line, and as a record's
+     * continuation line: none is the kernel's VM fork. */
+    kmsg_put(kfd, "13,100,2000,-;" VMFORK "\n");
+    kmsg_put(kfd, "190,101,2100,-;" VMFORK "\n");
+    kmsg_put(kfd, "6,102,3000,-;random: crng init done\n SUBSYSTEM=" VMFORK "\n");
+    kmsg_put(kfd, "5,103,3500,-;x" VMFORK "\n5,104,3600,-;" VMFORK " (no)\n");
+    kmsg_put(kfd, "5,105,3700,-," VMFORK "\n" VMFORK "\n");
+    usleep(300000);
+    r = info(c);
+    ASSERT_EQ(r->info->restores, 0);
+    sa_response_free(r);
+    ASSERT(mnt_frozen());
+
+    /* Records overwritten before the agent read them (a gap in the
+     * sequence numbers, what EPIPE says on /dev/kmsg), then the kernel's
+     * line, arriving in two pieces. */
+    kmsg_put(kfd, "4,200,5000,-;virtio_net virtio1: up\n5,201,5100,-;random: crng reseeded ");
+    usleep(100000);
+    kmsg_put(kfd, "due to virtual machine fork\n");
+    expect_event(w, wid, LK(THAWED), "restore");
+    r = next_event(w, wid);
+    ASSERT_EQ(r->lifecycle->kind, LK(RESTORED));
+    ASSERT_STR_EQ(r->lifecycle->source, "kmsg");
+    ASSERT_EQ(r->lifecycle->restores, 1);
+    sa_response_free(r);
+    ASSERT(!mnt_frozen());
+    ASSERT(access(P("post-ran"), F_OK) == 0);
+    ASSERT(log_has(&a, "95 kernel log records were overwritten"));
+
+    /* The same line again so soon is the same restore. */
+    kmsg_put(kfd, "5,202,5200,-;" VMFORK "\n");
+    usleep(300000);
+    r = info(c);
+    ASSERT_EQ(r->info->restores, 1);
+    sa_response_free(r);
+    close(kfd);
+    sa_client_close(w);
+    sa_client_close(c);
+    agent_stop(&a);
+}
+
+/* The real kernel log: a process that writes the VM fork line to
+ * /dev/kmsg, asking for the kernel's facility, does not make a restore. */
+LC_TEST(kmsg_line_written_by_a_process_is_not_a_restore)
+{
+    int kfd = open("/dev/kmsg", O_WRONLY | O_CLOEXEC);
+    if (kfd < 0) {
+        printf("    skipped: /dev/kmsg: %s\n", strerror(errno));
+        return;
+    }
+    agent_t a;
+    agent_start(&a, "--clock-jump-ms", "0", NULL);
+    sa_client_t *c = agent_connect(&a);
+    /* The agent reads the kernel log. */
+    char fdir[64], link[PATH_MAX];
+    int reading = 0;
+    snprintf(fdir, sizeof fdir, "/proc/%d/fd", (int)a.pid);
+    DIR *d = opendir(fdir);
+    ASSERT(d != NULL);
+    for (struct dirent *e; (e = readdir(d));) {
+        char p[PATH_MAX];
+        snprintf(p, sizeof p, "%s/%s", fdir, e->d_name);
+        ssize_t n = readlink(p, link, sizeof link - 1);
+        if (n > 0) {
+            link[n] = 0;
+            reading |= !strcmp(link, "/dev/kmsg");
+        }
+    }
+    closedir(d);
+    ASSERT(reading);
+    kmsg_put(kfd, "<0>" VMFORK);
+    kmsg_put(kfd, VMFORK);
+    close(kfd);
+    usleep(500000);
+    Response *r = info(c);
+    ASSERT_EQ(r->info->restores, 0);
+    sa_response_free(r);
+    sa_client_close(c);
+    agent_stop(&a);
+}
+
 TEST_MAIN(TEST_ENTRY(quiesce_freezes_refuses_writes_and_thaws),
           TEST_ENTRY(freeze_thaws_by_itself),
           TEST_ENTRY(shutdown_thaws),
@@ -963,4 +1100,6 @@ TEST_MAIN(TEST_ENTRY(quiesce_freezes_refuses_writes_and_thaws),
           TEST_ENTRY(log_and_socket_on_the_frozen_fs),
           TEST_ENTRY(restored_steps_clock_adds_entropy_sets_env),
           TEST_ENTRY(clock_jump_is_noticed_as_a_restore),
-          TEST_ENTRY(vmgenid_uevent_is_noticed_as_a_restore))
+          TEST_ENTRY(vmgenid_uevent_is_noticed_as_a_restore),
+          TEST_ENTRY(kmsg_vmfork_line_is_noticed_as_a_restore),
+          TEST_ENTRY(kmsg_line_written_by_a_process_is_not_a_restore))
