@@ -49,11 +49,32 @@ int ctl_connect_z(ctl_t *ctl, int zlib);
  * names put in the command line's words), or for a result of an unexpected
  * kind; returns exit status 1. */
 int ctl_fail(const char *what, const Response *r);
+/* One request and its final response: 0 with the response in *out (NULL
+ * out: freed), 1 after the agent refused (its Error, or a result other
+ * than want, said by ctl_fail), -1 after the connection failed (said).
+ * want 0: any result but an Error. timeout_ms < 0: as long as it takes. */
+int ctl_call(ctl_t *ctl, Request *req, const char *what, int want, int timeout_ms,
+             Response **out);
+/* The same, any response (an Error too); NULL after the connection failed
+ * (said). */
+Response *ctl_request(ctl_t *ctl, Request *req, const char *what, int timeout_ms);
+/* A streamed request: each(ctl, r, arg) for every response to req that is
+ * want (0: any but an Error) until the one marked done. each returns 0, or
+ * a status that ends the calls to it (the stream is still read to its end,
+ * so the connection stays usable). 0, each's status, 1 after the agent
+ * refused (said), -1 after the connection failed (said). */
+typedef int ctl_each_fn(ctl_t *ctl, const Response *r, void *arg);
+int ctl_stream(ctl_t *ctl, Request *req, const char *what, int want, int timeout_ms,
+               ctl_each_fn *each, void *arg);
 /* Print "sandboxctl: CMD: <why>" and the command's usage to stderr; returns
  * exit status 2. */
 int ctl_usage_error(const ctl_t *ctl, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 /* Print a command's help (usage, summary, details) to f. */
 void ctl_cmd_help(const ctl_cmd_t *c, FILE *f);
+
+/* A signal by name (TERM, SIGKILL, any case) or number (0 to 64); -1 for
+ * neither. */
+int ctl_signal_number(const char *s);
 
 /* ------------------------------------------------------------ names */
 

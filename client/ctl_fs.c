@@ -58,19 +58,6 @@ int ctl_fs_local_type(mode_t m)
          : S_ISSOCK(m) ? T_SOCK : S_ISCHR(m) ? T_CHR : S_ISBLK(m) ? T_BLK : 0;
 }
 
-/* One request, its final response; NULL (said why) when the connection
- * failed. */
-Response *ctl_fs_call(ctl_t *ctl, Request *req, const char *what)
-{
-    Response *r = NULL;
-    int rc = sa_client_call(ctl->cli, req, &r, -1);
-    if (rc < 0) {
-        fprintf(stderr, "sandboxctl: %s: connection to the agent: %s\n", what, strerror(-rc));
-        return NULL;
-    }
-    return r;
-}
-
 Response *ctl_fs_stat(ctl_t *ctl, const char *path, int follow, const char *what)
 {
     Request req = REQUEST_INIT;
@@ -80,19 +67,7 @@ Response *ctl_fs_stat(ctl_t *ctl, const char *path, int follow, const char *what
     st.user = (char *)ctl_fs_user;
     req.op_case = OP(STAT);
     req.stat = &st;
-    return ctl_fs_call(ctl, &req, what);
-}
-
-/* A one-shot request answered by want: 0, 1 when the agent refused (said
- * why), -1 when the connection failed. */
-int ctl_fs_expect(ctl_t *ctl, Request *req, int want, const char *what)
-{
-    Response *r = ctl_fs_call(ctl, req, what);
-    if (!r)
-        return -1;
-    int rc = (int)r->result_case == want ? 0 : ctl_fail(what, r);
-    sa_response_free(r);
-    return rc;
+    return ctl_request(ctl, &req, what, -1);
 }
 
 int ctl_fs_mkdir(ctl_t *ctl, const char *path, int parents, uint32_t mode, const char *what)
@@ -105,7 +80,7 @@ int ctl_fs_mkdir(ctl_t *ctl, const char *path, int parents, uint32_t mode, const
     md.user = (char *)ctl_fs_user;
     req.op_case = OP(MKDIR);
     req.mkdir = &md;
-    return ctl_fs_expect(ctl, &req, RES(ENTRY), what);
+    return ctl_call(ctl, &req, what, RES(ENTRY), -1, NULL);
 }
 
 char *ctl_fs_join(const char *a, const char *b)
@@ -129,47 +104,35 @@ const char *ctl_fs_base_name(const char *p)
     return s ? s + 1 : p;
 }
 
-/* List path to depth, calling each() for every entry. 0, 1 when the agent
- * refused (said why) or each() failed, -1 when the connection failed. */
+typedef struct fs_list {
+    int (*each)(ctl_t *, const Entry *, void *);
+    void *arg;
+} fs_list_t;
+
+static int fs_list_each(ctl_t *ctl, const Response *r, void *arg)
+{
+    fs_list_t *l = arg;
+    int rc = 0;
+    for (size_t i = 0; i < r->entries->n_entries && !rc; i++)
+        rc = l->each(ctl, r->entries->entries[i], l->arg);
+    return rc;
+}
+
 int ctl_fs_list(ctl_t *ctl, const char *path, unsigned depth, int hidden, const char *what,
-                       int (*each)(ctl_t *, const Entry *, void *), void *arg)
+                int (*each)(ctl_t *, const Entry *, void *), void *arg)
 {
     Request req = REQUEST_INIT;
     Sandbox__Agent__V1__ListDirectory ld = SANDBOX__AGENT__V1__LIST_DIRECTORY__INIT;
+    fs_list_t l = {each, arg};
     ctl_set_path(&ld.path, &ld.path_raw, path);
     ld.depth = depth;
     ld.user = (char *)ctl_fs_user;
-    ld.include_hidden_opt_case = SANDBOX__AGENT__V1__LIST_DIRECTORY__INCLUDE_HIDDEN_OPT_INCLUDE_HIDDEN;
+    ld.include_hidden_opt_case =
+        SANDBOX__AGENT__V1__LIST_DIRECTORY__INCLUDE_HIDDEN_OPT_INCLUDE_HIDDEN;
     ld.include_hidden = hidden;
-    req.id = sa_client_next_id(ctl->cli);
     req.op_case = OP(LIST_DIR);
     req.list_dir = &ld;
-    if (sa_client_send(ctl->cli, &req) < 0) {
-        fprintf(stderr, "sandboxctl: %s: connection to the agent lost\n", what);
-        return -1;
-    }
-    int rc = 0;
-    for (;;) {
-        Response *r = NULL;
-        if (sa_client_recv_id(ctl->cli, req.id, &r, -1) < 0) {
-            fprintf(stderr, "sandboxctl: %s: connection to the agent lost\n", what);
-            return -1;
-        }
-        if (r->result_case != RES(ENTRIES)) {
-            rc = ctl_fail(what, r);
-            int done = r->done;
-            sa_response_free(r);
-            if (done)
-                return rc;
-            continue;
-        }
-        for (size_t i = 0; i < r->entries->n_entries && !rc; i++)
-            rc = each(ctl, r->entries->entries[i], arg);
-        int done = r->done;
-        sa_response_free(r);
-        if (done)
-            return rc;
-    }
+    return ctl_stream(ctl, &req, what, RES(ENTRIES), -1, fs_list_each, &l);
 }
 
 /* Parse the options every file command shares (-u USER) plus its own into
@@ -465,7 +428,7 @@ static int cmd_rm(ctl_t *ctl, int argc, char **argv)
         rm.user = (char *)ctl_fs_user;
         req.op_case = OP(REMOVE);
         req.remove = &rm;
-        Response *r = ctl_fs_call(ctl, &req, "rm");
+        Response *r = ctl_request(ctl, &req, "rm", -1);
         if (!r)
             return 1;
         if (r->result_case != RES(ACK) &&
@@ -499,19 +462,42 @@ static int cmd_mv(ctl_t *ctl, int argc, char **argv)
     rn.user = (char *)ctl_fs_user;
     req.op_case = OP(RENAME);
     req.rename = &rn;
-    r = ctl_fs_call(ctl, &req, "mv");
+    rc = ctl_call(ctl, &req, "mv", RES(ENTRY), -1, NULL);
     free(target);
-    if (!r)
-        return 1;
-    rc = r->result_case == RES(ENTRY) ? 0 : ctl_fail("mv", r);
-    sa_response_free(r);
-    return rc;
+    return rc ? 1 : 0;
+}
+
+static int print_fs_event(ctl_t *ctl, const Response *r, void *arg)
+{
+    static const char *kinds[] = {"?", "CREATE", "MODIFY", "DELETE", "RENAME", "ATTRIB",
+                                  "OVERFLOW"};
+    const FsEvent *e = r->fs_event;
+    const char *k = e->kind < sizeof kinds / sizeof kinds[0] ? kinds[e->kind] : "?";
+    int has_old = (e->old_path && e->old_path[0]) || e->old_path_raw.len;
+    if (ctl->json) {
+        printf("{\"kind\":\"%s\",", k);
+        ctl_json_name("path", e->path, &e->path_raw);
+        if (has_old) {
+            putchar(',');
+            ctl_json_name("old_path", e->old_path, &e->old_path_raw);
+        }
+        if (e->entry)
+            printf(",\"type\":\"%s\"", ctl_fs_type_name(e->entry->type));
+        printf("}\n");
+        return 0;
+    }
+    printf("%-8s ", k);
+    if (has_old) {
+        fput_bytes(e->old_path, &e->old_path_raw);
+        fputs(" -> ", stdout);
+    }
+    fput_bytes(e->path, &e->path_raw);
+    putchar('\n');
+    return 0;
 }
 
 static int cmd_watch(ctl_t *ctl, int argc, char **argv)
 {
-    static const char *kinds[] = {"?", "CREATE", "MODIFY", "DELETE", "RENAME", "ATTRIB",
-                                  "OVERFLOW"};
     char o[128];
     int rc = 0, i = fs_begin(ctl, argc, argv, "r", o, 1, 1, "needs one path", &rc);
     if (i < 0)
@@ -521,47 +507,10 @@ static int cmd_watch(ctl_t *ctl, int argc, char **argv)
     ctl_set_path(&wp.path, &wp.path_raw, ctl_fs_rpath(argv[i]));
     wp.recursive = o['r'];
     wp.user = (char *)ctl_fs_user;
-    req.id = sa_client_next_id(ctl->cli);
     req.op_case = OP(WATCH);
     req.watch = &wp;
-    if (sa_client_send(ctl->cli, &req) < 0)
-        return 1;
     setvbuf(stdout, NULL, _IOLBF, 0);
-    for (;;) {
-        Response *r = NULL;
-        if (sa_client_recv_id(ctl->cli, req.id, &r, -1) < 0) {
-            fprintf(stderr, "sandboxctl: watch: connection to the agent lost\n");
-            return 1;
-        }
-        if (r->result_case != RES(FS_EVENT)) {
-            rc = ctl_fail("watch", r);
-            sa_response_free(r);
-            return rc;
-        }
-        const FsEvent *e = r->fs_event;
-        const char *k = e->kind < sizeof kinds / sizeof kinds[0] ? kinds[e->kind] : "?";
-        int has_old = (e->old_path && e->old_path[0]) || e->old_path_raw.len;
-        if (ctl->json) {
-            printf("{\"kind\":\"%s\",", k);
-            ctl_json_name("path", e->path, &e->path_raw);
-            if (has_old) {
-                putchar(',');
-                ctl_json_name("old_path", e->old_path, &e->old_path_raw);
-            }
-            if (e->entry)
-                printf(",\"type\":\"%s\"", ctl_fs_type_name(e->entry->type));
-            printf("}\n");
-        } else {
-            printf("%-8s ", k);
-            if (has_old) {
-                fput_bytes(e->old_path, &e->old_path_raw);
-                fputs(" -> ", stdout);
-            }
-            fput_bytes(e->path, &e->path_raw);
-            putchar('\n');
-        }
-        sa_response_free(r);
-    }
+    return ctl_stream(ctl, &req, "watch", RES(FS_EVENT), -1, print_fs_event, NULL) ? 1 : 0;
 }
 
 const ctl_cmd_t ctl_cmds_fs[] = {

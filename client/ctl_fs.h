@@ -34,12 +34,8 @@ const char *ctl_fs_type_name(int t);
 const char *ctl_fs_type_words(int t);
 /* A local st_mode's T_* (0 for none). */
 int ctl_fs_local_type(mode_t m);
-/* One request, its final response; NULL (said why) when the connection
- * failed. */
-Response *ctl_fs_call(ctl_t *ctl, Request *req, const char *what);
+/* Stat (any response, NULL when the connection failed: ctl_request). */
 Response *ctl_fs_stat(ctl_t *ctl, const char *path, int follow, const char *what);
-/* A one-shot request answered by want. */
-int ctl_fs_expect(ctl_t *ctl, Request *req, int want, const char *what);
 int ctl_fs_mkdir(ctl_t *ctl, const char *path, int parents, uint32_t mode, const char *what);
 /* List path to depth, calling each() for every entry (1 when each() failed). */
 int ctl_fs_list(ctl_t *ctl, const char *path, unsigned depth, int hidden, const char *what,

@@ -40,22 +40,6 @@ static int parse_duration_ms(const char *s, uint32_t *out)
     return 0;
 }
 
-static Response *call_or_fail(ctl_t *ctl, Request *req, const char *what, int want)
-{
-    Response *r = NULL;
-    int rc = sa_client_call(ctl->cli, req, &r, -1);
-    if (rc < 0) {
-        fprintf(stderr, "sandboxctl: %s: %s\n", what, strerror(-rc));
-        return NULL;
-    }
-    if ((int)r->result_case != want) {
-        ctl_fail(what, r);
-        sa_response_free(r);
-        return NULL;
-    }
-    return r;
-}
-
 static void print_list(const char *key, char **v, size_t n)
 {
     printf("\"%s\":[", key);
@@ -78,9 +62,8 @@ static int cmd_freeze(ctl_t *ctl, int argc, char **argv)
     for (; i < argc && argv[i][0] == '-'; i++) {
         if (!strcmp(argv[i], "--thaw-after") && i + 1 < argc) {
             if (parse_duration_ms(argv[++i], &q.thaw_after_ms) < 0 || !q.thaw_after_ms) {
-                fprintf(stderr, "sandboxctl: --thaw-after '%s': expected a duration such as "
-                                "30s, 500ms or 2m\n", argv[i]);
-                return 2;
+                return ctl_usage_error(ctl, "--thaw-after '%s': expected a duration such as "
+                                            "30s, 500ms or 2m", argv[i]);
             }
         } else if (!strcmp(argv[i], "--dry-run")) {
             q.dry_run = 1;
@@ -88,16 +71,12 @@ static int cmd_freeze(ctl_t *ctl, int argc, char **argv)
             i++;
             break;
         } else {
-            fprintf(stderr, "usage: sandboxctl freeze [--thaw-after 30s] [--dry-run] "
-                            "[MOUNT...]\n");
-            return 2;
+            return ctl_usage_error(ctl, "unknown option '%s'", argv[i]);
         }
     }
     for (; i < argc; i++) {
-        if (n == MAX_MOUNTS) {
-            fprintf(stderr, "sandboxctl: freeze: at most %d mounts\n", MAX_MOUNTS);
-            return 2;
-        }
+        if (n == MAX_MOUNTS)
+            return ctl_usage_error(ctl, "at most %d mounts", MAX_MOUNTS);
         mounts[n++] = argv[i];
     }
     q.n_mounts = n;
@@ -106,8 +85,8 @@ static int cmd_freeze(ctl_t *ctl, int argc, char **argv)
         return 1;
     req.op_case = OP(QUIESCE);
     req.quiesce = &q;
-    Response *r = call_or_fail(ctl, &req, "freeze", RES(QUIESCED));
-    if (!r)
+    Response *r;
+    if (ctl_call(ctl, &req, "freeze", RES(QUIESCED), -1, &r))
         return 1;
     const Sandbox__Agent__V1__QuiesceResult *qr = r->quiesced;
     if (ctl->json) {
@@ -134,16 +113,14 @@ static int cmd_thaw(ctl_t *ctl, int argc, char **argv)
 {
     Request req = REQUEST_INIT;
     Sandbox__Agent__V1__Thaw t = SANDBOX__AGENT__V1__THAW__INIT;
-    if (argc != 1) {
-        fprintf(stderr, "usage: sandboxctl thaw\n");
-        return 2;
-    }
+    if (argc != 1)
+        return ctl_usage_error(ctl, "takes no arguments");
     if (ctl_connect(ctl) < 0)
         return 1;
     req.op_case = OP(THAW);
     req.thaw = &t;
-    Response *r = call_or_fail(ctl, &req, "thaw", RES(THAWED));
-    if (!r)
+    Response *r;
+    if (ctl_call(ctl, &req, "thaw", RES(THAWED), -1, &r))
         return 1;
     if (ctl->json) {
         putchar('{');
@@ -185,67 +162,98 @@ static int read_entropy(const char *path, uint8_t *buf, size_t *len)
     return 0;
 }
 
+/* The options of restored, into m (env and entropy point into env_store
+ * and entropy). 0, or -1 after a usage error (said). */
+static int parse_restored(ctl_t *ctl, int argc, char **argv, Sandbox__Agent__V1__Restored *m,
+                          RestoredEnv **env, RestoredEnv *env_store, uint8_t *entropy,
+                          const char **time_arg)
+{
+    for (int i = 1; i < argc; i++) {
+        const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
+        char *end;
+        if (strcmp(a, "--time") && strcmp(a, "--entropy-from") && strcmp(a, "--generation") &&
+            strcmp(a, "--env")) {
+            ctl_usage_error(ctl, "unknown option '%s'", a);
+            return -1;
+        }
+        if (!v) {
+            ctl_usage_error(ctl, "option '%s' needs a value", a);
+            return -1;
+        }
+        i++;
+        errno = 0;
+        if (!strcmp(a, "--time")) {
+            *time_arg = v;
+            if (!strcmp(v, "now"))
+                continue;
+            m->unix_time_nano = strtoull(v, &end, 10);
+            if (errno || *end || end == v || !m->unix_time_nano) {
+                ctl_usage_error(ctl, "--time '%s': expected now or nanoseconds since 1970", v);
+                return -1;
+            }
+        } else if (!strcmp(a, "--entropy-from")) {
+            if (read_entropy(v, entropy, &m->entropy.len) < 0)
+                return -1;
+            m->entropy.data = entropy;
+        } else if (!strcmp(a, "--generation")) {
+            m->generation = strtoull(v, &end, 10);
+            if (errno || *end || end == v || v[0] == '-') {
+                ctl_usage_error(ctl, "--generation '%s': expected a number", v);
+                return -1;
+            }
+        } else { /* --env */
+            char *kv = argv[i], *eq = strchr(kv, '=');
+            if (!eq || eq == kv || m->n_env == MAX_ENV) {
+                ctl_usage_error(ctl, "--env '%s': expected KEY=VALUE", kv);
+                return -1;
+            }
+            RestoredEnv *e = &env_store[m->n_env];
+            sandbox__agent__v1__restored__env_entry__init(e);
+            *eq = 0;
+            e->key = kv;
+            e->value = eq + 1;
+            env[m->n_env++] = e;
+        }
+    }
+    m->env = env;
+    return 0;
+}
+
+static void print_restored(ctl_t *ctl, const Sandbox__Agent__V1__RestoredResult *rr)
+{
+    if (ctl->json) {
+        printf("{\"clock_step_nano\":%lld,\"previous_generation\":%llu,",
+               (long long)rr->clock_step_nano, (unsigned long long)rr->previous_generation);
+        print_list("thawed", rr->thawed, rr->n_thawed);
+        putchar(',');
+        print_list("hook_failures", rr->hook_failures, rr->n_hook_failures);
+        printf("}\n");
+        return;
+    }
+    printf("clock stepped by %+.6f s; previous generation %llu\n",
+           (double)rr->clock_step_nano / 1e9, (unsigned long long)rr->previous_generation);
+    for (size_t k = 0; k < rr->n_thawed; k++)
+        printf("thawed %s\n", rr->thawed[k]);
+    for (size_t k = 0; k < rr->n_hook_failures; k++)
+        printf("post-restore hook failed: %s\n", rr->hook_failures[k]);
+}
+
 static int cmd_restored(ctl_t *ctl, int argc, char **argv)
 {
-    static const char usage[] = "usage: sandboxctl restored [--time now|UNIX_NANOS] "
-                                "[--entropy-from PATH] [--generation N] [--env KEY=VALUE]...\n";
     Request req = REQUEST_INIT;
     Sandbox__Agent__V1__Restored m = SANDBOX__AGENT__V1__RESTORED__INIT;
     static RestoredEnv env_store[MAX_ENV];
     RestoredEnv *env[MAX_ENV];
     uint8_t entropy[ENTROPY_BYTES];
     const char *time_arg = NULL;
+    Response *r;
+    int rc = 2;
 
-    for (int i = 1; i < argc; i++) {
-        const char *a = argv[i];
-        char *end;
-        if (i + 1 >= argc) {
-            fputs(usage, stderr);
-            return 2;
-        }
-        if (!strcmp(a, "--time")) {
-            time_arg = argv[++i];
-            if (strcmp(time_arg, "now")) {
-                errno = 0;
-                m.unix_time_nano = strtoull(time_arg, &end, 10);
-                if (errno || *end || end == time_arg || !m.unix_time_nano) {
-                    fprintf(stderr, "sandboxctl: --time '%s': expected now or nanoseconds "
-                                    "since 1970\n", time_arg);
-                    return 2;
-                }
-            }
-        } else if (!strcmp(a, "--entropy-from")) {
-            if (read_entropy(argv[++i], entropy, &m.entropy.len) < 0)
-                return 2;
-            m.entropy.data = entropy;
-        } else if (!strcmp(a, "--generation")) {
-            const char *g = argv[++i];
-            errno = 0;
-            m.generation = strtoull(g, &end, 10);
-            if (errno || *end || end == g || g[0] == '-') {
-                fprintf(stderr, "sandboxctl: --generation '%s': expected a number\n", g);
-                return 2;
-            }
-        } else if (!strcmp(a, "--env")) {
-            char *kv = argv[++i], *eq = strchr(kv, '=');
-            if (!eq || eq == kv || m.n_env == MAX_ENV) {
-                fprintf(stderr, "sandboxctl: --env '%s': expected KEY=VALUE\n", kv);
-                return 2;
-            }
-            RestoredEnv *e = &env_store[m.n_env];
-            sandbox__agent__v1__restored__env_entry__init(e);
-            *eq = 0;
-            e->key = kv;
-            e->value = eq + 1;
-            env[m.n_env++] = e;
-        } else {
-            fputs(usage, stderr);
-            return 2;
-        }
-    }
-    m.env = env;
+    if (parse_restored(ctl, argc, argv, &m, env, env_store, entropy, &time_arg) < 0)
+        goto out;
+    rc = 1;
     if (ctl_connect(ctl) < 0)
-        return 1;
+        goto out;
     if (time_arg && !strcmp(time_arg, "now")) {
         /* Taken at the last moment: the agent steps to what it is told. */
         struct timespec ts;
@@ -254,28 +262,13 @@ static int cmd_restored(ctl_t *ctl, int argc, char **argv)
     }
     req.op_case = OP(RESTORED);
     req.restored = &m;
-    Response *r = call_or_fail(ctl, &req, "restored", RES(RESTORE_DONE));
-    explicit_bzero(entropy, sizeof entropy);
-    if (!r)
-        return 1;
-    const Sandbox__Agent__V1__RestoredResult *rr = r->restore_done;
-    if (ctl->json) {
-        printf("{\"clock_step_nano\":%lld,\"previous_generation\":%llu,",
-               (long long)rr->clock_step_nano, (unsigned long long)rr->previous_generation);
-        print_list("thawed", rr->thawed, rr->n_thawed);
-        putchar(',');
-        print_list("hook_failures", rr->hook_failures, rr->n_hook_failures);
-        printf("}\n");
-    } else {
-        printf("clock stepped by %+.6f s; previous generation %llu\n",
-               (double)rr->clock_step_nano / 1e9, (unsigned long long)rr->previous_generation);
-        for (size_t k = 0; k < rr->n_thawed; k++)
-            printf("thawed %s\n", rr->thawed[k]);
-        for (size_t k = 0; k < rr->n_hook_failures; k++)
-            printf("post-restore hook failed: %s\n", rr->hook_failures[k]);
-    }
-    int rc = rr->n_hook_failures ? 1 : 0;
+    if (ctl_call(ctl, &req, "restored", RES(RESTORE_DONE), -1, &r))
+        goto out;
+    print_restored(ctl, r->restore_done);
+    rc = r->restore_done->n_hook_failures ? 1 : 0;
     sa_response_free(r);
+out:
+    explicit_bzero(entropy, sizeof entropy); /* the pool's seed is not left about */
     return rc;
 }
 
@@ -290,63 +283,48 @@ static const char *kind_name(int k)
     }
 }
 
+static int print_event(ctl_t *ctl, const Response *r, void *arg)
+{
+    const Sandbox__Agent__V1__LifecycleEvent *e = r->lifecycle;
+    if (ctl->json) {
+        printf("{\"kind\":\"%s\",\"generation\":%llu,\"clock_step_nano\":%lld,"
+               "\"at_unix_nano\":%llu,\"restores\":%llu,\"source\":",
+               kind_name(e->kind), (unsigned long long)e->generation,
+               (long long)e->clock_step_nano, (unsigned long long)e->at_unix_nano,
+               (unsigned long long)e->restores);
+        ctl_json_string(e->source);
+        putchar(',');
+        print_list("mounts", e->mounts, e->n_mounts);
+        printf("}\n");
+    } else {
+        time_t t = (time_t)(e->at_unix_nano / 1000000000ull);
+        struct tm tm;
+        char ts[32];
+        gmtime_r(&t, &tm);
+        strftime(ts, sizeof ts, "%Y-%m-%dT%H:%M:%SZ", &tm);
+        printf("%s %-13s source=%s generation=%llu restores=%llu", ts, kind_name(e->kind),
+               e->source, (unsigned long long)e->generation, (unsigned long long)e->restores);
+        if (e->clock_step_nano)
+            printf(" step=%+.6fs", (double)e->clock_step_nano / 1e9);
+        for (size_t k = 0; k < e->n_mounts; k++)
+            printf("%s%s", k ? "," : " mounts=", e->mounts[k]);
+        putchar('\n');
+    }
+    fflush(stdout);
+    return 0;
+}
+
 static int cmd_events(ctl_t *ctl, int argc, char **argv)
 {
     Request req = REQUEST_INIT;
     Sandbox__Agent__V1__WatchLifecycle w = SANDBOX__AGENT__V1__WATCH_LIFECYCLE__INIT;
-    if (argc != 1) {
-        fprintf(stderr, "usage: sandboxctl events\n");
-        return 2;
-    }
+    if (argc != 1)
+        return ctl_usage_error(ctl, "takes no arguments");
     if (ctl_connect(ctl) < 0)
         return 1;
     req.op_case = OP(WATCH_LIFECYCLE);
     req.watch_lifecycle = &w;
-    int rc = sa_client_send(ctl->cli, &req);
-    if (rc < 0) {
-        fprintf(stderr, "sandboxctl: events: %s\n", strerror(-rc));
-        return 1;
-    }
-    for (;;) {
-        Response *r = NULL;
-        if ((rc = sa_client_recv_id(ctl->cli, req.id, &r, -1)) < 0) {
-            fprintf(stderr, "sandboxctl: events: %s\n", strerror(-rc));
-            return 1;
-        }
-        if (r->result_case != RES(LIFECYCLE)) {
-            rc = ctl_fail("events", r);
-            sa_response_free(r);
-            return rc;
-        }
-        const Sandbox__Agent__V1__LifecycleEvent *e = r->lifecycle;
-        if (ctl->json) {
-            printf("{\"kind\":\"%s\",\"generation\":%llu,\"clock_step_nano\":%lld,"
-                   "\"at_unix_nano\":%llu,\"restores\":%llu,\"source\":",
-                   kind_name(e->kind), (unsigned long long)e->generation,
-                   (long long)e->clock_step_nano, (unsigned long long)e->at_unix_nano,
-                   (unsigned long long)e->restores);
-            ctl_json_string(e->source);
-            putchar(',');
-            print_list("mounts", e->mounts, e->n_mounts);
-            printf("}\n");
-        } else {
-            time_t t = (time_t)(e->at_unix_nano / 1000000000ull);
-            struct tm tm;
-            char ts[32];
-            gmtime_r(&t, &tm);
-            strftime(ts, sizeof ts, "%Y-%m-%dT%H:%M:%SZ", &tm);
-            printf("%s %-13s source=%s generation=%llu restores=%llu", ts, kind_name(e->kind),
-                   e->source, (unsigned long long)e->generation,
-                   (unsigned long long)e->restores);
-            if (e->clock_step_nano)
-                printf(" step=%+.6fs", (double)e->clock_step_nano / 1e9);
-            for (size_t k = 0; k < e->n_mounts; k++)
-                printf("%s%s", k ? "," : " mounts=", e->mounts[k]);
-            putchar('\n');
-        }
-        fflush(stdout);
-        sa_response_free(r);
-    }
+    return ctl_stream(ctl, &req, "events", RES(LIFECYCLE), -1, print_event, NULL) ? 1 : 0;
 }
 
 const ctl_cmd_t ctl_cmds_life[] = {

@@ -9,8 +9,6 @@
 #include <string.h>
 #include <time.h>
 
-
-
 /* RFC 3339 in UTC with nanoseconds, as docker logs -t. */
 static void put_time(FILE *f, uint64_t ns)
 {
@@ -45,9 +43,13 @@ typedef struct logs {
     /* --tail: the kept output collected before printing */
     long tail;
     ev_t *evs;
-    size_t n_evs;
-    gap_t gaps[64];
+    size_t n_evs, cap_evs;
+    gap_t gaps[64]; /* more are merged into the last: every byte counted */
     size_t n_gaps;
+    uint64_t unkept; /* bytes --tail had no memory to keep */
+    /* the follow's end */
+    ProcessExit exit;
+    int exited;
 } logs_t;
 
 static void logs_print(logs_t *l, int stream, uint64_t seq, uint64_t ts, const uint8_t *d,
@@ -94,11 +96,40 @@ static void logs_gap(logs_t *l, int stream, uint64_t skipped, uint64_t from, uin
     if (l->want_stream && s != STREAM_UNSPECIFIED && s != l->want_stream)
         return;
     if (l->tail >= 0) {
-        if (l->n_gaps < sizeof l->gaps / sizeof l->gaps[0])
+        if (l->n_gaps < sizeof l->gaps / sizeof l->gaps[0]) {
             l->gaps[l->n_gaps++] = (gap_t){stream, skipped, from, to};
+        } else {
+            gap_t *last = &l->gaps[l->n_gaps - 1];
+            last->stream = last->stream == stream ? stream : STREAM_UNSPECIFIED;
+            last->skipped += skipped;
+            last->to = to;
+        }
         return;
     }
     logs_gap_print(l, stream, skipped, from, to);
+}
+
+/* --tail: keep an event until the end says which lines are the last. What
+ * finds no memory is counted, and said at the end. */
+static void logs_keep(logs_t *l, const OutputEvent *e)
+{
+    uint8_t *d = malloc(e->data.len ? e->data.len : 1);
+    if (d && l->n_evs == l->cap_evs) {
+        size_t cap = l->cap_evs ? l->cap_evs * 2 : 64;
+        ev_t *v = realloc(l->evs, cap * sizeof *v);
+        if (v) {
+            l->evs = v;
+            l->cap_evs = cap;
+        }
+    }
+    if (!d || l->n_evs == l->cap_evs) {
+        free(d);
+        l->unkept += e->data.len;
+        return;
+    }
+    memcpy(d, e->data.data, e->data.len);
+    l->evs[l->n_evs++] = (ev_t){(int)e->stream, e->sequence, e->timestamp_unix_nano,
+                                e->data.len, d};
 }
 
 static void logs_event(logs_t *l, const OutputEvent *e)
@@ -115,18 +146,7 @@ static void logs_event(logs_t *l, const OutputEvent *e)
     if (l->since_ns && e->timestamp_unix_nano < l->since_ns)
         return;
     if (l->tail >= 0) {
-        ev_t *v = realloc(l->evs, (l->n_evs + 1) * sizeof *v);
-        uint8_t *d = malloc(e->data.len ? e->data.len : 1);
-        if (!v || !d) {
-            free(d);
-            if (v)
-                l->evs = v;
-            return;
-        }
-        l->evs = v;
-        memcpy(d, e->data.data, e->data.len);
-        v[l->n_evs++] = (ev_t){(int)e->stream, e->sequence, e->timestamp_unix_nano,
-                               e->data.len, d};
+        logs_keep(l, e);
         return;
     }
     logs_print(l, (int)e->stream, e->sequence, e->timestamp_unix_nano, e->data.data,
@@ -172,7 +192,7 @@ static void logs_flush_tail(logs_t *l)
         free(l->evs[j].data);
     free(l->evs);
     l->evs = NULL;
-    l->n_evs = 0;
+    l->n_evs = l->cap_evs = 0;
     l->tail = -1;
 }
 
@@ -207,150 +227,133 @@ static int parse_since(const char *s, uint64_t *out)
     return 0;
 }
 
-/* One FollowOutput from from_seq until done. Returns 0, 1 after an error
- * said, and the exit in *exit_out when it came. */
-static int logs_follow(logs_t *l, uint32_t pid, uint64_t from_seq, int follow, int lines,
-                       ProcessExit *exit_out, int *exited)
+/* One response of a follow: output, a gap, the exit. */
+static int logs_response(ctl_t *ctl, const Response *r, void *arg)
+{
+    logs_t *l = arg;
+    if (r->result_case == RES(OUTPUT)) {
+        logs_event(l, r->output);
+    } else if (r->result_case == RES(GAP)) {
+        const OutputGap *g = r->gap;
+        if (g->to_sequence > l->next_seq)
+            l->next_seq = g->to_sequence;
+        logs_gap(l, (int)g->stream, g->skipped_bytes, g->from_sequence, g->to_sequence);
+    } else if (r->result_case == RES(EXIT)) {
+        l->exit = *r->exit; /* numbers only: nothing points into r */
+        l->exited = 1;
+    }
+    return 0;
+}
+
+/* One FollowOutput from from_seq until done. 0, or 1 after an error said. */
+static int logs_follow(logs_t *l, uint32_t pid, uint64_t from_seq, int follow, int lines)
 {
     Request req = REQUEST_INIT;
     Sandbox__Agent__V1__FollowOutput f = SANDBOX__AGENT__V1__FOLLOW_OUTPUT__INIT;
-    int rc;
     f.pid = pid;
     f.from_sequence = from_seq;
     f.no_wait = !follow;
     f.lines = lines;
     req.op_case = OP(FOLLOW);
     req.follow = &f;
-    if ((rc = sa_client_send(l->ctl->cli, &req)) < 0) {
-        fprintf(stderr, "sandboxctl: logs: %s\n", strerror(-rc));
-        return 1;
-    }
-    int status = 0;
-    for (;;) {
-        Response *r;
-        if ((rc = sa_client_recv_id(l->ctl->cli, req.id, &r, -1)) < 0) {
-            fprintf(stderr, "sandboxctl: logs: connection to the agent: %s\n", strerror(-rc));
-            return 1;
-        }
-        if (r->result_case == RES(OUTPUT)) {
-            logs_event(l, r->output);
-        } else if (r->result_case == RES(GAP)) {
-            const OutputGap *g = r->gap;
-            if (g->to_sequence > l->next_seq)
-                l->next_seq = g->to_sequence;
-            logs_gap(l, (int)g->stream, g->skipped_bytes, g->from_sequence, g->to_sequence);
-        } else if (r->result_case == RES(EXIT)) {
-            *exit_out = *r->exit;
-            *exited = 1;
-        } else if (r->result_case == RES(ERROR)) {
-            status = ctl_fail("logs", r);
-        }
-        int done = r->done;
-        sa_response_free(r);
-        if (done)
-            return status;
-    }
+    return ctl_stream(l->ctl, &req, "logs", 0, -1, logs_response, l) ? 1 : 0;
 }
 
-int ctl_logs_cmd(ctl_t *ctl, int argc, char **argv)
+/* An option's value into l or *from: 0, or -1 after a usage error. */
+static int logs_value(ctl_t *ctl, const char *a, const char *v, logs_t *l, uint64_t *from)
 {
-    logs_t l;
-    int follow = 0, i = 1, status;
-    uint32_t pid;
-    uint64_t from = 0;
-    memset(&l, 0, sizeof l);
-    l.ctl = ctl;
-    l.tail = -1;
-    for (int s = 0; s < 4; s++)
-        l.line_start[s] = 1;
+    char *end;
+    if (!strcmp(a, "--tail") || !strcmp(a, "-n")) {
+        l->tail = strtol(v, &end, 10);
+        if (!v[0] || *end || l->tail < 0)
+            goto bad;
+    } else if (!strcmp(a, "--from")) {
+        *from = strtoull(v, &end, 10);
+        if (!v[0] || *end || v[0] == '-')
+            goto bad;
+    } else if (!strcmp(a, "--since")) {
+        if (parse_since(v, &l->since_ns) < 0)
+            goto bad;
+    } else if (!strcmp(v, "stdout")) { /* --stream */
+        l->want_stream = STREAM_OUT;
+    } else if (!strcmp(v, "stderr")) {
+        l->want_stream = STREAM_ERR;
+    } else {
+        goto bad;
+    }
+    return 0;
+bad:;
+    static const char *const expected[][2] = {
+        {"--tail", "a number of lines"},
+        {"-n", "a number of lines"},
+        {"--from", "a position"},
+        {"--since", "a duration (90s, 5m, 2h, 1d) or a time (2006-01-02T15:04:05Z, UTC)"},
+        {"--stream", "stdout or stderr"},
+    };
+    for (size_t k = 0; k < sizeof expected / sizeof expected[0]; k++)
+        if (!strcmp(a, expected[k][0]))
+            ctl_usage_error(ctl, "%s '%s': expected %s", a, v, expected[k][1]);
+    return -1;
+}
+
+/* The options into l, *follow and *from. The index of the process's name,
+ * or -1 after a usage error (status 2). */
+static int logs_options(ctl_t *ctl, int argc, char **argv, logs_t *l, int *follow,
+                        uint64_t *from)
+{
+    int i = 1;
     for (; i < argc && argv[i][0] == '-' && argv[i][1]; i++) {
         const char *a = argv[i];
-        int has_value = i + 1 < argc;
         if (!strcmp(a, "-f") || !strcmp(a, "--follow")) {
-            follow = 1;
+            *follow = 1;
         } else if (!strcmp(a, "-t") || !strcmp(a, "--timestamps")) {
-            l.timestamps = 1;
+            l->timestamps = 1;
         } else if (!strcmp(a, "--allow-gaps")) {
-            l.allow_gaps = 1;
-        } else if (!strcmp(a, "--tail") || !strcmp(a, "-n")) {
-            char *end;
-            if (!has_value)
-                return ctl_usage_error(ctl, "option '%s' needs a value", a);
-            l.tail = strtol(argv[++i], &end, 10);
-            if (!argv[i][0] || *end || l.tail < 0)
-                return ctl_usage_error(ctl, "--tail '%s': expected a number of lines", argv[i]);
-        } else if (!strcmp(a, "--from")) {
-            char *end;
-            if (!has_value)
-                return ctl_usage_error(ctl, "option '%s' needs a value", a);
-            from = strtoull(argv[++i], &end, 10);
-            if (!argv[i][0] || *end || argv[i][0] == '-')
-                return ctl_usage_error(ctl, "--from '%s': expected a position", argv[i]);
-        } else if (!strcmp(a, "--since")) {
-            if (!has_value)
-                return ctl_usage_error(ctl, "option '%s' needs a value", a);
-            if (parse_since(argv[++i], &l.since_ns) < 0)
-                return ctl_usage_error(ctl, "--since '%s': expected a duration (90s, 5m, 2h, "
-                                            "1d) or a time (2006-01-02T15:04:05Z, UTC)", argv[i]);
-        } else if (!strcmp(a, "--stream")) {
-            if (!has_value)
-                return ctl_usage_error(ctl, "option '%s' needs a value", a);
-            i++;
-            if (!strcmp(argv[i], "stdout"))
-                l.want_stream = STREAM_OUT;
-            else if (!strcmp(argv[i], "stderr"))
-                l.want_stream = STREAM_ERR;
-            else
-                return ctl_usage_error(ctl, "--stream '%s': expected stdout or stderr", argv[i]);
+            l->allow_gaps = 1;
         } else if (!strcmp(a, "--")) {
-            i++;
-            break;
-        } else {
-            return ctl_usage_error(ctl, "unknown option '%s'", a);
+            return i + 1;
+        } else if (strcmp(a, "--tail") && strcmp(a, "-n") && strcmp(a, "--from") &&
+                   strcmp(a, "--since") && strcmp(a, "--stream")) {
+            ctl_usage_error(ctl, "unknown option '%s'", a);
+            return -1;
+        } else if (i + 1 == argc) {
+            ctl_usage_error(ctl, "option '%s' needs a value", a);
+            return -1;
+        } else if (logs_value(ctl, a, argv[++i], l, from) < 0) {
+            return -1;
         }
     }
-    if (i + 1 != argc)
-        return ctl_usage_error(ctl, i == argc ? "needs a pid or a tag" : "one process at a time");
-    if (ctl_connect(ctl) < 0 || ctl_proc_resolve(ctl, "logs", argv[i], &pid))
-        return 1;
-    /* The process's window, for the gap messages. */
+    return i;
+}
+
+/* The process's window (for the gap messages): 0, or 1 after saying why. */
+static int logs_window(logs_t *l, uint32_t pid)
+{
     Request req = REQUEST_INIT;
     Sandbox__Agent__V1__GetProcess gp = SANDBOX__AGENT__V1__GET_PROCESS__INIT;
-    Response *r = NULL;
+    Response *r;
     gp.pid = pid;
     req.op_case = OP(GET_PROCESS);
     req.get_process = &gp;
-    if (sa_client_call(ctl->cli, &req, &r, 30000) < 0) {
-        fprintf(stderr, "sandboxctl: logs: connection to the agent lost\n");
+    if (ctl_call(l->ctl, &req, "logs", RES(PROCESS), 30000, &r))
         return 1;
-    }
-    if (r->result_case != RES(PROCESS)) {
-        status = ctl_fail("logs", r);
-        sa_response_free(r);
-        return status;
-    }
-    l.window = r->process->output_window;
+    l->window = r->process->output_window;
     sa_response_free(r);
+    return 0;
+}
 
-    ProcessExit ex = SANDBOX__AGENT__V1__PROCESS_EXIT__INIT;
-    int exited = 0, lines = ctl->json || l.timestamps || l.tail >= 0;
-    if (ctl->json)
-        setvbuf(stdout, NULL, _IOLBF, 0);
-    if (l.tail >= 0) {
-        /* What is kept, cut to its last lines; then (with -f) what comes. */
-        status = logs_follow(&l, pid, 0, 0, 1, &ex, &exited);
-        logs_flush_tail(&l);
-        if (!status && follow && !exited)
-            status = logs_follow(&l, pid, l.next_seq, 1, lines, &ex, &exited);
-    } else {
-        l.next_seq = from; /* what comes before it is not missing: it was read */
-        status = logs_follow(&l, pid, from, follow, lines, &ex, &exited);
+/* What was not said yet about what is missing, and the status it gives. */
+static int logs_missing(const logs_t *l, int status)
+{
+    char b[32];
+    if (l->unkept) {
+        ctl_human("bytes", (double)l->unkept, b, sizeof b);
+        fprintf(stderr, "sandboxctl: logs: out of memory: %s of output could not be kept for "
+                        "--tail and are not shown\n", b);
+        status = 1;
     }
-    if (ctl->json && exited)
-        ctl_proc_json_exit(&ex);
-    if (!status && l.lost && !l.allow_gaps) {
-        char b[32];
-        ctl_human("bytes", (double)l.lost, b, sizeof b);
+    if (!status && l->lost && !l->allow_gaps) {
+        ctl_human("bytes", (double)l->lost, b, sizeof b);
         fprintf(stderr, "sandboxctl: logs: %s of output were missing (exit 1; --allow-gaps "
                         "accepts that)\n", b);
         status = 1;
@@ -358,3 +361,34 @@ int ctl_logs_cmd(ctl_t *ctl, int argc, char **argv)
     return status;
 }
 
+int ctl_logs_cmd(ctl_t *ctl, int argc, char **argv)
+{
+    logs_t l = {.ctl = ctl, .tail = -1, .line_start = {1, 1, 1, 1}};
+    int follow = 0, status, i;
+    uint32_t pid;
+    uint64_t from = 0;
+
+    if ((i = logs_options(ctl, argc, argv, &l, &follow, &from)) < 0)
+        return 2;
+    if (i + 1 != argc)
+        return ctl_usage_error(ctl, i == argc ? "needs a pid or a tag" : "one process at a time");
+    if (ctl_connect(ctl) < 0 || ctl_proc_resolve(ctl, "logs", argv[i], &pid) ||
+        logs_window(&l, pid))
+        return 1;
+    int lines = ctl->json || l.timestamps || l.tail >= 0;
+    if (ctl->json)
+        setvbuf(stdout, NULL, _IOLBF, 0);
+    if (l.tail >= 0) {
+        /* What is kept, cut to its last lines; then (with -f) what comes. */
+        status = logs_follow(&l, pid, 0, 0, 1);
+        logs_flush_tail(&l);
+        if (!status && follow && !l.exited)
+            status = logs_follow(&l, pid, l.next_seq, 1, lines);
+    } else {
+        l.next_seq = from; /* what comes before it is not missing: it was read */
+        status = logs_follow(&l, pid, from, follow, lines);
+    }
+    if (ctl->json && l.exited)
+        ctl_proc_json_exit(&l.exit);
+    return logs_missing(&l, status);
+}

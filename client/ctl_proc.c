@@ -81,14 +81,30 @@ void ctl_proc_json_exit(const ProcessExit *e)
 
 /* ------------------------------------------------------------ naming */
 
-static int is_pid(const char *s)
+int ctl_proc_pid(const char *s, uint32_t *pid)
 {
     char *end;
     unsigned long v = strtoul(s, &end, 10);
-    return *s >= '0' && *s <= '9' && !*end && v > 0 && v <= 0x7fffffff;
+    if (*s < '0' || *s > '9' || *end || !v || v > 0x7fffffff)
+        return 0;
+    *pid = (uint32_t)v;
+    return 1;
 }
 
 typedef int ps_each_fn(const ProcessInfo *p, void *arg);
+
+typedef struct ps_list {
+    ps_each_fn *each;
+    void *arg;
+} ps_list_t;
+
+static int ps_list_each(ctl_t *ctl, const Response *r, void *arg)
+{
+    ps_list_t *l = arg;
+    for (size_t i = 0; i < r->processes->n_processes; i++)
+        l->each(r->processes->processes[i], l->arg);
+    return 0;
+}
 
 /* Every process the agent keeps (with the exited ones when all), in start
  * order. 0, or 1 after saying why. */
@@ -96,32 +112,11 @@ static int list_processes(ctl_t *ctl, int all, const char *what, ps_each_fn *eac
 {
     Request req = REQUEST_INIT;
     Sandbox__Agent__V1__ListProcesses lp = SANDBOX__AGENT__V1__LIST_PROCESSES__INIT;
-    int rc;
+    ps_list_t l = {each, arg};
     lp.include_exited = all;
     req.op_case = OP(LIST_PROCESSES);
     req.list_processes = &lp;
-    if ((rc = sa_client_send(ctl->cli, &req)) < 0) {
-        fprintf(stderr, "sandboxctl: %s: %s\n", what, strerror(-rc));
-        return 1;
-    }
-    for (;;) {
-        Response *r = NULL;
-        if ((rc = sa_client_recv_id(ctl->cli, req.id, &r, 30000)) < 0) {
-            fprintf(stderr, "sandboxctl: %s: %s\n", what, strerror(-rc));
-            return 1;
-        }
-        if (r->result_case != RES(PROCESSES)) {
-            rc = ctl_fail(what, r);
-            sa_response_free(r);
-            return rc;
-        }
-        for (size_t i = 0; i < r->processes->n_processes; i++)
-            each(r->processes->processes[i], arg);
-        int done = r->done;
-        sa_response_free(r);
-        if (done)
-            return 0;
-    }
+    return ctl_stream(ctl, &req, what, RES(PROCESSES), 30000, ps_list_each, &l) ? 1 : 0;
 }
 
 typedef struct by_tag {
@@ -146,10 +141,8 @@ static int tag_each(const ProcessInfo *p, void *arg)
 /* PID or TAG (connected) into a pid. 0, or 1 after saying why. */
 int ctl_proc_resolve(ctl_t *ctl, const char *what, const char *name, uint32_t *pid)
 {
-    if (is_pid(name)) {
-        *pid = (uint32_t)strtoul(name, NULL, 10);
+    if (ctl_proc_pid(name, pid))
         return 0;
-    }
     by_tag_t b = {name, 0, 0};
     if (list_processes(ctl, 1, what, tag_each, &b))
         return 1;
@@ -242,37 +235,10 @@ static int cmd_ps(ctl_t *ctl, int argc, char **argv)
 
 /* ------------------------------------------------------------ others */
 
-static int signal_number(const char *s)
-{
-    static const struct {
-        const char *name;
-        int sig;
-    } names[] = {{"HUP", SIGHUP},   {"INT", SIGINT},   {"QUIT", SIGQUIT}, {"KILL", SIGKILL},
-                 {"TERM", SIGTERM}, {"USR1", SIGUSR1}, {"USR2", SIGUSR2}, {"STOP", SIGSTOP},
-                 {"CONT", SIGCONT}, {"WINCH", SIGWINCH}, {"ALRM", SIGALRM}, {"PIPE", SIGPIPE}};
-    char *end;
-    long v = strtol(s, &end, 10);
-    if (*s && !*end)
-        return v >= 0 && v <= 64 ? (int)v : -1;
-    if (!strncasecmp(s, "SIG", 3))
-        s += 3;
-    for (size_t i = 0; i < sizeof names / sizeof names[0]; i++)
-        if (!strcasecmp(s, names[i].name))
-            return names[i].sig;
-    return -1;
-}
-
+/* A request answered by an Ack: 0, or 1 after saying why. */
 static int simple_call(ctl_t *ctl, Request *req, const char *what)
 {
-    Response *r = NULL;
-    int rc = sa_client_call(ctl->cli, req, &r, 30000);
-    if (rc < 0) {
-        fprintf(stderr, "sandboxctl: %s: %s\n", what, strerror(-rc));
-        return 1;
-    }
-    rc = r->result_case == RES(ERROR) ? ctl_fail(what, r) : 0;
-    sa_response_free(r);
-    return rc;
+    return ctl_call(ctl, req, what, 0, 30000, NULL) ? 1 : 0;
 }
 
 static int cmd_kill(ctl_t *ctl, int argc, char **argv)
@@ -285,15 +251,15 @@ static int cmd_kill(ctl_t *ctl, int argc, char **argv)
         if (!strcmp(argv[i], "-s")) {
             if (i + 1 == argc)
                 return ctl_usage_error(ctl, "-s needs a signal");
-            if ((sig = signal_number(argv[++i])) < 0)
+            if ((sig = ctl_signal_number(argv[++i])) < 0)
                 return ctl_usage_error(ctl, "unknown signal '%s'", argv[i]);
         } else if (!strcmp(argv[i], "-g")) {
             group = 1;
         } else if (!strcmp(argv[i], "--")) {
             i++;
             break;
-        } else if (signal_number(argv[i] + 1) > 0) { /* kill -9, kill -KILL */
-            sig = signal_number(argv[i] + 1);
+        } else if (ctl_signal_number(argv[i] + 1) > 0) { /* kill -9, kill -KILL */
+            sig = ctl_signal_number(argv[i] + 1);
         } else {
             return ctl_usage_error(ctl, "unknown option '%s'", argv[i]);
         }
@@ -316,7 +282,6 @@ static int cmd_wait(ctl_t *ctl, int argc, char **argv)
     Sandbox__Agent__V1__WaitProcess w = SANDBOX__AGENT__V1__WAIT_PROCESS__INIT;
     Response *r = NULL;
     uint32_t pid;
-    int rc;
     if (argc != 2)
         return ctl_usage_error(ctl, argc < 2 ? "needs a pid or a tag" : "one process at a time");
     if (ctl_connect(ctl) < 0 || ctl_proc_resolve(ctl, "wait", argv[1], &pid))
@@ -324,20 +289,14 @@ static int cmd_wait(ctl_t *ctl, int argc, char **argv)
     w.pid = pid;
     req.op_case = OP(WAIT);
     req.wait = &w;
-    if ((rc = sa_client_call(ctl->cli, &req, &r, -1)) < 0) {
-        fprintf(stderr, "sandboxctl: wait: %s\n", strerror(-rc));
+    if (ctl_call(ctl, &req, "wait", RES(EXIT), -1, &r))
         return 1;
+    if (ctl->json) {
+        printf("{\"pid\":%u,", pid);
+        ctl_proc_json_exit_fields(r->exit);
+        printf("}\n");
     }
-    if (r->result_case != RES(EXIT)) {
-        rc = ctl_fail("wait", r);
-    } else {
-        if (ctl->json) {
-            printf("{\"pid\":%u,", pid);
-            ctl_proc_json_exit_fields(r->exit);
-            printf("}\n");
-        }
-        rc = ctl_proc_exit_status("wait", r->exit, NULL);
-    }
+    int rc = ctl_proc_exit_status("wait", r->exit, NULL);
     sa_response_free(r);
     return rc;
 }

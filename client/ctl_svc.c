@@ -1,6 +1,7 @@
 /* ctl_svc.c - sandboxctl's service commands (stop, wait-ready) and the
  * service options of start and run (--restart, --ready, --health, ...). */
 #include "ctl.h"
+#include "ctl_proc.h"
 #include "ctl_svc.h"
 #include "svcfile.h"
 
@@ -121,22 +122,14 @@ static int wait_ready(ctl_t *ctl, uint32_t pid, const char *tag, uint32_t timeou
     Request req = REQUEST_INIT;
     Sandbox__Agent__V1__WaitReady w = SANDBOX__AGENT__V1__WAIT_READY__INIT;
     Response *r = NULL;
-    int rc;
     w.pid = pid;
     if (tag)
         w.tag = (char *)tag;
     w.timeout_ms = timeout_ms;
     req.op_case = OP(WAIT_READY);
     req.wait_ready = &w;
-    if ((rc = sa_client_call(ctl->cli, &req, &r, -1)) < 0) {
-        fprintf(stderr, "sandboxctl: wait-ready: %s\n", strerror(-rc));
+    if (ctl_call(ctl, &req, "wait-ready", RES(PROCESS), -1, &r))
         return 1;
-    }
-    if (r->result_case != RES(PROCESS)) {
-        rc = ctl_fail("wait-ready", r);
-        sa_response_free(r);
-        return rc;
-    }
     if (ready_pid)
         *ready_pid = r->process->pid;
     if (print) {
@@ -175,10 +168,7 @@ const char *ctl_svc_state_name(int state)
 /* A pid, or else a tag. */
 static void pid_or_tag(const char *s, uint32_t *pid, const char **tag)
 {
-    char *end;
-    unsigned long v = strtoul(s, &end, 10);
-    if (*s >= '0' && *s <= '9' && !*end && v > 0 && v <= 0x7fffffff) {
-        *pid = (uint32_t)v;
+    if (ctl_proc_pid(s, pid)) {
         *tag = NULL;
     } else {
         *pid = 0;
@@ -213,22 +203,11 @@ static int cmd_stop(ctl_t *ctl, int argc, char **argv)
     Sandbox__Agent__V1__StopService st = SANDBOX__AGENT__V1__STOP_SERVICE__INIT;
     Response *r = NULL;
     uint32_t grace_ms = 0;
-    int sig = 0, i = 1, rc;
+    int sig = 0, i = 1;
     for (; i + 1 < argc && argv[i][0] == '-'; i++) {
         if (!strcmp(argv[i], "-s") && i + 2 < argc) {
-            const char *s = argv[++i];
-            if (!strncasecmp(s, "SIG", 3))
-                s += 3;
-            sig = !strcasecmp(s, "TERM") ? SIGTERM
-                  : !strcasecmp(s, "INT") ? SIGINT
-                  : !strcasecmp(s, "KILL") ? SIGKILL
-                  : !strcasecmp(s, "QUIT") ? SIGQUIT
-                  : !strcasecmp(s, "HUP") ? SIGHUP
-                                          : atoi(s);
-            if (sig <= 0 || sig > 64) {
-                fprintf(stderr, "sandboxctl: stop: unknown signal '%s'\n", argv[i]);
-                return 2;
-            }
+            if ((sig = ctl_signal_number(argv[++i])) <= 0)
+                return ctl_usage_error(ctl, "unknown signal '%s'", argv[i]);
         } else if (!strcmp(argv[i], "--grace") && i + 2 < argc) {
             if (parse_seconds_ms("--grace", argv[++i], &grace_ms) < 0)
                 return 2;
@@ -245,23 +224,16 @@ static int cmd_stop(ctl_t *ctl, int argc, char **argv)
     st.grace_ms = grace_ms;
     req.op_case = OP(STOP_SERVICE);
     req.stop_service = &st;
-    if ((rc = sa_client_call(ctl->cli, &req, &r, -1)) < 0) {
-        fprintf(stderr, "sandboxctl: stop: %s\n", strerror(-rc));
+    if (ctl_call(ctl, &req, "stop", RES(PROCESS), -1, &r))
         return 1;
-    }
-    if (r->result_case != RES(PROCESS)) {
-        rc = ctl_fail("stop", r);
-    } else {
-        rc = 0;
-        if (ctl->json) {
-            const ProcessExit *e = r->process->exit;
-            printf("{\"pid\":%u,\"state\":\"%s\",\"exit_code\":%d,\"signal\":%d}\n",
-                   r->process->pid, ctl_svc_state_name(r->process->service_state),
-                   e ? e->exit_code : 0, e ? e->signal : 0);
-        }
+    if (ctl->json) {
+        const ProcessExit *e = r->process->exit;
+        printf("{\"pid\":%u,\"state\":\"%s\",\"exit_code\":%d,\"signal\":%d}\n",
+               r->process->pid, ctl_svc_state_name(r->process->service_state),
+               e ? e->exit_code : 0, e ? e->signal : 0);
     }
     sa_response_free(r);
-    return rc;
+    return 0;
 }
 
 const ctl_cmd_t ctl_cmds_svc[] = {

@@ -2,10 +2,13 @@
  * line's words, usage errors and help, names as bytes, JSON lines. */
 #include "ctl.h"
 
+#include <errno.h>
+#include <signal.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <time.h>
 
 /* ------------------------------------------------------------ errors */
@@ -68,6 +71,76 @@ int ctl_fail(const char *what, const Response *r)
     return 1;
 }
 
+/* ------------------------------------------------------------ calls */
+
+static void lost(const char *what, int rc)
+{
+    fprintf(stderr, "sandboxctl: %s: connection to the agent: %s\n", what, strerror(-rc));
+}
+
+Response *ctl_request(ctl_t *ctl, Request *req, const char *what, int timeout_ms)
+{
+    Response *r = NULL;
+    int rc = sa_client_call(ctl->cli, req, &r, timeout_ms);
+    if (rc < 0) {
+        lost(what, rc);
+        return NULL;
+    }
+    return r;
+}
+
+/* Is r what the caller wants (0: any but an Error)? */
+static int wanted(const Response *r, int want)
+{
+    return want ? (int)r->result_case == want : r->result_case != RES(ERROR);
+}
+
+int ctl_call(ctl_t *ctl, Request *req, const char *what, int want, int timeout_ms,
+             Response **out)
+{
+    Response *r = ctl_request(ctl, req, what, timeout_ms);
+    if (out)
+        *out = NULL;
+    if (!r)
+        return -1;
+    if (!wanted(r, want)) {
+        ctl_fail(what, r);
+        sa_response_free(r);
+        return 1;
+    }
+    if (out)
+        *out = r;
+    else
+        sa_response_free(r);
+    return 0;
+}
+
+int ctl_stream(ctl_t *ctl, Request *req, const char *what, int want, int timeout_ms,
+               ctl_each_fn *each, void *arg)
+{
+    int rc, status = 0, done = 0;
+    if ((rc = sa_client_send(ctl->cli, req)) < 0) {
+        lost(what, rc);
+        return -1;
+    }
+    while (!done) {
+        Response *r = NULL;
+        if ((rc = sa_client_recv_id(ctl->cli, req->id, &r, timeout_ms)) < 0) {
+            lost(what, rc);
+            return -1;
+        }
+        if (!wanted(r, want)) {
+            if (!status)
+                status = ctl_fail(what, r);
+        } else if (!status) {
+            status = each(ctl, r, arg);
+        }
+        done = r->done;
+        sa_response_free(r);
+    }
+    return status;
+}
+
 void ctl_cmd_help(const ctl_cmd_t *c, FILE *f)
 {
     fprintf(f, "usage: sandboxctl %s%s%s\n\n%s\n", c->name, c->usage[0] ? " " : "", c->usage,
@@ -89,6 +162,26 @@ int ctl_usage_error(const ctl_t *ctl, const char *fmt, ...)
         fprintf(stderr, "usage: sandboxctl %s %s\n(sandboxctl %s --help for more)\n", name,
                 ctl->cmd->usage, name);
     return 2;
+}
+
+int ctl_signal_number(const char *s)
+{
+    static const struct {
+        const char *name;
+        int sig;
+    } names[] = {{"HUP", SIGHUP},   {"INT", SIGINT},   {"QUIT", SIGQUIT}, {"KILL", SIGKILL},
+                 {"TERM", SIGTERM}, {"USR1", SIGUSR1}, {"USR2", SIGUSR2}, {"STOP", SIGSTOP},
+                 {"CONT", SIGCONT}, {"WINCH", SIGWINCH}, {"ALRM", SIGALRM}, {"PIPE", SIGPIPE}};
+    char *end;
+    long v = strtol(s, &end, 10);
+    if (*s && !*end)
+        return v >= 0 && v <= 64 ? (int)v : -1;
+    if (!strncasecmp(s, "SIG", 3))
+        s += 3;
+    for (size_t i = 0; i < sizeof names / sizeof names[0]; i++)
+        if (!strcasecmp(s, names[i].name))
+            return names[i].sig;
+    return -1;
 }
 
 /* ------------------------------------------------------------ names */

@@ -67,17 +67,9 @@ static int cmd_ping(ctl_t *ctl, int argc, char **argv)
         req.op_case = OP(PING);
         req.ping = &p;
         clock_gettime(CLOCK_MONOTONIC, &t0);
-        int rc = sa_client_call(ctl->cli, &req, &r, 10000);
-        double ms = ms_since(&t0);
-        if (rc < 0) {
-            fprintf(stderr, "sandboxctl: ping: %s\n", strerror(-rc));
+        if (ctl_call(ctl, &req, "ping", RES(PONG), 10000, &r))
             return 1;
-        }
-        if (r->result_case != RES(PONG)) {
-            rc = ctl_fail("ping", r);
-            sa_response_free(r);
-            return rc;
-        }
+        double ms = ms_since(&t0);
         if (ctl->json)
             printf("{\"seq\":%d,\"rtt_ms\":%.3f,\"agent_time_unix_nano\":%llu}\n", i + 1, ms,
                    (unsigned long long)r->pong->agent_time_unix_nano);
@@ -99,16 +91,8 @@ static int cmd_info(ctl_t *ctl, int argc, char **argv)
         return 1;
     req.op_case = OP(INFO);
     req.info = &gi;
-    int rc = sa_client_call(ctl->cli, &req, &r, 10000);
-    if (rc < 0) {
-        fprintf(stderr, "sandboxctl: info: %s\n", strerror(-rc));
+    if (ctl_call(ctl, &req, "info", RES(INFO), 10000, &r))
         return 1;
-    }
-    if (r->result_case != RES(INFO)) {
-        rc = ctl_fail("info", r);
-        sa_response_free(r);
-        return rc;
-    }
     const Info *in = r->info;
     if (ctl->json) {
         printf("{\"agent_version\":");
