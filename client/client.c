@@ -32,6 +32,19 @@ struct sa_client {
     stash_t *stash_head, *stash_tail;
 };
 
+/* A socket of family connected to sa: the fd, or -errno. */
+static int connect_to(int family, const struct sockaddr *sa, socklen_t len)
+{
+    int fd = socket(family, SOCK_STREAM | SOCK_CLOEXEC, 0), e;
+    if (fd < 0)
+        return -errno;
+    if (connect(fd, sa, len) == 0)
+        return fd;
+    e = errno;
+    close(fd);
+    return -e;
+}
+
 static int connect_unix(const char *path, char *err, size_t errlen)
 {
     struct sockaddr_un sa;
@@ -40,16 +53,12 @@ static int connect_unix(const char *path, char *err, size_t errlen)
         snprintf(err, errlen, "unix socket path '%s' is too long", path);
         return -ENAMETOOLONG;
     }
-    if ((fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0)) < 0)
-        goto fail;
     memset(&sa, 0, sizeof sa);
     sa.sun_family = AF_UNIX;
     snprintf(sa.sun_path, sizeof sa.sun_path, "%s", path);
-    if (connect(fd, (struct sockaddr *)&sa, sizeof sa) < 0)
-        goto fail;
-    return fd;
-fail:;
-    int e = errno;
+    if ((fd = connect_to(AF_UNIX, (struct sockaddr *)&sa, sizeof sa)) >= 0)
+        return fd;
+    int e = -fd;
     struct stat st;
     char hint[256] = "";
     if (e == ENOENT) {
@@ -63,8 +72,6 @@ fail:;
                  path, who);
     }
     snprintf(err, errlen, "connect to unix:%s: %s%s", path, strerror(e), hint);
-    if (fd >= 0)
-        close(fd);
     return -e;
 }
 
@@ -88,16 +95,9 @@ static int connect_tcp(const char *hostport, char *err, size_t errlen)
         return -EINVAL;
     }
     for (p = ai; p; p = p->ai_next) {
-        fd = socket(p->ai_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
-        if (fd < 0) {
-            e = errno;
-            continue;
-        }
-        if (connect(fd, p->ai_addr, p->ai_addrlen) == 0)
+        if ((fd = connect_to(p->ai_family, p->ai_addr, p->ai_addrlen)) >= 0)
             break;
-        e = errno;
-        close(fd);
-        fd = -1;
+        e = -fd;
     }
     freeaddrinfo(ai);
     if (fd < 0) {
@@ -118,21 +118,13 @@ static int connect_vsock(const char *cidport, char *err, size_t errlen)
         snprintf(err, errlen, "vsock address '%s': expected vsock:CID:PORT", cidport);
         return -EINVAL;
     }
-    if ((fd = socket(AF_VSOCK, SOCK_STREAM | SOCK_CLOEXEC, 0)) < 0)
-        goto fail;
     memset(&sa, 0, sizeof sa);
     sa.svm_family = AF_VSOCK;
     sa.svm_cid = cid;
     sa.svm_port = port;
-    if (connect(fd, (struct sockaddr *)&sa, sizeof sa) < 0)
-        goto fail;
+    if ((fd = connect_to(AF_VSOCK, (struct sockaddr *)&sa, sizeof sa)) < 0)
+        snprintf(err, errlen, "connect to vsock:%s: %s", cidport, strerror(-fd));
     return fd;
-fail:;
-    int e = errno;
-    snprintf(err, errlen, "connect to vsock:%s: %s", cidport, strerror(e));
-    if (fd >= 0)
-        close(fd);
-    return -e;
 }
 
 sa_client_t *sa_client_connect(const char *addr, char *err, size_t errlen)

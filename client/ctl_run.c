@@ -41,6 +41,91 @@ typedef struct run_opts {
 } run_opts_t;
 
 
+/* A flag of run and start: 1 when a is one (set in o), else 0. */
+static int run_flag(const char *a, run_opts_t *o)
+{
+    if (!strcmp(a, "--tty") || !strcmp(a, "-t"))
+        o->tty = 1;
+    else if (!strcmp(a, "--stdin") || !strcmp(a, "-i"))
+        o->stdin_pipe = 1;
+    else if (!strcmp(a, "-it") || !strcmp(a, "-ti"))
+        o->tty = o->stdin_pipe = 1;
+    else if (!strcmp(a, "--keep"))
+        o->keep = 1;
+    else
+        return 0;
+    return 1;
+}
+
+/* The options of run and start that take a value (but ctl_svc's). */
+static const char *const g_valued[] = {"--env", "-e", "--cwd", "-w", "--user", "-u", "--tag",
+                                       "--timeout", "--memory-max", "--pids-max", "--cpu-max"};
+
+static int run_env(ctl_t *ctl, char *kv, run_opts_t *o)
+{
+    char *eq = strchr(kv, '=');
+    if (!eq || eq == kv)
+        return ctl_usage_error(ctl, "--env '%s': expected KEY=VALUE", kv), -1;
+    if (o->n_env == MAX_ENV)
+        return ctl_usage_error(ctl, "more than %d --env", MAX_ENV), -1;
+    EnvEntry *e = &o->env_store[o->n_env];
+    sandbox__agent__v1__start_process__env_entry__init(e);
+    *eq = 0;
+    e->key = kv;
+    e->value = eq + 1;
+    o->env[o->n_env++] = e;
+    return 0;
+}
+
+/* --memory-max B, --pids-max N, --cpu-max MILLICORES. */
+static int run_limit(ctl_t *ctl, const char *a, const char *v, run_opts_t *o)
+{
+    char *end;
+    unsigned long long n = strtoull(v, &end, 10);
+    int mem = !strcmp(a, "--memory-max");
+    if (!v[0] || v[0] == '-' || *end || !n || (!mem && n > 0xffffffffull))
+        return ctl_usage_error(ctl, "%s '%s': expected a positive number", a, v), -1;
+    if (mem)
+        o->limits.memory_max_bytes = n;
+    else if (!strcmp(a, "--pids-max"))
+        o->limits.pids_max = (uint32_t)n;
+    else
+        o->limits.cpu_max_millicores = (uint32_t)n;
+    o->has_limits = 1;
+    return 0;
+}
+
+/* One of g_valued with its value v: 0, or -1 after a usage error. */
+static int run_value(ctl_t *ctl, const char *a, char *v, run_opts_t *o)
+{
+    if (!strcmp(a, "--env") || !strcmp(a, "-e"))
+        return run_env(ctl, v, o);
+    if (!strcmp(a, "--cwd") || !strcmp(a, "-w")) {
+        o->cwd = v;
+    } else if (!strcmp(a, "--user") || !strcmp(a, "-u")) {
+        o->user = v;
+    } else if (!strcmp(a, "--tag")) {
+        o->tag = v;
+    } else if (!strcmp(a, "--timeout")) {
+        char *end;
+        o->timeout_arg = v;
+        o->timeout_s = strtod(v, &end);
+        if (!v[0] || *end || o->timeout_s <= 0 || o->timeout_s > 4294967)
+            return ctl_usage_error(ctl, "--timeout '%s': expected seconds (more than 0)", v), -1;
+    } else {
+        return run_limit(ctl, a, v, o);
+    }
+    return 0;
+}
+
+static int is_valued(const char *a)
+{
+    for (size_t k = 0; k < sizeof g_valued / sizeof g_valued[0]; k++)
+        if (!strcmp(a, g_valued[k]))
+            return 1;
+    return 0;
+}
+
 /* Parse run/start options up to "--" or the first non-option. Returns the
  * index of the command, 0 when --help was printed, or -1 after a usage
  * error. */
@@ -57,78 +142,23 @@ static int parse_run(ctl_t *ctl, int argc, char **argv, run_opts_t *o)
         }
         if (a[0] != '-')
             break;
-        int has_value = i + 1 < argc;
         if (!strcmp(a, "--help") || !strcmp(a, "-h")) {
             ctl_cmd_help(ctl->cmd, stdout);
             return 0;
-        } else if (!strcmp(a, "--tty") || !strcmp(a, "-t")) {
-            o->tty = 1;
-        } else if (!strcmp(a, "--stdin") || !strcmp(a, "-i")) {
-            o->stdin_pipe = 1;
-        } else if (!strcmp(a, "-it") || !strcmp(a, "-ti")) {
-            o->tty = o->stdin_pipe = 1;
-        } else if (!strcmp(a, "--keep")) {
-            o->keep = 1;
-        } else if (!strcmp(a, "--env") || !strcmp(a, "-e")) {
-            if (!has_value)
-                goto need_value;
-            char *kv = argv[++i], *eq = strchr(kv, '=');
-            if (!eq || eq == kv)
-                return ctl_usage_error(ctl, "--env '%s': expected KEY=VALUE", kv), -1;
-            if (o->n_env == MAX_ENV)
-                return ctl_usage_error(ctl, "more than %d --env", MAX_ENV), -1;
-            EnvEntry *e = &o->env_store[o->n_env];
-            sandbox__agent__v1__start_process__env_entry__init(e);
-            *eq = 0;
-            e->key = kv;
-            e->value = eq + 1;
-            o->env[o->n_env++] = e;
-        } else if (!strcmp(a, "--cwd") || !strcmp(a, "-w")) {
-            if (!has_value)
-                goto need_value;
-            o->cwd = argv[++i];
-        } else if (!strcmp(a, "--user") || !strcmp(a, "-u")) {
-            if (!has_value)
-                goto need_value;
-            o->user = argv[++i];
-        } else if (!strcmp(a, "--tag")) {
-            if (!has_value)
-                goto need_value;
-            o->tag = argv[++i];
-        } else if (!strcmp(a, "--timeout")) {
-            if (!has_value)
-                goto need_value;
-            char *end;
-            o->timeout_arg = argv[++i];
-            o->timeout_s = strtod(o->timeout_arg, &end);
-            if (!o->timeout_arg[0] || *end || o->timeout_s <= 0 || o->timeout_s > 4294967)
-                return ctl_usage_error(ctl, "--timeout '%s': expected seconds (more than 0)",
-                                       o->timeout_arg), -1;
-        } else if ((svc = ctl_svc_option(&o->svc, argc, argv, &i)) != 0) {
+        }
+        if (run_flag(a, o))
+            continue;
+        if ((svc = ctl_svc_option(&o->svc, argc, argv, &i)) != 0) {
             if (svc < 0)
                 return -1;
-        } else if (!strcmp(a, "--memory-max") || !strcmp(a, "--pids-max") ||
-                   !strcmp(a, "--cpu-max")) {
-            if (!has_value)
-                goto need_value;
-            char *end;
-            const char *v = argv[++i];
-            unsigned long long n = strtoull(v, &end, 10);
-            if (!v[0] || v[0] == '-' || *end || !n || (a[2] != 'm' && n > 0xffffffffull))
-                return ctl_usage_error(ctl, "%s '%s': expected a positive number", a, v), -1;
-            if (a[2] == 'm')
-                o->limits.memory_max_bytes = n;
-            else if (a[2] == 'p')
-                o->limits.pids_max = (uint32_t)n;
-            else
-                o->limits.cpu_max_millicores = (uint32_t)n;
-            o->has_limits = 1;
-        } else {
-            return ctl_usage_error(ctl, "unknown option '%s'", a), -1;
+            continue;
         }
-        continue;
-    need_value:
-        return ctl_usage_error(ctl, "option '%s' needs a value", a), -1;
+        if (!is_valued(a))
+            return ctl_usage_error(ctl, "unknown option '%s'", a), -1;
+        if (i + 1 == argc)
+            return ctl_usage_error(ctl, "option '%s' needs a value", a), -1;
+        if (run_value(ctl, a, argv[++i], o) < 0)
+            return -1;
     }
     if (i >= argc)
         return ctl_usage_error(ctl, "needs a command to run"), -1;
@@ -399,6 +429,84 @@ static int tty_input(pump_t *p, const char *buf, size_t n)
     return 0;
 }
 
+/* A signal to sandboxctl, taken from the pipe on_sig wrote it to: Ctrl-C
+ * goes to the group (twice within a second: detach), a window size
+ * change to the pty; SIGTERM and SIGHUP end the remote group too.
+ * Returns 1 when the pump ends. */
+static int pump_signal(pump_t *p)
+{
+    sig_note_t n;
+    if (read(g_sigpipe[0], &n, sizeof n) != (ssize_t)sizeof n)
+        return 0;
+    if (n.sig == SIGINT) {
+        double t = (double)n.at.tv_sec + (double)n.at.tv_nsec / 1e9;
+        if (t - p->last_int < 1.0) {
+            pump_detach(p, "Ctrl-C twice");
+            return 1;
+        }
+        p->last_int = t;
+        send_signal(p->ctl, p->pid, SIGINT, 1);
+    } else if (n.sig == SIGWINCH && p->o->tty) {
+        send_resize(p->ctl, p->pid);
+    } else if (n.sig == SIGTERM || n.sig == SIGHUP) {
+        pump_abandon(p, n.sig);
+        return 1;
+    }
+    return 0;
+}
+
+/* Our stdin to the process's (raw: a terminal in raw mode, with the
+ * escape); at its end, close the process's. Returns 1 when the pump ends
+ * (detached), and clears *open at the end of stdin. */
+static int pump_stdin(pump_t *p, int raw, int *open)
+{
+    static char buf[STDIN_CHUNK];
+    ssize_t n = read(STDIN_FILENO, buf, sizeof buf);
+    if (n > 0) {
+        if (raw)
+            return tty_input(p, buf, (size_t)n);
+        send_write(p->ctl, p->pid, buf, (size_t)n);
+        p->inflight++;
+    } else if (n == 0 || errno != EINTR) {
+        *open = 0;
+        send_close(p->ctl, p->pid);
+    }
+    return 0;
+}
+
+static const int g_pump_sigs[] = {SIGINT, SIGWINCH, SIGTERM, SIGHUP};
+
+/* Catch the signals into g_sigpipe and, for a tty, put our terminal in raw
+ * mode (*raw set, saved kept to restore). -1 when the pipe cannot be had. */
+static int pump_setup(const run_opts_t *o, struct termios *saved, int *raw)
+{
+    struct sigaction sa;
+    if (pipe2(g_sigpipe, O_CLOEXEC) < 0)
+        return -1;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_handler = on_sig;
+    for (size_t i = 0; i < sizeof g_pump_sigs / sizeof g_pump_sigs[0]; i++)
+        sigaction(g_pump_sigs[i], &sa, NULL);
+    *raw = 0;
+    if (o->tty && isatty(STDIN_FILENO) && tcgetattr(STDIN_FILENO, saved) == 0) {
+        struct termios t = *saved;
+        cfmakeraw(&t);
+        if (tcsetattr(STDIN_FILENO, TCSAFLUSH, &t) == 0)
+            *raw = 1;
+    }
+    return 0;
+}
+
+static void pump_teardown(const struct termios *saved, int raw)
+{
+    if (raw)
+        tcsetattr(STDIN_FILENO, TCSAFLUSH, saved);
+    for (size_t i = 0; i < sizeof g_pump_sigs / sizeof g_pump_sigs[0]; i++)
+        signal(g_pump_sigs[i], SIG_DFL);
+    close(g_sigpipe[0]);
+    close(g_sigpipe[1]);
+}
+
 /* Stream a followed process (the request main_id) until its exit: output to
  * stdout/stderr, the CLI's stdin to the process (tty or -i), Ctrl-C as
  * SIGINT (twice within a second: detach), window size changes; SIGTERM and
@@ -406,24 +514,11 @@ static int tty_input(pump_t *p, const char *buf, size_t n)
 static int pump_process(ctl_t *ctl, uint64_t main_id, uint32_t pid, const run_opts_t *o)
 {
     struct termios saved;
-    int raw = 0, stdin_open = o->tty || o->stdin_pipe;
-    struct sigaction sa;
-    static char buf[STDIN_CHUNK];
+    int raw, stdin_open = o->tty || o->stdin_pipe;
     pump_t p = {ctl, main_id, pid, o, 1, 0, 0, -10, 1};
-    static const int sigs[] = {SIGINT, SIGWINCH, SIGTERM, SIGHUP};
 
-    if (pipe2(g_sigpipe, O_CLOEXEC) < 0)
+    if (pump_setup(o, &saved, &raw) < 0)
         return 1;
-    memset(&sa, 0, sizeof sa);
-    sa.sa_handler = on_sig;
-    for (size_t i = 0; i < sizeof sigs / sizeof sigs[0]; i++)
-        sigaction(sigs[i], &sa, NULL);
-    if (o->tty && isatty(STDIN_FILENO) && tcgetattr(STDIN_FILENO, &saved) == 0) {
-        struct termios t = saved;
-        cfmakeraw(&t);
-        if (tcsetattr(STDIN_FILENO, TCSAFLUSH, &t) == 0)
-            raw = 1;
-    }
     /* One place takes responses: what is buffered (0 ms) each time round,
      * and when poll said the socket is readable, a whole frame (1 s), after
      * the signals and stdin that woke the same poll are handled. */
@@ -440,48 +535,12 @@ static int pump_process(ctl_t *ctl, uint64_t main_id, uint32_t pid, const run_op
         if (poll(pf, 3, -1) < 0 && errno != EINTR)
             break;
         recv_ms = pf[0].revents & (POLLIN | POLLHUP | POLLERR) ? 1000 : 0;
-        if (pf[1].revents & POLLIN) {
-            sig_note_t n;
-            if (read(g_sigpipe[0], &n, sizeof n) == (ssize_t)sizeof n) {
-                int sig = n.sig;
-                if (sig == SIGINT) {
-                    double t = (double)n.at.tv_sec + (double)n.at.tv_nsec / 1e9;
-                    if (t - p.last_int < 1.0) {
-                        pump_detach(&p, "Ctrl-C twice");
-                        break;
-                    }
-                    p.last_int = t;
-                    send_signal(ctl, p.pid, SIGINT, 1);
-                } else if (sig == SIGWINCH && o->tty) {
-                    send_resize(ctl, p.pid);
-                } else if (sig == SIGTERM || sig == SIGHUP) {
-                    pump_abandon(&p, sig);
-                    break;
-                }
-            }
-        }
-        if (pf[2].revents & (POLLIN | POLLHUP)) {
-            ssize_t n = read(STDIN_FILENO, buf, sizeof buf);
-            if (n > 0) {
-                if (raw) {
-                    if (tty_input(&p, buf, (size_t)n))
-                        break;
-                } else {
-                    send_write(ctl, p.pid, buf, (size_t)n);
-                    p.inflight++;
-                }
-            } else if (n == 0 || errno != EINTR) {
-                stdin_open = 0;
-                send_close(ctl, p.pid);
-            }
-        }
+        if ((pf[1].revents & POLLIN) && pump_signal(&p))
+            break;
+        if ((pf[2].revents & (POLLIN | POLLHUP)) && pump_stdin(&p, raw, &stdin_open))
+            break;
     }
-    if (raw)
-        tcsetattr(STDIN_FILENO, TCSAFLUSH, &saved);
-    for (size_t i = 0; i < sizeof sigs / sizeof sigs[0]; i++)
-        signal(sigs[i], SIG_DFL);
-    close(g_sigpipe[0]);
-    close(g_sigpipe[1]);
+    pump_teardown(&saved, raw);
     return p.status;
 }
 
