@@ -1,0 +1,60 @@
+/* fs_internal.h - private to fs*.c: the operation base every file request
+ * is built on (fsop_t: a stream holding at most one file-worker job, busy
+ * while it runs, orphan when its stream went meanwhile), and the helpers the
+ * operations share. */
+#ifndef SA_FS_INTERNAL_H
+#define SA_FS_INTERNAL_H
+
+#include "conn.h"
+#include "fs.h"
+#include "fsworker.h"
+
+#include <sys/stat.h>
+
+typedef struct fsop fsop_t;
+typedef void fsop_fn(fsop_t *o);
+
+struct fsop {
+    stream_t base;
+    fsw_job_t job;
+    const char *what;   /* "read_file", for messages */
+    fsop_fn *on_done;   /* on the loop after a job, unless orphan */
+    fsop_fn *release;   /* orphan or finished: close and free (may submit) */
+    int busy, orphan;
+    int as_user;
+    user_id_t user;
+    char *path;
+    /* The failure of the last job: -errno, the Error.Code (0: from errno)
+     * and a message saying what was wrong with what. */
+    int err, errcode;
+    char *errmsg;
+    fs_arena_t arena;
+    Entry entry;
+};
+
+/* fs.c: the operation base */
+void op_fail(fsop_t *o, int neg, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+void op_fail_path(fsop_t *o, int neg, const char *path);
+void op_send_error(fsop_t *o);
+void op_free(fsop_t *o);
+void op_submit(fsop_t *o, fsw_fn *run);
+void op_destroy(stream_t *s);
+fsop_t *op_new(conn_t *c, const Request *req, size_t size, const char *what,
+               const char *user, const char *path, const ProtobufCBinaryData *raw);
+int op_register(conn_t *c, const Request *req, fsop_t *o, const stream_ops_t *ops);
+void op_finish(fsop_t *o, Response *r);
+stream_status_t op_next_wait(stream_t *s);
+
+/* fs.c: paths, types, and the guard for acting as a user */
+int mkdir_p(char *path, mode_t mode, char **failed);
+int split_path(const char *path, char **dir, const char **name);
+const char *type_name(mode_t m);
+int open_as_user(const char *path, int flags);
+int own_proc_child(int dirfd, const char *name);
+int guarded(const fsop_t *o);
+
+/* fs_entry.c */
+int entry_fill(fs_arena_t *a, Entry *e, const char *path, const struct stat *st,
+               const char *target, size_t tlen);
+
+#endif
