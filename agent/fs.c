@@ -112,7 +112,7 @@ int fs_req_path(conn_t *c, uint64_t id, const char *what, const char *str,
 
 /* ------------------------------------------------------------ the op base */
 
-void op_fail(fsop_t *o, int neg, const char *fmt, ...)
+void fs_op_fail(fsop_t *o, int neg, const char *fmt, ...)
 {
     char msg[PATH_MAX + 256];
     va_list ap;
@@ -125,12 +125,12 @@ void op_fail(fsop_t *o, int neg, const char *fmt, ...)
 }
 
 /* "read_file '/x': No such file or directory" */
-void op_fail_path(fsop_t *o, int neg, const char *path)
+void fs_op_fail_path(fsop_t *o, int neg, const char *path)
 {
-    op_fail(o, neg, "%s '%s': %s", o->what, path, strerror(-neg));
+    fs_op_fail(o, neg, "%s '%s': %s", o->what, path, strerror(-neg));
 }
 
-void op_send_error(fsop_t *o)
+void fs_op_send_error(fsop_t *o)
 {
     conn_t *c = o->base.conn;
     int code = o->errcode ? o->errcode : errcode_from_errno(o->err);
@@ -138,7 +138,7 @@ void op_send_error(fsop_t *o)
                     o->errmsg ? o->errmsg : strerror(-o->err));
 }
 
-void op_free(fsop_t *o)
+void fs_op_free(fsop_t *o)
 {
     fs_arena_free(&o->arena);
     free(o->errmsg);
@@ -146,29 +146,29 @@ void op_free(fsop_t *o)
     free(o);
 }
 
-static void op_job_done(fsw_job_t *j)
+static void fs_op_job_done(fsw_job_t *j)
 {
     fsop_t *o = SA_CONTAINER_OF(j, fsop_t, job);
     o->busy = 0;
     if (o->job.id_err && !o->err)
-        op_fail(o, o->job.id_err, "%s: cannot act as user %u: %s", o->what,
-                (unsigned)o->user.uid, strerror(-o->job.id_err));
+        fs_op_fail(o, o->job.id_err, "%s: cannot act as user %u: %s", o->what,
+                   (unsigned)o->user.uid, strerror(-o->job.id_err));
     if (o->orphan)
         o->release(o);
     else
         o->on_done(o);
 }
 
-void op_submit(fsop_t *o, fsw_fn *run)
+void fs_op_submit(fsop_t *o, fsw_fn *run)
 {
     o->busy = 1;
     o->job.run = run;
-    o->job.done = op_job_done;
+    o->job.done = fs_op_job_done;
     o->job.user = o->as_user ? &o->user : NULL;
     fsw_submit(&o->job);
 }
 
-void op_destroy(stream_t *s)
+void fs_op_destroy(stream_t *s)
 {
     fsop_t *o = (fsop_t *)s;
     if (o->busy)
@@ -177,11 +177,11 @@ void op_destroy(stream_t *s)
         o->release(o);
 }
 
-static void op_release_free(fsop_t *o) { op_free(o); }
+static void fs_op_release_free(fsop_t *o) { fs_op_free(o); }
 
 /* Allocate an op of size bytes for req, resolving user and path. Answers
  * and returns NULL on error. */
-fsop_t *op_new(conn_t *c, const Request *req, size_t size, const char *what,
+fsop_t *fs_op_new(conn_t *c, const Request *req, size_t size, const char *what,
                       const char *user, const char *path, const ProtobufCBinaryData *raw)
 {
     fsop_t *o = calloc(1, size);
@@ -190,18 +190,18 @@ fsop_t *op_new(conn_t *c, const Request *req, size_t size, const char *what,
         return NULL;
     }
     o->what = what;
-    o->release = op_release_free;
+    o->release = fs_op_release_free;
     if (fs_req_user(c, req->id, user, &o->user, &o->as_user) < 0 ||
         (path && fs_req_path(c, req->id, what, path, raw, &o->user, &o->path) < 0) ||
         lc_refuse_frozen_write(c, req, o->path)) {
-        op_free(o);
+        fs_op_free(o);
         return NULL;
     }
     return o;
 }
 
 /* Register o as the stream answering req; answers and frees on error. */
-int op_register(conn_t *c, const Request *req, fsop_t *o, const stream_ops_t *ops)
+int fs_op_register(conn_t *c, const Request *req, fsop_t *o, const stream_ops_t *ops)
 {
     o->base.ops = ops;
     int rc = conn_stream_add(c, &o->base, req->id);
@@ -216,24 +216,24 @@ int op_register(conn_t *c, const Request *req, fsop_t *o, const stream_ops_t *op
 }
 
 /* One-shot ops: answer from done() and end the stream. */
-void op_finish(fsop_t *o, Response *r)
+void fs_op_finish(fsop_t *o, Response *r)
 {
     conn_t *c = o->base.conn;
     if (o->err)
-        op_send_error(o);
+        fs_op_send_error(o);
     else if (conn_send(c, o->base.id, 1, r) < 0)
         conn_send_error(c, o->base.id, CODE(INTERNAL), 0, "%s: response does not fit", o->what);
     conn_stream_end(c, &o->base);
 }
 
-stream_status_t op_next_wait(stream_t *s)
+stream_status_t fs_op_next_wait(stream_t *s)
 {
     return STREAM_WAIT;
 }
 
 /* mkdir -p, as the current (worker) identity. Returns 0 or -errno with the
  * failing prefix left in path (restored on success). */
-int mkdir_p(char *path, mode_t mode, char **failed)
+int fs_mkdir_p(char *path, mode_t mode, char **failed)
 {
     size_t len = strlen(path);
     struct stat st;
@@ -259,7 +259,7 @@ int mkdir_p(char *path, mode_t mode, char **failed)
 }
 
 /* Split "/a/b/c" into parent "/a/b" (malloc'd) and the last name. */
-int split_path(const char *path, char **dir, const char **name)
+int fs_split_path(const char *path, char **dir, const char **name)
 {
     const char *slash = strrchr(path, '/');
     if (!slash || !slash[1])
@@ -273,7 +273,7 @@ int split_path(const char *path, char **dir, const char **name)
 }
 
 /* "a FIFO" */
-const char *type_name(mode_t m)
+const char *fs_type_name(mode_t m)
 {
     switch (m & S_IFMT) {
     case S_IFIFO:
@@ -317,14 +317,14 @@ static int on_procfs(int fd)
 
 /* dirfd/name is a procfs directory of the agent's own (a listing must not
  * descend into it for a user). */
-int own_proc_child(int dirfd, const char *name)
+int fs_own_proc_child(int dirfd, const char *name)
 {
     char *end;
     long n = strtol(name, &end, 10);
     return end != name && !*end && on_procfs(dirfd) && own_pid(n);
 }
 
-int open_as_user(const char *path, int flags)
+int fs_open_as_user(const char *path, int flags)
 {
     struct open_how how = {.flags = (uint64_t)flags, .resolve = RESOLVE_NO_SYMLINKS};
     char *rp = realpath(path, NULL);
@@ -356,8 +356,8 @@ out:
     return fd;
 }
 
-/* The op acts for a user other than the agent's own: see open_as_user. */
-int guarded(const fsop_t *o) { return o->as_user && o->user.uid != geteuid(); }
+/* The op acts for a user other than the agent's own: see fs_open_as_user. */
+int fs_op_guarded(const fsop_t *o) { return o->as_user && o->user.uid != geteuid(); }
 
 /* ============================================================ lifetime */
 

@@ -146,7 +146,7 @@ static Sandbox__Agent__V1__FileType file_type(mode_t m)
     return SANDBOX__AGENT__V1__FILE_TYPE__OTHER;
 }
 
-int entry_fill(fs_arena_t *a, Entry *e, const char *path, const struct stat *st,
+int fs_entry_fill(fs_arena_t *a, Entry *e, const char *path, const struct stat *st,
                       const char *target, size_t tlen)
 {
     char nbuf[64];
@@ -194,5 +194,5 @@ int fs_entry_at(fs_arena_t *a, Entry *e, int dirfd, const char *name, const char
         return -errno;
     if (S_ISLNK(st.st_mode))
         tlen = readlinkat(dirfd, name, target, sizeof target);
-    return entry_fill(a, e, path, &st, tlen >= 0 ? target : NULL, tlen >= 0 ? (size_t)tlen : 0);
+    return fs_entry_fill(a, e, path, &st, tlen >= 0 ? target : NULL, tlen >= 0 ? (size_t)tlen : 0);
 }

@@ -33,28 +33,28 @@ struct fsop {
 };
 
 /* fs.c: the operation base */
-void op_fail(fsop_t *o, int neg, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
-void op_fail_path(fsop_t *o, int neg, const char *path);
-void op_send_error(fsop_t *o);
-void op_free(fsop_t *o);
-void op_submit(fsop_t *o, fsw_fn *run);
-void op_destroy(stream_t *s);
-fsop_t *op_new(conn_t *c, const Request *req, size_t size, const char *what,
-               const char *user, const char *path, const ProtobufCBinaryData *raw);
-int op_register(conn_t *c, const Request *req, fsop_t *o, const stream_ops_t *ops);
-void op_finish(fsop_t *o, Response *r);
-stream_status_t op_next_wait(stream_t *s);
+void fs_op_fail(fsop_t *o, int neg, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+void fs_op_fail_path(fsop_t *o, int neg, const char *path);
+void fs_op_send_error(fsop_t *o);
+void fs_op_free(fsop_t *o);
+void fs_op_submit(fsop_t *o, fsw_fn *run);
+void fs_op_destroy(stream_t *s);
+fsop_t *fs_op_new(conn_t *c, const Request *req, size_t size, const char *what,
+                  const char *user, const char *path, const ProtobufCBinaryData *raw);
+int fs_op_register(conn_t *c, const Request *req, fsop_t *o, const stream_ops_t *ops);
+void fs_op_finish(fsop_t *o, Response *r);
+stream_status_t fs_op_next_wait(stream_t *s);
 
 /* fs.c: paths, types, and the guard for acting as a user */
-int mkdir_p(char *path, mode_t mode, char **failed);
-int split_path(const char *path, char **dir, const char **name);
-const char *type_name(mode_t m);
-int open_as_user(const char *path, int flags);
-int own_proc_child(int dirfd, const char *name);
-int guarded(const fsop_t *o);
+int fs_mkdir_p(char *path, mode_t mode, char **failed);
+int fs_split_path(const char *path, char **dir, const char **name);
+const char *fs_type_name(mode_t m);
+int fs_open_as_user(const char *path, int flags);
+int fs_own_proc_child(int dirfd, const char *name);
+int fs_op_guarded(const fsop_t *o);
 
 /* fs_entry.c */
-int entry_fill(fs_arena_t *a, Entry *e, const char *path, const struct stat *st,
-               const char *target, size_t tlen);
+int fs_entry_fill(fs_arena_t *a, Entry *e, const char *path, const struct stat *st,
+                  const char *target, size_t tlen);
 
 #endif

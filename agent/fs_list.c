@@ -182,31 +182,31 @@ static void ls_run(fsw_job_t *j)
         struct stat st;
         ls->started = 1;
         if (stat(ls->o.path, &st) < 0) {
-            op_fail_path(&ls->o, -errno, ls->o.path);
+            fs_op_fail_path(&ls->o, -errno, ls->o.path);
             return;
         }
         if (!S_ISDIR(st.st_mode)) {
-            op_fail(&ls->o, -ENOTDIR, "%s '%s': not a directory", ls->o.what, ls->o.path);
+            fs_op_fail(&ls->o, -ENOTDIR, "%s '%s': not a directory", ls->o.what, ls->o.path);
             return;
         }
         int rc, top = AT_FDCWD;
-        if (guarded(&ls->o) &&
-            (top = open_as_user(ls->o.path, O_RDONLY | O_DIRECTORY | O_CLOEXEC)) < 0) {
-            op_fail_path(&ls->o, top, ls->o.path);
+        if (fs_op_guarded(&ls->o) &&
+            (top = fs_open_as_user(ls->o.path, O_RDONLY | O_DIRECTORY | O_CLOEXEC)) < 0) {
+            fs_op_fail_path(&ls->o, top, ls->o.path);
             return;
         }
         rc = ls_push(ls, top, top == AT_FDCWD ? ls->o.path : ".", ls->o.path, 1, 1);
         if (top != AT_FDCWD)
             close(top);
         if (rc < 0) {
-            op_fail_path(&ls->o, rc, ls->o.path);
+            fs_op_fail_path(&ls->o, rc, ls->o.path);
             return;
         }
     }
     ls->ents = fs_arena_alloc(&ls->o.arena, cap * sizeof *ls->ents);
     ls->eptrs = fs_arena_alloc(&ls->o.arena, cap * sizeof *ls->eptrs);
     if (!ls->ents || !ls->eptrs) {
-        op_fail(&ls->o, -ENOMEM, "%s: out of memory", ls->o.what);
+        fs_op_fail(&ls->o, -ENOMEM, "%s: out of memory", ls->o.what);
         return;
     }
     ls->n_ents = 0;
@@ -228,19 +228,19 @@ static void ls_run(fsw_job_t *j)
         if (rc == -ENOENT || rc == -ESRCH)
             continue; /* removed since the scan (ESRCH: a /proc entry whose process exited) */
         if (rc < 0) {
-            op_fail_path(&ls->o, rc, path);
+            fs_op_fail_path(&ls->o, rc, path);
             return;
         }
         ls->eptrs[ls->n_ents++] = e;
         bytes += protobuf_c_message_get_packed_size(&e->base) + 8;
         if (e->type == SANDBOX__AGENT__V1__FILE_TYPE__DIRECTORY && l->depth < ls->max_depth &&
-            !(guarded(&ls->o) && own_proc_child(l->fd, name))) {
+            !(fs_op_guarded(&ls->o) && fs_own_proc_child(l->fd, name))) {
             /* Depth first: a directory's children follow it. One that cannot
              * be opened (permission) is listed without its children. */
             int fd = l->fd;
             unsigned depth = l->depth + 1;
             if (ls_push(ls, fd, name, path, depth, 0) == -ENOMEM) {
-                op_fail(&ls->o, -ENOMEM, "%s: out of memory", ls->o.what);
+                fs_op_fail(&ls->o, -ENOMEM, "%s: out of memory", ls->o.what);
                 return;
             }
         }
@@ -258,11 +258,11 @@ static stream_status_t ls_next(stream_t *s)
     if (ls->o.busy)
         return STREAM_WAIT;
     if (ls->o.err) {
-        op_send_error(&ls->o);
+        fs_op_send_error(&ls->o);
         return STREAM_DONE;
     }
     if (!ls->started) {
-        op_submit(&ls->o, ls_run);
+        fs_op_submit(&ls->o, ls_run);
         return STREAM_WAIT;
     }
     Response r = RESPONSE_INIT;
@@ -283,7 +283,7 @@ static stream_status_t ls_next(stream_t *s)
     }
     if (ls->finished)
         return STREAM_DONE;
-    op_submit(&ls->o, ls_run);
+    fs_op_submit(&ls->o, ls_run);
     return STREAM_WAIT;
 }
 
@@ -293,19 +293,19 @@ static void ls_release(fsop_t *o)
     for (int i = 0; i < ls->nstack; i++)
         level_free(&ls->stack[i]);
     free(ls->stack);
-    op_free(o);
+    fs_op_free(o);
 }
 
 static const stream_ops_t ls_ops = {
     .name = "list_dir",
     .next = ls_next,
-    .destroy = op_destroy,
+    .destroy = fs_op_destroy,
 };
 
 void fs_handle_list(conn_t *c, const Request *req)
 {
     const Sandbox__Agent__V1__ListDirectory *m = req->list_dir;
-    ls_t *ls = (ls_t *)op_new(c, req, sizeof *ls, "list_dir", m->user, m->path, &m->path_raw);
+    ls_t *ls = (ls_t *)fs_op_new(c, req, sizeof *ls, "list_dir", m->user, m->path, &m->path_raw);
     if (!ls)
         return;
     ls->o.on_done = ls_done;
@@ -316,5 +316,5 @@ void fs_handle_list(conn_t *c, const Request *req)
                          SANDBOX__AGENT__V1__LIST_DIRECTORY__INCLUDE_HIDDEN_OPT_INCLUDE_HIDDEN
                      ? m->include_hidden
                      : 1;
-    op_register(c, req, &ls->o, &ls_ops);
+    fs_op_register(c, req, &ls->o, &ls_ops);
 }

@@ -27,7 +27,7 @@ typedef struct simple {
 static void simple_release(fsop_t *o)
 {
     free(((simple_t *)o)->dest);
-    op_free(o);
+    fs_op_free(o);
 }
 
 static void entry_done(fsop_t *o)
@@ -35,7 +35,7 @@ static void entry_done(fsop_t *o)
     Response r = RESPONSE_INIT;
     r.result_case = RES(ENTRY);
     r.entry = &o->entry;
-    op_finish(o, &r);
+    fs_op_finish(o, &r);
 }
 
 static void ack_done(fsop_t *o)
@@ -44,19 +44,19 @@ static void ack_done(fsop_t *o)
     Ack ack = SANDBOX__AGENT__V1__ACK__INIT;
     r.result_case = RES(ACK);
     r.ack = &ack;
-    op_finish(o, &r);
+    fs_op_finish(o, &r);
 }
 
 static const stream_ops_t simple_ops = {
     .name = "fs",
-    .next = op_next_wait,
-    .destroy = op_destroy,
+    .next = fs_op_next_wait,
+    .destroy = fs_op_destroy,
 };
 
 static simple_t *simple_new(conn_t *c, const Request *req, const char *what, const char *user,
                             const char *path, const ProtobufCBinaryData *raw, fsop_fn *on_done)
 {
-    simple_t *s = (simple_t *)op_new(c, req, sizeof *s, what, user, path, raw);
+    simple_t *s = (simple_t *)fs_op_new(c, req, sizeof *s, what, user, path, raw);
     if (s) {
         s->o.on_done = on_done;
         s->o.release = simple_release;
@@ -66,11 +66,11 @@ static simple_t *simple_new(conn_t *c, const Request *req, const char *what, con
 
 static void simple_start(conn_t *c, const Request *req, simple_t *s, fsw_fn *run)
 {
-    if (op_register(c, req, &s->o, &simple_ops) == 0)
-        op_submit(&s->o, run);
+    if (fs_op_register(c, req, &s->o, &simple_ops) == 0)
+        fs_op_submit(&s->o, run);
 }
 
-/* For a user, what is stat'ed is reached as open_as_user reaches it: the
+/* For a user, what is stat'ed is reached as fs_open_as_user reaches it: the
  * path itself when following, else its parent. */
 static void stat_run(fsw_job_t *j)
 {
@@ -78,19 +78,19 @@ static void stat_run(fsw_job_t *j)
     char *dir = NULL;
     const char *name = s->o.path;
     int fd = -1, rc = 0;
-    if (guarded(&s->o)) {
+    if (fs_op_guarded(&s->o)) {
         if (s->follow) {
-            rc = fd = open_as_user(s->o.path, O_PATH | O_CLOEXEC);
+            rc = fd = fs_open_as_user(s->o.path, O_PATH | O_CLOEXEC);
             name = "";
-        } else if (split_path(s->o.path, &dir, &name) == 0) {
-            rc = fd = open_as_user(dir, O_PATH | O_DIRECTORY | O_CLOEXEC);
+        } else if (fs_split_path(s->o.path, &dir, &name) == 0) {
+            rc = fd = fs_open_as_user(dir, O_PATH | O_DIRECTORY | O_CLOEXEC);
         }
     }
     if (rc >= 0)
         rc = fs_entry_at(&s->o.arena, &s->o.entry, fd >= 0 ? fd : AT_FDCWD, name, s->o.path,
                          s->follow);
     if (rc < 0)
-        op_fail_path(&s->o, rc, s->o.path);
+        fs_op_fail_path(&s->o, rc, s->o.path);
     if (fd >= 0)
         close(fd);
     free(dir);
@@ -112,23 +112,23 @@ static void mkdir_run(fsw_job_t *j)
     int rc = 0;
     if (s->parents) {
         char *failed = NULL;
-        rc = mkdir_p(s->o.path, s->mode, &failed);
+        rc = fs_mkdir_p(s->o.path, s->mode, &failed);
         if (rc == -ENOTDIR && !failed)
-            op_fail(&s->o, -EEXIST, "%s '%s': exists and is not a directory", s->o.what,
-                    s->o.path);
+            fs_op_fail(&s->o, -EEXIST, "%s '%s': exists and is not a directory", s->o.what,
+                       s->o.path);
         else if (rc < 0)
-            op_fail_path(&s->o, rc, failed ? failed : s->o.path);
+            fs_op_fail_path(&s->o, rc, failed ? failed : s->o.path);
         free(failed);
     } else if (mkdir(s->o.path, s->mode) < 0) {
         rc = -errno;
-        op_fail_path(&s->o, rc, s->o.path);
+        fs_op_fail_path(&s->o, rc, s->o.path);
     } else {
         /* The umask does not decide a requested mode. */
         chmod(s->o.path, s->mode);
     }
     if (rc == 0 && (rc = fs_entry_at(&s->o.arena, &s->o.entry, AT_FDCWD, s->o.path, s->o.path,
                                      0)) < 0)
-        op_fail_path(&s->o, rc, s->o.path);
+        fs_op_fail_path(&s->o, rc, s->o.path);
 }
 
 void fs_handle_mkdir(conn_t *c, const Request *req)
@@ -180,29 +180,29 @@ static int rm_tree(simple_t *s, int dirfd, const char *name, char *path, size_t 
     dev_t d;
     int mroot, rc = rm_stat(dirfd, name, &mode, &d, &mroot);
     if (rc < 0)
-        return rc == -ENOENT ? 0 : (op_fail_path(&s->o, rc, path), -1);
+        return rc == -ENOENT ? 0 : (fs_op_fail_path(&s->o, rc, path), -1);
     if (!S_ISDIR(mode)) {
         if (unlinkat(dirfd, name, 0) < 0 && errno != ENOENT)
-            return op_fail_path(&s->o, -errno, path), -1;
+            return fs_op_fail_path(&s->o, -errno, path), -1;
         return 0;
     }
     if (top)
         *dev = d;
     if (mroot || d != *dev) {
         s->o.errcode = CODE(FAILED_PRECONDITION);
-        op_fail(&s->o, -EXDEV,
-                "%s '%s': a mount point (another file system is mounted there); nothing "
-                "under it was removed",
-                s->o.what, path);
+        fs_op_fail(&s->o, -EXDEV,
+                   "%s '%s': a mount point (another file system is mounted there); nothing "
+                   "under it was removed",
+                   s->o.what, path);
         return -1;
     }
     int fd = openat(dirfd, name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
     if (fd < 0)
-        return op_fail_path(&s->o, -errno, path), -1;
+        return fs_op_fail_path(&s->o, -errno, path), -1;
     DIR *dp = fdopendir(fd);
     if (!dp) {
         close(fd);
-        return op_fail_path(&s->o, -ENOMEM, path), -1;
+        return fs_op_fail_path(&s->o, -ENOMEM, path), -1;
     }
     struct dirent *de;
     rc = 0;
@@ -212,8 +212,8 @@ static int rm_tree(simple_t *s, int dirfd, const char *name, char *path, size_t 
             continue;
         size_t nl = strlen(n);
         if (len + 1 + nl >= PATH_MAX) {
-            op_fail(&s->o, -ENAMETOOLONG, "%s '%s/%s': %s", s->o.what, path, n,
-                    strerror(ENAMETOOLONG));
+            fs_op_fail(&s->o, -ENAMETOOLONG, "%s '%s/%s': %s", s->o.what, path, n,
+                       strerror(ENAMETOOLONG));
             rc = -1;
             break;
         }
@@ -226,7 +226,7 @@ static int rm_tree(simple_t *s, int dirfd, const char *name, char *path, size_t 
     if (rc)
         return rc;
     if (unlinkat(dirfd, name, AT_REMOVEDIR) < 0 && errno != ENOENT)
-        return op_fail_path(&s->o, -errno, path), -1;
+        return fs_op_fail_path(&s->o, -errno, path), -1;
     return 0;
 }
 
@@ -239,15 +239,15 @@ static void remove_run(fsw_job_t *j)
     char *dir = NULL, *path = NULL;
     const char *name;
     struct stat st, root;
-    int dfd = -1, rc = split_path(s->o.path, &dir, &name);
+    int dfd = -1, rc = fs_split_path(s->o.path, &dir, &name);
 
     if (rc < 0) {
-        op_fail_path(&s->o, rc, s->o.path);
+        fs_op_fail_path(&s->o, rc, s->o.path);
         goto out;
     }
     dfd = open(dir, O_PATH | O_DIRECTORY | O_CLOEXEC);
     if (dfd < 0 || fstat(dfd, &st) < 0) {
-        op_fail_path(&s->o, -errno, s->o.path);
+        fs_op_fail_path(&s->o, -errno, s->o.path);
         goto out;
     }
     if (s->recursive && stat("/", &root) == 0 && st.st_dev == root.st_dev &&
@@ -256,34 +256,34 @@ static void remove_run(fsw_job_t *j)
             if (strcmp(name, *sd))
                 continue;
             s->o.errcode = CODE(INVALID_ARGUMENT);
-            op_fail(&s->o, -EPERM,
-                    "%s '%s': refusing to remove the system directory '/%s' recursively",
-                    s->o.what, s->o.path, name);
+            fs_op_fail(&s->o, -EPERM,
+                       "%s '%s': refusing to remove the system directory '/%s' recursively",
+                       s->o.what, s->o.path, name);
             goto out;
         }
     }
     if (fstatat(dfd, name, &st, AT_SYMLINK_NOFOLLOW) < 0) {
-        op_fail_path(&s->o, -errno, s->o.path);
+        fs_op_fail_path(&s->o, -errno, s->o.path);
         goto out;
     }
     if (!S_ISDIR(st.st_mode)) {
         if (unlinkat(dfd, name, 0) < 0)
-            op_fail_path(&s->o, -errno, s->o.path);
+            fs_op_fail_path(&s->o, -errno, s->o.path);
         goto out;
     }
     if (!s->recursive) {
         if (unlinkat(dfd, name, AT_REMOVEDIR) < 0) {
             if (errno == ENOTEMPTY || errno == EEXIST)
-                op_fail(&s->o, -ENOTEMPTY,
-                        "%s '%s': directory not empty (set recursive to remove it all)",
-                        s->o.what, s->o.path);
+                fs_op_fail(&s->o, -ENOTEMPTY,
+                           "%s '%s': directory not empty (set recursive to remove it all)",
+                           s->o.what, s->o.path);
             else
-                op_fail_path(&s->o, -errno, s->o.path);
+                fs_op_fail_path(&s->o, -errno, s->o.path);
         }
         goto out;
     }
     if (!(path = malloc(PATH_MAX))) {
-        op_fail(&s->o, -ENOMEM, "%s: out of memory", s->o.what);
+        fs_op_fail(&s->o, -ENOMEM, "%s: out of memory", s->o.what);
         goto out;
     }
     snprintf(path, PATH_MAX, "%s", s->o.path);
@@ -329,11 +329,11 @@ static void rename_run(fsw_job_t *j)
     if (s->parents) {
         char *dir = NULL, *failed = NULL;
         const char *name;
-        if (split_path(s->dest, &dir, &name) == 0) {
-            int rc = mkdir_p(dir, 0755, &failed);
+        if (fs_split_path(s->dest, &dir, &name) == 0) {
+            int rc = fs_mkdir_p(dir, 0755, &failed);
             if (rc < 0) {
-                op_fail(&s->o, rc, "%s: creating parent '%s': %s", s->o.what,
-                        failed ? failed : dir, strerror(-rc));
+                fs_op_fail(&s->o, rc, "%s: creating parent '%s': %s", s->o.what,
+                           failed ? failed : dir, strerror(-rc));
                 free(dir);
                 free(failed);
                 return;
@@ -353,14 +353,15 @@ static void rename_run(fsw_job_t *j)
     if (rc < 0) {
         int e = errno;
         if (e == EEXIST || e == ENOENT || e == ENOTEMPTY || e == EISDIR)
-            op_fail(&s->o, -e, "%s '%s' to '%s': %s%s", s->o.what, s->o.path, s->dest,
-                    strerror(e), e == EEXIST ? " (set overwrite to replace it)" : "");
+            fs_op_fail(&s->o, -e, "%s '%s' to '%s': %s%s", s->o.what, s->o.path, s->dest,
+                       strerror(e), e == EEXIST ? " (set overwrite to replace it)" : "");
         else
-            op_fail(&s->o, -e, "%s '%s' to '%s': %s", s->o.what, s->o.path, s->dest, strerror(e));
+            fs_op_fail(&s->o, -e, "%s '%s' to '%s': %s", s->o.what, s->o.path, s->dest,
+                       strerror(e));
         return;
     }
     if ((rc = fs_entry_at(&s->o.arena, &s->o.entry, AT_FDCWD, s->dest, s->dest, 0)) < 0)
-        op_fail_path(&s->o, rc, s->dest);
+        fs_op_fail_path(&s->o, rc, s->dest);
 }
 
 void fs_handle_rename(conn_t *c, const Request *req)
@@ -389,8 +390,8 @@ static void symlink_run(fsw_job_t *j)
         /* Replace what is there unless it is a directory (as ln -sf). */
         struct stat st;
         if (lstat(s->o.path, &st) == 0 && S_ISDIR(st.st_mode)) {
-            op_fail(&s->o, -EISDIR, "%s '%s': is a directory; it is not replaced by a link",
-                    s->o.what, s->o.path);
+            fs_op_fail(&s->o, -EISDIR, "%s '%s': is a directory; it is not replaced by a link",
+                       s->o.what, s->o.path);
             return;
         }
         rc = unlink(s->o.path) < 0 && errno != ENOENT ? -errno : 0;
@@ -398,12 +399,12 @@ static void symlink_run(fsw_job_t *j)
             rc = symlink(s->dest, s->o.path) < 0 ? -errno : 0;
     }
     if (rc < 0) {
-        op_fail(&s->o, rc, "%s '%s': %s%s", s->o.what, s->o.path, strerror(-rc),
-                rc == -EEXIST ? " (set overwrite to replace it)" : "");
+        fs_op_fail(&s->o, rc, "%s '%s': %s%s", s->o.what, s->o.path, strerror(-rc),
+                   rc == -EEXIST ? " (set overwrite to replace it)" : "");
         return;
     }
     if ((rc = fs_entry_at(&s->o.arena, &s->o.entry, AT_FDCWD, s->o.path, s->o.path, 0)) < 0)
-        op_fail_path(&s->o, rc, s->o.path);
+        fs_op_fail_path(&s->o, rc, s->o.path);
 }
 
 void fs_handle_symlink(conn_t *c, const Request *req)
@@ -446,18 +447,18 @@ static void setattr_run(fsw_job_t *j)
     struct stat st;
     int flags = s->follow ? 0 : AT_SYMLINK_NOFOLLOW;
     if (fstatat(AT_FDCWD, s->o.path, &st, flags) < 0) {
-        op_fail_path(&s->o, -errno, s->o.path);
+        fs_op_fail_path(&s->o, -errno, s->o.path);
         return;
     }
     if (a->set_mode) {
         if (S_ISLNK(st.st_mode)) {
-            op_fail(&s->o, -EOPNOTSUPP,
-                    "%s '%s': a symbolic link has no mode of its own (set follow_symlinks to "
-                    "change its target's)", s->o.what, s->o.path);
+            fs_op_fail(&s->o, -EOPNOTSUPP,
+                       "%s '%s': a symbolic link has no mode of its own (set follow_symlinks to "
+                       "change its target's)", s->o.what, s->o.path);
             return;
         }
         if (chmod(s->o.path, s->mode) < 0) {
-            op_fail_path(&s->o, -errno, s->o.path);
+            fs_op_fail_path(&s->o, -errno, s->o.path);
             return;
         }
     }
@@ -470,20 +471,20 @@ static void setattr_run(fsw_job_t *j)
             ts[1].tv_nsec += 1000000000;
         }
         if (utimensat(AT_FDCWD, s->o.path, ts, flags) < 0) {
-            op_fail_path(&s->o, -errno, s->o.path);
+            fs_op_fail_path(&s->o, -errno, s->o.path);
             return;
         }
     }
     int rc = fs_entry_at(&s->o.arena, &s->o.entry, AT_FDCWD, s->o.path, s->o.path, s->follow);
     if (rc < 0)
-        op_fail_path(&s->o, rc, s->o.path);
+        fs_op_fail_path(&s->o, rc, s->o.path);
 }
 
 void fs_handle_set_attributes(conn_t *c, const Request *req)
 {
     const Sandbox__Agent__V1__SetAttributes *m = req->set_attributes;
-    setattr_t *a = (setattr_t *)op_new(c, req, sizeof *a, "set_attributes", m->user, m->path,
-                                       &m->path_raw);
+    setattr_t *a = (setattr_t *)fs_op_new(c, req, sizeof *a, "set_attributes", m->user, m->path,
+                                          &m->path_raw);
     if (!a)
         return;
     a->s.o.on_done = entry_done;

@@ -95,8 +95,8 @@ static void rd_read(rd_t *r)
             }
             if (errno == ESPIPE) {
                 r->o.errcode = CODE(INVALID_ARGUMENT);
-                op_fail(&r->o, -ESPIPE, "%s '%s': cannot seek to offset %llu: %s", r->o.what,
-                        r->o.path, (unsigned long long)r->pos, strerror(ESPIPE));
+                fs_op_fail(&r->o, -ESPIPE, "%s '%s': cannot seek to offset %llu: %s", r->o.what,
+                           r->o.path, (unsigned long long)r->pos, strerror(ESPIPE));
                 return;
             }
             if ((errno == EAGAIN || errno == EWOULDBLOCK) && r->nonblock) {
@@ -106,7 +106,7 @@ static void rd_read(rd_t *r)
                 eof = 1;
                 break;
             }
-            op_fail_path(&r->o, -errno, r->o.path);
+            fs_op_fail_path(&r->o, -errno, r->o.path);
             return;
         }
         if (n == 0) {
@@ -123,8 +123,8 @@ static void rd_read(rd_t *r)
     if (eof) {
         struct stat st;
         if (fstat(r->fd, &st) == 0 &&
-            entry_fill(&r->o.arena, &r->o.entry, r->o.path, &st, NULL, 0) < 0) {
-            op_fail(&r->o, -ENOMEM, "%s: out of memory", r->o.what);
+            fs_entry_fill(&r->o.arena, &r->o.entry, r->o.path, &st, NULL, 0) < 0) {
+            fs_op_fail(&r->o, -ENOMEM, "%s: out of memory", r->o.what);
             return;
         }
     }
@@ -141,26 +141,26 @@ static void rd_run(fsw_job_t *j)
         int fl = O_RDONLY | O_CLOEXEC | O_NOCTTY | O_NONBLOCK;
         r->opened = 1;
         /* O_NONBLOCK: a FIFO must not hang the worker in open(). */
-        int guard = guarded(&r->o);
-        r->fd = guard ? open_as_user(r->o.path, fl) : open(r->o.path, fl);
+        int guard = fs_op_guarded(&r->o);
+        r->fd = guard ? fs_open_as_user(r->o.path, fl) : open(r->o.path, fl);
         if (r->fd < 0) {
-            op_fail_path(&r->o, guard ? r->fd : -errno, r->o.path);
+            fs_op_fail_path(&r->o, guard ? r->fd : -errno, r->o.path);
             r->fd = -1;
             return;
         }
         if (fstat(r->fd, &st) < 0) {
-            op_fail_path(&r->o, -errno, r->o.path);
+            fs_op_fail_path(&r->o, -errno, r->o.path);
             return;
         }
         if (S_ISDIR(st.st_mode)) {
-            op_fail(&r->o, -EISDIR, "%s '%s': is a directory (use list_dir)", r->o.what,
-                    r->o.path);
+            fs_op_fail(&r->o, -EISDIR, "%s '%s': is a directory (use list_dir)", r->o.what,
+                       r->o.path);
             return;
         }
         if (!S_ISREG(st.st_mode) && !S_ISCHR(st.st_mode) && !S_ISBLK(st.st_mode)) {
             r->o.errcode = CODE(FAILED_PRECONDITION);
-            op_fail(&r->o, -EINVAL, "%s '%s': %s, not a regular file", r->o.what, r->o.path,
-                    type_name(st.st_mode));
+            fs_op_fail(&r->o, -EINVAL, "%s '%s': %s, not a regular file", r->o.what, r->o.path,
+                       fs_type_name(st.st_mode));
             return;
         }
         /* Character devices and procfs files stay non-blocking (see
@@ -176,7 +176,7 @@ static void rd_run(fsw_job_t *j)
     if (!r->bufs[r->fill]) {
         rdbuf_t *b = malloc(sizeof *b + r->cap);
         if (!b) {
-            op_fail(&r->o, -ENOMEM, "%s: out of memory", r->o.what);
+            fs_op_fail(&r->o, -ENOMEM, "%s: out of memory", r->o.what);
             return;
         }
         b->refs = 1; /* the stream's */
@@ -197,7 +197,7 @@ static void rd_read_ahead(rd_t *r)
         rdbuf_unref(b);
         r->bufs[r->fill] = NULL;
     }
-    op_submit(&r->o, rd_run);
+    fs_op_submit(&r->o, rd_run);
 }
 
 static void rd_done(fsop_t *o) { stream_wake(&o->base); }
@@ -232,7 +232,7 @@ static stream_status_t rd_next(stream_t *s)
     if (r->o.busy)
         return STREAM_WAIT; /* the next chunk is being read; done() wakes us */
     if (r->o.err) {
-        op_send_error(&r->o);
+        fs_op_send_error(&r->o);
         return STREAM_DONE;
     }
     if (r->filled) {
@@ -249,7 +249,7 @@ static stream_status_t rd_next(stream_t *s)
     if (!r->opened) {
         /* The first chunk (the job opens the file too). */
         r->fill = r->cur;
-        op_submit(&r->o, rd_run);
+        fs_op_submit(&r->o, rd_run);
         return STREAM_WAIT;
     }
     if (!r->last) {
@@ -273,19 +273,19 @@ static void rd_release(fsop_t *o)
         close(r->fd); /* read-only: closing costs nothing worth a worker */
     for (int i = 0; i < RD_BUFS; i++)
         rdbuf_unref(r->bufs[i]);
-    op_free(o);
+    fs_op_free(o);
 }
 
 static const stream_ops_t rd_ops = {
     .name = "read_file",
     .next = rd_next,
-    .destroy = op_destroy,
+    .destroy = fs_op_destroy,
 };
 
 void fs_handle_read(conn_t *c, const Request *req)
 {
     const Sandbox__Agent__V1__ReadFile *m = req->read_file;
-    rd_t *r = (rd_t *)op_new(c, req, sizeof *r, "read_file", m->user, m->path, &m->path_raw);
+    rd_t *r = (rd_t *)fs_op_new(c, req, sizeof *r, "read_file", m->user, m->path, &m->path_raw);
     if (!r)
         return;
     r->fd = -1;
@@ -296,5 +296,5 @@ void fs_handle_read(conn_t *c, const Request *req)
                        : UINT64_MAX;
     r->cap = SA_MIN(conn_max_payload(c) - 64, (size_t)FS_READ_CHUNK);
     r->crc = 0;
-    op_register(c, req, &r->o, &rd_ops); /* next() opens */
+    fs_op_register(c, req, &r->o, &rd_ops); /* next() opens */
 }

@@ -73,8 +73,8 @@ static void wr_close(wr_t *w)
 static int wr_not_regular(wr_t *w, mode_t m)
 {
     w->o.errcode = CODE(FAILED_PRECONDITION);
-    op_fail(&w->o, -EINVAL, "%s '%s': %s, not a regular file", w->o.what, w->o.path,
-            type_name(m));
+    fs_op_fail(&w->o, -EINVAL, "%s '%s': %s, not a regular file", w->o.what, w->o.path,
+               fs_type_name(m));
     return -1;
 }
 
@@ -84,29 +84,29 @@ static int wr_open(wr_t *w)
     int exists;
     if (w->make_parents) {
         char *failed = NULL;
-        int rc = mkdir_p(w->dir, 0755, &failed);
+        int rc = fs_mkdir_p(w->dir, 0755, &failed);
         if (rc < 0) {
-            op_fail(&w->o, rc, "%s: creating parent '%s': %s", w->o.what,
-                    failed ? failed : w->dir, strerror(-rc));
+            fs_op_fail(&w->o, rc, "%s: creating parent '%s': %s", w->o.what,
+                       failed ? failed : w->dir, strerror(-rc));
             free(failed);
             return -1;
         }
     }
     w->dirfd = open(w->dir, O_PATH | O_DIRECTORY | O_CLOEXEC);
     if (w->dirfd < 0) {
-        op_fail(&w->o, -errno, "%s '%s': parent '%s': %s", w->o.what, w->o.path, w->dir,
-                strerror(errno));
+        fs_op_fail(&w->o, -errno, "%s '%s': parent '%s': %s", w->o.what, w->o.path, w->dir,
+                   strerror(errno));
         return -1;
     }
     exists = fstatat(w->dirfd, w->name, &st, 0) == 0;
     if (exists && S_ISDIR(st.st_mode)) {
-        op_fail(&w->o, -EISDIR, "%s '%s': is a directory", w->o.what, w->o.path);
+        fs_op_fail(&w->o, -EISDIR, "%s '%s': is a directory", w->o.what, w->o.path);
         return -1;
     }
     if (exists && !S_ISREG(st.st_mode))
         return wr_not_regular(w, st.st_mode);
     if (exists && w->wmode == SANDBOX__AGENT__V1__WRITE_MODE__CREATE_NEW) {
-        op_fail(&w->o, -EEXIST, "%s '%s': already exists (CREATE_NEW)", w->o.what, w->o.path);
+        fs_op_fail(&w->o, -EEXIST, "%s '%s': already exists (CREATE_NEW)", w->o.what, w->o.path);
         return -1;
     }
     if (w->atomic) {
@@ -120,7 +120,7 @@ static int wr_open(wr_t *w)
         }
         if (w->fd < 0) {
             w->tmp[0] = 0;
-            op_fail_path(&w->o, -errno, w->o.path);
+            fs_op_fail_path(&w->o, -errno, w->o.path);
             return -1;
         }
     } else {
@@ -138,12 +138,12 @@ static int wr_open(wr_t *w)
         if (w->fd < 0 && errno == ENXIO)
             return wr_not_regular(w, S_IFIFO);
         if (w->fd < 0) {
-            op_fail_path(&w->o, -errno, w->o.path);
+            fs_op_fail_path(&w->o, -errno, w->o.path);
             return -1;
         }
         struct stat fst;
         if (fstat(w->fd, &fst) < 0) {
-            op_fail_path(&w->o, -errno, w->o.path);
+            fs_op_fail_path(&w->o, -errno, w->o.path);
             return -1;
         }
         if (!S_ISREG(fst.st_mode))
@@ -161,24 +161,24 @@ static int wr_finish(wr_t *w)
 {
     if (w->has_crc && w->crc != w->expect) {
         w->o.errcode = CODE(INVALID_ARGUMENT);
-        op_fail(&w->o, -EBADMSG,
-                "%s '%s': crc32 mismatch: expected %08x, the %llu bytes received have %08x; "
-                "nothing was written",
-                w->o.what, w->o.path, w->expect, (unsigned long long)w->written, w->crc);
+        fs_op_fail(&w->o, -EBADMSG,
+                   "%s '%s': crc32 mismatch: expected %08x, the %llu bytes received have %08x; "
+                   "nothing was written",
+                   w->o.what, w->o.path, w->expect, (unsigned long long)w->written, w->crc);
         return -1;
     }
     if (w->has_owner && fchown(w->fd, w->ouid, w->ogid) < 0) {
-        op_fail(&w->o, -errno, "%s '%s': chown to %u:%u: %s", w->o.what, w->o.path,
-                (unsigned)w->ouid, (unsigned)w->ogid, strerror(errno));
+        fs_op_fail(&w->o, -errno, "%s '%s': chown to %u:%u: %s", w->o.what, w->o.path,
+                   (unsigned)w->ouid, (unsigned)w->ogid, strerror(errno));
         return -1;
     }
     /* After chown, which clears set-id bits. */
     if (w->atomic && fchmod(w->fd, w->mode) < 0) {
-        op_fail_path(&w->o, -errno, w->o.path);
+        fs_op_fail_path(&w->o, -errno, w->o.path);
         return -1;
     }
     if (w->sync && fsync(w->fd) < 0) {
-        op_fail_path(&w->o, -errno, w->o.path);
+        fs_op_fail_path(&w->o, -errno, w->o.path);
         return -1;
     }
     if (w->atomic) {
@@ -193,7 +193,7 @@ static int wr_finish(wr_t *w)
             rc = renameat(w->dirfd, w->tmp, w->dirfd, w->name);
         }
         if (rc < 0) {
-            op_fail_path(&w->o, -errno, w->o.path);
+            fs_op_fail_path(&w->o, -errno, w->o.path);
             return -1;
         }
         w->tmp[0] = 0;
@@ -223,8 +223,8 @@ static void wr_run(fsw_job_t *j)
         if (n < 0) {
             if (errno == EINTR)
                 continue;
-            op_fail(&w->o, -errno, "%s '%s': writing at byte %llu: %s", w->o.what, w->o.path,
-                    (unsigned long long)(w->written + off), strerror(errno));
+            fs_op_fail(&w->o, -errno, "%s '%s': writing at byte %llu: %s", w->o.what, w->o.path,
+                       (unsigned long long)(w->written + off), strerror(errno));
             goto fail;
         }
         off += (size_t)n;
@@ -273,7 +273,7 @@ static void wr_done(fsop_t *o)
         w->len = w->next_len;
         w->last = w->next_last;
         w->next = NULL;
-        op_submit(o, wr_run);
+        fs_op_submit(o, wr_run);
     } else if (o->err || w->finished) {
         Response r = RESPONSE_INIT;
         WriteFileResult res = SANDBOX__AGENT__V1__WRITE_FILE_RESULT__INIT;
@@ -282,7 +282,7 @@ static void wr_done(fsop_t *o)
         res.entry = &o->entry;
         r.result_case = RES(WRITTEN);
         r.written = &res;
-        op_finish(o, &r); /* ends the stream: o is gone */
+        fs_op_finish(o, &r); /* ends the stream: o is gone */
     }
     if (held)
         conn_hold_input(c, 0);
@@ -303,7 +303,7 @@ static void wr_free(wr_t *w)
     free(w->data);
     free(w->next);
     free(w->dir);
-    op_free(&w->o);
+    fs_op_free(&w->o);
 }
 
 static void wr_cleanup_done(fsw_job_t *j) { wr_free((wr_t *)SA_CONTAINER_OF(j, fsop_t, job)); }
@@ -351,7 +351,7 @@ static stream_status_t wr_feed(stream_t *s, const Request *req)
         wr_take(w, d);
         w->last = !req->write_data->more;
         wr_charge(w, w->len);
-        op_submit(&w->o, wr_run);
+        fs_op_submit(&w->o, wr_run);
         return STREAM_WAIT;
     }
     /* One chunk is written while the next waits here, so the client and
@@ -375,7 +375,7 @@ static void wr_destroy(stream_t *s)
 {
     wr_t *w = (wr_t *)s;
     conn_upload_leave(s->conn, w->charged);
-    op_destroy(s);
+    fs_op_destroy(s);
 }
 
 /* The client shut down its side: an upload still waiting for chunks can
@@ -394,7 +394,7 @@ static stream_status_t wr_input_end(stream_t *s)
 
 static const stream_ops_t wr_ops = {
     .name = "write_file",
-    .next = op_next_wait,
+    .next = fs_op_next_wait,
     .feed = wr_feed,
     .destroy = wr_destroy,
 };
@@ -402,7 +402,7 @@ static const stream_ops_t wr_ops = {
 void fs_handle_write(conn_t *c, const Request *req)
 {
     Sandbox__Agent__V1__WriteFile *m = req->write_file;
-    wr_t *w = (wr_t *)op_new(c, req, sizeof *w, "write_file", m->user, m->path, &m->path_raw);
+    wr_t *w = (wr_t *)fs_op_new(c, req, sizeof *w, "write_file", m->user, m->path, &m->path_raw);
     if (!w)
         return;
     w->fd = w->dirfd = -1;
@@ -445,7 +445,7 @@ void fs_handle_write(conn_t *c, const Request *req)
         w->ouid = ou.uid;
         w->ogid = ou.gid;
     }
-    int rc = split_path(w->o.path, &w->dir, &w->name);
+    int rc = fs_split_path(w->o.path, &w->dir, &w->name);
     if (rc < 0) {
         conn_send_errno(c, req->id, rc == -EINVAL ? -EISDIR : rc, "write_file '%s': %s",
                         w->o.path, rc == -EINVAL ? "is a directory" : strerror(-rc));
@@ -454,9 +454,9 @@ void fs_handle_write(conn_t *c, const Request *req)
     }
     wr_take(w, &m->data);
     w->last = !m->more;
-    if (op_register(c, req, &w->o, &wr_ops) < 0)
+    if (fs_op_register(c, req, &w->o, &wr_ops) < 0)
         return;
     w->o.base.input_end = wr_input_end;
     wr_charge(w, w->len);
-    op_submit(&w->o, wr_run);
+    fs_op_submit(&w->o, wr_run);
 }
