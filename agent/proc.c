@@ -42,22 +42,22 @@
 #define HASH_SIZE 1024
 #define STASH_SIZE 64
 
-struct ev_loop *g_loop;
+struct ev_loop *proc_loop;
 static ev_child g_child;
 static ev_timer g_ttl;
-ev_timer g_shutdown_kill;
+ev_timer proc_shutdown_timer;
 static proc_t *g_hash[HASH_SIZE];
-proc_t *g_all_head;
+proc_t *proc_all_head;
 static proc_t *g_all_tail;
 static proc_t *g_exited_head, *g_exited_tail;
-unsigned g_running;
+unsigned proc_n_running;
 static unsigned g_kept;
 static unsigned g_groups_watched; /* reaped leaders whose group is still alive */
-unsigned g_spawning; /* starts handed to the spawner, not yet done */
-uint64_t g_kept_bytes, g_kept_meta;
-int g_devnull = -1;
-int g_reset_oom, g_reset_nice;
-void (*g_shutdown_done)(struct ev_loop *);
+unsigned proc_n_spawning; /* starts handed to the spawner, not yet done */
+uint64_t proc_kept_bytes, proc_kept_meta;
+int proc_devnull = -1;
+int proc_reset_oom, proc_reset_nice;
+void (*proc_shutdown_done)(struct ev_loop *);
 static unsigned g_shutdown_polls; /* checks after the SIGKILL */
 
 /* Exits reaped while starts are with the spawner, of pids not (yet) in the
@@ -105,7 +105,7 @@ static void stash_put(pid_t pid, int status)
 }
 
 /* The exit of pid reaped since t0, taken out of the stash. */
-int stash_take(pid_t pid, uint64_t t0, int *status)
+int proc_stash_take(pid_t pid, uint64_t t0, int *status)
 {
     for (size_t i = 0; i < g_stash_len; i++) {
         if (g_stash[i].pid == pid && g_stash[i].mono >= t0) {
@@ -117,20 +117,20 @@ int stash_take(pid_t pid, uint64_t t0, int *status)
     return 0;
 }
 
-void stash_clear(void)
+void proc_stash_clear(void)
 {
     free(g_stash);
     g_stash = NULL;
     g_stash_len = g_stash_cap = 0;
 }
 
-unsigned proc_count_running(void) { return g_running; }
+unsigned proc_count_running(void) { return proc_n_running; }
 unsigned proc_count_kept(void) { return g_kept; }
-uint64_t proc_kept_output_bytes(void) { return g_kept_bytes; }
+uint64_t proc_kept_output_bytes(void) { return proc_kept_bytes; }
 
 /* ------------------------------------------------------------ table */
 
-proc_t *find_pid(uint32_t pid)
+proc_t *proc_find_pid(uint32_t pid)
 {
     for (proc_t *p = g_hash[pid % HASH_SIZE]; p; p = p->hnext)
         if ((uint32_t)p->pid == pid)
@@ -153,7 +153,7 @@ static proc_t *find_tag(const char *tag)
     return best;
 }
 
-void table_add(proc_t *p)
+void proc_table_add(proc_t *p)
 {
     unsigned h = (unsigned)p->pid % HASH_SIZE;
     p->hnext = g_hash[h];
@@ -163,7 +163,7 @@ void table_add(proc_t *p)
     if (g_all_tail)
         g_all_tail->next = p;
     else
-        g_all_head = p;
+        proc_all_head = p;
     g_all_tail = p;
     p->in_table = 1;
     p->refs++;
@@ -175,12 +175,12 @@ static void proc_free(proc_t *p)
     if (p->svc)
         svc_free(p->svc);
     /* Watchers stop before the fds close, fds close before memory goes. */
-    ev_io_stop(g_loop, &p->r_out);
-    ev_io_stop(g_loop, &p->r_err);
-    ev_io_stop(g_loop, &p->w_in);
-    ev_timer_stop(g_loop, &p->t_timeout);
-    ev_timer_stop(g_loop, &p->t_kill);
-    ev_timer_stop(g_loop, &p->t_drain);
+    ev_io_stop(proc_loop, &p->r_out);
+    ev_io_stop(proc_loop, &p->r_err);
+    ev_io_stop(proc_loop, &p->w_in);
+    ev_timer_stop(proc_loop, &p->t_timeout);
+    ev_timer_stop(proc_loop, &p->t_kill);
+    ev_timer_stop(proc_loop, &p->t_drain);
     if (p->group_alive) {
         p->group_alive = 0;
         g_groups_watched--;
@@ -206,14 +206,14 @@ static void proc_free(proc_t *p)
     free(p);
 }
 
-void unref(proc_t *p)
+void proc_unref(proc_t *p)
 {
     if (--p->refs == 0)
         proc_free(p);
 }
 
 /* Take an exited process out of the table (forget, TTL, cap). */
-void table_remove(proc_t *p)
+void proc_table_remove(proc_t *p)
 {
     if (!p->in_table)
         return;
@@ -226,7 +226,7 @@ void table_remove(proc_t *p)
     if (p->prev)
         p->prev->next = p->next;
     else
-        g_all_head = p->next;
+        proc_all_head = p->next;
     if (p->next)
         p->next->prev = p->prev;
     else
@@ -242,13 +242,13 @@ void table_remove(proc_t *p)
             g_exited_tail = p->eprev;
         g_kept--;
     }
-    g_kept_meta -= p->meta;
+    proc_kept_meta -= p->meta;
     p->in_table = 0;
-    unref(p);
+    proc_unref(p);
 }
 
 /* A service's next run joins its record under the new pid. */
-void table_rekey(proc_t *p, pid_t pid)
+void proc_table_rekey(proc_t *p, pid_t pid)
 {
     for (proc_t **pp = &g_hash[(unsigned)p->pid % HASH_SIZE]; *pp; pp = &(*pp)->hnext) {
         if (*pp == p) {
@@ -265,7 +265,7 @@ void table_rekey(proc_t *p, pid_t pid)
 
 /* Signal the leader alone. Through its pidfd this is exact: once the
  * leader is reaped the kernel answers ESRCH, whoever has its pid now. */
-int leader_signal(proc_t *p, int sig)
+int proc_signal_leader(proc_t *p, int sig)
 {
     if (!p->running)
         return -ESRCH;
@@ -279,16 +279,15 @@ int leader_signal(proc_t *p, int sig)
  * through the pidfd) or while any member is alive. After the leader is
  * reaped the group is signalled only while it is known alive (checked when
  * the leader is reaped and after every reap since: group_check). */
-int group_signal(proc_t *p, int sig)
+int proc_signal_group(proc_t *p, int sig)
 {
-    if (p->running && leader_signal(p, 0) == 0)
+    if (p->running && proc_signal_leader(p, 0) == 0)
         return kill(-p->pid, sig) < 0 ? -errno : 0;
     if (!p->group_alive)
         return -ESRCH;
     return kill(-p->pid, sig) < 0 ? -errno : 0;
 }
 
-int proc_signal_group(proc_t *p, int sig) { return group_signal(p, sig); }
 
 /* The leader was reaped, or another process was: does p's group still
  * have members? The pid cannot be reused before the last member is reaped,
@@ -305,12 +304,12 @@ static void group_check(proc_t *p)
     /* What left the group still gets the SIGKILL: its cgroup's members, or
      * without cgroups what pgkill remembered of it. */
     if (!alive && !(p->cg && cg_leaf_populated(p->cg) == 1) && !pgk_marked(p->pid))
-        ev_timer_stop(g_loop, &p->t_kill);
+        ev_timer_stop(proc_loop, &p->t_kill);
 }
 
 static void groups_check_all(void)
 {
-    for (proc_t *p = g_all_head; p && g_groups_watched; p = p->next)
+    for (proc_t *p = proc_all_head; p && g_groups_watched; p = p->next)
         if (!p->running && p->group_alive)
             group_check(p);
 }
@@ -322,7 +321,7 @@ static void on_ttl(struct ev_loop *loop, ev_timer *w, int revents)
     uint64_t now = util_now_mono_nano();
     uint64_t ttl = (uint64_t)g_config.exited_ttl_s * 1000000000ull;
     while (g_exited_head && g_exited_head->ended_mono + ttl <= now)
-        table_remove(g_exited_head);
+        proc_table_remove(g_exited_head);
     if (g_exited_head) {
         double left = (double)(g_exited_head->ended_mono + ttl - now) / 1e9;
         ev_timer_set(w, left + 0.001, 0);
@@ -331,10 +330,10 @@ static void on_ttl(struct ev_loop *loop, ev_timer *w, int revents)
 }
 
 /* Over the total cap: exited processes go, oldest first. */
-void enforce_caps(void)
+void proc_enforce_caps(void)
 {
-    while (g_exited_head && g_kept_bytes + g_kept_meta > g_config.max_kept_output)
-        table_remove(g_exited_head);
+    while (g_exited_head && proc_kept_bytes + proc_kept_meta > g_config.max_kept_output)
+        proc_table_remove(g_exited_head);
 }
 
 /* Still over the total cap with no exited process left to drop: running
@@ -343,9 +342,9 @@ void enforce_caps(void)
  * an OutputGap as usual (a lossless one pauses instead), and the agent's
  * memory stays within the cap plus TRIM_FLOOR per running process. */
 #define TRIM_FLOOR (64 * 1024)
-void trim_running(proc_t *p)
+void proc_trim_running(proc_t *p)
 {
-    uint64_t total = g_kept_bytes + g_kept_meta;
+    uint64_t total = proc_kept_bytes + proc_kept_meta;
     if (total <= g_config.max_kept_output)
         return;
     uint64_t excess = total - g_config.max_kept_output;
@@ -353,9 +352,9 @@ void trim_running(proc_t *p)
     outlog_trim(&p->log, target);
     if (outlog_paused(&p->log) && !p->read_paused) {
         p->read_paused = 1;
-        ev_io_stop(g_loop, &p->r_out);
-        ev_io_stop(g_loop, &p->r_err);
-        ev_timer_stop(g_loop, &p->t_drain);
+        ev_io_stop(proc_loop, &p->r_out);
+        ev_io_stop(proc_loop, &p->r_err);
+        ev_timer_stop(proc_loop, &p->t_drain);
     }
 }
 
@@ -363,23 +362,23 @@ void trim_running(proc_t *p)
  * and timers go, whatever it left in its group is killed (a leftover
  * worker must not hold the next run's port), and followers are told. The
  * record, its log and its followers stay. */
-int signal_all(proc_t *p, int sig);
+int proc_signal_all(proc_t *p, int sig);
 
 static void run_end(proc_t *p)
 {
     p->between = 1;
-    ev_timer_stop(g_loop, &p->t_drain);
-    ev_timer_stop(g_loop, &p->t_timeout);
-    ev_timer_stop(g_loop, &p->t_kill);
-    stdin_fail_all(p, -EPIPE);
-    close_output(p, &p->r_out, &p->fd_out);
-    close_output(p, &p->r_err, &p->fd_err);
-    stdin_close(p);
-    signal_all(p, SIGKILL);
-    wake_streams(p, 0);
+    ev_timer_stop(proc_loop, &p->t_drain);
+    ev_timer_stop(proc_loop, &p->t_timeout);
+    ev_timer_stop(proc_loop, &p->t_kill);
+    proc_stdin_fail_all(p, -EPIPE);
+    proc_output_close(p, &p->r_out, &p->fd_out);
+    proc_output_close(p, &p->r_err, &p->fd_err);
+    proc_stdin_close(p);
+    proc_signal_all(p, SIGKILL);
+    proc_wake_streams(p, 0);
 }
 
-void finalize(proc_t *p)
+void proc_finalize(proc_t *p)
 {
     if (p->final)
         return;
@@ -396,14 +395,14 @@ void finalize(proc_t *p)
         cg_leaf_stats(p->cg, &p->cg_final);
     cg_leaf_release(p->cg);
     p->final = 1;
-    ev_timer_stop(g_loop, &p->t_drain);
-    ev_timer_stop(g_loop, &p->t_timeout);
-    stdin_fail_all(p, -EPIPE);
+    ev_timer_stop(proc_loop, &p->t_drain);
+    ev_timer_stop(proc_loop, &p->t_timeout);
+    proc_stdin_fail_all(p, -EPIPE);
     if (p->pty) {
-        close_output(p, &p->r_out, &p->fd_out);
+        proc_output_close(p, &p->r_out, &p->fd_out);
     }
-    stdin_close(p);
-    wake_streams(p, 0);
+    proc_stdin_close(p);
+    proc_wake_streams(p, 0);
     if (!p->in_table)
         return;
     p->eprev = g_exited_tail;
@@ -416,22 +415,22 @@ void finalize(proc_t *p)
     g_kept++;
     if (!ev_is_active(&g_ttl)) {
         ev_timer_set(&g_ttl, (double)g_config.exited_ttl_s + 0.001, 0);
-        ev_timer_start(g_loop, &g_ttl);
+        ev_timer_start(proc_loop, &g_ttl);
     }
-    enforce_caps(); /* may free p */
+    proc_enforce_caps(); /* may free p */
 }
 
 static void drop_all(void)
 {
-    ev_timer_stop(g_loop, &g_ttl);
-    outlog_buf_free(g_rbuf);
-    g_rbuf = NULL;
-    while (g_all_head) {
-        proc_t *p = g_all_head;
+    ev_timer_stop(proc_loop, &g_ttl);
+    outlog_buf_free(proc_rbuf);
+    proc_rbuf = NULL;
+    while (proc_all_head) {
+        proc_t *p = proc_all_head;
         if (!p->final) {
             /* Shutdown: no one reads any more. */
             p->final = 1;
-            stdin_fail_all(p, -EPIPE);
+            proc_stdin_fail_all(p, -EPIPE);
             p->eprev = g_exited_tail;
             p->enext = NULL;
             if (g_exited_tail)
@@ -441,7 +440,7 @@ static void drop_all(void)
             g_exited_tail = p;
             g_kept++;
         }
-        table_remove(p);
+        proc_table_remove(p);
     }
 }
 
@@ -451,8 +450,8 @@ static void drop_all(void)
 static int stopped_groups_alive(void)
 {
     groups_check_all();
-    for (proc_t *p = g_all_head; p; p = p->next)
-        if (p->stop_group && group_signal(p, 0) == 0)
+    for (proc_t *p = proc_all_head; p; p = p->next)
+        if (p->stop_group && proc_signal_group(p, 0) == 0)
             return 1;
     /* With cgroups: anything left anywhere in the workload; without, the
      * groups still being killed. */
@@ -464,27 +463,27 @@ static int stopped_groups_alive(void)
  * the kernel cannot hold the agent forever). */
 #define SHUTDOWN_POLL_S 0.05
 #define SHUTDOWN_MAX_POLLS 40
-void shutdown_check(void)
+void proc_shutdown_check(void)
 {
-    if (g_shutdown_done && g_running == 0 && g_spawning == 0 &&
+    if (proc_shutdown_done && proc_n_running == 0 && proc_n_spawning == 0 &&
         (g_shutdown_polls >= SHUTDOWN_MAX_POLLS || !stopped_groups_alive())) {
-        void (*done)(struct ev_loop *) = g_shutdown_done;
-        g_shutdown_done = NULL;
-        ev_timer_stop(g_loop, &g_shutdown_kill);
-        ev_child_stop(g_loop, &g_child);
+        void (*done)(struct ev_loop *) = proc_shutdown_done;
+        proc_shutdown_done = NULL;
+        ev_timer_stop(proc_loop, &proc_shutdown_timer);
+        ev_child_stop(proc_loop, &g_child);
         drop_all();
-        done(g_loop);
+        done(proc_loop);
     }
 }
 
-void leader_exited(proc_t *p, int status)
+void proc_leader_exited(proc_t *p, int status)
 {
     p->running = 0;
     p->status = status;
     p->ended = util_now_unix_nano();
     p->ended_mono = util_now_mono_nano();
-    g_running--;
-    ev_timer_stop(g_loop, &p->t_timeout);
+    proc_n_running--;
+    ev_timer_stop(proc_loop, &p->t_timeout);
     /* Reaped: its pid may be anyone's from now on. */
     if (p->pidfd >= 0) {
         close(p->pidfd);
@@ -502,32 +501,32 @@ void leader_exited(proc_t *p, int status)
     else
         log_debug("process %d exited %d", (int)p->pid, WEXITSTATUS(status));
     if (p->fd_out < 0 && p->fd_err < 0) {
-        finalize(p);
+        proc_finalize(p);
     } else if (!p->read_paused) {
         ev_timer_set(&p->t_drain, DRAIN_IDLE_MS / 1000.0, DRAIN_IDLE_MS / 1000.0);
-        ev_timer_again(g_loop, &p->t_drain);
+        ev_timer_again(proc_loop, &p->t_drain);
     }
-    shutdown_check();
+    proc_shutdown_check();
 }
 
 static void on_child(struct ev_loop *loop, ev_child *w, int revents)
 {
-    proc_t *p = find_pid((uint32_t)w->rpid);
+    proc_t *p = proc_find_pid((uint32_t)w->rpid);
     cg_on_reap();
     if (p && p->running) {
-        leader_exited(p, w->rstatus);
+        proc_leader_exited(p, w->rstatus);
     } else {
         /* A member of some group: was it the last of its group? */
         groups_check_all();
         /* An orphan the agent inherited, or a child whose record is not in
          * the table yet (only while starts are with the spawner). */
-        if (g_spawning)
+        if (proc_n_spawning)
             stash_put(w->rpid, w->rstatus);
         log_debug("reaped pid %d (not started by a request), status 0x%x", (int)w->rpid,
                   w->rstatus);
         /* Shutdown may have waited for this one (a background child). */
-        if (g_shutdown_done)
-            shutdown_check();
+        if (proc_shutdown_done)
+            proc_shutdown_check();
     }
 }
 
@@ -535,22 +534,21 @@ static void on_child(struct ev_loop *loop, ev_child *w, int revents)
  * double forks and forks in flight included; SIGKILL is cgroup.kill), else
  * its process group, where a SIGKILL is repeated until the group is empty
  * and reaches the descendants that left it (pgkill). */
-int signal_all(proc_t *p, int sig)
+int proc_signal_all(proc_t *p, int sig)
 {
     if (p->cg && cg_leaf_signal(p->cg, sig) == 0)
         return 0;
-    /* Only a group known to be p's (group_signal's rule), or the processes
+    /* Only a group known to be p's (proc_signal_group's rule), or the processes
      * pgk_mark() remembered of it. */
-    if (sig == SIGKILL && !p->cg && (group_signal(p, 0) == 0 || pgk_marked(p->pid))) {
+    if (sig == SIGKILL && !p->cg && (proc_signal_group(p, 0) == 0 || pgk_marked(p->pid))) {
         pgk_kill(p->pid);
         return 0;
     }
-    return group_signal(p, sig);
+    return proc_signal_group(p, sig);
 }
 
-int proc_signal_all(proc_t *p, int sig) { return signal_all(p, sig); }
 
-void on_timeout(struct ev_loop *loop, ev_timer *w, int revents)
+void proc_on_timeout(struct ev_loop *loop, ev_timer *w, int revents)
 {
     proc_t *p = w->data;
     if (!p->running)
@@ -560,29 +558,29 @@ void on_timeout(struct ev_loop *loop, ev_timer *w, int revents)
     p->timed_out = 1;
     if (!p->cg)
         pgk_mark(p->pid); /* who belongs to it, before the SIGTERM ends the shell */
-    signal_all(p, SIGTERM);
+    proc_signal_all(p, SIGTERM);
     ev_timer_set(&p->t_kill, p->kill_grace_ms / 1000.0, 0);
     ev_timer_start(loop, &p->t_kill);
 }
 
-void on_kill(struct ev_loop *loop, ev_timer *w, int revents)
+void proc_on_kill(struct ev_loop *loop, ev_timer *w, int revents)
 {
     proc_t *p = w->data;
-    signal_all(p, SIGKILL); /* the group outlives its leader, not its last member */
+    proc_signal_all(p, SIGKILL); /* the group outlives its leader, not its last member */
 }
 
 static void on_shutdown_kill(struct ev_loop *loop, ev_timer *w, int revents)
 {
     if (g_shutdown_polls++ == 0) {
-        for (proc_t *p = g_all_head; p; p = p->next)
+        for (proc_t *p = proc_all_head; p; p = p->next)
             if (p->running || p->stop_group)
-                signal_all(p, SIGKILL);
+                proc_signal_all(p, SIGKILL);
         cg_workload_kill();
     }
     /* Check again until the groups are reaped (orphans come to the agent). */
     ev_timer_set(w, SHUTDOWN_POLL_S, 0);
     ev_timer_start(loop, w);
-    shutdown_check();
+    proc_shutdown_check();
 }
 
 int proc_init(struct ev_loop *loop)
@@ -590,15 +588,15 @@ int proc_init(struct ev_loop *loop)
     int fd, rc;
     char buf[32] = "";
 
-    g_loop = loop;
+    proc_loop = loop;
     /* Keep 0..2 taken, so no pipe of ours lands there (the child's dup2
      * would then keep close-on-exec). */
     while ((fd = open("/dev/null", O_RDWR)) >= 0 && fd <= 2)
         ;
     if (fd >= 0)
         close(fd);
-    g_devnull = open("/dev/null", O_RDWR | O_CLOEXEC);
-    if (g_devnull < 0)
+    proc_devnull = open("/dev/null", O_RDWR | O_CLOEXEC);
+    if (proc_devnull < 0)
         return -errno;
     if (getpid() != 1 && prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) < 0)
         log_warn("cannot become a child subreaper (%s): orphans will not be reaped here",
@@ -607,43 +605,43 @@ int proc_init(struct ev_loop *loop)
     if ((fd = open("/proc/self/oom_score_adj", O_RDONLY | O_CLOEXEC)) >= 0) {
         ssize_t n = read(fd, buf, sizeof buf - 1);
         close(fd);
-        g_reset_oom = n > 0 && atoi(buf) != 0;
+        proc_reset_oom = n > 0 && atoi(buf) != 0;
     }
     /* Likewise nice 0, whatever the agent runs at. */
     errno = 0;
     int prio = getpriority(PRIO_PROCESS, 0);
-    g_reset_nice = errno == 0 && prio != 0;
+    proc_reset_nice = errno == 0 && prio != 0;
     pgk_init(loop);
     if ((rc = spawn_async_init(loop)) < 0)
         return rc;
     ev_child_init(&g_child, on_child, 0, 0);
     ev_child_start(loop, &g_child);
     ev_init(&g_ttl, on_ttl);
-    ev_init(&g_shutdown_kill, on_shutdown_kill);
+    ev_init(&proc_shutdown_timer, on_shutdown_kill);
     return 0;
 }
 
 void proc_shutdown(struct ev_loop *loop, uint32_t grace_ms, void (*done)(struct ev_loop *))
 {
-    g_shutdown_done = done;
+    proc_shutdown_done = done;
     svc_shutdown(); /* no more restarts; services between runs end */
     /* A frozen workload could not act on SIGTERM. */
     cg_freeze_all(0);
-    for (proc_t *p = g_all_head; p; p = p->next) {
+    for (proc_t *p = proc_all_head; p; p = p->next) {
         if (p->running) {
             if (!p->cg)
                 pgk_mark(p->pid);
-            signal_all(p, SIGTERM);
+            proc_signal_all(p, SIGTERM);
             p->stop_group = 1;
         }
     }
     /* Background children of processes that exited go too. */
     cg_workload_signal(SIGTERM);
-    if (g_running || cg_workload_populated() == 1) {
-        ev_timer_set(&g_shutdown_kill, grace_ms / 1000.0, 0);
-        ev_timer_start(loop, &g_shutdown_kill);
+    if (proc_n_running || cg_workload_populated() == 1) {
+        ev_timer_set(&proc_shutdown_timer, grace_ms / 1000.0, 0);
+        ev_timer_start(loop, &proc_shutdown_timer);
     }
-    shutdown_check();
+    proc_shutdown_check();
 }
 
 /* ------------------------------------------------------------ for service.c */
@@ -655,16 +653,15 @@ uint64_t proc_output_seq(const proc_t *p) { return p->log.next_seq; }
 uint32_t proc_kill_grace_ms(const proc_t *p) { return p->kill_grace_ms; }
 svc_t *proc_service(const proc_t *p) { return p->svc; }
 void proc_ref(proc_t *p) { p->refs++; }
-void proc_unref(proc_t *p) { unref(p); }
-void proc_wake(proc_t *p) { wake_streams(p, 0); }
+void proc_wake(proc_t *p) { proc_wake_streams(p, 0); }
 
 proc_t *proc_find(uint32_t pid, const char *tag)
 {
     proc_t *p;
     char *t;
     if (pid)
-        return find_pid(pid);
-    if (!tag || !tag[0] || !(t = xstrdup(tag))) /* as the tags were kept */
+        return proc_find_pid(pid);
+    if (!tag || !tag[0] || !(t = proc_strdup_utf8(tag))) /* as the tags were kept */
         return NULL;
     p = find_tag(t);
     free(t);
@@ -674,5 +671,5 @@ proc_t *proc_find(uint32_t pid, const char *tag)
 void proc_end(proc_t *p)
 {
     if (p->between && !p->final)
-        finalize(p);
+        proc_finalize(p);
 }

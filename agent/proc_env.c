@@ -15,7 +15,7 @@
 
 #define USER_PATH "/usr/local/bin:/usr/bin:/bin" /* a user other than root's */
 
-void ctx_free(start_ctx_t *x)
+void proc_ctx_free(start_ctx_t *x)
 {
     for (size_t i = 0; i < x->n_owned; i++)
         free(x->owned[i]);
@@ -52,7 +52,7 @@ static int env_set(start_ctx_t *x, size_t *n, const char *key, const char *value
     return 0;
 }
 
-const char *env_get(char **envp, size_t n, const char *key)
+const char *proc_env_get(char **envp, size_t n, const char *key)
 {
     size_t klen = strlen(key);
     for (size_t i = 0; i < n; i++)
@@ -89,7 +89,7 @@ static int env_locale_var(const char *e)
  * USER, LOGNAME, SHELL and, unless the agent's own user inherits one, a
  * PATH; then on a PTY TERM; then the request's env, later ones winning.
  * clear_env: the request's env (and TERM) only. */
-int build_env(start_ctx_t *x, const StartProcess *sp, const user_id_t *u, int set_user)
+int proc_env_build(start_ctx_t *x, const StartProcess *sp, const user_id_t *u, int set_user)
 {
     size_t base = 0, n = 0;
     if (!sp->clear_env)
@@ -111,7 +111,7 @@ int build_env(start_ctx_t *x, const StartProcess *sp, const user_id_t *u, int se
             env_set(x, &n, "LOGNAME", name) < 0 ||
             env_set(x, &n, "SHELL", u->shell[0] ? u->shell : "/bin/sh") < 0)
             return -ENOMEM;
-        if (!env_get(x->envp, n, "PATH") &&
+        if (!proc_env_get(x->envp, n, "PATH") &&
             env_set(x, &n, "PATH", u->uid == 0 ? DEFAULT_PATH : USER_PATH) < 0)
             return -ENOMEM;
     }
@@ -126,7 +126,7 @@ int build_env(start_ctx_t *x, const StartProcess *sp, const user_id_t *u, int se
     return (int)n;
 }
 
-int open_pty(const StartProcess *sp, int *master, int *slave, uint8_t *veof)
+int proc_pty_open(const StartProcess *sp, int *master, int *slave, uint8_t *veof)
 {
     char name[128];
     struct winsize ws = {0};
@@ -156,7 +156,7 @@ fail:
     return -e;
 }
 
-int make_pipe(int fds[2], int parent_end)
+int proc_pipe_make(int fds[2], int parent_end)
 {
     if (pipe2(fds, O_CLOEXEC) < 0)
         return -errno;

@@ -98,52 +98,49 @@ struct proc {
 };
 
 /* proc.c */
-extern struct ev_loop *g_loop;
-extern ev_timer g_shutdown_kill;
-extern proc_t *g_all_head;
-extern unsigned g_running;
-extern unsigned g_spawning; /* starts handed to the spawner, not yet done */
-extern uint64_t g_kept_bytes, g_kept_meta;
-extern int g_devnull;
-extern int g_reset_oom, g_reset_nice;
-extern void (*g_shutdown_done)(struct ev_loop *);
+extern struct ev_loop *proc_loop;
+extern ev_timer proc_shutdown_timer;
+extern proc_t *proc_all_head;
+extern unsigned proc_n_running;
+extern unsigned proc_n_spawning; /* starts handed to the spawner, not yet done */
+extern uint64_t proc_kept_bytes, proc_kept_meta;
+extern int proc_devnull;
+extern int proc_reset_oom, proc_reset_nice;
+extern void (*proc_shutdown_done)(struct ev_loop *);
 
-int stash_take(pid_t pid, uint64_t t0, int *status);
-void stash_clear(void);
-proc_t *find_pid(uint32_t pid);
-void table_add(proc_t *p);
-void table_rekey(proc_t *p, pid_t pid);
-void unref(proc_t *p);
-void table_remove(proc_t *p);
-int leader_signal(proc_t *p, int sig);
-int group_signal(proc_t *p, int sig);
-int signal_all(proc_t *p, int sig);
-void enforce_caps(void);
-void trim_running(proc_t *p);
-void finalize(proc_t *p);
-void shutdown_check(void);
-void leader_exited(proc_t *p, int status);
-void on_timeout(struct ev_loop *loop, ev_timer *w, int revents);
-void on_kill(struct ev_loop *loop, ev_timer *w, int revents);
+int proc_stash_take(pid_t pid, uint64_t t0, int *status);
+void proc_stash_clear(void);
+proc_t *proc_find_pid(uint32_t pid);
+void proc_table_add(proc_t *p);
+void proc_table_rekey(proc_t *p, pid_t pid);
+void proc_table_remove(proc_t *p);
+int proc_signal_leader(proc_t *p, int sig);
+void proc_enforce_caps(void);
+void proc_trim_running(proc_t *p);
+void proc_finalize(proc_t *p);
+void proc_shutdown_check(void);
+void proc_leader_exited(proc_t *p, int status);
+void proc_on_timeout(struct ev_loop *loop, ev_timer *w, int revents);
+void proc_on_kill(struct ev_loop *loop, ev_timer *w, int revents);
 
 /* proc_io.c */
-extern uint8_t *g_rbuf;
-extern const stream_ops_t follow_ops, wait_ops, write_ops;
+extern uint8_t *proc_rbuf;
+extern const stream_ops_t proc_follow_ops, proc_wait_ops, proc_write_ops;
 
-void wake_streams(proc_t *p, int followers_only);
-void attach_stream(proc_t *p, pstream_t *s);
-void pstream_destroy(stream_t *base);
-pstream_t *pstream_new(const stream_ops_t *ops, enum pkind kind);
-int stream_register(conn_t *c, uint64_t id, pstream_t *s, const char *op);
-void fill_exit(const proc_t *p, ProcessExit *e);
-stream_status_t send_ack(conn_t *c, uint64_t id);
-void stdin_close(proc_t *p);
-int stdin_fd(const proc_t *p);
-void stdin_fail_all(proc_t *p, int err);
-void on_stdin_writable(struct ev_loop *loop, ev_io *w, int revents);
-void close_output(proc_t *p, ev_io *w, int *fd);
-void on_output(struct ev_loop *loop, ev_io *w, int revents);
-void on_drain_idle(struct ev_loop *loop, ev_timer *w, int revents);
+void proc_wake_streams(proc_t *p, int followers_only);
+void proc_stream_attach(proc_t *p, pstream_t *s);
+void proc_stream_destroy(stream_t *base);
+pstream_t *proc_stream_new(const stream_ops_t *ops, enum pkind kind);
+int proc_stream_register(conn_t *c, uint64_t id, pstream_t *s, const char *op);
+void proc_fill_exit(const proc_t *p, ProcessExit *e);
+stream_status_t proc_send_ack(conn_t *c, uint64_t id);
+void proc_stdin_close(proc_t *p);
+int proc_stdin_fd(const proc_t *p);
+void proc_stdin_fail_all(proc_t *p, int err);
+void proc_on_stdin_writable(struct ev_loop *loop, ev_io *w, int revents);
+void proc_output_close(proc_t *p, ev_io *w, int *fd);
+void proc_on_output(struct ev_loop *loop, ev_io *w, int revents);
+void proc_on_drain_idle(struct ev_loop *loop, ev_timer *w, int revents);
 
 /* proc_env.c */
 typedef struct start_ctx {
@@ -155,14 +152,14 @@ typedef struct start_ctx {
     int n_fds;
 } start_ctx_t;
 
-void ctx_free(start_ctx_t *x);
-const char *env_get(char **envp, size_t n, const char *key);
-int build_env(start_ctx_t *x, const StartProcess *sp, const user_id_t *u, int set_user);
-int open_pty(const StartProcess *sp, int *master, int *slave, uint8_t *veof);
-int make_pipe(int fds[2], int parent_end);
+void proc_ctx_free(start_ctx_t *x);
+const char *proc_env_get(char **envp, size_t n, const char *key);
+int proc_env_build(start_ctx_t *x, const StartProcess *sp, const user_id_t *u, int set_user);
+int proc_pty_open(const StartProcess *sp, int *master, int *slave, uint8_t *veof);
+int proc_pipe_make(int fds[2], int parent_end);
 
 /* proc_start.c */
-char *xstrdup(const char *s);
-void start_job_orphan(start_job_t *j);
+char *proc_strdup_utf8(const char *s);
+void proc_start_job_orphan(start_job_t *j);
 
 #endif

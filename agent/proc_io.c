@@ -22,19 +22,19 @@
 /* The buffer the next read of any process's output goes into: a large read
  * becomes that process's log chunk as it is (no copy), and a new buffer is
  * made for the next one. */
-uint8_t *g_rbuf;
+uint8_t *proc_rbuf;
 static uint8_t g_scratch[OUTLOG_LINE_MAX];
 
 /* ------------------------------------------------------------ streams */
 
-void wake_streams(proc_t *p, int followers_only)
+void proc_wake_streams(proc_t *p, int followers_only)
 {
     for (pstream_t *s = p->streams; s; s = s->next)
         if (!followers_only || s->kind == PS_FOLLOW)
             stream_wake(&s->base);
 }
 
-void attach_stream(proc_t *p, pstream_t *s)
+void proc_stream_attach(proc_t *p, pstream_t *s)
 {
     s->p = p;
     p->refs++;
@@ -51,11 +51,11 @@ static void reading_resume(proc_t *p)
         return;
     p->read_paused = 0;
     if (p->fd_out >= 0)
-        ev_io_start(g_loop, &p->r_out);
+        ev_io_start(proc_loop, &p->r_out);
     if (p->fd_err >= 0)
-        ev_io_start(g_loop, &p->r_err);
+        ev_io_start(proc_loop, &p->r_err);
     if (!p->running && !p->final)
-        ev_timer_again(g_loop, &p->t_drain);
+        ev_timer_again(proc_loop, &p->t_drain);
 }
 
 /* A waiting write is over (written, failed or cancelled): its data goes and
@@ -74,12 +74,12 @@ static void write_release(pstream_t *s)
     }
 }
 
-void pstream_destroy(stream_t *base)
+void proc_stream_destroy(stream_t *base)
 {
     pstream_t *s = (pstream_t *)base;
     proc_t *p = s->p;
     if (s->job)
-        start_job_orphan(s->job); /* the process still starts; nobody hears of it */
+        proc_start_job_orphan(s->job); /* the process still starts; nobody hears of it */
     write_release(s);
     if (s->start_req)
         sandbox__agent__v1__start_process__free_unpacked(s->start_req, NULL);
@@ -99,9 +99,9 @@ void pstream_destroy(stream_t *base)
             /* A CloseStdin waiting behind the cancelled write closes now,
              * or it would never happen. */
             if (!p->wq_head && p->close_stdin_pending)
-                stdin_close(p);
+                proc_stdin_close(p);
             else if (!p->wq_head)
-                ev_io_stop(g_loop, &p->w_in);
+                ev_io_stop(proc_loop, &p->w_in);
         }
         if (s->kind != PS_WRITE) {
             if (s->prev)
@@ -111,12 +111,12 @@ void pstream_destroy(stream_t *base)
             if (s->next)
                 s->next->prev = s->prev;
         }
-        unref(p);
+        proc_unref(p);
     }
     free(s);
 }
 
-void fill_exit(const proc_t *p, ProcessExit *e)
+void proc_fill_exit(const proc_t *p, ProcessExit *e)
 {
     if (WIFSIGNALED(p->status)) {
         e->signal = WTERMSIG(p->status);
@@ -146,14 +146,14 @@ static stream_status_t send_exit(pstream_t *s)
 {
     Response r = RESPONSE_INIT;
     ProcessExit e = SANDBOX__AGENT__V1__PROCESS_EXIT__INIT;
-    fill_exit(s->p, &e);
+    proc_fill_exit(s->p, &e);
     r.result_case = RES(EXIT);
     r.exit = &e;
     conn_send(s->base.conn, s->base.id, 1, &r);
     return STREAM_DONE;
 }
 
-stream_status_t send_ack(conn_t *c, uint64_t id)
+stream_status_t proc_send_ack(conn_t *c, uint64_t id)
 {
     Response r = RESPONSE_INIT;
     Ack ack = SANDBOX__AGENT__V1__ACK__INIT;
@@ -217,7 +217,7 @@ static stream_status_t follow_next(stream_t *base)
     } else if (p->final) {
         return send_exit(s);
     } else if (s->no_wait) {
-        return send_ack(base->conn, base->id);
+        return proc_send_ack(base->conn, base->id);
     } else {
         return STREAM_WAIT;
     }
@@ -240,7 +240,7 @@ static stream_status_t write_next(stream_t *base)
     if (s->result == 0)
         return STREAM_WAIT;
     if (s->result > 0)
-        return send_ack(base->conn, base->id);
+        return proc_send_ack(base->conn, base->id);
     conn_send_errno(base->conn, base->id, s->result == -EPIPE ? -EPIPE : s->result,
                     "stdin of process %d: %s", (int)s->p->pid,
                     s->result == -EPIPE ? "closed (the process exited or closed it)"
@@ -248,23 +248,23 @@ static stream_status_t write_next(stream_t *base)
     return STREAM_DONE;
 }
 
-const stream_ops_t follow_ops = {
+const stream_ops_t proc_follow_ops = {
     .name = "follow",
     .next = follow_next,
-    .destroy = pstream_destroy,
+    .destroy = proc_stream_destroy,
 };
-const stream_ops_t wait_ops = {
+const stream_ops_t proc_wait_ops = {
     .name = "wait",
     .next = wait_next,
-    .destroy = pstream_destroy,
+    .destroy = proc_stream_destroy,
 };
-const stream_ops_t write_ops = {
+const stream_ops_t proc_write_ops = {
     .name = "write_stdin",
     .next = write_next,
-    .destroy = pstream_destroy,
+    .destroy = proc_stream_destroy,
 };
 
-pstream_t *pstream_new(const stream_ops_t *ops, enum pkind kind)
+pstream_t *proc_stream_new(const stream_ops_t *ops, enum pkind kind)
 {
     pstream_t *s = calloc(1, sizeof *s);
     if (s) {
@@ -276,11 +276,11 @@ pstream_t *pstream_new(const stream_ops_t *ops, enum pkind kind)
 
 /* Register s as the stream answering id. On failure s is destroyed and the
  * error answered; returns 0 or -errno. */
-int stream_register(conn_t *c, uint64_t id, pstream_t *s, const char *op)
+int proc_stream_register(conn_t *c, uint64_t id, pstream_t *s, const char *op)
 {
     int rc = conn_stream_add(c, &s->base, id);
     if (rc < 0) {
-        pstream_destroy(&s->base);
+        proc_stream_destroy(&s->base);
         conn_send_errno(c, id, rc, "%s: %s", op,
                         rc == -EMFILE ? "too many requests in flight on this connection"
                                       : strerror(-rc));
@@ -290,9 +290,9 @@ int stream_register(conn_t *c, uint64_t id, pstream_t *s, const char *op)
 
 /* ------------------------------------------------------------ stdin */
 
-void stdin_close(proc_t *p)
+void proc_stdin_close(proc_t *p)
 {
-    ev_io_stop(g_loop, &p->w_in);
+    ev_io_stop(proc_loop, &p->w_in);
     if (p->fd_in >= 0) {
         close(p->fd_in);
         p->fd_in = -1;
@@ -300,9 +300,9 @@ void stdin_close(proc_t *p)
     p->close_stdin_pending = 0;
 }
 
-int stdin_fd(const proc_t *p) { return p->pty ? p->fd_out : p->fd_in; }
+int proc_stdin_fd(const proc_t *p) { return p->pty ? p->fd_out : p->fd_in; }
 
-void stdin_fail_all(proc_t *p, int err)
+void proc_stdin_fail_all(proc_t *p, int err)
 {
     while (p->wq_head) {
         pstream_t *s = p->wq_head;
@@ -313,13 +313,13 @@ void stdin_fail_all(proc_t *p, int err)
         stream_wake(&s->base);
     }
     p->wq_tail = NULL;
-    ev_io_stop(g_loop, &p->w_in);
+    ev_io_stop(proc_loop, &p->w_in);
 }
 
 /* Write queued stdin data while the pipe accepts it. */
 static void stdin_pump(proc_t *p)
 {
-    int fd = stdin_fd(p);
+    int fd = proc_stdin_fd(p);
     while (p->wq_head) {
         pstream_t *s = p->wq_head;
         ssize_t n = write(fd, s->data + s->off, s->len - s->off);
@@ -328,9 +328,9 @@ static void stdin_pump(proc_t *p)
                 continue;
             if (errno == EAGAIN)
                 break;
-            stdin_fail_all(p, -errno);
+            proc_stdin_fail_all(p, -errno);
             if (!p->pty)
-                stdin_close(p);
+                proc_stdin_close(p);
             return;
         }
         s->off += (size_t)n;
@@ -345,34 +345,34 @@ static void stdin_pump(proc_t *p)
         }
     }
     if (p->wq_head) {
-        ev_io_start(g_loop, &p->w_in);
+        ev_io_start(proc_loop, &p->w_in);
         return;
     }
-    ev_io_stop(g_loop, &p->w_in);
+    ev_io_stop(proc_loop, &p->w_in);
     if (p->close_stdin_pending)
-        stdin_close(p);
+        proc_stdin_close(p);
 }
 
-void on_stdin_writable(struct ev_loop *loop, ev_io *w, int revents)
+void proc_on_stdin_writable(struct ev_loop *loop, ev_io *w, int revents)
 {
     stdin_pump(w->data);
 }
 
 /* ------------------------------------------------------------ output */
 
-void close_output(proc_t *p, ev_io *w, int *fd)
+void proc_output_close(proc_t *p, ev_io *w, int *fd)
 {
-    ev_io_stop(g_loop, w);
+    ev_io_stop(proc_loop, w);
     /* On a PTY the master is stdin too: its write watcher goes first. */
     if (p->pty && fd == &p->fd_out)
-        ev_io_stop(g_loop, &p->w_in);
+        ev_io_stop(proc_loop, &p->w_in);
     if (*fd >= 0) {
         close(*fd);
         *fd = -1;
     }
 }
 
-void on_output(struct ev_loop *loop, ev_io *w, int revents)
+void proc_on_output(struct ev_loop *loop, ev_io *w, int revents)
 {
     proc_t *p = w->data;
     int is_err = w == &p->r_err;
@@ -381,12 +381,12 @@ void on_output(struct ev_loop *loop, ev_io *w, int revents)
     ssize_t n;
     int taken = 0;
 
-    if (!g_rbuf && !(g_rbuf = outlog_buf_new(READ_SIZE)))
+    if (!proc_rbuf && !(proc_rbuf = outlog_buf_new(READ_SIZE)))
         return; /* out of memory: the pipe waits, the next turn tries again */
-    n = read(*fd, g_rbuf, READ_SIZE);
+    n = read(*fd, proc_rbuf, READ_SIZE);
     if (n > 0) {
-        uint8_t *data = g_rbuf;
-        if (outlog_append_buf(&p->log, stream, g_rbuf, (size_t)n,
+        uint8_t *data = proc_rbuf;
+        if (outlog_append_buf(&p->log, stream, proc_rbuf, (size_t)n,
                               (uint64_t)(ev_now(loop) * 1e9), &taken) < 0) {
             /* Followers learn of it as a gap, never as silence. */
             log_error("process %d: out of memory for output; %zd bytes dropped", (int)p->pid, n);
@@ -395,7 +395,7 @@ void on_output(struct ev_loop *loop, ev_io *w, int revents)
             svc_output(p->svc, data, (size_t)n); /* an output probe; the log holds data now */
         }
         if (taken)
-            g_rbuf = NULL;
+            proc_rbuf = NULL;
         /* A process that fills the pipe gets a bigger one: fewer wakeups
          * for bulk output, no cost for short commands. */
         if (!p->big_pipes && (size_t)n >= 65536 && !p->pty) {
@@ -405,7 +405,7 @@ void on_output(struct ev_loop *loop, ev_io *w, int revents)
             if (p->fd_err >= 0)
                 fcntl(p->fd_err, F_SETPIPE_SZ, PIPE_BIG);
         }
-        wake_streams(p, 1);
+        proc_wake_streams(p, 1);
         if (outlog_paused(&p->log)) {
             p->read_paused = 1;
             ev_io_stop(loop, &p->r_out);
@@ -414,9 +414,9 @@ void on_output(struct ev_loop *loop, ev_io *w, int revents)
         } else if (!p->running) {
             ev_timer_again(loop, &p->t_drain);
         }
-        if (g_kept_bytes + g_kept_meta > g_config.max_kept_output) {
-            enforce_caps();
-            trim_running(p);
+        if (proc_kept_bytes + proc_kept_meta > g_config.max_kept_output) {
+            proc_enforce_caps();
+            proc_trim_running(p);
         }
         return;
     }
@@ -426,11 +426,11 @@ void on_output(struct ev_loop *loop, ev_io *w, int revents)
     if (n < 0 && errno != EIO)
         log_warn("process %d: read %s: %s", (int)p->pid, is_err ? "stderr" : "stdout",
                  strerror(errno));
-    close_output(p, w, fd);
+    proc_output_close(p, w, fd);
     if (p->pty)
-        stdin_fail_all(p, -EIO); /* its stdin was that pty */
+        proc_stdin_fail_all(p, -EIO); /* its stdin was that pty */
     if (!p->running && p->fd_out < 0 && p->fd_err < 0)
-        finalize(p);
+        proc_finalize(p);
 }
 
 /* The leader exited DRAIN_IDLE_MS ago with no output since: whatever still
@@ -441,7 +441,7 @@ static int fd_readable(int fd)
     return fd >= 0 && poll(&pfd, 1, 0) == 1;
 }
 
-void on_drain_idle(struct ev_loop *loop, ev_timer *w, int revents)
+void proc_on_drain_idle(struct ev_loop *loop, ev_timer *w, int revents)
 {
     proc_t *p = w->data;
     /* A loop that comes late runs this timer before the pipes' read
@@ -450,7 +450,7 @@ void on_drain_idle(struct ev_loop *loop, ev_timer *w, int revents)
      * timer, repeating, looks again. */
     if (fd_readable(p->fd_out) || fd_readable(p->fd_err))
         return;
-    close_output(p, &p->r_out, &p->fd_out);
-    close_output(p, &p->r_err, &p->fd_err);
-    finalize(p);
+    proc_output_close(p, &p->r_out, &p->fd_out);
+    proc_output_close(p, &p->r_err, &p->fd_err);
+    proc_finalize(p);
 }

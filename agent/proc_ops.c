@@ -21,7 +21,7 @@ static proc_t *lookup(conn_t *c, uint64_t id, uint32_t pid, const char *op)
         conn_send_error(c, id, CODE(INVALID_ARGUMENT), 0, "%s: pid 0 is not a process", op);
         return NULL;
     }
-    if (!(p = find_pid(pid)))
+    if (!(p = proc_find_pid(pid)))
         conn_send_error(c, id, CODE(NOT_FOUND), ESRCH,
                         "%s: process %u: not started by this agent, or already forgotten", op,
                         pid);
@@ -43,7 +43,7 @@ void proc_handle_follow(conn_t *c, const Request *req)
     } else if (!(p = lookup(c, req->id, f->pid, "follow"))) {
         return;
     }
-    if (!(s = pstream_new(&follow_ops, PS_FOLLOW))) {
+    if (!(s = proc_stream_new(&proc_follow_ops, PS_FOLLOW))) {
         conn_send_error(c, req->id, CODE(RESOURCE_EXHAUSTED), ENOMEM, "follow: out of memory");
         return;
     }
@@ -61,8 +61,8 @@ void proc_handle_follow(conn_t *c, const Request *req)
     s->no_wait = f->no_wait;
     if (p->svc)
         svc_follow_init(p->svc, &s->sf, s->cur.seq);
-    attach_stream(p, s);
-    stream_register(c, req->id, s, "follow");
+    proc_stream_attach(p, s);
+    proc_stream_register(c, req->id, s, "follow");
 }
 
 void proc_handle_wait(conn_t *c, const Request *req)
@@ -71,12 +71,12 @@ void proc_handle_wait(conn_t *c, const Request *req)
     pstream_t *s;
     if (!p)
         return;
-    if (!(s = pstream_new(&wait_ops, PS_WAIT))) {
+    if (!(s = proc_stream_new(&proc_wait_ops, PS_WAIT))) {
         conn_send_error(c, req->id, CODE(RESOURCE_EXHAUSTED), ENOMEM, "wait: out of memory");
         return;
     }
-    attach_stream(p, s);
-    stream_register(c, req->id, s, "wait");
+    proc_stream_attach(p, s);
+    proc_stream_register(c, req->id, s, "wait");
 }
 
 void proc_handle_signal(conn_t *c, const Request *req)
@@ -112,17 +112,17 @@ void proc_handle_signal(conn_t *c, const Request *req)
                             sg->signal, (int)p->pid, strerror(-rc));
             return;
         }
-        send_ack(c, req->id);
+        proc_send_ack(c, req->id);
         return;
     }
     if (sg->group && sg->signal == SIGKILL) {
         /* cgroup.kill, or without cgroups the group until it is empty, and
          * what left it: either way the whole tree. */
-        signal_all(p, SIGKILL);
-        send_ack(c, req->id);
+        proc_signal_all(p, SIGKILL);
+        proc_send_ack(c, req->id);
         return;
     }
-    int rc = sg->group ? group_signal(p, sg->signal) : leader_signal(p, sg->signal);
+    int rc = sg->group ? proc_signal_group(p, sg->signal) : proc_signal_leader(p, sg->signal);
     if (rc == -ESRCH) {
         conn_send_error(c, req->id, CODE(FAILED_PRECONDITION), ESRCH,
                         "signal: process %d has already exited", (int)p->pid);
@@ -133,7 +133,7 @@ void proc_handle_signal(conn_t *c, const Request *req)
                         sg->group ? "process group" : "process", (int)p->pid, strerror(-rc));
         return;
     }
-    send_ack(c, req->id);
+    proc_send_ack(c, req->id);
 }
 
 void proc_handle_write_stdin(conn_t *c, const Request *req)
@@ -153,7 +153,7 @@ void proc_handle_write_stdin(conn_t *c, const Request *req)
                         (int)p->pid);
         return;
     }
-    fd = stdin_fd(p);
+    fd = proc_stdin_fd(p);
     if (fd < 0 || p->final || p->close_stdin_pending) {
         conn_send_error(c, req->id, CODE(FAILED_PRECONDITION), EPIPE,
                         "write_stdin: stdin of process %d is closed", (int)p->pid);
@@ -175,17 +175,17 @@ void proc_handle_write_stdin(conn_t *c, const Request *req)
         done += (size_t)n;
     }
     if (done == w->data.len) {
-        send_ack(c, req->id);
+        proc_send_ack(c, req->id);
         return;
     }
-    if (!(s = pstream_new(&write_ops, PS_WRITE))) {
+    if (!(s = proc_stream_new(&proc_write_ops, PS_WRITE))) {
         conn_send_error(c, req->id, CODE(RESOURCE_EXHAUSTED), ENOMEM,
                         "write_stdin: out of memory");
         return;
     }
     s->p = p;
     p->refs++;
-    if (stream_register(c, req->id, s, "write_stdin") < 0)
+    if (proc_stream_register(c, req->id, s, "write_stdin") < 0)
         return;
     /* The rest waits for the pipe. The request's buffer is taken, not
      * copied (protobuf-c allocated it on its own), and counted like an
@@ -212,7 +212,7 @@ void proc_handle_write_stdin(conn_t *c, const Request *req)
     else
         p->wq_head = s;
     p->wq_tail = s;
-    ev_io_start(g_loop, &p->w_in);
+    ev_io_start(proc_loop, &p->w_in);
 }
 
 void proc_handle_close_stdin(conn_t *c, const Request *req)
@@ -240,9 +240,9 @@ void proc_handle_close_stdin(conn_t *c, const Request *req)
     } else if (p->wq_head) {
         p->close_stdin_pending = 1; /* after the queued writes */
     } else {
-        stdin_close(p);
+        proc_stdin_close(p);
     }
-    send_ack(c, req->id);
+    proc_send_ack(c, req->id);
 }
 
 void proc_handle_resize(conn_t *c, const Request *req)
@@ -274,7 +274,7 @@ void proc_handle_resize(conn_t *c, const Request *req)
                         strerror(errno));
         return;
     }
-    send_ack(c, req->id);
+    proc_send_ack(c, req->id);
 }
 
 static void fill_info(const proc_t *p, ProcessInfo *in, ProcessExit *ex, int with_args)
@@ -289,7 +289,7 @@ static void fill_info(const proc_t *p, ProcessInfo *in, ProcessExit *ex, int wit
     in->state = p->running ? SANDBOX__AGENT__V1__PROCESS_STATE__RUNNING
                            : SANDBOX__AGENT__V1__PROCESS_STATE__EXITED;
     if (!p->running) {
-        fill_exit(p, ex);
+        proc_fill_exit(p, ex);
         in->exit = ex;
         in->ended_at_unix_nano = p->ended;
     }
@@ -380,7 +380,7 @@ void proc_handle_list(conn_t *c, const Request *req)
     Response r = RESPONSE_INIT;
     ProcessList pl = SANDBOX__AGENT__V1__PROCESS_LIST__INIT;
 
-    for (proc_t *p = g_all_head; p; p = p->next)
+    for (proc_t *p = proc_all_head; p; p = p->next)
         if (all || listed(p))
             cap++;
     if (cap && (!(infos = calloc(cap, sizeof *infos)) || !(ptrs = calloc(cap, sizeof *ptrs)) ||
@@ -390,7 +390,7 @@ void proc_handle_list(conn_t *c, const Request *req)
     }
     r.result_case = RES(PROCESSES);
     r.processes = &pl;
-    for (proc_t *p = g_all_head; p; p = p->next) {
+    for (proc_t *p = proc_all_head; p; p = p->next) {
         if (!all && !listed(p))
             continue;
         ProcessInfo *in = &infos[n];
@@ -439,6 +439,6 @@ void proc_handle_forget(conn_t *c, const Request *req)
                                      : "still delivering its output");
         return;
     }
-    table_remove(p);
-    send_ack(c, req->id);
+    proc_table_remove(p);
+    proc_send_ack(c, req->id);
 }

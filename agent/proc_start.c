@@ -36,7 +36,7 @@
  * must be UTF-8: protobuf-c does not check what a client sent, so a tag,
  * command or argument that is not UTF-8 is kept with U+FFFD in its place
  * (a strict client could not parse the answer otherwise). */
-char *xstrdup(const char *s) { return util_utf8_sanitize(s ? s : "", s ? strlen(s) : 0); }
+char *proc_strdup_utf8(const char *s) { return util_utf8_sanitize(s ? s : "", s ? strlen(s) : 0); }
 
 static void send_started(conn_t *c, uint64_t id, int done, const proc_t *p)
 {
@@ -106,7 +106,7 @@ struct start_job {
     cg_leaf_t *cg; /* the process's cgroup, until the record takes it */
 };
 
-void start_job_orphan(start_job_t *j)
+void proc_start_job_orphan(start_job_t *j)
 {
     j->s = NULL;
 }
@@ -118,13 +118,13 @@ static void start_job_free(start_job_t *j)
     if (j->cg && !j->rec)
         cg_leaf_release(j->cg);
     cg_leaf_unref(j->cg);
-    ctx_free(&j->x);
+    proc_ctx_free(&j->x);
     if (j->svc)
         svc_free(j->svc);
     if (j->sp)
         sandbox__agent__v1__start_process__free_unpacked(j->sp, NULL);
     if (j->rec)
-        unref(j->rec);
+        proc_unref(j->rec);
     free(j);
 }
 
@@ -161,14 +161,14 @@ static stream_status_t start_next(stream_t *base)
     s->attached = 1;
     if (s->p->svc)
         svc_follow_init(s->p->svc, &s->sf, s->cur.seq);
-    base->ops = &follow_ops;
+    base->ops = &proc_follow_ops;
     return STREAM_MORE;
 }
 
 static const stream_ops_t start_ops = {
     .name = "start",
     .next = start_next,
-    .destroy = pstream_destroy,
+    .destroy = proc_stream_destroy,
 };
 
 /* A new record: what stays the same across a service's runs (identity,
@@ -187,27 +187,27 @@ static proc_t *record_new(start_job_t *j)
     uint64_t window = sp->output_window ? sp->output_window : g_config.default_output_window;
     window = SA_MAX(window, MIN_WINDOW);
     window = SA_MIN(window, g_config.max_kept_output);
-    outlog_init(&p->log, window, sp->lossless, &g_kept_bytes);
-    p->command = xstrdup(sp->command);
-    p->tag = sp->tag && sp->tag[0] ? xstrdup(sp->tag) : NULL;
-    p->cwd = xstrdup(sp->cwd);
-    p->user = xstrdup(j->set_user || (sp->user && sp->user[0]) ? sp->user : j->u.name);
+    outlog_init(&p->log, window, sp->lossless, &proc_kept_bytes);
+    p->command = proc_strdup_utf8(sp->command);
+    p->tag = sp->tag && sp->tag[0] ? proc_strdup_utf8(sp->tag) : NULL;
+    p->cwd = proc_strdup_utf8(sp->cwd);
+    p->user = proc_strdup_utf8(j->set_user || (sp->user && sp->user[0]) ? sp->user : j->u.name);
     p->args = calloc(sp->n_args ? sp->n_args : 1, sizeof *p->args);
     p->meta = META_OVERHEAD + strlen(sp->command) + strlen(p->cwd ? p->cwd : "");
     if (p->args) {
         for (size_t i = 0; i < sp->n_args; i++) {
-            if (!(p->args[i] = xstrdup(sp->args[i])))
+            if (!(p->args[i] = proc_strdup_utf8(sp->args[i])))
                 break;
             p->n_args++;
             p->meta += strlen(sp->args[i]) + sizeof(char *);
         }
     }
-    ev_init(&p->r_out, on_output);
-    ev_init(&p->r_err, on_output);
-    ev_init(&p->w_in, on_stdin_writable);
-    ev_init(&p->t_timeout, on_timeout);
-    ev_init(&p->t_kill, on_kill);
-    ev_init(&p->t_drain, on_drain_idle);
+    ev_init(&p->r_out, proc_on_output);
+    ev_init(&p->r_err, proc_on_output);
+    ev_init(&p->w_in, proc_on_stdin_writable);
+    ev_init(&p->t_timeout, proc_on_timeout);
+    ev_init(&p->t_kill, proc_on_kill);
+    ev_init(&p->t_drain, proc_on_drain_idle);
     p->r_out.data = p->r_err.data = p->w_in.data = p;
     p->t_timeout.data = p->t_kill.data = p->t_drain.data = p;
     p->cg = j->cg;
@@ -248,22 +248,22 @@ static void run_begin(proc_t *p, start_job_t *j, pid_t pid)
      * pipes paused too. */
     p->read_paused = outlog_paused(&p->log);
     if (!p->read_paused) {
-        ev_io_start(g_loop, &p->r_out);
+        ev_io_start(proc_loop, &p->r_out);
         if (p->fd_err >= 0)
-            ev_io_start(g_loop, &p->r_err);
+            ev_io_start(proc_loop, &p->r_err);
     }
     if (sp->timeout_ms) {
         ev_timer_set(&p->t_timeout, sp->timeout_ms / 1000.0, 0);
-        ev_timer_start(g_loop, &p->t_timeout);
+        ev_timer_start(proc_loop, &p->t_timeout);
     }
     if (p->in_table) {
-        table_rekey(p, pid);
+        proc_table_rekey(p, pid);
     } else {
         p->pid = pid;
-        table_add(p);
-        g_kept_meta += p->meta;
+        proc_table_add(p);
+        proc_kept_meta += p->meta;
     }
-    g_running++;
+    proc_n_running++;
     if (p->svc)
         svc_run_started(p->svc, pid, p->log.next_seq);
 }
@@ -279,7 +279,7 @@ static void start_done(spawn_job_t *sj)
     pid_t pid = sj->pid;
     proc_t *p = j->rec;
 
-    g_spawning--;
+    proc_n_spawning--;
     if (s) {
         s->job = NULL;
         s->start_rc = sj->rc;
@@ -312,30 +312,30 @@ static void start_done(spawn_job_t *sj)
      * waits in the stash. Otherwise it is unreaped (only this thread
      * reaps), so its pidfd names exactly it. */
     int stashed;
-    if (!stash_take(pid, j->t0, &stashed)) {
+    if (!proc_stash_take(pid, j->t0, &stashed)) {
         p->pidfd = (int)syscall(SYS_pidfd_open, pid, 0);
         if (p->pidfd < 0 && errno != ENOSYS)
             log_debug("process %d: pidfd_open: %s", (int)pid, strerror(errno));
     } else {
-        leader_exited(p, stashed);
+        proc_leader_exited(p, stashed);
     }
     log_debug("started process %d: %s (%zu args)", (int)pid, sp->command, sp->n_args);
-    if (g_shutdown_done) {
+    if (proc_shutdown_done) {
         /* Started while the agent was stopping: it goes with the rest. */
-        group_signal(p, SIGTERM);
+        proc_signal_group(p, SIGTERM);
         p->stop_group = 1;
-        if (!ev_is_active(&g_shutdown_kill)) {
-            ev_timer_set(&g_shutdown_kill, g_config.kill_grace_ms / 1000.0, 0);
-            ev_timer_start(g_loop, &g_shutdown_kill);
+        if (!ev_is_active(&proc_shutdown_timer)) {
+            ev_timer_set(&proc_shutdown_timer, g_config.kill_grace_ms / 1000.0, 0);
+            ev_timer_start(proc_loop, &proc_shutdown_timer);
         }
     }
     if (s)
-        attach_stream(p, s);
+        proc_stream_attach(p, s);
     if (j->rec)
-        wake_streams(p, 0); /* followers: ProcessRestarted */
+        proc_wake_streams(p, 0); /* followers: ProcessRestarted */
 out:
-    if (!g_spawning)
-        stash_clear(); /* no start left to claim an exit */
+    if (!proc_n_spawning)
+        proc_stash_clear(); /* no start left to claim an exit */
     if (s) {
         /* The request is the stream's now, for an error message. */
         s->start_req = j->sp;
@@ -343,8 +343,8 @@ out:
         stream_wake(&s->base);
     }
     start_job_free(j);
-    if (g_shutdown_done)
-        shutdown_check();
+    if (proc_shutdown_done)
+        proc_shutdown_check();
 }
 
 /* Why a start was refused before anything ran. */
@@ -494,11 +494,11 @@ static int start_prepare(const StartProcess *sp, proc_t *rec, start_job_t **jp, 
         return start_refuse(e, CODE(INVALID_ARGUMENT), 0,
                             "start: pty size %ux%u is out of range (1..65535)", sp->pty->rows,
                             sp->pty->cols);
-    if (g_shutdown_done)
+    if (proc_shutdown_done)
         return start_refuse(e, CODE(UNAVAILABLE), 0, "start: the agent is shutting down");
     /* Services waiting to restart count: each holds its record and log. A
      * service's own next run is not counted twice. */
-    unsigned busy = g_running + g_spawning + svc_count_waiting() - (rec ? 1 : 0);
+    unsigned busy = proc_n_running + proc_n_spawning + svc_count_waiting() - (rec ? 1 : 0);
     if (busy >= g_config.max_processes)
         return start_refuse(e, CODE(RESOURCE_EXHAUSTED), 0,
                             "start: %u processes are running or waiting to restart, the limit "
@@ -515,7 +515,7 @@ static int start_prepare(const StartProcess *sp, proc_t *rec, start_job_t **jp, 
         rec->refs++;
     } else if (svc_wanted(sp)) {
         int code = 0;
-        if (!(j->svc = svc_new(g_loop, sp, &code, err, sizeof err))) {
+        if (!(j->svc = svc_new(proc_loop, sp, &code, err, sizeof err))) {
             start_refuse(e, code, 0, "start: %s", err);
             goto fail;
         }
@@ -547,13 +547,13 @@ static int start_prepare(const StartProcess *sp, proc_t *rec, start_job_t **jp, 
     j->x.argv[0] = sp->command;
     for (size_t i = 0; i < sp->n_args; i++)
         j->x.argv[i + 1] = sp->args[i];
-    if ((rc = build_env(&j->x, sp, &j->u, set_user)) < 0)
+    if ((rc = proc_env_build(&j->x, sp, &j->u, set_user)) < 0)
         goto nomem;
-    const char *path = env_get(j->x.envp, (size_t)rc, "PATH");
+    const char *path = proc_env_get(j->x.envp, (size_t)rc, "PATH");
 
     sr = &j->sj.req;
     if (sp->pty) {
-        if ((rc = open_pty(sp, &master, &slave, &j->veof)) < 0) {
+        if ((rc = proc_pty_open(sp, &master, &slave, &j->veof)) < 0) {
             snprintf(err, sizeof err, "start: cannot open a pseudo-terminal: %s", strerror(-rc));
             start_refuse_errno(e, rc, err);
             goto fail;
@@ -563,21 +563,21 @@ static int start_prepare(const StartProcess *sp, proc_t *rec, start_job_t **jp, 
         sr->fd_in = sr->fd_out = sr->fd_err = slave;
         sr->pty = 1;
     } else {
-        if ((rc = make_pipe(out, 0)) < 0)
+        if ((rc = proc_pipe_make(out, 0)) < 0)
             goto pipe_fail;
         j->x.fds[j->x.n_fds++] = out[0];
         j->x.fds[j->x.n_fds++] = out[1];
-        if ((rc = make_pipe(errp, 0)) < 0)
+        if ((rc = proc_pipe_make(errp, 0)) < 0)
             goto pipe_fail;
         j->x.fds[j->x.n_fds++] = errp[0];
         j->x.fds[j->x.n_fds++] = errp[1];
         if (sp->stdin_mode == SANDBOX__AGENT__V1__STDIN_MODE__STDIN_PIPE) {
-            if ((rc = make_pipe(in, 1)) < 0)
+            if ((rc = proc_pipe_make(in, 1)) < 0)
                 goto pipe_fail;
             j->x.fds[j->x.n_fds++] = in[0];
             j->x.fds[j->x.n_fds++] = in[1];
         }
-        sr->fd_in = in[0] >= 0 ? in[0] : g_devnull;
+        sr->fd_in = in[0] >= 0 ? in[0] : proc_devnull;
         sr->fd_out = out[1];
         sr->fd_err = errp[1];
     }
@@ -596,8 +596,8 @@ static int start_prepare(const StartProcess *sp, proc_t *rec, start_job_t **jp, 
     sr->gid = j->u.gid;
     sr->n_groups = j->u.n_groups;
     sr->groups = j->u.groups;
-    sr->reset_oom = g_reset_oom;
-    sr->reset_nice = g_reset_nice;
+    sr->reset_oom = proc_reset_oom;
+    sr->reset_nice = proc_reset_nice;
     sr->into_cgroup = j->cg != NULL;
     sr->cgroup_fd = cg_leaf_fd(j->cg);
     sr->cgroup_by_procs = j->cg && !cg_leaf_clone_ok(j->cg);
@@ -624,10 +624,10 @@ fail:
 static void start_launch(start_job_t *j, int here)
 {
     static unsigned last_turn;
-    unsigned turn = ev_iteration(g_loop);
+    unsigned turn = ev_iteration(proc_loop);
     j->t0 = util_now_mono_nano();
-    g_spawning++;
-    if (here || (g_spawning == 1 && last_turn != turn + 1)) {
+    proc_n_spawning++;
+    if (here || (proc_n_spawning == 1 && last_turn != turn + 1)) {
         last_turn = turn + 1;
         j->sj.rc = spawn_run(&j->sj.req, &j->sj.pid, &j->sj.stage);
         start_done(&j->sj);
@@ -648,7 +648,7 @@ void proc_handle_start(conn_t *c, const Request *req)
         conn_send_error(c, req->id, e.code, e.os_errno, "%s", e.msg);
         return;
     }
-    if (!(s = pstream_new(&start_ops, PS_START))) {
+    if (!(s = proc_stream_new(&start_ops, PS_START))) {
         conn_send_error(c, req->id, CODE(RESOURCE_EXHAUSTED), ENOMEM, "start: out of memory");
         start_job_free(j);
         return;
@@ -659,7 +659,7 @@ void proc_handle_start(conn_t *c, const Request *req)
         conn_send_errno(c, req->id, rc, "start: %s",
                         rc == -EMFILE ? "too many requests in flight on this connection"
                                       : strerror(-rc));
-        pstream_destroy(&s->base);
+        proc_stream_destroy(&s->base);
         start_job_free(j);
         return;
     }
