@@ -1244,7 +1244,87 @@ TEST(children_inherit_no_descriptor_of_work_in_flight)
     tmpdir_remove();
 }
 
+/* Pipes the agent holds now. */
+static int pipe_count(pid_t pid)
+{
+    char path[64], link[64];
+    int n = 0;
+    snprintf(path, sizeof path, "/proc/%d/fd", (int)pid);
+    DIR *d = opendir(path);
+    struct dirent *de;
+    if (!d)
+        return -1;
+    while ((de = readdir(d))) {
+        char fp[340];
+        snprintf(fp, sizeof fp, "%s/%s", path, de->d_name);
+        ssize_t k = readlink(fp, link, sizeof link - 1);
+        if (k > 0 && (link[k] = 0, !strncmp(link, "pipe:", 5)))
+            n++;
+    }
+    closedir(d);
+    return n;
+}
+
+/* A vfork-style child shares the agent's descriptor table until its first
+ * system call gives it a private copy of the few low descriptors its pipes
+ * were put in (spawn.c). With hundreds of connections open, starts that
+ * come together (the spawner thread), a lone one (the loop's thread) and a
+ * PTY one each see only 0, 1 and 2; and once they have ended the agent
+ * holds no pipe of theirs, so those low descriptors were given back. */
+#define MANY_CONNS 200
+#define TOGETHER 12
+TEST(starts_with_many_descriptors_open_inherit_none)
+{
+    agent_t a;
+    const char *argv[] = {"/bin/sh", "-c", "ls /proc/self/fd | tr '\\n' ' '"};
+    start_opts_t o = {.follow = 1};
+    sa_client_t *many[MANY_CONNS], *sc[TOGETHER];
+    uint64_t ids[TOGETHER];
+    collected_t k;
+
+    agent_start(&a, NULL);
+    sa_client_t *c = agent_connect(&a);
+    for (int i = 0; i < MANY_CONNS; i++)
+        many[i] = agent_connect(&a);
+    for (int i = 0; i < TOGETHER; i++)
+        sc[i] = agent_connect(&a);
+    ping_ok(c);
+    int base = pipe_count(a.pid);
+    for (int round = 0; round < 3; round++) {
+        for (int i = 0; i < TOGETHER; i++)
+            ids[i] = start_send(sc[i], argv, 3, &o);
+        for (int i = 0; i < TOGETHER; i++) {
+            memset(&k, 0, sizeof k);
+            collect_until_done(sc[i], ids[i], &k);
+            ASSERT_EQ(k.exit_code, 0);
+            /* ls's own directory descriptor is 3. */
+            if (k.len != 8 || memcmp(k.data, "0 1 2 3 ", 8))
+                FAIL("a child has descriptors: %.*s", (int)k.len, k.data);
+            collected_free(&k);
+        }
+        start_opts_t t = {.follow = 1, .pty = round == 1};
+        memset(&k, 0, sizeof k);
+        collect_until_done(c, start_send(c, argv, 3, &t), &k);
+        ASSERT_EQ(k.exit_code, 0);
+        if (k.len != 8 || memcmp(k.data, "0 1 2 3 ", 8))
+            FAIL("a lone child has descriptors: %.*s", (int)k.len, k.data);
+        collected_free(&k);
+    }
+    int n = 0;
+    for (int i = 0; i < 500 && (n = pipe_count(a.pid)) > base; i++)
+        usleep(10000);
+    if (n > base)
+        FAIL("the agent holds %d pipes, %d before the starts", n, base);
+    for (int i = 0; i < TOGETHER; i++)
+        sa_client_close(sc[i]);
+    for (int i = 0; i < MANY_CONNS; i++)
+        sa_client_close(many[i]);
+    sa_client_close(c);
+    agent_stop(&a);
+}
+
 TEST_MAIN(TEST_ENTRY(children_inherit_no_descriptor_of_work_in_flight),
+          TEST_ENTRY(starts_with_many_descriptors_open_inherit_none),
           TEST_ENTRY(invalid_utf8_in_string_fields_is_never_echoed_raw),
           TEST_ENTRY(ten_thousand_pipelined_requests), TEST_ENTRY(inflight_limit_then_close),
           TEST_ENTRY(cancel_every_kind_of_stream),
