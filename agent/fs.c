@@ -40,15 +40,13 @@
 #include <sys/syscall.h>
 #include <unistd.h>
 
-static user_id_t g_self; /* the agent's own user: home for relative paths */
-
 /* ------------------------------------------------------------ requests */
 
 int fs_req_user(conn_t *c, uint64_t id, const char *spec, user_id_t *u, int *set)
 {
     char err[256];
     if (!spec || !spec[0]) {
-        *u = g_self;
+        *u = *user_self(); /* its home is the base of relative paths */
         *set = 0;
         return 0;
     }
@@ -363,9 +361,7 @@ int fs_op_guarded(const fsop_t *o) { return o->as_user && o->user.uid != geteuid
 
 int fs_init(struct ev_loop *loop)
 {
-    char err[128];
-    if (user_resolve(NULL, &g_self, err, sizeof err) < 0)
-        snprintf(g_self.home, sizeof g_self.home, "/");
+    user_self(); /* looked up now, not on the loop by the first request */
     return fsw_init(loop);
 }
 

@@ -1,5 +1,6 @@
 /* fs_entry.c - the Entries of file operations: the arena their strings live
- * in, names that may not be UTF-8, uid/gid names, and an Entry from a stat. */
+ * in, names that may not be UTF-8, and an Entry from a stat (with the
+ * owner's names, from user.h). */
 #include "fs.h"
 #include "fs_internal.h"
 
@@ -7,10 +8,7 @@
 
 #include <errno.h>
 #include <fcntl.h>
-#include <grp.h>
 #include <limits.h>
-#include <pthread.h>
-#include <pwd.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -84,49 +82,6 @@ int fs_set_name(fs_arena_t *a, char **str, ProtobufCBinaryData *raw, const char 
 
 /* ------------------------------------------------------------ entries */
 
-/* uid and gid names, shared by the workers: getpw*_r under one lock, with a
- * small cache because a listing asks for the same few ids. */
-#define NAME_CACHE 32
-typedef struct name_ent {
-    unsigned id;
-    int valid, group;
-    char name[64];
-} name_ent_t;
-static name_ent_t g_names[NAME_CACHE];
-static unsigned g_names_next;
-static pthread_mutex_t g_names_mu = PTHREAD_MUTEX_INITIALIZER;
-
-static void id_name(int group, unsigned id, char *out, size_t len)
-{
-    char buf[4096];
-    pthread_mutex_lock(&g_names_mu);
-    for (int i = 0; i < NAME_CACHE; i++) {
-        if (g_names[i].valid && g_names[i].group == group && g_names[i].id == id) {
-            snprintf(out, len, "%s", g_names[i].name);
-            pthread_mutex_unlock(&g_names_mu);
-            return;
-        }
-    }
-    name_ent_t *e = &g_names[g_names_next++ % NAME_CACHE];
-    e->valid = 1;
-    e->group = group;
-    e->id = id;
-    e->name[0] = 0;
-    if (group) {
-        struct group gr, *res = NULL;
-        if (getgrgid_r((gid_t)id, &gr, buf, sizeof buf, &res) == 0 && res)
-            snprintf(e->name, sizeof e->name, "%s", gr.gr_name);
-    } else {
-        struct passwd pw, *res = NULL;
-        if (getpwuid_r((uid_t)id, &pw, buf, sizeof buf, &res) == 0 && res)
-            snprintf(e->name, sizeof e->name, "%s", pw.pw_name);
-    }
-    if (!e->name[0])
-        snprintf(e->name, sizeof e->name, "%u", id);
-    snprintf(out, len, "%s", e->name);
-    pthread_mutex_unlock(&g_names_mu);
-}
-
 static Sandbox__Agent__V1__FileType file_type(mode_t m)
 {
     if (S_ISREG(m))
@@ -165,10 +120,10 @@ int fs_entry_fill(fs_arena_t *a, Entry *e, const char *path, const struct stat *
     e->mode = st->st_mode & 07777;
     e->uid = st->st_uid;
     e->gid = st->st_gid;
-    id_name(0, st->st_uid, nbuf, sizeof nbuf);
+    user_name(st->st_uid, nbuf, sizeof nbuf);
     if (!(e->owner = arena_strndup(a, nbuf, strlen(nbuf))))
         rc = -ENOMEM;
-    id_name(1, st->st_gid, nbuf, sizeof nbuf);
+    user_group_name(st->st_gid, nbuf, sizeof nbuf);
     if (!(e->group = arena_strndup(a, nbuf, strlen(nbuf))))
         rc = -ENOMEM;
     e->mtime_unix_nano = (int64_t)st->st_mtim.tv_sec * 1000000000 + st->st_mtim.tv_nsec;

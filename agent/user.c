@@ -1,9 +1,12 @@
 /* user.c - see user.h. getpwnam and friends may read files or ask NSS; they
- * are called once per request that names a user, never per output byte. */
+ * are called once per request that names a user, never per output byte.
+ * Errors: a negative errno, with a reason written into the caller's buffer;
+ * nothing here answers a request. */
 #include "user.h"
 
 #include <errno.h>
 #include <grp.h>
+#include <pthread.h>
 #include <pwd.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -95,49 +98,70 @@ int user_resolve(const char *spec, user_id_t *out, char *err, size_t errlen)
     return 0;
 }
 
-/* A small cache: ls -l of a big directory asks for the same few ids. */
-#define NAME_CACHE 16
+/* ------------------------------------------------------------ the agent */
+
+const user_id_t *user_self(void)
+{
+    static user_id_t self;
+    static int have;
+    char err[128];
+    if (!have && user_resolve(NULL, &self, err, sizeof err) == 0)
+        have = 1;
+    return &self;
+}
+
+/* ------------------------------------------------------------ id names */
+
+/* uid and gid names, shared by the file workers: getpw*_r under one lock,
+ * with a small cache because a listing asks for the same few ids. */
+#define NAME_CACHE 32
 typedef struct name_ent {
     unsigned id;
-    int valid;
+    int valid, group;
     char name[64];
 } name_ent_t;
+static name_ent_t g_names[NAME_CACHE];
+static unsigned g_names_next;
+static pthread_mutex_t g_names_mu = PTHREAD_MUTEX_INITIALIZER;
 
-static const char *cached_name(name_ent_t *cache, unsigned *next, unsigned id, int is_group,
-                               char *buf, size_t len)
+static const char *id_name(int group, unsigned id, char *out, size_t len)
 {
+    char buf[4096];
+    pthread_mutex_lock(&g_names_mu);
     for (int i = 0; i < NAME_CACHE; i++) {
-        if (cache[i].valid && cache[i].id == id) {
-            snprintf(buf, len, "%s", cache[i].name);
-            return buf;
+        if (g_names[i].valid && g_names[i].group == group && g_names[i].id == id) {
+            snprintf(out, len, "%s", g_names[i].name);
+            pthread_mutex_unlock(&g_names_mu);
+            return out;
         }
     }
-    name_ent_t *e = &cache[(*next)++ % NAME_CACHE];
-    e->id = id;
+    name_ent_t *e = &g_names[g_names_next++ % NAME_CACHE];
     e->valid = 1;
-    if (is_group) {
-        struct group *gr = getgrgid((gid_t)id);
-        snprintf(e->name, sizeof e->name, gr ? "%s" : "%.0s", gr ? gr->gr_name : "");
+    e->group = group;
+    e->id = id;
+    e->name[0] = 0;
+    if (group) {
+        struct group gr, *res = NULL;
+        if (getgrgid_r((gid_t)id, &gr, buf, sizeof buf, &res) == 0 && res)
+            snprintf(e->name, sizeof e->name, "%s", gr.gr_name);
     } else {
-        struct passwd *pw = getpwuid((uid_t)id);
-        snprintf(e->name, sizeof e->name, pw ? "%s" : "%.0s", pw ? pw->pw_name : "");
+        struct passwd pw, *res = NULL;
+        if (getpwuid_r((uid_t)id, &pw, buf, sizeof buf, &res) == 0 && res)
+            snprintf(e->name, sizeof e->name, "%s", pw.pw_name);
     }
     if (!e->name[0])
         snprintf(e->name, sizeof e->name, "%u", id);
-    snprintf(buf, len, "%s", e->name);
-    return buf;
+    snprintf(out, len, "%s", e->name);
+    pthread_mutex_unlock(&g_names_mu);
+    return out;
 }
 
 const char *user_name(uid_t uid, char *buf, size_t len)
 {
-    static name_ent_t cache[NAME_CACHE];
-    static unsigned next;
-    return cached_name(cache, &next, (unsigned)uid, 0, buf, len);
+    return id_name(0, (unsigned)uid, buf, len);
 }
 
-const char *group_name(gid_t gid, char *buf, size_t len)
+const char *user_group_name(gid_t gid, char *buf, size_t len)
 {
-    static name_ent_t cache[NAME_CACHE];
-    static unsigned next;
-    return cached_name(cache, &next, (unsigned)gid, 1, buf, len);
+    return id_name(1, (unsigned)gid, buf, len);
 }

@@ -1,5 +1,6 @@
 /* user.h - resolving who a request acts as: "name", "uid" or "uid:gid",
- * with the user's supplementary groups and home directory. */
+ * with the user's supplementary groups and home directory; the agent's own
+ * identity; uid and gid names. */
 #ifndef SA_USER_H
 #define SA_USER_H
 
@@ -23,8 +24,14 @@ typedef struct user_id {
  * reason in err. */
 int user_resolve(const char *spec, user_id_t *out, char *err, size_t errlen);
 
-/* Name of a uid/gid into buf (the number when unknown). Cached. */
+/* The agent's own user (user_resolve(NULL)), resolved once: its identity
+ * does not change, and a lookup reads nsswitch.conf and passwd. Loop
+ * thread only. */
+const user_id_t *user_self(void);
+
+/* Name of a uid/gid into buf (the number when unknown); returns buf.
+ * Cached, and safe on any thread (the file workers call it). */
 const char *user_name(uid_t uid, char *buf, size_t len);
-const char *group_name(gid_t gid, char *buf, size_t len);
+const char *user_group_name(gid_t gid, char *buf, size_t len);
 
 #endif
