@@ -1,7 +1,7 @@
-/* fs_internal.h - private to fs*.c: the operation base every file request
- * is built on (fsop_t: a stream holding at most one file-worker job, busy
- * while it runs, orphan when its stream went meanwhile), and the helpers the
- * operations share. */
+/* fs_internal.h - private to fs*.c and watch*.c: the operation base every
+ * file request is built on (fsop_t: a stream holding at most one
+ * file-worker job, busy while it runs, orphan when its stream went
+ * meanwhile), and the helpers the operations share. */
 #ifndef SA_FS_INTERNAL_H
 #define SA_FS_INTERNAL_H
 

@@ -46,6 +46,7 @@
 
 #include "config.h"
 #include "fs.h"
+#include "fs_internal.h"
 #include "fsworker.h"
 #include "util.h"
 
@@ -114,14 +115,14 @@ typedef struct added {
     ino_t ino;
 } added_t;
 
+/* A watch stream is a file operation (fsop_t: its stream, its one job at a
+ * time, its user, path and error): the job runs as the user, and a stream
+ * destroyed while it runs is freed by the job's end. */
 struct watch {
-    stream_t base;
-    fsw_job_t job;
-    int busy, orphan, started, ready;
-    int ifd; /* the shared instance, for the worker */
-    int as_user;
-    user_id_t user;
-    char *path;
+    fsop_t o;
+    int started, ready;
+    int walking; /* a job's results wait for watch_settle */
+    int ifd;     /* the shared instance, for the worker */
     int recursive;
     int root_wd;
     sub_t *subs;
@@ -135,15 +136,12 @@ struct watch {
     int capped, jcapped;      /* stopped adding (the bound was reached) */
     size_t nstat;             /* events at the queue's head the job stats */
     size_t nready;            /* events at the head ready to send */
-    fs_arena_t arena;         /* their entries' strings */
     watch_t *gnext, *gprev; /* every watch stream */
     wev_t q[WATCH_QUEUE];
     size_t qhead, qcount;
     int overflow;
     uint32_t moved_cookie; /* a MOVED_FROM waiting for its MOVED_TO */
     char *moved_path;
-    int err;
-    char errmsg[PATH_MAX + 128];
 };
 
 /* The agent's one inotify instance and its wds. Loop thread only. */
@@ -325,13 +323,12 @@ static int sub_add(watch_t *w, int wd, char *path, dev_t dev, ino_t ino)
 
 static void set_err(watch_t *w, int rc, const char *path)
 {
-    if (w->err)
+    if (w->o.err)
         return;
-    w->err = rc;
-    snprintf(w->errmsg, sizeof w->errmsg, "watch '%s': %s%s", path, strerror(-rc),
-             rc == -ENOSPC ? " (the kernel's inotify watch limit, fs.inotify.max_user_watches,"
-                             " is reached)"
-                           : "");
+    fs_op_fail(&w->o, rc, "watch '%s': %s%s", path, strerror(-rc),
+               rc == -ENOSPC ? " (the kernel's inotify watch limit, fs.inotify.max_user_watches,"
+                               " is reached)"
+                             : "");
 }
 
 /* On a worker: watch the file or directory open at fd (path names it for
@@ -395,7 +392,7 @@ static void walk(watch_t *w, int fd, const char *path)
     if (!dir && fd >= 0)
         close(fd);
     while (dir) {
-        DIR *d = fd >= 0 && !w->err && !w->jcapped ? fdopendir(fd) : NULL;
+        DIR *d = fd >= 0 && !w->o.err && !w->jcapped ? fdopendir(fd) : NULL;
         struct dirent *de;
         if (!d && fd >= 0)
             close(fd);
@@ -442,7 +439,7 @@ static void walk(watch_t *w, int fd, const char *path)
             todo_t t = todo[--n];
             struct stat st;
             dir = t.path;
-            fd = w->err || w->jcapped
+            fd = w->o.err || w->jcapped
                      ? -1
                      : open(dir, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
             if (fd >= 0 && (fstat(fd, &st) < 0 || st.st_dev != t.dev || st.st_ino != t.ino)) {
@@ -462,21 +459,21 @@ static void walk(watch_t *w, int fd, const char *path)
 static void setup_walk(watch_t *w)
 {
     struct stat st;
-    int fd = open(w->path, O_PATH | O_CLOEXEC); /* never waits, even on a FIFO */
+    int fd = open(w->o.path, O_PATH | O_CLOEXEC); /* never waits, even on a FIFO */
     if (fd < 0 || fstat(fd, &st) < 0) {
-        set_err(w, -errno, w->path);
+        set_err(w, -errno, w->o.path);
         goto out;
     }
-    int rc = add_fd(w, fd, w->path, &st);
+    int rc = add_fd(w, fd, w->o.path, &st);
     if (rc < 0) {
-        set_err(w, rc == -EDQUOT ? -ENOSPC : rc, w->path);
+        set_err(w, rc == -EDQUOT ? -ENOSPC : rc, w->o.path);
         goto out;
     }
     w->root_wd = rc;
     if (w->recursive && S_ISDIR(st.st_mode)) {
         int dfd = openat(fd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
         if (dfd >= 0)
-            walk(w, dfd, w->path);
+            walk(w, dfd, w->o.path);
     }
 out:
     if (fd >= 0)
@@ -525,37 +522,32 @@ static void grow_free(grow_t *g)
  * to send. */
 static void job_run(fsw_job_t *j)
 {
-    watch_t *w = SA_CONTAINER_OF(j, watch_t, job);
+    watch_t *w = (watch_t *)SA_CONTAINER_OF(j, fsop_t, job);
     if (!w->ready)
         setup_walk(w);
-    for (grow_t *g = w->jgrow; g && !w->err && !w->jcapped; g = g->next)
+    for (grow_t *g = w->jgrow; g && !w->o.err && !w->jcapped; g = g->next)
         grow_one(w, g);
     for (size_t i = 0; i < w->nstat; i++) {
         wev_t *e = &w->q[(w->qhead + i) % WATCH_QUEUE];
         /* The entry as it is now, where it still exists. */
         if (e->path && e->kind != SANDBOX__AGENT__V1__FS_EVENT__KIND__DELETE)
-            e->has_entry = fs_entry_at(&w->arena, &e->entry, AT_FDCWD, e->path, e->path, 0) == 0;
+            e->has_entry = fs_entry_at(&w->o.arena, &e->entry, AT_FDCWD, e->path, e->path, 0) == 0;
     }
 }
-
-static void job_done(fsw_job_t *j);
 
 /* Start the stream's one job, with what waits to be grown and nstat events
  * to stat. */
 static void job_submit(watch_t *w, size_t nstat)
 {
     size_t max = g_config.max_watch_dirs;
-    w->busy = 1;
     w->jgrow = w->grow;
     w->grow = w->grow_tail = NULL;
     w->nstat = nstat;
     w->budget = w->capped ? 0 : max > w->nsubs ? max - w->nsubs : 0;
     w->jcapped = 0;
-    w->job.run = job_run;
-    w->job.done = job_done;
-    w->job.user = w->as_user ? &w->user : NULL;
+    w->walking = 1;
     g_in.walks++;
-    fsw_submit(&w->job);
+    fs_op_submit(&w->o, job_run);
 }
 
 /* --------------------------------------------------------------- events */
@@ -574,7 +566,7 @@ static void enqueue(watch_t *w, int kind, char *path, char *old)
     e->kind = kind;
     e->path = path;
     e->old = old;
-    stream_wake(&w->base);
+    stream_wake(&w->o.base);
 }
 
 static char *join(const char *dir, const char *name)
@@ -617,7 +609,7 @@ static void rename_dirs(watch_t *w, const char *old, const char *now)
  * bound it gets one OVERFLOW and adds nothing more. */
 static void grow_push(watch_t *w, sub_t *s, const char *name, const char *path)
 {
-    if (w->capped || w->err)
+    if (w->capped || w->o.err)
         return;
     if (w->nsubs + w->ngrow >= g_config.max_watch_dirs) {
         w->capped = 1;
@@ -638,7 +630,7 @@ static void grow_push(watch_t *w, sub_t *s, const char *name, const char *path)
         w->grow = g;
     w->grow_tail = g;
     w->ngrow++;
-    if (!w->busy)
+    if (!w->o.busy)
         job_submit(w, 0);
 }
 
@@ -692,7 +684,7 @@ static void handle_event(const struct inotify_event *ev)
     if (ev->mask & IN_Q_OVERFLOW) {
         /* The kernel dropped events of every wd: every stream may miss some. */
         for (watch_t *w = g_in.streams; w; w = w->gnext)
-            if (w->ready && !w->err)
+            if (w->ready && !w->o.err)
                 enqueue(w, SANDBOX__AGENT__V1__FS_EVENT__KIND__OVERFLOW, NULL, NULL);
         return;
     }
@@ -735,7 +727,7 @@ static void handle_event(const struct inotify_event *ev)
      * that wd's list, never removing one here): take next first anyway. */
     for (sub_t *s = k->subs, *next; s; s = next) {
         next = s->knext;
-        if (s->w->ready && !s->w->err)
+        if (s->w->ready && !s->w->o.err)
             stream_event(s, ev);
     }
 }
@@ -826,10 +818,8 @@ static void watch_free(watch_t *w)
         free(e->path);
         free(e->old);
     }
-    fs_arena_free(&w->arena);
     free(w->moved_path);
-    free(w->path);
-    free(w);
+    fs_op_free(&w->o);
 }
 
 static int was_ignored(int wd)
@@ -840,25 +830,20 @@ static int was_ignored(int wd)
     return 0;
 }
 
-/* On the loop: take references on what the job added (all of it, even on
- * an error, so the wds it alone holds are removed by the same path), then
- * give them back if the stream failed or is gone. A job that reached the
- * stream's bound leaves one OVERFLOW, and the stream adds nothing more. */
-static void job_done(fsw_job_t *j)
+/* On the loop, after a job: take references on what it added (all of it,
+ * even on an error, so the wds it alone holds are removed by the same path),
+ * then give them back if the stream failed or is gone. A job that reached
+ * the stream's bound leaves one OVERFLOW, and the stream adds nothing
+ * more. */
+static void watch_settle(watch_t *w)
 {
-    watch_t *w = SA_CONTAINER_OF(j, watch_t, job);
-    w->busy = 0;
-    if (j->id_err && !w->err) {
-        w->err = j->id_err;
-        snprintf(w->errmsg, sizeof w->errmsg, "watch: cannot act as user %u: %s",
-                 (unsigned)w->user.uid, strerror(-j->id_err));
-    }
+    w->walking = 0;
     for (size_t i = 0; i < w->nadded; i++) {
         added_t *ad = &w->added[i];
         if (was_ignored(ad->wd))
             free(ad->path);
-        else if (sub_add(w, ad->wd, ad->path, ad->dev, ad->ino) < 0 && !w->err)
-            set_err(w, -ENOMEM, w->path);
+        else if (sub_add(w, ad->wd, ad->path, ad->dev, ad->ino) < 0 && !w->o.err)
+            set_err(w, -ENOMEM, w->o.path);
     }
     free(w->added);
     w->added = NULL;
@@ -871,22 +856,34 @@ static void job_done(fsw_job_t *j)
         w->capped = 1;
         enqueue(w, SANDBOX__AGENT__V1__FS_EVENT__KIND__OVERFLOW, NULL, NULL);
     }
-    if (w->err || w->orphan)
+    if (w->o.err || w->o.orphan)
         while (w->subs)
             sub_free(w->subs);
     if (!--g_in.walks)
         g_in.nignored = 0;
     kwd_collect();
-    if (w->orphan) {
-        watch_free(w);
-        return;
-    }
+}
+
+/* The job's end for a live stream (fs_op_job_done). */
+static void watch_job_done(fsop_t *o)
+{
+    watch_t *w = (watch_t *)o;
+    watch_settle(w);
     w->ready = 1;
-    w->nready = w->err ? 0 : w->nready + w->nstat; /* a growth job stats nothing */
+    w->nready = o->err ? 0 : w->nready + w->nstat; /* a growth job stats nothing */
     w->nstat = 0;
-    if (w->grow && !w->err)
+    if (w->grow && !o->err)
         job_submit(w, 0); /* directories that appeared meanwhile */
-    stream_wake(&w->base);
+    stream_wake(&o->base);
+}
+
+/* The stream is gone: after its job's end (orphan) or with none running. */
+static void watch_release(fsop_t *o)
+{
+    watch_t *w = (watch_t *)o;
+    if (w->walking)
+        watch_settle(w);
+    watch_free(w);
 }
 
 /* Events whose Entries a worker fills in one job. */
@@ -901,10 +898,10 @@ static stream_status_t watch_next(stream_t *s)
         job_submit(w, 0);
         return STREAM_WAIT;
     }
-    if (w->busy || !w->ready)
+    if (w->o.busy || !w->ready)
         return STREAM_WAIT;
-    if (w->err) {
-        conn_send_errno(c, s->id, w->err, "%s", w->errmsg);
+    if (w->o.err) {
+        fs_op_send_error(&w->o);
         return STREAM_DONE;
     }
     if (!w->nready && w->qcount) {
@@ -952,53 +949,33 @@ static stream_status_t watch_next(stream_t *s)
     free(ev.path);
     free(ev.old);
     if (!w->nready)
-        fs_arena_free(&w->arena); /* the batch's entries are all sent */
+        fs_arena_free(&w->o.arena); /* the batch's entries are all sent */
     return STREAM_MORE;
-}
-
-static void watch_destroy(stream_t *s)
-{
-    watch_t *w = (watch_t *)s;
-    if (w->busy) {
-        w->orphan = 1; /* job_done frees it */
-        return;
-    }
-    watch_free(w);
 }
 
 static const stream_ops_t watch_ops = {
     .name = "watch",
     .next = watch_next,
-    .destroy = watch_destroy,
+    .destroy = fs_op_destroy,
 };
 
 void watch_handle(conn_t *c, const Request *req)
 {
     const Sandbox__Agent__V1__WatchPath *m = req->watch;
-    watch_t *w = calloc(1, sizeof *w);
-    if (!w) {
-        conn_send_errno(c, req->id, -ENOMEM, "watch: out of memory");
+    watch_t *w = (watch_t *)fs_op_new(c, req, sizeof *w, "watch", m->user, m->path,
+                                      &m->path_raw);
+    if (!w)
         return;
-    }
     w->ifd = -1;
-    if (fs_req_user(c, req->id, m->user, &w->user, &w->as_user) < 0 ||
-        fs_req_path(c, req->id, "watch", m->path, &m->path_raw, &w->user, &w->path) < 0) {
-        watch_free(w);
-        return;
-    }
+    w->o.on_done = watch_job_done;
+    w->o.release = watch_release;
     w->recursive = m->recursive;
     int rc = inotify_hold(w);
     if (rc < 0) {
-        conn_send_errno(c, req->id, rc, "watch '%s': inotify: %s%s", w->path, strerror(-rc),
+        conn_send_errno(c, req->id, rc, "watch '%s': inotify: %s%s", w->o.path, strerror(-rc),
                         rc == -EMFILE ? " (the inotify instance limit is reached)" : "");
         watch_free(w);
         return;
     }
-    w->base.ops = &watch_ops;
-    rc = conn_stream_add(c, &w->base, req->id);
-    if (rc < 0) {
-        conn_send_errno(c, req->id, rc == -EEXIST ? -EINVAL : rc, "watch: cannot start: %s",
-                        strerror(-rc));
-        watch_free(w);
-    }
+    fs_op_register(c, req, &w->o, &watch_ops); /* next() starts the walk */
 }
