@@ -155,20 +155,20 @@ static struct {
     size_t walks;        /* setup jobs in flight */
     int *ignored;        /* wds dropped by the kernel while walks ran */
     size_t nignored, capignored;
-} g_in = {.fd = -1};
+} g_inotify = {.fd = -1};
 
 /* ------------------------------------------------------------ the wd table */
 
 static size_t kwd_bucket(int wd)
 {
-    return ((size_t)(unsigned)wd * 2654435761u) & (g_in.nbuckets - 1);
+    return ((size_t)(unsigned)wd * 2654435761u) & (g_inotify.nbuckets - 1);
 }
 
 static kwd_t *kwd_find(int wd)
 {
-    if (!g_in.nbuckets)
+    if (!g_inotify.nbuckets)
         return NULL;
-    for (kwd_t *k = g_in.buckets[kwd_bucket(wd)]; k; k = k->hnext)
+    for (kwd_t *k = g_inotify.buckets[kwd_bucket(wd)]; k; k = k->hnext)
         if (k->wd == wd)
             return k;
     return NULL;
@@ -176,14 +176,14 @@ static kwd_t *kwd_find(int wd)
 
 static int kwd_grow(void)
 {
-    size_t nb = g_in.nbuckets ? g_in.nbuckets * 2 : 64;
+    size_t nb = g_inotify.nbuckets ? g_inotify.nbuckets * 2 : 64;
     kwd_t **b = calloc(nb, sizeof *b);
     if (!b)
         return -ENOMEM;
-    kwd_t **old = g_in.buckets;
-    size_t on = g_in.nbuckets;
-    g_in.buckets = b;
-    g_in.nbuckets = nb;
+    kwd_t **old = g_inotify.buckets;
+    size_t on = g_inotify.nbuckets;
+    g_inotify.buckets = b;
+    g_inotify.nbuckets = nb;
     for (size_t i = 0; i < on; i++) {
         for (kwd_t *k = old[i], *next; k; k = next) {
             next = k->hnext;
@@ -201,41 +201,41 @@ static kwd_t *kwd_get(int wd)
     kwd_t *k = kwd_find(wd);
     if (k)
         return k;
-    if (g_in.nkwd >= g_in.nbuckets && kwd_grow() < 0)
+    if (g_inotify.nkwd >= g_inotify.nbuckets && kwd_grow() < 0)
         return NULL;
     if (!(k = calloc(1, sizeof *k)))
         return NULL;
     k->wd = wd;
     size_t h = kwd_bucket(wd);
-    k->hnext = g_in.buckets[h];
-    g_in.buckets[h] = k;
-    g_in.nkwd++;
-    g_in.zombies++; /* until its first reference */
+    k->hnext = g_inotify.buckets[h];
+    g_inotify.buckets[h] = k;
+    g_inotify.nkwd++;
+    g_inotify.zombies++; /* until its first reference */
     return k;
 }
 
 /* Forget k; the kernel watch is removed too unless the kernel already did. */
 static void kwd_drop(kwd_t *k, int in_kernel)
 {
-    kwd_t **pp = &g_in.buckets[kwd_bucket(k->wd)];
+    kwd_t **pp = &g_inotify.buckets[kwd_bucket(k->wd)];
     while (*pp != k)
         pp = &(*pp)->hnext;
     *pp = k->hnext;
-    g_in.nkwd--;
+    g_inotify.nkwd--;
     if (!k->refs)
-        g_in.zombies--;
-    if (in_kernel && g_in.fd >= 0)
-        inotify_rm_watch(g_in.fd, k->wd);
+        g_inotify.zombies--;
+    if (in_kernel && g_inotify.fd >= 0)
+        inotify_rm_watch(g_inotify.fd, k->wd);
     free(k);
 }
 
 /* Remove the unreferenced wds once no walk can be handed them. */
 static void kwd_collect(void)
 {
-    if (g_in.walks || !g_in.zombies)
+    if (g_inotify.walks || !g_inotify.zombies)
         return;
-    for (size_t i = 0; i < g_in.nbuckets; i++) {
-        for (kwd_t *k = g_in.buckets[i], *next; k; k = next) {
+    for (size_t i = 0; i < g_inotify.nbuckets; i++) {
+        for (kwd_t *k = g_inotify.buckets[i], *next; k; k = next) {
             next = k->hnext;
             if (!k->refs)
                 kwd_drop(k, 1);
@@ -271,8 +271,8 @@ static void sub_free(sub_t *s)
     sub_unlink(s);
     if (--k->refs)
         return;
-    g_in.zombies++;
-    if (!g_in.walks)
+    g_inotify.zombies++;
+    if (!g_inotify.walks)
         kwd_drop(k, 1);
 }
 
@@ -297,7 +297,7 @@ static int sub_add(watch_t *w, int wd, char *path, dev_t dev, ino_t ino)
     }
     sub_t *s = calloc(1, sizeof *s);
     if (!s) {
-        if (!k->refs && !g_in.walks)
+        if (!k->refs && !g_inotify.walks)
             kwd_drop(k, 1);
         free(path);
         return -ENOMEM;
@@ -315,7 +315,7 @@ static int sub_add(watch_t *w, int wd, char *path, dev_t dev, ino_t ino)
     w->subs = s;
     w->nsubs++;
     if (!k->refs++)
-        g_in.zombies--;
+        g_inotify.zombies--;
     return 0;
 }
 
@@ -546,7 +546,7 @@ static void job_submit(watch_t *w, size_t nstat)
     w->budget = w->capped ? 0 : max > w->nsubs ? max - w->nsubs : 0;
     w->jcapped = 0;
     w->walking = 1;
-    g_in.walks++;
+    g_inotify.walks++;
     fs_op_submit(&w->o, job_run);
 }
 
@@ -683,7 +683,7 @@ static void handle_event(const struct inotify_event *ev)
 {
     if (ev->mask & IN_Q_OVERFLOW) {
         /* The kernel dropped events of every wd: every stream may miss some. */
-        for (watch_t *w = g_in.streams; w; w = w->gnext)
+        for (watch_t *w = g_inotify.streams; w; w = w->gnext)
             if (w->ready && !w->o.err)
                 enqueue(w, SANDBOX__AGENT__V1__FS_EVENT__KIND__OVERFLOW, NULL, NULL);
         return;
@@ -691,29 +691,29 @@ static void handle_event(const struct inotify_event *ev)
     if (ev->mask & IN_IGNORED) {
         /* The kernel dropped the watch (its inode went, or its file system):
          * so do its subscribers. A walk in flight may hold it too. */
-        if (g_in.walks) {
+        if (g_inotify.walks) {
             /* Bounded: a job stuck in the kernel (an unanswering file
              * system) keeps walks above 0 for good. The oldest are
              * forgotten; a job that took one of them holds a wd that
              * reports nothing, no more. */
-            if (g_in.nignored == WATCH_IGNORED_MAX)
-                g_in.nignored = 0;
-            if (g_in.nignored == g_in.capignored) {
-                size_t cap = g_in.capignored ? g_in.capignored * 2 : 16;
-                int *ni = realloc(g_in.ignored, cap * sizeof *ni);
+            if (g_inotify.nignored == WATCH_IGNORED_MAX)
+                g_inotify.nignored = 0;
+            if (g_inotify.nignored == g_inotify.capignored) {
+                size_t cap = g_inotify.capignored ? g_inotify.capignored * 2 : 16;
+                int *ni = realloc(g_inotify.ignored, cap * sizeof *ni);
                 if (ni) {
-                    g_in.ignored = ni;
-                    g_in.capignored = cap;
+                    g_inotify.ignored = ni;
+                    g_inotify.capignored = cap;
                 }
             }
-            if (g_in.nignored < g_in.capignored)
-                g_in.ignored[g_in.nignored++] = ev->wd;
+            if (g_inotify.nignored < g_inotify.capignored)
+                g_inotify.ignored[g_inotify.nignored++] = ev->wd;
         }
         kwd_t *k = kwd_find(ev->wd);
         if (!k)
             return;
         if (k->refs)
-            g_in.zombies++; /* refs becomes 0; kwd_drop counts it out */
+            g_inotify.zombies++; /* refs becomes 0; kwd_drop counts it out */
         while (k->subs)
             sub_unlink(k->subs);
         k->refs = 0;
@@ -735,8 +735,8 @@ static void handle_event(const struct inotify_event *ev)
 static void on_inotify(struct ev_loop *loop, ev_io *io, int revents)
 {
     char buf[64 * 1024] __attribute__((aligned(__alignof__(struct inotify_event))));
-    for (int rounds = 0; rounds < 16 && g_in.fd >= 0; rounds++) {
-        ssize_t n = read(g_in.fd, buf, sizeof buf);
+    for (int rounds = 0; rounds < 16 && g_inotify.fd >= 0; rounds++) {
+        ssize_t n = read(g_inotify.fd, buf, sizeof buf);
         if (n <= 0)
             break;
         for (char *p = buf; p < buf + n;) {
@@ -746,7 +746,7 @@ static void on_inotify(struct ev_loop *loop, ev_io *io, int revents)
         }
     }
     /* A MOVED_FROM whose partner is not in the same read moved out. */
-    for (watch_t *w = g_in.streams; w; w = w->gnext)
+    for (watch_t *w = g_inotify.streams; w; w = w->gnext)
         flush_moved(w);
 }
 
@@ -755,19 +755,19 @@ static void on_inotify(struct ev_loop *loop, ev_io *io, int revents)
 /* Open the shared instance for a new stream (the first opens it). */
 static int inotify_hold(watch_t *w)
 {
-    if (g_in.fd < 0) {
+    if (g_inotify.fd < 0) {
         int fd = inotify_init1(IN_NONBLOCK | IN_CLOEXEC);
         if (fd < 0)
             return -errno;
-        g_in.fd = fd;
-        ev_io_init(&g_in.io, on_inotify, fd, EV_READ);
-        ev_io_start(EV_DEFAULT, &g_in.io);
+        g_inotify.fd = fd;
+        ev_io_init(&g_inotify.io, on_inotify, fd, EV_READ);
+        ev_io_start(EV_DEFAULT, &g_inotify.io);
     }
-    w->ifd = g_in.fd;
-    w->gnext = g_in.streams;
-    if (g_in.streams)
-        g_in.streams->gprev = w;
-    g_in.streams = w;
+    w->ifd = g_inotify.fd;
+    w->gnext = g_inotify.streams;
+    if (g_inotify.streams)
+        g_inotify.streams->gprev = w;
+    g_inotify.streams = w;
     return 0;
 }
 
@@ -780,27 +780,27 @@ static void inotify_release(watch_t *w)
     if (w->gprev)
         w->gprev->gnext = w->gnext;
     else
-        g_in.streams = w->gnext;
+        g_inotify.streams = w->gnext;
     if (w->gnext)
         w->gnext->gprev = w->gprev;
     w->ifd = -1;
-    if (g_in.streams)
+    if (g_inotify.streams)
         return;
-    ev_io_stop(EV_DEFAULT, &g_in.io);
-    close(g_in.fd);
-    g_in.fd = -1;
-    for (size_t i = 0; i < g_in.nbuckets; i++) {
-        for (kwd_t *k = g_in.buckets[i], *next; k; k = next) {
+    ev_io_stop(EV_DEFAULT, &g_inotify.io);
+    close(g_inotify.fd);
+    g_inotify.fd = -1;
+    for (size_t i = 0; i < g_inotify.nbuckets; i++) {
+        for (kwd_t *k = g_inotify.buckets[i], *next; k; k = next) {
             next = k->hnext;
             free(k);
         }
     }
-    free(g_in.buckets);
-    g_in.buckets = NULL;
-    g_in.nbuckets = g_in.nkwd = g_in.zombies = 0;
-    free(g_in.ignored);
-    g_in.ignored = NULL;
-    g_in.nignored = g_in.capignored = 0;
+    free(g_inotify.buckets);
+    g_inotify.buckets = NULL;
+    g_inotify.nbuckets = g_inotify.nkwd = g_inotify.zombies = 0;
+    free(g_inotify.ignored);
+    g_inotify.ignored = NULL;
+    g_inotify.nignored = g_inotify.capignored = 0;
 }
 
 static void watch_free(watch_t *w)
@@ -824,8 +824,8 @@ static void watch_free(watch_t *w)
 
 static int was_ignored(int wd)
 {
-    for (size_t i = 0; i < g_in.nignored; i++)
-        if (g_in.ignored[i] == wd)
+    for (size_t i = 0; i < g_inotify.nignored; i++)
+        if (g_inotify.ignored[i] == wd)
             return 1;
     return 0;
 }
@@ -859,8 +859,8 @@ static void watch_settle(watch_t *w)
     if (w->o.err || w->o.orphan)
         while (w->subs)
             sub_free(w->subs);
-    if (!--g_in.walks)
-        g_in.nignored = 0;
+    if (!--g_inotify.walks)
+        g_inotify.nignored = 0;
     kwd_collect();
 }
 
