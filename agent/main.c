@@ -14,6 +14,7 @@
 #include "proc.h"
 #include "service.h"
 #include "tunnel.h"
+#include "watch.h"
 
 #include <ev.h>
 #include <errno.h>
@@ -228,6 +229,7 @@ int main(int argc, char **argv)
         log_error("file operations: %s", strerror(-rc));
         return 1;
     }
+    watch_init(loop);
     conn_set_request_handler(dispatch_request);
     tunnel_init(loop);
     if ((rc = lc_init(loop)) < 0) {

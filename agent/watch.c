@@ -144,6 +144,9 @@ struct watch {
     char *moved_path;
 };
 
+/* The loop of the agent (watch_init). */
+static struct ev_loop *g_loop;
+
 /* The agent's one inotify instance and its wds. Loop thread only. */
 static struct {
     int fd;              /* -1 while no watch stream exists */
@@ -761,7 +764,7 @@ static int inotify_hold(watch_t *w)
             return -errno;
         g_inotify.fd = fd;
         ev_io_init(&g_inotify.io, on_inotify, fd, EV_READ);
-        ev_io_start(EV_DEFAULT, &g_inotify.io);
+        ev_io_start(g_loop, &g_inotify.io);
     }
     w->ifd = g_inotify.fd;
     w->gnext = g_inotify.streams;
@@ -786,7 +789,7 @@ static void inotify_release(watch_t *w)
     w->ifd = -1;
     if (g_inotify.streams)
         return;
-    ev_io_stop(EV_DEFAULT, &g_inotify.io);
+    ev_io_stop(g_loop, &g_inotify.io);
     close(g_inotify.fd);
     g_inotify.fd = -1;
     for (size_t i = 0; i < g_inotify.nbuckets; i++) {
@@ -952,6 +955,8 @@ static stream_status_t watch_next(stream_t *s)
         fs_arena_free(&w->o.arena); /* the batch's entries are all sent */
     return STREAM_MORE;
 }
+
+void watch_init(struct ev_loop *loop) { g_loop = loop; }
 
 static const stream_ops_t watch_ops = {
     .name = "watch",

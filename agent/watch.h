@@ -7,9 +7,14 @@
 
 #include "handler.h"
 
+#include <ev.h>
+
 /* Events kept per watch for a client that does not read; past this the
  * watch drops events and reports one OVERFLOW. */
 #define WATCH_QUEUE 4096
+
+/* The loop the shared instance's watcher runs on; before any request. */
+void watch_init(struct ev_loop *loop);
 
 handler_fn watch_handle;
 
