@@ -528,13 +528,7 @@ static int start_prepare(const StartProcess *sp, proc_t *rec, start_job_t **jp, 
             goto fail;
         }
     } else {
-        /* The agent's own identity does not change: resolved once, not per
-         * start (a lookup reads nsswitch.conf and passwd). */
-        static user_id_t self;
-        static int have_self;
-        if (!have_self && user_resolve(NULL, &self, err, sizeof err) == 0)
-            have_self = 1;
-        j->u = self;
+        j->u = *user_self(); /* resolved once: a lookup reads passwd */
     }
     if (set_user && j->u.uid == geteuid() && j->u.gid == getegid() && geteuid() != 0)
         set_user = 0; /* already that user; no privilege needed */
