@@ -110,16 +110,12 @@ static int level_scan(ls_t *ls, level_t *l, int parentfd, const char *name, cons
             l->names = nn;
             l->ncap = ncap;
         }
-        if (l->n == l->cap) {
-            size_t cap = SA_MAX(l->cap * 2, (size_t)64);
-            sort_key_t *nk = realloc(keys, cap * sizeof *keys);
-            if (!nk) {
-                rc = -ENOMEM;
-                break;
-            }
-            keys = nk;
-            l->cap = cap;
+        sort_key_t *nk = util_grow(keys, &l->cap, l->n, sizeof *keys, 64);
+        if (!nk) {
+            rc = -ENOMEM;
+            break;
         }
+        keys = nk;
         int isdir = de->d_type == DT_DIR;
         if (de->d_type == DT_UNKNOWN) {
             struct stat st;

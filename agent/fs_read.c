@@ -84,29 +84,27 @@ static void rd_read(rd_t *r)
         want = (size_t)SA_MIN((uint64_t)want, r->end - r->pos);
     r->fill_off = r->pos;
     while (have < want) {
-        ssize_t n = r->noseek ? read(r->fd, buf + have, want - have)
-                              : pread(r->fd, buf + have, want - have, (off_t)r->pos);
+        ssize_t n = r->noseek ? util_read(r->fd, buf + have, want - have)
+                              : util_pread(r->fd, buf + have, want - have, (off_t)r->pos);
+        if (n == -ESPIPE && !r->noseek && r->pos == 0) {
+            r->noseek = 1; /* a terminal, a stream device */
+            continue;
+        }
+        if (n == -ESPIPE) {
+            r->o.errcode = CODE(INVALID_ARGUMENT);
+            fs_op_fail(&r->o, -ESPIPE, "%s '%s': cannot seek to offset %llu: %s", r->o.what,
+                       r->o.path, (unsigned long long)r->pos, strerror(ESPIPE));
+            return;
+        }
+        if (n == -EAGAIN && r->nonblock) {
+            /* A device with nothing more to give now (/dev/kmsg, a
+             * terminal): blocking would hold this worker, and every file
+             * operation behind it, until it spoke again. */
+            eof = 1;
+            break;
+        }
         if (n < 0) {
-            if (errno == EINTR)
-                continue;
-            if (errno == ESPIPE && !r->noseek && r->pos == 0) {
-                r->noseek = 1; /* a terminal, a stream device */
-                continue;
-            }
-            if (errno == ESPIPE) {
-                r->o.errcode = CODE(INVALID_ARGUMENT);
-                fs_op_fail(&r->o, -ESPIPE, "%s '%s': cannot seek to offset %llu: %s", r->o.what,
-                           r->o.path, (unsigned long long)r->pos, strerror(ESPIPE));
-                return;
-            }
-            if ((errno == EAGAIN || errno == EWOULDBLOCK) && r->nonblock) {
-                /* A device with nothing more to give now (/dev/kmsg, a
-                 * terminal): blocking would hold this worker, and every
-                 * file operation behind it, until it spoke again. */
-                eof = 1;
-                break;
-            }
-            fs_op_fail_path(&r->o, -errno, r->o.path);
+            fs_op_fail_path(&r->o, (int)n, r->o.path);
             return;
         }
         if (n == 0) {

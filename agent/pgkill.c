@@ -110,14 +110,10 @@ static long scan(pinfo_t **out)
     while ((de = readdir(d))) {
         if (de->d_name[0] < '1' || de->d_name[0] > '9')
             continue;
-        if (n == cap) {
-            size_t nc = cap ? cap * 2 : 512;
-            pinfo_t *nv = realloc(v, nc * sizeof *nv);
-            if (!nv)
-                break;
-            v = nv;
-            cap = nc;
-        }
+        pinfo_t *nv = util_grow(v, &cap, n, sizeof *v, 512);
+        if (!nv)
+            break;
+        v = nv;
         if (read_stat((pid_t)atoi(de->d_name), &v[n]) == 0)
             n++;
     }

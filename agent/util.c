@@ -8,6 +8,7 @@
 #endif
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 int util_set_nonblock_cloexec(int fd)
 {
@@ -18,6 +19,35 @@ int util_set_nonblock_cloexec(int fd)
     if (fl < 0 || fcntl(fd, F_SETFD, fl | FD_CLOEXEC) < 0)
         return -errno;
     return 0;
+}
+
+ssize_t util_read(int fd, void *buf, size_t len)
+{
+    ssize_t n;
+    while ((n = read(fd, buf, len)) < 0 && errno == EINTR)
+        ;
+    return n < 0 ? (errno == EWOULDBLOCK ? -EAGAIN : -errno) : n;
+}
+
+ssize_t util_pread(int fd, void *buf, size_t len, off_t off)
+{
+    ssize_t n;
+    while ((n = pread(fd, buf, len, off)) < 0 && errno == EINTR)
+        ;
+    return n < 0 ? (errno == EWOULDBLOCK ? -EAGAIN : -errno) : n;
+}
+
+void *util_grow(void *arr, size_t *cap, size_t n, size_t elem, size_t first)
+{
+    if (n < *cap)
+        return arr;
+    size_t ncap = *cap ? *cap * 2 : first;
+    if (ncap < *cap || ncap > SIZE_MAX / elem)
+        return NULL;
+    void *na = realloc(arr, ncap * elem);
+    if (na)
+        *cap = ncap;
+    return na;
 }
 
 size_t util_utf8_seq_len(const unsigned char *s, size_t left)

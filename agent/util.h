@@ -6,6 +6,7 @@
 
 #include <stddef.h>
 #include <stdint.h>
+#include <sys/types.h>
 #include <time.h>
 
 #define SA_MIN(a, b) ((a) < (b) ? (a) : (b))
@@ -78,6 +79,19 @@ static inline uint64_t util_now_mono_nano(void)
 
 /* Set O_NONBLOCK and FD_CLOEXEC; returns 0 or -errno. */
 int util_set_nonblock_cloexec(int fd);
+
+/* read(2) with its outcomes decided in one place: > 0 bytes read, 0 at the
+ * end of the file, -EAGAIN when a non-blocking descriptor has nothing now
+ * (EWOULDBLOCK is the same), else -errno. An interrupted read (EINTR) is
+ * tried again: it is never the end. util_pread is the same at an offset. */
+ssize_t util_read(int fd, void *buf, size_t len);
+ssize_t util_pread(int fd, void *buf, size_t len, off_t off);
+
+/* Room for element n of an array that grows by doubling: when n reaches
+ * *cap, arr is reallocated to twice as many elements of size elem (first
+ * when it is empty) and *cap updated. Returns the array, or NULL on ENOMEM
+ * with arr and *cap as they were. */
+void *util_grow(void *arr, size_t *cap, size_t n, size_t elem, size_t first);
 
 /* Length of the valid UTF-8 sequence at s (1..4, at most left bytes), or 0
  * when it is not one (overlong forms, surrogates and code points beyond

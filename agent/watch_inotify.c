@@ -213,16 +213,12 @@ static void handle_event(const struct inotify_event *ev)
              * reports nothing, no more. */
             if (g_inotify.nignored == WATCH_IGNORED_MAX)
                 g_inotify.nignored = 0;
-            if (g_inotify.nignored == g_inotify.capignored) {
-                size_t cap = g_inotify.capignored ? g_inotify.capignored * 2 : 16;
-                int *ni = realloc(g_inotify.ignored, cap * sizeof *ni);
-                if (ni) {
-                    g_inotify.ignored = ni;
-                    g_inotify.capignored = cap;
-                }
+            int *ni = util_grow(g_inotify.ignored, &g_inotify.capignored, g_inotify.nignored,
+                                sizeof *ni, 16);
+            if (ni) {
+                g_inotify.ignored = ni;
+                ni[g_inotify.nignored++] = ev->wd;
             }
-            if (g_inotify.nignored < g_inotify.capignored)
-                g_inotify.ignored[g_inotify.nignored++] = ev->wd;
         }
         kwd_t *k = kwd_find(ev->wd);
         if (!k)
@@ -251,9 +247,9 @@ static void on_inotify(struct ev_loop *loop, ev_io *io, int revents)
 {
     char buf[64 * 1024] __attribute__((aligned(__alignof__(struct inotify_event))));
     for (int rounds = 0; rounds < 16 && g_inotify.fd >= 0; rounds++) {
-        ssize_t n = read(g_inotify.fd, buf, sizeof buf);
+        ssize_t n = util_read(g_inotify.fd, buf, sizeof buf);
         if (n <= 0)
-            break;
+            break; /* -EAGAIN: read out; an error comes back on the next turn */
         for (char *p = buf; p < buf + n;) {
             const struct inotify_event *ev = (const struct inotify_event *)(void *)p;
             handle_event(ev);

@@ -42,14 +42,10 @@ static int add_fd(watch_t *w, int fd, const char *path, const struct stat *st)
         w->jcapped = 1;
         return -EDQUOT;
     }
-    if (w->nadded == w->capadded) {
-        size_t cap = w->capadded ? w->capadded * 2 : 16;
-        added_t *na = realloc(w->added, cap * sizeof *na);
-        if (!na)
-            return -ENOMEM;
-        w->added = na;
-        w->capadded = cap;
-    }
+    added_t *na = util_grow(w->added, &w->capadded, w->nadded, sizeof *na, 16);
+    if (!na)
+        return -ENOMEM;
+    w->added = na;
     char *p = strdup(path);
     if (!p)
         return -ENOMEM;
@@ -118,14 +114,10 @@ static void walk(watch_t *w, int fd, const char *path)
                 break;
             if (rc < 0)
                 continue;
-            if (n == cap) {
-                size_t ncap = cap ? cap * 2 : 16;
-                todo_t *nt = realloc(todo, ncap * sizeof *nt);
-                if (!nt)
-                    continue;
-                todo = nt;
-                cap = ncap;
-            }
+            todo_t *nt = util_grow(todo, &cap, n, sizeof *nt, 16);
+            if (!nt)
+                continue;
+            todo = nt;
             if ((todo[n].path = strdup(sub))) {
                 todo[n].dev = st.st_dev;
                 todo[n++].ino = st.st_ino;

@@ -1,8 +1,14 @@
 /* Unit tests of agent/util: the one UTF-8 decoder (the sequence length,
- * validation and sanitising, at every boundary the standard draws) and the
- * intrusive lists. */
+ * validation and sanitising, at every boundary the standard draws), the
+ * intrusive lists, the outcomes of util_read, and util_grow. */
 #include "harness.h"
 #include "util.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <unistd.h>
 
 static size_t seq(const char *s, size_t n) { return util_utf8_seq_len((const unsigned char *)s, n); }
 
@@ -120,7 +126,42 @@ TEST(list_append_keeps_the_tail)
     ASSERT_EQ(walk(ahead, NULL, 0, got), 3);
 }
 
+TEST(read_outcomes)
+{
+    int p[2];
+    char buf[8];
+    ASSERT_EQ(pipe2(p, O_NONBLOCK | O_CLOEXEC), 0);
+    ASSERT_EQ(util_read(p[0], buf, sizeof buf), -EAGAIN); /* nothing now */
+    ASSERT_EQ(write(p[1], "abc", 3), 3);
+    ASSERT_EQ(util_read(p[0], buf, sizeof buf), 3);
+    close(p[1]);
+    ASSERT_EQ(util_read(p[0], buf, sizeof buf), 0); /* the end */
+    ASSERT_EQ(util_pread(p[0], buf, sizeof buf, 0), -ESPIPE);
+    close(p[0]);
+    ASSERT_EQ(util_read(p[0], buf, sizeof buf), -EBADF);
+}
+
+TEST(grow_doubles_from_first)
+{
+    int *a = NULL, *na;
+    size_t cap = 0;
+    for (size_t n = 0; n < 100; n++) {
+        ASSERT((na = util_grow(a, &cap, n, sizeof *a, 4)) != NULL);
+        a = na;
+        a[n] = (int)n;
+        ASSERT(cap > n);
+    }
+    ASSERT_EQ(cap, 128); /* 4, 8, ... 128 */
+    ASSERT(util_grow(a, &cap, 50, sizeof *a, 4) == a); /* room already */
+    ASSERT_EQ(a[99], 99);
+    size_t huge = SIZE_MAX / 2 + 1;
+    ASSERT(util_grow(a, &huge, huge, sizeof *a, 4) == NULL); /* would overflow */
+    ASSERT_EQ(huge, SIZE_MAX / 2 + 1);
+    free(a);
+}
+
 TEST_MAIN(TEST_ENTRY(seq_lengths), TEST_ENTRY(seq_refuses_what_is_not_utf8),
           TEST_ENTRY(seq_never_reads_past_the_end), TEST_ENTRY(valid),
           TEST_ENTRY(sanitize_replaces_each_bad_byte), TEST_ENTRY(list_push_and_unlink),
-          TEST_ENTRY(list_append_keeps_the_tail))
+          TEST_ENTRY(list_append_keeps_the_tail), TEST_ENTRY(read_outcomes),
+          TEST_ENTRY(grow_doubles_from_first))
