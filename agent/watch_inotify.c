@@ -119,19 +119,8 @@ static void kwd_collect(void)
 static void sub_unlink(sub_t *s)
 {
     watch_t *w = s->w;
-    kwd_t *k = s->k;
-    if (s->kprev)
-        s->kprev->knext = s->knext;
-    else
-        k->subs = s->knext;
-    if (s->knext)
-        s->knext->kprev = s->kprev;
-    if (s->wprev)
-        s->wprev->wnext = s->wnext;
-    else
-        w->subs = s->wnext;
-    if (s->wnext)
-        s->wnext->wprev = s->wprev;
+    SA_LIST_UNLINK(s->k->subs, s, knext, kprev);
+    SA_LIST_UNLINK(w->subs, s, wnext, wprev);
     w->nsubs--;
     free(s->path);
     free(s);
@@ -178,14 +167,8 @@ int watch_sub_add(watch_t *w, int wd, char *path, dev_t dev, ino_t ino)
     s->w = w;
     s->k = k;
     s->path = path;
-    s->knext = k->subs;
-    if (k->subs)
-        k->subs->kprev = s;
-    k->subs = s;
-    s->wnext = w->subs;
-    if (w->subs)
-        w->subs->wprev = s;
-    w->subs = s;
+    SA_LIST_PUSH(k->subs, s, knext, kprev);
+    SA_LIST_PUSH(w->subs, s, wnext, wprev);
     w->nsubs++;
     if (!k->refs++)
         g_inotify.zombies--;
@@ -275,10 +258,7 @@ int watch_hold(watch_t *w)
         ev_io_start(g_loop, &g_inotify.io);
     }
     w->ifd = g_inotify.fd;
-    w->gnext = g_inotify.streams;
-    if (g_inotify.streams)
-        g_inotify.streams->gprev = w;
-    g_inotify.streams = w;
+    SA_LIST_PUSH(g_inotify.streams, w, gnext, gprev);
     return 0;
 }
 
@@ -288,12 +268,7 @@ void watch_unhold(watch_t *w)
 {
     if (w->ifd < 0)
         return;
-    if (w->gprev)
-        w->gprev->gnext = w->gnext;
-    else
-        g_inotify.streams = w->gnext;
-    if (w->gnext)
-        w->gnext->gprev = w->gprev;
+    SA_LIST_UNLINK(g_inotify.streams, w, gnext, gprev);
     w->ifd = -1;
     if (g_inotify.streams)
         return;
