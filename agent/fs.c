@@ -229,6 +229,8 @@ stream_status_t fs_op_next_wait(stream_t *s)
     return STREAM_WAIT;
 }
 
+void fs_op_wake(fsop_t *o) { stream_wake(&o->base); }
+
 /* mkdir -p, as the current (worker) identity. Returns 0 or -errno with the
  * failing prefix left in path (restored on success). */
 int fs_mkdir_p(char *path, mode_t mode, char **failed)

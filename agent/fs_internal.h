@@ -44,6 +44,8 @@ fsop_t *fs_op_new(conn_t *c, const Request *req, size_t size, const char *what,
 int fs_op_register(conn_t *c, const Request *req, fsop_t *o, const stream_ops_t *ops);
 void fs_op_finish(fsop_t *o, Response *r);
 stream_status_t fs_op_next_wait(stream_t *s);
+/* An on_done for streams that answer from next(): wake it. */
+void fs_op_wake(fsop_t *o);
 
 /* fs.c: paths, types, and the guard for acting as a user */
 int fs_mkdir_p(char *path, mode_t mode, char **failed);

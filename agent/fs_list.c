@@ -245,8 +245,6 @@ static void ls_run(fsw_job_t *j)
         ls->finished = 1;
 }
 
-static void ls_done(fsop_t *o) { stream_wake(&o->base); }
-
 static stream_status_t ls_next(stream_t *s)
 {
     ls_t *ls = (ls_t *)s;
@@ -304,7 +302,7 @@ void fs_handle_list(conn_t *c, const Request *req)
     ls_t *ls = (ls_t *)fs_op_new(c, req, sizeof *ls, "list_dir", m->user, m->path, &m->path_raw);
     if (!ls)
         return;
-    ls->o.on_done = ls_done;
+    ls->o.on_done = fs_op_wake;
     ls->o.release = ls_release;
     ls->max_depth = m->depth ? m->depth : 1;
     ls->batch_bytes = SA_MIN((size_t)FS_LIST_BYTES, conn_max_event(c) / 2);

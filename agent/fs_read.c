@@ -198,8 +198,6 @@ static void rd_read_ahead(rd_t *r)
     fs_op_submit(&r->o, rd_run);
 }
 
-static void rd_done(fsop_t *o) { stream_wake(&o->base); }
-
 static stream_status_t rd_next(stream_t *s)
 {
     rd_t *r = (rd_t *)s;
@@ -287,7 +285,7 @@ void fs_handle_read(conn_t *c, const Request *req)
     if (!r)
         return;
     r->fd = -1;
-    r->o.on_done = rd_done;
+    r->o.on_done = fs_op_wake;
     r->o.release = rd_release;
     r->pos = m->offset;
     r->end = m->length ? (m->offset + m->length < m->offset ? UINT64_MAX : m->offset + m->length)
