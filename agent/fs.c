@@ -1,4 +1,12 @@
-/* fs.c - see fs.h.
+/* fs.c - see fs.h: the base the file operations share (fs_internal.h): a
+ * request's user and path, the operation stream with its one job at a time,
+ * the guards of acting as a user, and fs_init. The operations are in
+ * fs_read.c, fs_write.c, fs_list.c and fs_ops.c, their Entries in fs_entry.c.
+ *
+ * Errors: what takes a request (fs_req_user, fs_req_path, fs_op_new,
+ * fs_op_register) answers the error itself and returns -1 or NULL; a job
+ * records its failure in the op (fs_op_fail), answered once from the loop
+ * (fs_op_send_error, fs_op_finish); the path helpers return a negative errno.
  *
  * Every request is a stream of its connection. Blocking work (open, read,
  * write, readdir, unlink) is a job for the file workers; the stream holds at

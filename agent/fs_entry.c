@@ -1,6 +1,7 @@
 /* fs_entry.c - the Entries of file operations: the arena their strings live
  * in, names that may not be UTF-8, and an Entry from a stat (with the
- * owner's names, from user.h). */
+ * owner's names, from user.h).
+ * Errors: a negative errno (or NULL on ENOMEM); nothing here answers. */
 #include "fs.h"
 #include "fs_internal.h"
 

@@ -1,5 +1,8 @@
 /* fs_list.c - ListDirectory: names and types read and sorted per directory,
- * depth first, then Entries filled one batch (one frame) per job. */
+ * depth first, then Entries filled one batch (one frame) per job.
+ * Errors: a handler answers every error itself (one Error, the request's
+ * only answer); a job records its failure in the op (fs_op_fail) and the
+ * loop answers it (fs_op_send_error); helpers return a negative errno. */
 #include "fs.h"
 #include "fs_internal.h"
 

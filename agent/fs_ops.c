@@ -1,5 +1,8 @@
 /* fs_ops.c - the one-shot file operations: Stat, MakeDirectory, Remove,
- * Rename, MakeSymlink and SetAttributes, each one job and one answer. */
+ * Rename, MakeSymlink and SetAttributes, each one job and one answer.
+ * Errors: a handler answers every error itself (one Error, the request's
+ * only answer); a job records its failure in the op (fs_op_fail) and the
+ * loop answers it (fs_op_send_error); helpers return a negative errno. */
 #include "fs.h"
 #include "fs_internal.h"
 

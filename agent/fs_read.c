@@ -1,5 +1,8 @@
 /* fs_read.c - ReadFile: a file pulled in chunks, read ahead on the file
- * workers while the connection drains the last one (see fs.c). */
+ * workers while the connection drains the last one (see fs.c).
+ * Errors: a handler answers every error itself (one Error, the request's
+ * only answer); a job records its failure in the op (fs_op_fail) and the
+ * loop answers it (fs_op_send_error); helpers return a negative errno. */
 #include "fs.h"
 #include "fs_internal.h"
 

@@ -1,6 +1,9 @@
 /* fs_write.c - WriteFile: an upload in chunks, written by the file workers
  * with one chunk waiting and the connection's input held beyond that
- * (see fs.c); atomic through a temporary beside the target. */
+ * (see fs.c); atomic through a temporary beside the target.
+ * Errors: a handler answers every error itself (one Error, the request's
+ * only answer); a job records its failure in the op (fs_op_fail) and the
+ * loop answers it (fs_op_send_error); helpers return a negative errno. */
 #include "fs.h"
 #include "fs_internal.h"
 

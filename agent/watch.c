@@ -1,4 +1,10 @@
-/* watch.c - see watch.h.
+/* watch.c - see watch.h: the WatchPath streams, their queues of events and
+ * their jobs; watch_inotify.c holds the shared instance, watch_walk.c adds
+ * the watches on a worker.
+ *
+ * Errors: watch_handle answers every error itself (one Error, the request's
+ * only answer); a failure met later is recorded in the stream (watch_fail,
+ * or the job's user switch) and answered once by watch_next.
  *
  * One inotify instance serves every WatchPath stream of the agent: the
  * kernel gives root only fs.inotify.max_user_instances (128 by default)

@@ -1,7 +1,8 @@
 /* watch_inotify.c - the agent's one inotify instance, its kernel watch
  * descriptors shared by reference count between the streams that subscribe
  * to them, and the reading of its events, fanned out to those streams (see
- * watch.c for the whole design). Loop thread only. */
+ * watch.c for the whole design). Loop thread only.
+ * Errors: a negative errno (ENOMEM, or the kernel's); nothing here answers. */
 #include "watch_internal.h"
 
 #include "util.h"

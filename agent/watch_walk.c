@@ -1,6 +1,8 @@
 /* watch_walk.c - the watches of a WatchPath stream, added on a file worker
  * as the user: the first walk of the tree, the directories that appear in
- * it later, and the Entries of events about to be sent (see watch.c). */
+ * it later, and the Entries of events about to be sent (see watch.c).
+ * Errors: helpers return a negative errno; what fails the stream is
+ * recorded in it (watch_fail) and answered by the loop. */
 #include "watch_internal.h"
 
 #include "util.h"
