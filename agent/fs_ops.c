@@ -67,6 +67,14 @@ static simple_t *simple_new(conn_t *c, const Request *req, const char *what, con
     return s;
 }
 
+/* On a worker, the answer of an op that changed path: its Entry now. */
+static void simple_entry(simple_t *s, const char *path, int follow)
+{
+    int rc = fs_entry_at(&s->o.arena, &s->o.entry, AT_FDCWD, path, path, follow);
+    if (rc < 0)
+        fs_op_fail_path(&s->o, rc, path);
+}
+
 static void simple_start(conn_t *c, const Request *req, simple_t *s, fsw_fn *run)
 {
     if (fs_op_register(c, req, &s->o, &simple_ops) == 0)
@@ -129,9 +137,8 @@ static void mkdir_run(fsw_job_t *j)
         /* The umask does not decide a requested mode. */
         chmod(s->o.path, s->mode);
     }
-    if (rc == 0 && (rc = fs_entry_at(&s->o.arena, &s->o.entry, AT_FDCWD, s->o.path, s->o.path,
-                                     0)) < 0)
-        fs_op_fail_path(&s->o, rc, s->o.path);
+    if (rc == 0)
+        simple_entry(s, s->o.path, 0);
 }
 
 void fs_handle_mkdir(conn_t *c, const Request *req)
@@ -363,8 +370,7 @@ static void rename_run(fsw_job_t *j)
                        strerror(e));
         return;
     }
-    if ((rc = fs_entry_at(&s->o.arena, &s->o.entry, AT_FDCWD, s->dest, s->dest, 0)) < 0)
-        fs_op_fail_path(&s->o, rc, s->dest);
+    simple_entry(s, s->dest, 0);
 }
 
 void fs_handle_rename(conn_t *c, const Request *req)
@@ -406,8 +412,7 @@ static void symlink_run(fsw_job_t *j)
                    rc == -EEXIST ? " (set overwrite to replace it)" : "");
         return;
     }
-    if ((rc = fs_entry_at(&s->o.arena, &s->o.entry, AT_FDCWD, s->o.path, s->o.path, 0)) < 0)
-        fs_op_fail_path(&s->o, rc, s->o.path);
+    simple_entry(s, s->o.path, 0);
 }
 
 void fs_handle_symlink(conn_t *c, const Request *req)
@@ -478,9 +483,7 @@ static void setattr_run(fsw_job_t *j)
             return;
         }
     }
-    int rc = fs_entry_at(&s->o.arena, &s->o.entry, AT_FDCWD, s->o.path, s->o.path, s->follow);
-    if (rc < 0)
-        fs_op_fail_path(&s->o, rc, s->o.path);
+    simple_entry(s, s->o.path, s->follow);
 }
 
 void fs_handle_set_attributes(conn_t *c, const Request *req)
