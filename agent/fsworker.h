@@ -2,10 +2,13 @@
  * off the event loop, each with the requesting user's file-system identity
  * and without capabilities, and hand the results back to the loop
  * (ev_async). The pool grows while every worker is busy, so a few jobs the
- * kernel keeps waiting do not stop the others. */
+ * kernel keeps waiting do not stop the others. The queue is a jobq.
+ * Errors: fsw_init returns 0 or -errno; a job's failure to take the identity
+ * is in its id_err. */
 #ifndef SA_FSWORKER_H
 #define SA_FSWORKER_H
 
+#include "jobq.h"
 #include "user.h"
 
 #include <ev.h>
@@ -18,7 +21,7 @@ struct fsw_job {
     fsw_fn *done;          /* then on the loop thread */
     const user_id_t *user; /* NULL: the agent's own identity */
     int id_err;            /* -errno when the identity could not be taken: run not called */
-    fsw_job_t *_next;      /* private */
+    jobq_node_t _node;     /* private */
 };
 
 int fsw_init(struct ev_loop *loop);

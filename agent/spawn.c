@@ -35,8 +35,9 @@
  */
 #include "spawn.h"
 
+#include "util.h"
+
 #include <errno.h>
-#include <pthread.h>
 #include <fcntl.h>
 #include <sched.h>
 #include <signal.h>
@@ -583,91 +584,38 @@ again:
 
 /* ------------------------------------------------------------ spawner */
 
-static struct ev_loop *g_sloop;
-static ev_async g_sasync;
-static pthread_mutex_t g_smu = PTHREAD_MUTEX_INITIALIZER;
-static pthread_cond_t g_scv = PTHREAD_COND_INITIALIZER;
-static spawn_job_t *g_sq_head, *g_sq_tail; /* waiting for the spawner */
-static spawn_job_t *g_sd_head, *g_sd_tail; /* spawned, waiting for done() */
+static jobq_fn spawner_run, spawner_done;
+static jobq_t g_spawner = {
+    .name = "spawner",
+    .run = spawner_run,
+    .done = spawner_done,
+    .min_threads = 1,
+    .max_threads = 1,
+    .stack_size = 128 * 1024,
+    .block_signals = 1, /* signals stay with the loop's thread */
+};
 
-static void sq_push(spawn_job_t **h, spawn_job_t **t, spawn_job_t *j)
+static void spawner_run(jobq_node_t *n)
 {
-    j->_next = NULL;
-    if (*t)
-        (*t)->_next = j;
-    else
-        *h = j;
-    *t = j;
-}
-
-static void *spawner_main(void *arg)
-{
+    spawn_job_t *j = SA_CONTAINER_OF(n, spawn_job_t, _node);
 #ifdef SPAWN_SHARE_FILES
-    if (g_slot_null >= 0)
+    /* The spawner thread's own slots (the loop's thread has g_slots[0]). */
+    if (!t_slots && g_slot_null >= 0)
         t_slots = g_slots[1];
 #endif
-    pthread_mutex_lock(&g_smu);
-    for (;;) {
-        while (!g_sq_head)
-            pthread_cond_wait(&g_scv, &g_smu);
-        spawn_job_t *j = g_sq_head;
-        g_sq_head = j->_next;
-        if (!g_sq_head)
-            g_sq_tail = NULL;
-        pthread_mutex_unlock(&g_smu);
-        j->rc = spawn_run(&j->req, &j->pid, &j->stage);
-        pthread_mutex_lock(&g_smu);
-        sq_push(&g_sd_head, &g_sd_tail, j);
-        ev_async_send(g_sloop, &g_sasync);
-    }
-    return NULL;
+    j->rc = spawn_run(&j->req, &j->pid, &j->stage);
 }
 
-static void on_spawned(struct ev_loop *loop, ev_async *w, int revents)
+static void spawner_done(jobq_node_t *n)
 {
-    spawn_job_t *list;
-    pthread_mutex_lock(&g_smu);
-    list = g_sd_head;
-    g_sd_head = g_sd_tail = NULL;
-    pthread_mutex_unlock(&g_smu);
-    while (list) {
-        spawn_job_t *j = list;
-        list = j->_next;
-        j->done(j); /* may free j */
-    }
+    spawn_job_t *j = SA_CONTAINER_OF(n, spawn_job_t, _node);
+    j->done(j); /* may free j */
 }
 
 int spawn_async_init(struct ev_loop *loop)
 {
-    pthread_t t;
-    pthread_attr_t attr;
-    sigset_t all, old;
-    int rc;
-
-    g_sloop = loop;
     slots_init();
-    ev_async_init(&g_sasync, on_spawned);
-    ev_async_start(loop, &g_sasync);
-    /* Signals stay with the loop's thread: the spawner blocks them all. */
-    sigfillset(&all);
-    pthread_sigmask(SIG_SETMASK, &all, &old);
-    pthread_attr_init(&attr);
-    pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
-    pthread_attr_setstacksize(&attr, 128 * 1024);
-    rc = pthread_create(&t, &attr, spawner_main, NULL);
-    pthread_attr_destroy(&attr);
-    pthread_sigmask(SIG_SETMASK, &old, NULL);
-    if (rc) {
-        ev_async_stop(loop, &g_sasync);
-        return -rc;
-    }
-    return 0;
+    return jobq_init(&g_spawner, loop);
 }
 
-void spawn_submit(spawn_job_t *job)
-{
-    pthread_mutex_lock(&g_smu);
-    sq_push(&g_sq_head, &g_sq_tail, job);
-    pthread_cond_signal(&g_scv);
-    pthread_mutex_unlock(&g_smu);
-}
+void spawn_submit(spawn_job_t *job) { jobq_submit(&g_spawner, &job->_node); }

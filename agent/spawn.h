@@ -5,9 +5,12 @@
  * memory of the vfork-style child, or a close-on-exec pipe after fork).
  * With into_cgroup the child is born in that cgroup (clone3 with
  * CLONE_INTO_CGROUP), or, on kernels without it, moves itself there first
- * thing, before it runs anything of the command. */
+ * thing, before it runs anything of the command.
+ * Errors: functions return 0 or a negative errno (with the failed step). */
 #ifndef SA_SPAWN_H
 #define SA_SPAWN_H
+
+#include "jobq.h"
 
 #include <ev.h>
 #include <sys/types.h>
@@ -55,7 +58,8 @@ int spawn_run(const spawn_req_t *r, pid_t *pid, enum spawn_stage *stage);
 
 /* Starting off the loop. The calling thread waits while a vfork-style child
  * execs, which on a busy machine takes milliseconds; one spawner thread does
- * that waiting so the loop keeps serving every connection meanwhile. */
+ * that waiting so the loop keeps serving every connection meanwhile. The
+ * spawner is a jobq of one thread. */
 typedef struct spawn_job spawn_job_t;
 typedef void spawn_done_fn(spawn_job_t *job);
 struct spawn_job {
@@ -64,7 +68,7 @@ struct spawn_job {
     int rc;               /* spawn_run's result */
     pid_t pid;
     enum spawn_stage stage;
-    spawn_job_t *_next;
+    jobq_node_t _node;    /* private */
 };
 
 /* Start the spawner thread (signals blocked in it). 0 or -errno. */
