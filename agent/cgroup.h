@@ -3,6 +3,10 @@
  * killing and signalling a whole leaf, limits, usage figures, and freezing
  * the whole workload. Without a usable cgroup v2 everything here reports
  * that, and callers fall back to process groups.
+ * Files: cgroup.c (the subtree), cgroup_leaf.c (the leaves), cgroup_file.c
+ * (kernfs files), cgroup_internal.h (what they share).
+ * Errors: functions return 0 or a negative errno; those with an err buffer
+ * fill it with a message for the client.
  *
  * Layout under the managed root R:
  *   R/agent      the agent itself, when it started inside R (delegation)
