@@ -4,7 +4,12 @@
  * READY, UNHEALTHY, BACKING_OFF, STOPPED, FAILED), its ready and health
  * probes, and the run boundaries its followers are told about. The process
  * record (proc.c) owns one svc_t and calls the hooks below; this module
- * calls back into proc.c only through the functions proc.h lists for it. */
+ * calls back into proc.c only through the functions proc.h lists for it.
+ * Files: service.c (the record, runs, restarts), service_ops.c (WaitReady,
+ * StopService), service_follow.c (events for followers), service_dir.c
+ * (--services-dir), service_internal.h (what they share).
+ * Errors: svc_new answers NULL with an Error.Code and a message; requests
+ * are answered on their connection; the hooks cannot fail. */
 #ifndef SA_SERVICE_H
 #define SA_SERVICE_H
 
