@@ -268,6 +268,26 @@ static int child_exec(const spawn_req_t *r)
     return saw_eacces ? EACCES : ENOENT;
 }
 
+/* In the child: the user's groups and ids (raw calls: glibc's wrappers
+ * would signal the parent's threads), then its directory. */
+static void child_become_user(child_ctx_t *x, const spawn_req_t *r)
+{
+    if (r->set_user) {
+        if (syscall(SYS_setgroups, (size_t)r->n_groups, r->groups) < 0)
+            child_fail(x, SPAWN_GROUPS, errno);
+        if (syscall(SYS_setresgid, r->gid, r->gid, r->gid) < 0)
+            child_fail(x, SPAWN_GID, errno);
+        if (syscall(SYS_setresuid, r->uid, r->uid, r->uid) < 0)
+            child_fail(x, SPAWN_UID, errno);
+    }
+    if (r->cwd && r->cwd[0]) {
+        if (chdir(r->cwd) < 0)
+            child_fail(x, SPAWN_CWD, errno);
+    } else if (r->home && r->home[0] && chdir(r->home) < 0 && chdir("/") < 0) {
+        child_fail(x, SPAWN_CWD, errno);
+    }
+}
+
 static int child_main(void *arg)
 {
     child_ctx_t *x = arg;
@@ -319,20 +339,7 @@ static int child_main(void *arg)
         (void)w; /* nothing to do if this write fails */
         close(fd);
     }
-    if (r->set_user) {
-        if (syscall(SYS_setgroups, (size_t)r->n_groups, r->groups) < 0)
-            child_fail(x, SPAWN_GROUPS, errno);
-        if (syscall(SYS_setresgid, r->gid, r->gid, r->gid) < 0)
-            child_fail(x, SPAWN_GID, errno);
-        if (syscall(SYS_setresuid, r->uid, r->uid, r->uid) < 0)
-            child_fail(x, SPAWN_UID, errno);
-    }
-    if (r->cwd && r->cwd[0]) {
-        if (chdir(r->cwd) < 0)
-            child_fail(x, SPAWN_CWD, errno);
-    } else if (r->home && r->home[0] && chdir(r->home) < 0 && chdir("/") < 0) {
-        child_fail(x, SPAWN_CWD, errno);
-    }
+    child_become_user(x, r);
     /* Everything the agent opens is close-on-exec; this is the backstop
      * (keeping the error pipe, which exec closes). */
 #ifdef SYS_close_range
@@ -424,103 +431,115 @@ static void slots_fill(const spawn_req_t *r, child_ctx_t *x) { x->share = 0; }
 #endif
 #endif
 
-int spawn_run(const spawn_req_t *r, pid_t *pid, enum spawn_stage *stage)
+/* clone3 into the cgroup is worth trying for r. */
+static inline int want_clone3(const spawn_req_t *r)
+{
+    return r->into_cgroup && !r->cgroup_by_procs && !__atomic_load_n(&g_no_clone3, __ATOMIC_RELAXED);
+}
+
+/* clone3 failed with e: 1 when the kernel lacks it or CLONE_INTO_CGROUP
+ * (remembered: the plain way from now on), 0 when the cgroup refused. */
+static inline int clone3_missing(int e)
+{
+    if (e != ENOSYS && e != EINVAL && e != E2BIG)
+        return 0;
+    __atomic_store_n(&g_no_clone3, 1, __ATOMIC_RELAXED);
+    return 1;
+}
+
+/* The child could not be made: -e, and with a cgroup that refused it
+ * (removed, or not a leaf) the stage says so. */
+static int start_failed(const spawn_req_t *r, int e, enum spawn_stage *stage)
+{
+    if (r->into_cgroup && e != EAGAIN && e != ENOMEM)
+        *stage = SPAWN_CGROUP;
+    return -e;
+}
+
+/* The child uses r's own descriptors (not slots). */
+static void ctx_own_fds(child_ctx_t *x, const spawn_req_t *r)
+{
+    x->fd_in = r->fd_in;
+    x->fd_out = r->fd_out;
+    x->fd_err = r->fd_err;
+    x->cgroup_fd = r->cgroup_fd;
+}
+
+#ifdef SPAWN_USE_FORK
+/* fork: the child's memory is its own, so a failure comes back through a
+ * close-on-exec pipe (EOF means exec succeeded). Returns the child's pid
+ * with *ce its failure before exec (err 0: none), or -errno. */
+static int start_child(child_ctx_t *x, const spawn_req_t *r, child_err_t *ce,
+                       enum spawn_stage *stage)
 {
     sigset_t all, old;
-    child_ctx_t x;
-    child_err_t ce = {0, 0};
     pid_t child;
     int e;
-
-    *stage = SPAWN_FORK;
-    x.r = r;
-    x.stage = 0;
-    x.err = 0;
-    x.in_cgroup = 0;
-    x.changed = changed_signals();
-    x.fd_in = r->fd_in;
-    x.fd_out = r->fd_out;
-    x.fd_err = r->fd_err;
-    x.cgroup_fd = r->cgroup_fd;
-    x.share = 0;
-    x.keep = x.filled = 0;
-    x.unshare_failed = 0;
-#ifdef SPAWN_USE_FORK
-    /* fork: the child's memory is its own, so a failure comes back through
-     * a close-on-exec pipe (EOF means exec succeeded). */
     int ep[2];
     if (pipe2(ep, O_CLOEXEC) < 0)
         return -errno;
-    x.err_fd = ep[1];
+    x->err_fd = ep[1];
     sigfillset(&all);
     sigprocmask(SIG_SETMASK, &all, &old);
     child = -1;
     e = ENOSYS;
     int plain = 1; /* fork, then (with into_cgroup) join through cgroup.procs */
 #ifdef SYS_clone3
-    if (r->into_cgroup && !r->cgroup_by_procs && !__atomic_load_n(&g_no_clone3, __ATOMIC_RELAXED)) {
+    if (want_clone3(r)) {
         /* Without CLONE_VM clone3 returns twice, as fork does. */
         struct spawn_clone_args ca;
         memset(&ca, 0, sizeof ca);
         ca.flags = CLONE_INTO_CGROUP;
         ca.exit_signal = SIGCHLD;
         ca.cgroup = (uint64_t)r->cgroup_fd;
-        x.in_cgroup = 1;
+        x->in_cgroup = 1;
         child = (pid_t)syscall(SYS_clone3, &ca, sizeof ca);
         if (child == 0)
-            child_main(&x);
+            child_main(x);
         e = errno;
-        plain = child < 0 && (e == ENOSYS || e == EINVAL || e == E2BIG);
-        if (plain)
-            __atomic_store_n(&g_no_clone3, 1, __ATOMIC_RELAXED);
-        x.in_cgroup = 0;
+        plain = child < 0 && clone3_missing(e);
+        x->in_cgroup = 0;
     }
 #endif
     if (plain) {
         child = fork();
         if (child == 0)
-            child_main(&x);
+            child_main(x);
         e = errno;
     }
     sigprocmask(SIG_SETMASK, &old, NULL);
     close(ep[1]);
     if (child < 0) {
         close(ep[0]);
-        if (r->into_cgroup && e != EAGAIN && e != ENOMEM)
-            *stage = SPAWN_CGROUP;
-        return -e;
+        return start_failed(r, e, stage);
     }
     ssize_t n;
     do
-        n = read(ep[0], &ce, sizeof ce);
+        n = read(ep[0], ce, sizeof *ce);
     while (n < 0 && errno == EINTR);
     close(ep[0]);
-    if (n != (ssize_t)sizeof ce)
-        ce.err = 0;
+    if (n != (ssize_t)sizeof *ce)
+        ce->err = 0;
+    return child;
+}
 #else
-    /* clone(CLONE_VM | CLONE_VFORK): this thread resumes once the child has
-     * exec'd or exited; a failure is already in x, written by the child. */
-    /* One stack per thread serves every spawn of that thread: it waits
-     * (CLONE_VFORK); the loop's thread and the spawner may spawn at once. */
-    static __thread void *stack;
-    if (!stack) {
-        void *s = mmap(NULL, CHILD_STACK, PROT_READ | PROT_WRITE,
-                       MAP_PRIVATE | MAP_ANONYMOUS | MAP_STACK, -1, 0);
-        if (s == MAP_FAILED)
-            return -errno;
-        stack = s;
-    }
-    x.err_fd = -1;
-    slots_fill(r, &x);
-again:
+/* One clone(CLONE_VM | CLONE_VFORK), sharing the descriptor table when
+ * x->share: this thread resumes once the child has exec'd or exited. The
+ * child's pid, or -errno. */
+static int clone_child(child_ctx_t *x, const spawn_req_t *r, void *stack,
+                       enum spawn_stage *stage)
+{
+    sigset_t all, old;
+    pid_t child;
+    int e;
     sigfillset(&all);
     sigprocmask(SIG_SETMASK, &all, &old);
     child = -1;
     e = ENOSYS;
     int plain = 1; /* clone, then (with into_cgroup) join through cgroup.procs */
-    uint64_t files = x.share ? CLONE_FILES : 0;
+    uint64_t files = x->share ? CLONE_FILES : 0;
 #ifdef SPAWN_HAVE_CLONE3_STACK
-    if (r->into_cgroup && !r->cgroup_by_procs && !__atomic_load_n(&g_no_clone3, __ATOMIC_RELAXED)) {
+    if (want_clone3(r)) {
         struct spawn_clone_args ca;
         long rc;
         memset(&ca, 0, sizeof ca);
@@ -529,47 +548,80 @@ again:
         ca.stack = (uint64_t)(uintptr_t)stack;
         ca.stack_size = CHILD_STACK;
         ca.cgroup = (uint64_t)r->cgroup_fd;
-        x.in_cgroup = 1;
-        rc = spawn_clone3_fn(&ca, sizeof ca, child_main, &x);
+        x->in_cgroup = 1;
+        rc = spawn_clone3_fn(&ca, sizeof ca, child_main, x);
         child = rc < 0 ? -1 : (pid_t)rc;
         e = rc < 0 ? (int)-rc : 0;
-        plain = rc < 0 && (e == ENOSYS || e == EINVAL || e == E2BIG);
-        if (plain)
-            __atomic_store_n(&g_no_clone3, 1, __ATOMIC_RELAXED);
-        x.in_cgroup = 0;
+        plain = rc < 0 && clone3_missing(e);
+        x->in_cgroup = 0;
     }
 #endif
     if (plain) {
         child = clone(child_main, (char *)stack + CHILD_STACK,
-                      CLONE_VM | CLONE_VFORK | (int)files | SIGCHLD, &x);
+                      CLONE_VM | CLONE_VFORK | (int)files | SIGCHLD, x);
         e = errno;
     }
     sigprocmask(SIG_SETMASK, &old, NULL);
-    if (child >= 0 && x.unshare_failed) {
+    return child < 0 ? start_failed(r, e, stage) : child;
+}
+
+/* The vfork-style child: a failure is already in x, written by the child.
+ * Returns the child's pid with *ce its failure before exec (err 0: none),
+ * or -errno. */
+static int start_child(child_ctx_t *x, const spawn_req_t *r, child_err_t *ce,
+                       enum spawn_stage *stage)
+{
+    /* One stack per thread serves every spawn of that thread: it waits
+     * (CLONE_VFORK); the loop's thread and the spawner may spawn at once. */
+    static __thread void *stack;
+    int child;
+    if (!stack) {
+        void *s = mmap(NULL, CHILD_STACK, PROT_READ | PROT_WRITE,
+                       MAP_PRIVATE | MAP_ANONYMOUS | MAP_STACK, -1, 0);
+        if (s == MAP_FAILED)
+            return -errno;
+        stack = s;
+    }
+    x->err_fd = -1;
+    slots_fill(r, x);
+    while ((child = clone_child(x, r, stack, stage)) >= 0 && x->unshare_failed) {
         /* The kernel has no CLOSE_RANGE_UNSHARE: again, with a copy. */
         while (waitpid(child, NULL, 0) < 0 && errno == EINTR)
             ;
         __atomic_store_n(&g_no_share, 1, __ATOMIC_RELAXED);
-        slots_clear(&x);
-        x.share = 0;
-        x.fd_in = r->fd_in;
-        x.fd_out = r->fd_out;
-        x.fd_err = r->fd_err;
-        x.cgroup_fd = r->cgroup_fd;
-        x.unshare_failed = 0;
-        x.stage = x.err = 0;
-        goto again;
+        slots_clear(x);
+        x->share = 0;
+        ctx_own_fds(x, r);
+        x->unshare_failed = 0;
+        x->stage = x->err = 0;
     }
-    slots_clear(&x);
-    if (child < 0) {
-        /* The cgroup refused the child (removed, or not a leaf): say so. */
-        if (r->into_cgroup && e != EAGAIN && e != ENOMEM)
-            *stage = SPAWN_CGROUP;
-        return -e;
-    }
-    ce.stage = x.stage;
-    ce.err = x.err;
+    slots_clear(x);
+    if (child < 0)
+        return child;
+    ce->stage = x->stage;
+    ce->err = x->err;
+    return child;
+}
 #endif
+
+int spawn_run(const spawn_req_t *r, pid_t *pid, enum spawn_stage *stage)
+{
+    child_ctx_t x;
+    child_err_t ce = {0, 0};
+    int child;
+
+    *stage = SPAWN_FORK;
+    x.r = r;
+    x.stage = 0;
+    x.err = 0;
+    x.in_cgroup = 0;
+    x.changed = changed_signals();
+    ctx_own_fds(&x, r);
+    x.share = 0;
+    x.keep = x.filled = 0;
+    x.unshare_failed = 0;
+    if ((child = start_child(&x, r, &ce, stage)) < 0)
+        return child;
     if (ce.err) {
         *stage = (enum spawn_stage)ce.stage;
         /* Reap it here so it never reaches the process table. */
