@@ -1,6 +1,8 @@
 /* main.c - sandbox-agent: flags to config, listeners, signals, the loop,
  * shutdown; the agent's own OOM score, readiness (--ready-fd and
- * $NOTIFY_SOCKET) and the rules for running as PID 1. */
+ * $NOTIFY_SOCKET) and the rules for running as PID 1.
+ * Errors: a module that cannot start is logged and the agent exits 1; a
+ * wrong command line exits 2. */
 #include "cgroup.h"
 #include "config.h"
 #include "conn.h"
@@ -14,6 +16,7 @@
 #include "proc.h"
 #include "service.h"
 #include "tunnel.h"
+#include "util.h"
 #include "watch.h"
 
 #include <ev.h>
@@ -41,8 +44,7 @@ static const int g_benign_signals[] = {SIGHUP, SIGUSR1, SIGUSR2};
 /* As PID 1 the kernel already drops default-action signals sent from inside
  * the namespace; these get a handler anyway, so they show in the log. */
 static const int g_init_signals[] = {SIGQUIT, SIGALRM, SIGVTALRM, SIGPROF, SIGPWR};
-static ev_signal g_benign_w[sizeof g_benign_signals / sizeof g_benign_signals[0] +
-                            sizeof g_init_signals / sizeof g_init_signals[0]];
+static ev_signal g_benign_w[SA_ARRAY_LEN(g_benign_signals) + SA_ARRAY_LEN(g_init_signals)];
 
 static void on_prepare(struct ev_loop *loop, ev_prepare *w, int revents)
 {
@@ -172,16 +174,10 @@ static void on_signal(struct ev_loop *loop, ev_signal *w, int revents)
     proc_shutdown(loop, g_config.kill_grace_ms, on_processes_gone);
 }
 
-int main(int argc, char **argv)
+/* The process itself, before any module: readiness fd, log, $NOTIFY_SOCKET,
+ * OOM score, priority, SIGPIPE. 0, or the exit code. */
+static int setup_process(void)
 {
-    struct ev_loop *loop;
-    char err[512];
-    int rc = config_parse(&g_config, argc, argv);
-
-    if (rc > 0)
-        return 0;
-    if (rc < 0)
-        return 2;
     /* A wrong --ready-fd is a mistake in the caller's command line: say so
      * now rather than leave the caller waiting for a readiness never sent.
      * Close-on-exec, so no child inherits it. */
@@ -209,73 +205,101 @@ int main(int argc, char **argv)
             log_info("nice %d: %s; left at %d", g_config.nice, strerror(errno),
                      getpriority(PRIO_PROCESS, 0));
     }
-
     /* A peer that vanishes mid-write must not kill the agent; children get
      * SIGPIPE back to default before exec. */
     signal(SIGPIPE, SIG_IGN);
-    /* The default loop: the only one that may watch children. */
-    loop = ev_default_loop(EVFLAG_AUTO | EVFLAG_NOENV);
-    if (!loop) {
-        fprintf(stderr, "sandbox-agent: cannot initialise the event loop\n");
-        return 1;
-    }
+    return 0;
+}
+
+/* Every module on the loop, then the listeners. 0 or -1 (logged). */
+static int start_modules(struct ev_loop *loop)
+{
+    char err[512];
+    int rc;
     cg_init(loop);
     freeze_init(loop);
     if ((rc = proc_init(loop)) < 0) {
         log_error("process table: %s", strerror(-rc));
-        return 1;
+        return -1;
     }
     if ((rc = fs_init(loop)) < 0) {
         log_error("file operations: %s", strerror(-rc));
-        return 1;
+        return -1;
     }
     watch_init(loop);
     conn_set_request_handler(dispatch_request);
     tunnel_init(loop);
     if ((rc = lc_init(loop)) < 0) {
         log_error("lifecycle: %s", strerror(-rc));
-        return 1;
+        return -1;
     }
     for (int i = 0; i < g_config.n_listen; i++) {
         if (listen_add(loop, g_config.listen[i], err, sizeof err) < 0) {
             log_error("cannot listen: %s", err);
             listen_close_all(loop);
-            return 1;
+            return -1;
         }
     }
+    return 0;
+}
+
+/* SIGTERM and SIGINT stop the agent; the benign ones are logged. */
+static void start_signals(struct ev_loop *loop)
+{
+    size_t n = 0;
     ev_signal_init(&g_sigterm, on_signal, SIGTERM);
     ev_signal_init(&g_sigint, on_signal, SIGINT);
     ev_signal_start(loop, &g_sigterm);
     ev_signal_start(loop, &g_sigint);
-    {
-        size_t n = 0;
-        for (size_t i = 0; i < sizeof g_benign_signals / sizeof g_benign_signals[0]; i++, n++)
-            ev_signal_init(&g_benign_w[n], on_benign_signal, g_benign_signals[i]);
-        if (getpid() == 1)
-            for (size_t i = 0; i < sizeof g_init_signals / sizeof g_init_signals[0]; i++, n++)
-                ev_signal_init(&g_benign_w[n], on_benign_signal, g_init_signals[i]);
-        for (size_t i = 0; i < n; i++)
-            ev_signal_start(loop, &g_benign_w[i]);
-    }
-    ev_prepare_init(&g_prepare, on_prepare);
-    ev_prepare_start(loop, &g_prepare);
+    /* ev_signal_init is a macro that names its watcher more than once. */
+    for (size_t i = 0; i < SA_ARRAY_LEN(g_benign_signals); i++, n++)
+        ev_signal_init(&g_benign_w[n], on_benign_signal, g_benign_signals[i]);
+    if (getpid() == 1)
+        for (size_t i = 0; i < SA_ARRAY_LEN(g_init_signals); i++, n++)
+            ev_signal_init(&g_benign_w[n], on_benign_signal, g_init_signals[i]);
+    for (size_t i = 0; i < n; i++)
+        ev_signal_start(loop, &g_benign_w[i]);
+}
 
-    {
-        char where[1024];
-        listen_describe(where, sizeof where);
-        log_info("sandbox-agent %s ready on %s (pid %d, %s)", SANDBOX_AGENT_VERSION, where,
-                 (int)getpid(), g_config.token[0] ? "token required" : "no token");
-    }
+/* Tell the log, --ready-fd and the service manager that we answer. */
+static void announce_ready(void)
+{
+    char where[1024], msg[64];
+    listen_describe(where, sizeof where);
+    log_info("sandbox-agent %s ready on %s (pid %d, %s)", SANDBOX_AGENT_VERSION, where,
+             (int)getpid(), g_config.token[0] ? "token required" : "no token");
     if (g_config.ready_fd >= 0) {
         if (write(g_config.ready_fd, "READY=1\n", 8) < 0)
             log_warn("--ready-fd %d: %s", g_config.ready_fd, strerror(errno));
         close(g_config.ready_fd);
     }
-    {
-        char msg[64];
-        snprintf(msg, sizeof msg, "READY=1\nMAINPID=%d", (int)getpid());
-        notify(msg);
+    snprintf(msg, sizeof msg, "READY=1\nMAINPID=%d", (int)getpid());
+    notify(msg);
+}
+
+int main(int argc, char **argv)
+{
+    struct ev_loop *loop;
+    int rc = config_parse(&g_config, argc, argv);
+
+    if (rc > 0)
+        return 0;
+    if (rc < 0)
+        return 2;
+    if ((rc = setup_process()) != 0)
+        return rc;
+    /* The default loop: the only one that may watch children. */
+    loop = ev_default_loop(EVFLAG_AUTO | EVFLAG_NOENV);
+    if (!loop) {
+        fprintf(stderr, "sandbox-agent: cannot initialise the event loop\n");
+        return 1;
     }
+    if (start_modules(loop) < 0)
+        return 1;
+    start_signals(loop);
+    ev_prepare_init(&g_prepare, on_prepare);
+    ev_prepare_start(loop, &g_prepare);
+    announce_ready();
     /* Services declared at boot start once the agent answers: a slow or
      * broken one delays nobody's connection. */
     svc_start_dir(g_config.services_dir, !g_config.services_dir_set);
