@@ -1,4 +1,8 @@
-/* config.c - see config.h. */
+/* config.c - the agent's settings: the option table (name, kind, field,
+ * range, help) drives parsing, checking and --help; then the token and the
+ * default socket. See config.h.
+ * Errors: parsing says what is wrong on stderr and returns -1 (the agent
+ * exits 2); nothing is logged, the log is not set up yet. */
 #include "config.h"
 
 #include "defaults.h"
@@ -547,63 +551,37 @@ static void usage(FILE *f)
             usage_opt(f, &g_opts[i], &def);
 }
 
-int config_parse(config_t *cfg, int argc, char **argv)
+/* One option from the table, with its value in optarg. 0, -1 (said on
+ * stderr), or 1 when it answered (--help, --version) and the agent exits. */
+static int apply_opt(config_t *cfg, const opt_t *o)
 {
-    static struct option lopts[N_OPTS + 1];
-    int c;
+    char flag[64];
+    uint64_t v;
+    snprintf(flag, sizeof flag, "--%s", o->name);
+    switch (o->kind) {
+    case OPT_NUM:
+    case OPT_BYTES:
+        if (parse_u64(flag, optarg, o->min, o->max, &v) < 0)
+            return -1;
+        field_set(cfg, o, v);
+        return 0;
+    case OPT_FLAG: {
+        int one = 1;
+        memcpy((char *)cfg + o->off, &one, sizeof one);
+        return 0;
+    }
+    case OPT_FN: return o->fn(cfg, optarg) < 0 ? -1 : 0;
+    case OPT_HELP: usage(stdout); return 1;
+    case OPT_VERSION: printf("sandbox-agent %s\n", SANDBOX_AGENT_VERSION); return 1;
+    }
+    return 0;
+}
 
-    for (size_t i = 0; i < N_OPTS; i++) {
-        lopts[i].name = g_opts[i].name;
-        lopts[i].has_arg = g_opts[i].arg ? required_argument : no_argument;
-        lopts[i].flag = NULL;
-        lopts[i].val = 256 + (int)i;
-    }
-    config_defaults(cfg);
-    have_token_file = 0;
-    opterr = 0;
-    optind = 1;
-    while ((c = getopt_long(argc, argv, ":", lopts, NULL)) != -1) {
-        /* getopt has moved past the option (and its value, if separate). */
-        const char *name = optind > 0 && optind <= argc ? argv[optind - 1] : "?";
-        if (c == ':') {
-            fprintf(stderr, "sandbox-agent: option '%s' needs a value\n", name);
-            usage(stderr);
-            return -1;
-        }
-        if (c < 256 || c >= 256 + (int)N_OPTS) {
-            fprintf(stderr, "sandbox-agent: unknown option '%s'\n", name);
-            usage(stderr);
-            return -1;
-        }
-        const opt_t *o = &g_opts[c - 256];
-        char flag[64];
-        uint64_t v;
-        snprintf(flag, sizeof flag, "--%s", o->name);
-        switch (o->kind) {
-        case OPT_NUM:
-        case OPT_BYTES:
-            if (parse_u64(flag, optarg, o->min, o->max, &v) < 0)
-                return -1;
-            field_set(cfg, o, v);
-            break;
-        case OPT_FLAG: {
-            int one = 1;
-            memcpy((char *)cfg + o->off, &one, sizeof one);
-            break;
-        }
-        case OPT_FN:
-            if (o->fn(cfg, optarg) < 0)
-                return -1;
-            break;
-        case OPT_HELP: usage(stdout); return 1;
-        case OPT_VERSION: printf("sandbox-agent %s\n", SANDBOX_AGENT_VERSION); return 1;
-        }
-    }
-    if (optind < argc) {
-        fprintf(stderr, "sandbox-agent: unexpected argument '%s'\n", argv[optind]);
-        usage(stderr);
-        return -1;
-    }
+/* What the options leave to the environment: the token (from
+ * $SANDBOX_AGENT_TOKEN or the kernel command line, then scrubbed from both
+ * reaches of the children) and the default socket. 0 or -1. */
+static int config_finish(config_t *cfg)
+{
     if (!have_token_file) {
         const char *t = getenv("SANDBOX_AGENT_TOKEN");
         if (t && *t) {
@@ -628,4 +606,43 @@ int config_parse(config_t *cfg, int argc, char **argv)
     /* --max-queued-bytes is kept as given: streams cut their messages to
      * fit it (conn_max_event), so it need not hold a whole frame. */
     return 0;
+}
+
+int config_parse(config_t *cfg, int argc, char **argv)
+{
+    static struct option lopts[N_OPTS + 1];
+    int c, rc;
+
+    for (size_t i = 0; i < N_OPTS; i++) {
+        lopts[i].name = g_opts[i].name;
+        lopts[i].has_arg = g_opts[i].arg ? required_argument : no_argument;
+        lopts[i].flag = NULL;
+        lopts[i].val = 256 + (int)i;
+    }
+    config_defaults(cfg);
+    have_token_file = 0;
+    opterr = 0;
+    optind = 1;
+    while ((c = getopt_long(argc, argv, ":", lopts, NULL)) != -1) {
+        /* getopt has moved past the option (and its value, if separate). */
+        const char *name = optind > 0 && optind <= argc ? argv[optind - 1] : "?";
+        if (c == ':') {
+            fprintf(stderr, "sandbox-agent: option '%s' needs a value\n", name);
+            usage(stderr);
+            return -1;
+        }
+        if (c < 256 || c >= 256 + (int)N_OPTS) {
+            fprintf(stderr, "sandbox-agent: unknown option '%s'\n", name);
+            usage(stderr);
+            return -1;
+        }
+        if ((rc = apply_opt(cfg, &g_opts[c - 256])) != 0)
+            return rc;
+    }
+    if (optind < argc) {
+        fprintf(stderr, "sandbox-agent: unexpected argument '%s'\n", argv[optind]);
+        usage(stderr);
+        return -1;
+    }
+    return config_finish(cfg);
 }
