@@ -7,6 +7,9 @@
  * for the exec, as for a lone start) so its child watcher is in place
  * before the loop can reap it; a child that outlives its timeout is killed
  * and the next attempt waits until it is reaped.
+ * Errors: probe_check returns a negative errno with a message; probe_new
+ * returns NULL only for want of memory; a probe's failures are its results
+ * (the callback with ok 0 and why).
  */
 #include "probe.h"
 
@@ -512,11 +515,72 @@ static int setup_exec(probe_t *pr, const Sandbox__Agent__V1__ExecProbe *ex, cons
     return 0;
 }
 
+/* The probe's address as text, for its description and Host header. */
+static void addr_text(const probe_t *pr, char *host, size_t n)
+{
+    inet_ntop(pr->addr.ss_family,
+              pr->addr.ss_family == AF_INET
+                  ? (const void *)&((const struct sockaddr_in *)&pr->addr)->sin_addr
+                  : (const void *)&((const struct sockaddr_in6 *)&pr->addr)->sin6_addr,
+              host, (socklen_t)n);
+}
+
+static void setup_tcp(probe_t *pr, const Sandbox__Agent__V1__TcpProbe *t)
+{
+    char host[80];
+    pr->kind = PK_TCP;
+    parse_host(t->host, t->port, &pr->addr, &pr->addr_len);
+    addr_text(pr, host, sizeof host);
+    snprintf(pr->desc, sizeof pr->desc, "tcp probe %s port %u", host, t->port);
+}
+
+/* The whole request is made here, once. 0 or -ENOMEM. */
+static int setup_http(probe_t *pr, const Sandbox__Agent__V1__HttpProbe *h)
+{
+    const char *path = h->path && h->path[0] ? h->path : "/";
+    char host[80], hosthdr[300];
+    pr->kind = PK_HTTP;
+    parse_host(h->host, h->port, &pr->addr, &pr->addr_len);
+    addr_text(pr, host, sizeof host);
+    if (h->host_header && h->host_header[0])
+        snprintf(hosthdr, sizeof hosthdr, "%s", h->host_header);
+    else if (pr->addr.ss_family == AF_INET6)
+        snprintf(hosthdr, sizeof hosthdr, "[%s]:%u", host, h->port);
+    else
+        snprintf(hosthdr, sizeof hosthdr, "%s:%u", host, h->port);
+    pr->status_min = h->status_min ? h->status_min : 200;
+    pr->status_max = h->status_max ? h->status_max : 399;
+    size_t cap = strlen(path) + strlen(hosthdr) + 128;
+    if (!(pr->request = malloc(cap)))
+        return -ENOMEM;
+    pr->req_len = (size_t)snprintf(pr->request, cap,
+                                   "GET %s HTTP/1.1\r\nHost: %s\r\nUser-Agent: sandbox-agent "
+                                   "probe\r\nConnection: close\r\n\r\n",
+                                   path, hosthdr);
+    snprintf(pr->desc, sizeof pr->desc, "http probe %s port %u %.60s", host, h->port, path);
+    return 0;
+}
+
+/* 0, or -ENOMEM (an empty pattern too: probe_check refused it already). */
+static int setup_output(probe_t *pr, const Sandbox__Agent__V1__OutputProbe *o)
+{
+    pr->kind = PK_OUTPUT;
+    pr->line_prefix = !(o->contains && o->contains[0]);
+    if (!(pr->pattern = dup0(pr->line_prefix ? o->line_prefix : o->contains)))
+        return -ENOMEM;
+    pr->plen = strlen(pr->pattern);
+    if (!pr->plen || !(pr->tail = malloc(pr->plen)))
+        return -ENOMEM;
+    snprintf(pr->desc, sizeof pr->desc, "output probe %s '%.60s'",
+             pr->line_prefix ? "line prefix" : "text", pr->pattern);
+    return 0;
+}
+
 probe_t *probe_new(struct ev_loop *loop, const Probe *cfg, int ready, const probe_env_t *env,
                    probe_result_fn *cb, void *arg)
 {
     probe_t *pr = calloc(1, sizeof *pr);
-    char host[80];
+    int rc;
     if (!pr)
         return NULL;
     pr->loop = loop;
@@ -534,70 +598,20 @@ probe_t *probe_new(struct ev_loop *loop, const Probe *cfg, int ready, const prob
     ev_init(&pr->io, on_io);
     pr->t_next.data = pr->t_timeout.data = pr->io.data = pr;
     switch (cfg->check_case) {
-    case SANDBOX__AGENT__V1__PROBE__CHECK_TCP:
-        pr->kind = PK_TCP;
-        parse_host(cfg->tcp->host, cfg->tcp->port, &pr->addr, &pr->addr_len);
-        inet_ntop(pr->addr.ss_family,
-                  pr->addr.ss_family == AF_INET
-                      ? (void *)&((struct sockaddr_in *)&pr->addr)->sin_addr
-                      : (void *)&((struct sockaddr_in6 *)&pr->addr)->sin6_addr,
-                  host, sizeof host);
-        snprintf(pr->desc, sizeof pr->desc, "tcp probe %s port %u", host, cfg->tcp->port);
-        break;
-    case SANDBOX__AGENT__V1__PROBE__CHECK_HTTP: {
-        const Sandbox__Agent__V1__HttpProbe *h = cfg->http;
-        const char *path = h->path && h->path[0] ? h->path : "/";
-        char hosthdr[300];
-        pr->kind = PK_HTTP;
-        parse_host(h->host, h->port, &pr->addr, &pr->addr_len);
-        inet_ntop(pr->addr.ss_family,
-                  pr->addr.ss_family == AF_INET
-                      ? (void *)&((struct sockaddr_in *)&pr->addr)->sin_addr
-                      : (void *)&((struct sockaddr_in6 *)&pr->addr)->sin6_addr,
-                  host, sizeof host);
-        if (h->host_header && h->host_header[0])
-            snprintf(hosthdr, sizeof hosthdr, "%s", h->host_header);
-        else if (pr->addr.ss_family == AF_INET6)
-            snprintf(hosthdr, sizeof hosthdr, "[%s]:%u", host, h->port);
-        else
-            snprintf(hosthdr, sizeof hosthdr, "%s:%u", host, h->port);
-        pr->status_min = h->status_min ? h->status_min : 200;
-        pr->status_max = h->status_max ? h->status_max : 399;
-        size_t cap = strlen(path) + strlen(hosthdr) + 128;
-        if (!(pr->request = malloc(cap)))
-            goto nomem;
-        pr->req_len = (size_t)snprintf(pr->request, cap,
-                                       "GET %s HTTP/1.1\r\nHost: %s\r\nUser-Agent: sandbox-agent "
-                                       "probe\r\nConnection: close\r\n\r\n",
-                                       path, hosthdr);
-        snprintf(pr->desc, sizeof pr->desc, "http probe %s port %u %.60s", host, h->port, path);
-        break;
-    }
+    case SANDBOX__AGENT__V1__PROBE__CHECK_TCP: setup_tcp(pr, cfg->tcp); rc = 0; break;
+    case SANDBOX__AGENT__V1__PROBE__CHECK_HTTP: rc = setup_http(pr, cfg->http); break;
     case SANDBOX__AGENT__V1__PROBE__CHECK_EXEC:
         pr->kind = PK_EXEC;
-        if (setup_exec(pr, cfg->exec, env) < 0)
-            goto nomem;
+        rc = setup_exec(pr, cfg->exec, env);
         break;
-    case SANDBOX__AGENT__V1__PROBE__CHECK_OUTPUT: {
-        const Sandbox__Agent__V1__OutputProbe *o = cfg->output;
-        pr->kind = PK_OUTPUT;
-        pr->line_prefix = !(o->contains && o->contains[0]);
-        if (!(pr->pattern = dup0(pr->line_prefix ? o->line_prefix : o->contains)))
-            goto nomem;
-        pr->plen = strlen(pr->pattern);
-        if (!pr->plen || !(pr->tail = malloc(pr->plen)))
-            goto nomem;
-        snprintf(pr->desc, sizeof pr->desc, "output probe %s '%.60s'",
-                 pr->line_prefix ? "line prefix" : "text", pr->pattern);
-        break;
+    case SANDBOX__AGENT__V1__PROBE__CHECK_OUTPUT: rc = setup_output(pr, cfg->output); break;
+    default: rc = -EINVAL; break;
     }
-    default:
-        goto nomem;
+    if (rc < 0) {
+        probe_free(pr);
+        return NULL;
     }
     return pr;
-nomem:
-    probe_free(pr);
-    return NULL;
 }
 
 void probe_start(probe_t *pr)
