@@ -121,49 +121,44 @@ static int is_exec(const Probe *pr)
     return pr && pr->check_case == SANDBOX__AGENT__V1__PROBE__CHECK_EXEC;
 }
 
-svc_t *svc_new(struct ev_loop *loop, const StartProcess *sp, int *code, char *err, size_t n)
+/* A start's policy and probes make sense, and its tag is free. 0, or -1
+ * with *code and err. */
+static int check_start(const StartProcess *sp, int *code, char *err, size_t n)
 {
     const Sandbox__Agent__V1__RestartPolicy *rp = sp->restart;
-    svc_t *s = NULL;
-    probe_env_t pe = {0};
-    int set_user = sp->user && sp->user[0];
-
     *code = CODE(INVALID_ARGUMENT);
     if (rp && (rp->mode < MODE(NEVER) || rp->mode > MODE(ALWAYS))) {
         snprintf(err, n, "restart mode %d is not NEVER, ON_FAILURE or ALWAYS", (int)rp->mode);
-        return NULL;
+        return -1;
     }
     if (rp && rp->mode != MODE(NEVER)) {
         if (!sp->tag || !sp->tag[0]) {
             snprintf(err, n, "a restart policy needs a tag: the service's name across runs");
-            return NULL;
+            return -1;
         }
         if (rp->backoff_max_ms && rp->backoff_initial_ms > rp->backoff_max_ms) {
             snprintf(err, n, "backoff_initial_ms %u is above backoff_max_ms %u",
                      rp->backoff_initial_ms, rp->backoff_max_ms);
-            return NULL;
+            return -1;
         }
         if (live_find_tag(sp->tag)) {
             *code = CODE(ALREADY_EXISTS);
             snprintf(err, n, "a service with tag '%s' is already running (StopService it first)",
                      sp->tag);
-            return NULL;
+            return -1;
         }
     }
     if (sp->ready && probe_check(sp->ready, 1, err, n) < 0)
-        return NULL;
+        return -1;
     if (sp->health && probe_check(sp->health, 0, err, n) < 0)
-        return NULL;
-    if (!(s = calloc(1, sizeof *s)))
-        goto nomem;
-    s->loop = loop;
-    ev_init(&s->t_restart, on_restart);
-    ev_init(&s->t_kill, on_kill);
-    s->t_restart.data = s->t_kill.data = s;
-    if (!(s->sp = proc_start_copy(sp)))
-        goto nomem;
-    /* Each run answers its own start; the copy must not follow anything. */
-    s->sp->follow = 0;
+        return -1;
+    return 0;
+}
+
+/* The restart policy, with the defaults for what it leaves out. */
+static void set_policy(svc_t *s, const StartProcess *sp)
+{
+    const Sandbox__Agent__V1__RestartPolicy *rp = sp->restart;
     s->mode = rp ? (int)rp->mode : MODE(NEVER);
     s->max_restarts = rp ? rp->max_restarts : 0;
     s->backoff_initial = rp && rp->backoff_initial_ms ? rp->backoff_initial_ms
@@ -175,31 +170,64 @@ svc_t *svc_new(struct ev_loop *loop, const StartProcess *sp, int *code, char *er
     s->failure_threshold = sp->health && sp->health->failure_threshold
                                ? sp->health->failure_threshold
                                : DEFAULT_FAILURE_THRESHOLD;
-    if (is_exec(sp->ready) || is_exec(sp->health)) {
-        /* An exec probe runs as the service's user, in its cwd, with its
-         * env entries: it may do exactly what the service may. */
-        char uerr[256];
-        int rc = user_resolve(set_user ? sp->user : NULL, &s->user, uerr, sizeof uerr);
-        if (rc < 0) {
-            *code = errcode_from_errno(rc);
-            snprintf(err, n, "%s", uerr);
-            goto fail;
-        }
-        if (set_user && s->user.uid == geteuid() && s->user.gid == getegid() && geteuid() != 0)
-            set_user = 0;
-        if (!(s->env = calloc(sp->n_env + 1, sizeof *s->env)))
-            goto nomem;
-        for (size_t i = 0; i < sp->n_env; i++) {
-            size_t len = strlen(sp->env[i]->key) + strlen(sp->env[i]->value) + 2;
-            if (!(s->env[i] = malloc(len)))
-                goto nomem;
-            snprintf(s->env[i], len, "%s=%s", sp->env[i]->key, sp->env[i]->value);
-        }
-        pe.user = &s->user;
-        pe.set_user = set_user;
-        pe.cwd = sp->cwd;
-        pe.env = s->env;
+}
+
+/* An exec probe runs as the service's user, in its cwd, with its env
+ * entries: it may do exactly what the service may. Fills pe. 0, or -1 with
+ * *code and err. */
+static int exec_probe_env(svc_t *s, const StartProcess *sp, probe_env_t *pe, int *code,
+                          char *err, size_t n)
+{
+    int set_user = sp->user && sp->user[0];
+    char uerr[256];
+    int rc = user_resolve(set_user ? sp->user : NULL, &s->user, uerr, sizeof uerr);
+    if (rc < 0) {
+        *code = errcode_from_errno(rc);
+        snprintf(err, n, "%s", uerr);
+        return -1;
     }
+    if (set_user && s->user.uid == geteuid() && s->user.gid == getegid() && geteuid() != 0)
+        set_user = 0;
+    if (!(s->env = calloc(sp->n_env + 1, sizeof *s->env)))
+        goto nomem;
+    for (size_t i = 0; i < sp->n_env; i++) {
+        size_t len = strlen(sp->env[i]->key) + strlen(sp->env[i]->value) + 2;
+        if (!(s->env[i] = malloc(len)))
+            goto nomem;
+        snprintf(s->env[i], len, "%s=%s", sp->env[i]->key, sp->env[i]->value);
+    }
+    pe->user = &s->user;
+    pe->set_user = set_user;
+    pe->cwd = sp->cwd;
+    pe->env = s->env;
+    return 0;
+nomem:
+    *code = CODE(RESOURCE_EXHAUSTED);
+    snprintf(err, n, "out of memory");
+    return -1;
+}
+
+svc_t *svc_new(struct ev_loop *loop, const StartProcess *sp, int *code, char *err, size_t n)
+{
+    svc_t *s = NULL;
+    probe_env_t pe = {0};
+
+    if (check_start(sp, code, err, n) < 0)
+        return NULL;
+    if (!(s = calloc(1, sizeof *s)))
+        goto nomem;
+    s->loop = loop;
+    ev_init(&s->t_restart, on_restart);
+    ev_init(&s->t_kill, on_kill);
+    s->t_restart.data = s->t_kill.data = s;
+    if (!(s->sp = proc_start_copy(sp)))
+        goto nomem;
+    /* Each run answers its own start; the copy must not follow anything. */
+    s->sp->follow = 0;
+    set_policy(s, sp);
+    if ((is_exec(sp->ready) || is_exec(sp->health)) &&
+        exec_probe_env(s, sp, &pe, code, err, n) < 0)
+        goto fail;
     if (sp->ready && !(s->ready = probe_new(loop, sp->ready, 1, &pe, on_ready_result, s)))
         goto nomem;
     if (sp->health && !(s->health = probe_new(loop, sp->health, 0, &pe, on_health_result, s)))
