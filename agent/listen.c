@@ -6,6 +6,7 @@
 #include "frame.h"
 #include "log.h"
 #include "pb.h"
+#include "target.h"
 #include "util.h"
 
 #include <arpa/inet.h>
@@ -81,17 +82,12 @@ static void set_keepalive(int fd)
     setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &on, sizeof on);
 }
 
+/* "host:port" for TCP (target_format_addr), the cid and port for vsock,
+ * "unix" for a unix peer (named by its credentials later). */
 static void peer_name(const struct sockaddr_storage *ss, char *out, size_t outlen)
 {
-    char host[INET6_ADDRSTRLEN] = "?";
-    if (ss->ss_family == AF_INET) {
-        const struct sockaddr_in *in = (const struct sockaddr_in *)ss;
-        inet_ntop(AF_INET, &in->sin_addr, host, sizeof host);
-        snprintf(out, outlen, "%s:%u", host, ntohs(in->sin_port));
-    } else if (ss->ss_family == AF_INET6) {
-        const struct sockaddr_in6 *in6 = (const struct sockaddr_in6 *)ss;
-        inet_ntop(AF_INET6, &in6->sin6_addr, host, sizeof host);
-        snprintf(out, outlen, "[%s]:%u", host, ntohs(in6->sin6_port));
+    if (ss->ss_family == AF_INET || ss->ss_family == AF_INET6) {
+        target_format_addr((const struct sockaddr *)ss, sizeof *ss, out, outlen);
     } else if (ss->ss_family == AF_VSOCK) {
         const struct sockaddr_vm *vm = (const struct sockaddr_vm *)ss;
         snprintf(out, outlen, "vsock cid=%u port=%u", vm->svm_cid, vm->svm_port);
