@@ -25,6 +25,7 @@
 
 #include "config.h"
 #include "log.h"
+#include "util.h"
 
 #include <dirent.h>
 #include <errno.h>
@@ -83,22 +84,6 @@ __attribute__((format(printf, 3, 4))) static int pathf(char *out, size_t len, co
 
 /* ------------------------------------------------------------ discovery */
 
-/* Undo mountinfo's octal escapes (\040 for a space) in place. */
-static void unescape(char *s)
-{
-    char *o = s;
-    for (; *s; s++) {
-        if (s[0] == '\\' && s[1] >= '0' && s[1] <= '7' && s[2] >= '0' && s[2] <= '7' &&
-            s[3] >= '0' && s[3] <= '7') {
-            *o++ = (char)((s[1] - '0') * 64 + (s[2] - '0') * 8 + (s[3] - '0'));
-            s += 3;
-        } else {
-            *o++ = *s;
-        }
-    }
-    *o = 0;
-}
-
 /* The cgroup2 mount whose mount point is the longest prefix of path (or,
  * with path NULL, the first one). Fills mnt and its root in the hierarchy. */
 static int find_mount(const char *path, char *mnt, size_t mlen, char *root, size_t rlen)
@@ -119,8 +104,8 @@ static int find_mount(const char *path, char *mnt, size_t mlen, char *root, size
             fields[n++] = t;
         if (n < 5)
             continue;
-        unescape(fields[3]);
-        unescape(fields[4]);
+        util_mountinfo_unescape(fields[3]);
+        util_mountinfo_unescape(fields[4]);
         size_t ml = strlen(fields[4]);
         if (path) {
             if (strncmp(path, fields[4], ml) || (path[ml] && path[ml] != '/' && ml > 1))

@@ -50,6 +50,21 @@ void *util_grow(void *arr, size_t *cap, size_t n, size_t elem, size_t first)
     return na;
 }
 
+void util_mountinfo_unescape(char *s)
+{
+    char *o = s;
+    for (; *s; s++) {
+        if (s[0] == '\\' && s[1] >= '0' && s[1] <= '3' && s[2] >= '0' && s[2] <= '7' &&
+            s[3] >= '0' && s[3] <= '7') {
+            *o++ = (char)((s[1] - '0') << 6 | (s[2] - '0') << 3 | (s[3] - '0'));
+            s += 3;
+        } else {
+            *o++ = *s;
+        }
+    }
+    *o = 0;
+}
+
 size_t util_utf8_seq_len(const unsigned char *s, size_t left)
 {
     unsigned char c = s[0];

@@ -93,6 +93,10 @@ ssize_t util_pread(int fd, void *buf, size_t len, off_t off);
  * with arr and *cap as they were. */
 void *util_grow(void *arr, size_t *cap, size_t n, size_t elem, size_t first);
 
+/* Undo, in place, /proc/self/mountinfo's octal escapes of a field: space,
+ * tab, newline and backslash are written as \ooo. */
+void util_mountinfo_unescape(char *s);
+
 /* Length of the valid UTF-8 sequence at s (1..4, at most left bytes), or 0
  * when it is not one (overlong forms, surrogates and code points beyond
  * U+10FFFF are not UTF-8) or is a NUL. The one decoder of the agent. */

@@ -1,6 +1,7 @@
 /* Unit tests of agent/util: the one UTF-8 decoder (the sequence length,
  * validation and sanitising, at every boundary the standard draws), the
- * intrusive lists, the outcomes of util_read, and util_grow. */
+ * intrusive lists, the outcomes of util_read, util_grow and the mountinfo
+ * unescaping. */
 #include "harness.h"
 #include "util.h"
 
@@ -61,6 +62,19 @@ TEST(sanitize_replaces_each_bad_byte)
     ASSERT(s != NULL);
     ASSERT_STR_EQ(s, "");
     free(s);
+}
+
+TEST(mountinfo_unescape)
+{
+    char a[] = "/mnt/with\\040space\\011tab\\134back";
+    char b[] = "/plain";
+    char c[] = "/not\\48octal\\";
+    util_mountinfo_unescape(a);
+    ASSERT_STR_EQ(a, "/mnt/with space\ttab\\back");
+    util_mountinfo_unescape(b);
+    ASSERT_STR_EQ(b, "/plain");
+    util_mountinfo_unescape(c); /* not an escape: left as it is */
+    ASSERT_STR_EQ(c, "/not\\48octal\\");
 }
 
 typedef struct node {
@@ -164,4 +178,4 @@ TEST_MAIN(TEST_ENTRY(seq_lengths), TEST_ENTRY(seq_refuses_what_is_not_utf8),
           TEST_ENTRY(seq_never_reads_past_the_end), TEST_ENTRY(valid),
           TEST_ENTRY(sanitize_replaces_each_bad_byte), TEST_ENTRY(list_push_and_unlink),
           TEST_ENTRY(list_append_keeps_the_tail), TEST_ENTRY(read_outcomes),
-          TEST_ENTRY(grow_doubles_from_first))
+          TEST_ENTRY(grow_doubles_from_first), TEST_ENTRY(mountinfo_unescape))
