@@ -9,6 +9,7 @@
 #include "dial.h"
 
 #include "fsworker.h"
+#include "jobq.h"
 #include "log.h"
 #include "util.h"
 
@@ -59,16 +60,23 @@ struct dial {
 
     fsw_job_t fjob;  /* unix connect */
     int gai_rc;      /* resolver result */
-    dial_t *qnext;
+    jobq_node_t qnode; /* on the resolvers' queue */
 };
 
 static struct ev_loop *g_loop;
-static ev_async g_async;
+/* cancelled, for a dial a resolver owns: the loop sets it, the resolver
+ * reads it before the lookup. */
 static pthread_mutex_t g_mu = PTHREAD_MUTEX_INITIALIZER;
-static pthread_cond_t g_cv = PTHREAD_COND_INITIALIZER;
-static dial_t *g_qhead, *g_qtail; /* waiting for a resolver */
-static dial_t *g_done;            /* resolved, waiting for the loop */
-static int g_threads, g_idle;
+static jobq_fn resolve_run, resolve_done;
+/* Resolver threads start on demand and stay. */
+static jobq_t g_resolvers = {
+    .name = "resolver",
+    .run = resolve_run,
+    .done = resolve_done,
+    .max_threads = DIAL_THREADS,
+    .stack_size = 256 * 1024,
+    .weak = 1, /* not a reason for the loop to keep running on its own */
+};
 
 static void on_timer(struct ev_loop *loop, ev_timer *w, int revents);
 static void on_writable(struct ev_loop *loop, ev_io *w, int revents);
@@ -225,44 +233,28 @@ static void on_writable(struct ev_loop *loop, ev_io *w, int revents)
 
 /* ------------------------------------------------------------ resolver */
 
-static void *resolver(void *unused)
+static void resolve_run(jobq_node_t *n)
 {
+    dial_t *d = SA_CONTAINER_OF(n, dial_t, qnode);
     pthread_mutex_lock(&g_mu);
-    for (;;) {
-        while (!g_qhead) {
-            g_idle++;
-            pthread_cond_wait(&g_cv, &g_mu);
-            g_idle--;
-        }
-        dial_t *d = g_qhead;
-        g_qhead = d->qnext;
-        if (!g_qhead)
-            g_qtail = NULL;
-        int skip = d->cancelled;
-        pthread_mutex_unlock(&g_mu);
+    int skip = d->cancelled;
+    pthread_mutex_unlock(&g_mu);
 
-        struct addrinfo hints, *res = NULL;
-        memset(&hints, 0, sizeof hints);
-        hints.ai_socktype = SOCK_STREAM;
-        hints.ai_protocol = IPPROTO_TCP;
-        char port[8];
-        snprintf(port, sizeof port, "%u", d->t.port);
-        /* A dial cancelled while queued is not looked up. */
-        d->gai_rc = skip ? EAI_CANCELED : getaddrinfo(d->t.host, port, &hints, &res);
-        if (d->gai_rc == 0) {
-            for (struct addrinfo *p = res; p; p = p->ai_next)
-                add_addr(d, p->ai_addr, p->ai_addrlen);
-            freeaddrinfo(res);
-        } else if (d->gai_rc == EAI_SYSTEM) {
-            d->err = -errno;
-        }
-
-        pthread_mutex_lock(&g_mu);
-        d->qnext = g_done;
-        g_done = d;
-        ev_async_send(g_loop, &g_async);
+    struct addrinfo hints, *res = NULL;
+    memset(&hints, 0, sizeof hints);
+    hints.ai_socktype = SOCK_STREAM;
+    hints.ai_protocol = IPPROTO_TCP;
+    char port[8];
+    snprintf(port, sizeof port, "%u", d->t.port);
+    /* A dial cancelled while queued is not looked up. */
+    d->gai_rc = skip ? EAI_CANCELED : getaddrinfo(d->t.host, port, &hints, &res);
+    if (d->gai_rc == 0) {
+        for (struct addrinfo *p = res; p; p = p->ai_next)
+            add_addr(d, p->ai_addr, p->ai_addrlen);
+        freeaddrinfo(res);
+    } else if (d->gai_rc == EAI_SYSTEM) {
+        d->err = -errno;
     }
-    return NULL;
 }
 
 static void resolved(dial_t *d)
@@ -322,48 +314,15 @@ static void resolved(dial_t *d)
     try_next(d);
 }
 
-static void on_async(struct ev_loop *loop, ev_async *w, int revents)
-{
-    pthread_mutex_lock(&g_mu);
-    dial_t *list = g_done;
-    g_done = NULL;
-    pthread_mutex_unlock(&g_mu);
-    while (list) {
-        dial_t *d = list;
-        list = d->qnext;
-        resolved(d);
-    }
-}
+static void resolve_done(jobq_node_t *n) { resolved(SA_CONTAINER_OF(n, dial_t, qnode)); }
 
 static int resolve_submit(dial_t *d)
 {
-    int rc = 0;
-    pthread_mutex_lock(&g_mu);
-    if (!g_idle && g_threads < DIAL_THREADS) {
-        pthread_t th;
-        pthread_attr_t at;
-        pthread_attr_init(&at);
-        pthread_attr_setdetachstate(&at, PTHREAD_CREATE_DETACHED);
-        pthread_attr_setstacksize(&at, 256 * 1024);
-        rc = pthread_create(&th, &at, resolver, NULL);
-        pthread_attr_destroy(&at);
-        if (rc == 0)
-            g_threads++;
-        else if (g_threads > 0)
-            rc = 0; /* the running ones will get to it */
-    }
-    if (rc == 0) {
-        d->busy = 1;
-        d->qnext = NULL;
-        if (g_qtail)
-            g_qtail->qnext = d;
-        else
-            g_qhead = d;
-        g_qtail = d;
-        pthread_cond_signal(&g_cv);
-    }
-    pthread_mutex_unlock(&g_mu);
-    return -rc;
+    int rc;
+    d->busy = 1;
+    if ((rc = jobq_submit(&g_resolvers, &d->qnode)) < 0)
+        d->busy = 0;
+    return rc;
 }
 
 /* ------------------------------------------------------------ unix */
@@ -421,10 +380,7 @@ static void unix_done(fsw_job_t *j)
 void dial_init(struct ev_loop *loop)
 {
     g_loop = loop;
-    ev_async_init(&g_async, on_async);
-    ev_async_start(loop, &g_async);
-    /* Not a reason for the loop to keep running on its own. */
-    ev_unref(loop);
+    jobq_init(&g_resolvers, loop); /* no thread yet: it cannot fail */
 }
 
 dial_t *dial_start(const target_t *t, const user_id_t *user, const target_rule_t *rules,

@@ -6,8 +6,8 @@
  * holds nothing; after jobq_shutdown has given up on it, it finds inline_ set
  * when it comes back and leaves its job on the done list, which the process
  * exit reclaims (the loop is gone by then).
- * Errors: jobq_init returns 0 or -errno; a thread that would not start is
- * logged, at init, or later when there is none. */
+ * Errors: jobq_init and jobq_submit return 0 or -errno; a thread that
+ * would not start is logged, at init, or later when there is none. */
 #include "jobq.h"
 
 #include "log.h"
@@ -34,7 +34,7 @@ static int wait_work(jobq_t *q)
     while (!q->qhead && !q->stop) {
         int rc = 0;
         q->idle++;
-        if (q->nthreads > q->min_threads) {
+        if (q->nthreads > q->min_threads && q->idle_s > 0) {
             struct timespec ts;
             clock_gettime(CLOCK_REALTIME, &ts);
             ts.tv_sec += q->idle_s;
@@ -154,32 +154,36 @@ int jobq_init(jobq_t *q, struct ev_loop *loop)
     pthread_mutex_unlock(&q->mu);
     if (rc)
         log_error("%s thread: %s", q->name, strerror(-rc));
-    if (!n) {
+    if (!n && q->min_threads) {
         async_stop(q);
-        return rc ? rc : -EINVAL;
+        return rc;
     }
     return 0;
 }
 
-void jobq_submit(jobq_t *q, jobq_node_t *n)
+int jobq_submit(jobq_t *q, jobq_node_t *n)
 {
     /* q->loop and inline_ change only on this thread. */
     if (!q->loop || q->inline_) {
         q->run(n);
         q->done(n);
-        return;
+        return 0;
     }
     pthread_mutex_lock(&q->mu);
-    node_push(&q->qhead, &q->qtail, n);
-    q->queued++;
-    if (q->queued > q->idle && q->nthreads < q->max_threads) {
+    if (q->queued + 1 > q->idle && q->nthreads < q->max_threads) {
         /* Without another thread the ones there are take it, in turn. */
         int rc = start_thread(q);
-        if (rc < 0 && !q->nthreads)
+        if (rc < 0 && !q->nthreads) {
+            pthread_mutex_unlock(&q->mu);
             log_error("%s thread: %s", q->name, strerror(-rc));
+            return rc;
+        }
     }
+    node_push(&q->qhead, &q->qtail, n);
+    q->queued++;
     pthread_cond_signal(&q->cv);
     pthread_mutex_unlock(&q->mu);
+    return 0;
 }
 
 void jobq_shutdown(jobq_t *q, unsigned wait_ms)
