@@ -128,6 +128,28 @@ TEST(the_pool_grows_while_every_thread_is_busy)
     ev_loop_destroy(g_loop);
 }
 
+TEST(threads_on_demand)
+{
+    static jobq_t q = {.name = "test", .run = job_run, .done = job_done, .max_threads = 2,
+                       .weak = 1};
+    static job_t jobs[3];
+    reset();
+    ASSERT_EQ(jobq_init(&q, g_loop), 0);
+    ASSERT_EQ(q.nthreads, 0); /* none until there is work */
+    for (int i = 0; i < 3; i++) {
+        jobs[i].v = i;
+        ASSERT_EQ(jobq_submit(&q, &jobs[i].node), 0);
+    }
+    run_until(3);
+    for (int i = 0; i < 3; i++)
+        ASSERT(!pthread_equal(jobs[i].ran_on, g_main));
+    pthread_mutex_lock(&q.mu);
+    ASSERT(q.nthreads >= 1 && q.nthreads <= 2);
+    pthread_mutex_unlock(&q.mu);
+    jobq_shutdown(&q, 5000);
+    ev_loop_destroy(g_loop);
+}
+
 TEST(inline_before_init_and_after_shutdown)
 {
     static jobq_t q = {.name = "test", .run = job_run, .done = job_done, .min_threads = 1,
@@ -175,5 +197,5 @@ TEST(shutdown_leaves_a_stuck_thread_behind)
 
 TEST_MAIN(TEST_ENTRY(one_thread_runs_in_order_off_the_loop),
           TEST_ENTRY(the_pool_grows_while_every_thread_is_busy),
-          TEST_ENTRY(inline_before_init_and_after_shutdown),
+          TEST_ENTRY(threads_on_demand), TEST_ENTRY(inline_before_init_and_after_shutdown),
           TEST_ENTRY(shutdown_leaves_a_stuck_thread_behind))
