@@ -1,7 +1,11 @@
 /* conn.h - one client connection: input buffer and frame parsing, the
  * output queue (writev, bounded), its streams by request id, the auth state,
  * and deferred close. Everything a handler needs to answer goes through
- * conn_send*(). */
+ * conn_send*(). Files: conn.c (the connection object, its streams),
+ * conn_in.c (input, frames, holds, the upload budget), conn_out.c (the
+ * output queue); conn_internal.h is what they share.
+ * Errors: functions return 0 or a negative errno; an answer that cannot be
+ * queued becomes an Error for its request, or closes the connection. */
 #ifndef SA_CONN_H
 #define SA_CONN_H
 
@@ -20,8 +24,10 @@ typedef struct conn conn_t;
 typedef void conn_request_fn(conn_t *c, const Request *req);
 void conn_set_request_handler(conn_request_fn *fn);
 
-/* Take ownership of an accepted, non-blocking fd. kind is "unix", "tcp" or
- * "vsock", used in logs and for keepalive. Returns NULL (fd closed) on OOM. */
+/* Take ownership of an accepted, non-blocking fd. kind is the listener's
+ * "unix", "tcp" or "vsock" (listen.c has set keepalive on the others): used
+ * in logs, and for "unix" the peer is named by its credentials
+ * (SO_PEERCRED). Returns NULL (fd closed) on OOM. */
 conn_t *conn_new(struct ev_loop *loop, int fd, const char *kind, const char *peer);
 
 /* Queue one response frame. done marks the request's last response.
