@@ -1,6 +1,7 @@
 /* config.h - every setting of the agent in one struct, filled from flags,
  * the environment and the kernel command line. Parsing only: no side
- * effects beyond reading the token file. */
+ * effects beyond reading the token file.
+ * Errors: config_parse says what is wrong on stderr and returns -1. */
 #ifndef SA_CONFIG_H
 #define SA_CONFIG_H
 

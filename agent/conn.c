@@ -6,6 +6,7 @@
  * Streams are pulled only while the output queue is below the high-water
  * mark; input is not parsed while it is above, so a client that stops
  * reading stops costing memory.
+ * Errors: 0 or -errno, as conn.h says.
  */
 #include "conn_internal.h"
 

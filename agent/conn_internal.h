@@ -3,7 +3,8 @@
  * defines for the others. conn.c: the connection object (accept, close,
  * hand-over, authentication, the Hello deadline, the streams registry and
  * the service loop); conn_out.c: the output queue; conn_in.c: the input
- * buffer, frame parsing, input holds and the upload budget. Private to them. */
+ * buffer, frame parsing, input holds and the upload budget. Private to them.
+ * Errors: 0 or -errno, as conn.h says. */
 #ifndef SA_CONN_INTERNAL_H
 #define SA_CONN_INTERNAL_H
 

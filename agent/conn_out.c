@@ -1,7 +1,8 @@
 /* conn_out.c - the output queue of a connection: frames packed into
  * blocks (small frames share a 16 KiB block, large frames own theirs) or
  * queued by reference (conn_send_ref), written with writev at most
- * WRITE_BUDGET per loop turn, and the error replies. */
+ * WRITE_BUDGET per loop turn, and the error replies.
+ * Errors: 0 or -errno, as conn.h says. */
 #include "conn_internal.h"
 
 #include "config.h"

@@ -1,4 +1,5 @@
-/* control.c - see control.h. */
+/* control.c - see control.h.
+ * Errors: every request is answered here, with an Error when refused. */
 #include "control.h"
 
 #include "cgroup.h"

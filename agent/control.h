@@ -1,5 +1,6 @@
 /* control.h - the connection-level operations: Hello, Ping, GetInfo and
- * Cancel. */
+ * Cancel.
+ * Errors: handlers answer their request themselves (handler.h). */
 #ifndef SA_CONTROL_H
 #define SA_CONTROL_H
 

@@ -5,7 +5,8 @@
  * dial cancelled meanwhile is marked and freed by the job's completion on
  * the loop. Resolver threads are started on demand, up to DIAL_THREADS, so
  * one slow name server delays at most that many lookups and never a file
- * operation. */
+ * operation.
+ * Errors: as dial.h: failures reach the callback, once, through finish(). */
 #include "dial.h"
 
 #include "fsworker.h"

@@ -2,7 +2,9 @@
  * blocking the loop: host names are resolved by a few resolver threads,
  * unix sockets are connected on the file workers (a path walk can block,
  * and it runs with the requesting user's permissions), TCP connects are
- * non-blocking and try each address in turn, all within a deadline. */
+ * non-blocking and try each address in turn, all within a deadline.
+ * Errors: dial_start returns NULL only for want of memory; every other
+ * failure comes to the callback once, as err (-errno) with a message. */
 #ifndef SA_DIAL_H
 #define SA_DIAL_H
 

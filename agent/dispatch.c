@@ -1,4 +1,5 @@
-/* dispatch.c - see dispatch.h. */
+/* dispatch.c - see dispatch.h.
+ * Errors: as dispatch.h. */
 #include "dispatch.h"
 
 #include "config.h"

@@ -1,4 +1,5 @@
-/* errcode.c - see errcode.h. */
+/* errcode.c - see errcode.h.
+ * Errors: none (an unmapped errno becomes INTERNAL). */
 #include "errcode.h"
 
 #include "pb.h"

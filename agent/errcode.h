@@ -1,5 +1,6 @@
 /* errcode.h - the one table from a negative errno to the protocol's
- * Error.Code, used wherever an errno becomes an answer. */
+ * Error.Code, used wherever an errno becomes an answer.
+ * Errors: none; this is where errors become codes. */
 #ifndef SA_ERRCODE_H
 #define SA_ERRCODE_H
 

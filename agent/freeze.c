@@ -6,6 +6,8 @@
  * that cannot stop (in an uninterruptible sleep) holds the answer back for
  * at most FREEZE_WAIT_S: then the workload is thawed again and the request
  * fails, so a half-done freeze is never left behind.
+ * Errors: as freeze.h; a freeze that does not complete in time is undone
+ * and answered with an Error.
  */
 #include "freeze.h"
 

@@ -11,7 +11,9 @@
  * before showing kernel addresses) would still pass as root. So while it
  * acts for a user other than root, the worker also empties its effective
  * capability set (capset on the calling thread only; the permitted set is
- * kept, so it can take them back), and restores it before switching back. */
+ * kept, so it can take them back), and restores it before switching back.
+ * Errors: as fsworker.h: a job whose identity cannot be taken is not run,
+ * and id_err says why. */
 #include "fsworker.h"
 
 #include "util.h"

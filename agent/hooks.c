@@ -10,6 +10,8 @@
  * whoever can write there run code as the agent. Exits are seen by an
  * ev_child watcher on pid 0 (as proc.c's): a hook that exits before its
  * start has been handed back to the loop is remembered by pid until it is.
+ * Errors: as hooks.h: a hook that cannot start or fails is logged and
+ * counted.
  */
 #include "hooks.h"
 

@@ -1,7 +1,9 @@
 /* hooks.h - run the executables of one hook directory (pre-checkpoint.d,
  * post-restore.d) one after another in name order, as ordinary children of
  * the agent: listed on a file worker, started by the spawner thread, watched
- * by the loop, each with a time limit, their output logged line by line. */
+ * by the loop, each with a time limit, their output logged line by line.
+ * Errors: hooks_start returns NULL only for want of memory; a hook that
+ * fails is counted and named (hooks_failures), never fatal to the run. */
 #ifndef SA_HOOKS_H
 #define SA_HOOKS_H
 

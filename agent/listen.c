@@ -1,4 +1,6 @@
-/* listen.c - see listen.h. */
+/* listen.c - see listen.h.
+ * Errors: 0 or -errno with a message; accept failures are logged and
+ * retried (EMFILE backs off). */
 #include "listen.h"
 
 #include "config.h"

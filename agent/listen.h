@@ -1,5 +1,7 @@
 /* listen.h - the listening sockets (unix, TCP, vsock) and accept. Each
- * accepted connection becomes a conn. */
+ * accepted connection becomes a conn.
+ * Errors: functions return 0 or a negative errno, with a message for the
+ * operator. */
 #ifndef SA_LISTEN_H
 #define SA_LISTEN_H
 

@@ -3,7 +3,8 @@
  * interleave inside a line. Messages quote what clients sent (names, paths),
  * so control characters are escaped in both formats: a client cannot forge a
  * log line with a newline, and JSON lines stay valid JSON (invalid UTF-8
- * becomes U+FFFD). */
+ * becomes U+FFFD).
+ * Errors: none to the caller (see log.h). */
 #include "log.h"
 
 #include "util.h"

@@ -1,5 +1,7 @@
 /* log.h - one line per event to stderr, with levels and an optional JSON
- * format. Only the top layers log; lower layers return -errno. */
+ * format. Only the top layers log; lower layers return -errno.
+ * Errors: logging never fails its caller; a line that cannot be written is
+ * lost. */
 #ifndef SA_LOG_H
 #define SA_LOG_H
 

@@ -5,6 +5,7 @@
  * Small reads of the same stream share one chunk (up to SMALL_CAP bytes), so
  * a chatty process does not cost a malloc per line; a chunk is shrunk to its
  * data when the next one starts.
+ * Errors: 0 or -errno, as outlog.h says.
  */
 #include "outlog.h"
 

@@ -2,7 +2,8 @@
  * PTY) chunks in the order they were read, a window of bytes kept for replay,
  * followers' cursors (a combined sequence, never a copy), gaps for followers
  * that fell behind the window, and the lossless pause of the pipes.
- * Pure data structure: no I/O, no event loop, so unit tests drive it. */
+ * Pure data structure: no I/O, no event loop, so unit tests drive it.
+ * Errors: functions return 0 or a negative errno (-ENOMEM, -ERANGE). */
 #ifndef SA_OUTLOG_H
 #define SA_OUTLOG_H
 

@@ -11,6 +11,7 @@
  * A scan reads one small file per process: a few milliseconds for
  * thousands of processes, on the loop, and only while a group is being
  * killed without cgroups.
+ * Errors: none to the caller (see pgkill.h).
  */
 #include "pgkill.h"
 

@@ -2,7 +2,9 @@
  * killed again until it is empty, together with every descendant that left
  * it (setsid, setpgid), found through the parent links in /proc and stopped
  * (SIGSTOP) before anything dies, so that nothing is orphaned unseen.
- * Used only when cgroup.kill is not available. */
+ * Used only when cgroup.kill is not available.
+ * Errors: none to the caller; the kill repeats until the group and what
+ * was remembered of it are gone. */
 #ifndef SA_PGKILL_H
 #define SA_PGKILL_H
 

@@ -2,7 +2,9 @@
  * connect, an HTTP request, a command's exit status, or text in the
  * process's output. Each runs on the loop without blocking it: connects and
  * HTTP exchanges are non-blocking sockets with a timeout, a command is an
- * ordinary child reaped by the loop, output is matched as it is read. */
+ * ordinary child reaped by the loop, output is matched as it is read.
+ * Errors: probe_check returns a negative errno with a message; probe_new
+ * NULL only for want of memory; a probe's failures are its results. */
 #ifndef SA_PROBE_H
 #define SA_PROBE_H
 

@@ -6,6 +6,7 @@
  * full (its slots taken by small packets) waits for the destination instead
  * of spinning on a readable source. A socket splice(2) cannot move (it
  * answers EINVAL) is copied through a buffer instead.
+ * Errors: as relay.h.
  */
 #include "relay.h"
 

@@ -2,7 +2,9 @@
  * target's, every byte of one written to the other through a pipe with
  * splice(2), so nothing is copied in user space. An end of file in one
  * direction is passed on as a half-close; both sockets close when both
- * directions have ended or either fails. */
+ * directions have ended or either fails.
+ * Errors: relay_new returns NULL only for want of memory; a failing
+ * socket ends the relay, which closes both (logged at debug level). */
 #ifndef SA_RELAY_H
 #define SA_RELAY_H
 

@@ -32,6 +32,7 @@
  * new stack, so a few lines of assembly do it (x86-64, arm64). Where the
  * kernel or the architecture lacks it, the child writes itself into the
  * cgroup's cgroup.procs before anything else.
+ * Errors: 0 or -errno with the failed step, as spawn.h says.
  */
 #include "spawn.h"
 

@@ -6,6 +6,8 @@
  * output queue has room, so a slow client costs no memory: the producer
  * stops, or (for process output) the follower's cursor simply lags.
  * Producers call stream_wake() when next() may have something new.
+ * Errors: a stream answers its own errors (an Error with done) and returns
+ * STREAM_DONE; nothing is returned to the connection.
  */
 #ifndef SA_STREAM_H
 #define SA_STREAM_H

@@ -1,4 +1,5 @@
-/* target.c - see target.h. */
+/* target.c - see target.h.
+ * Errors: 0 or -EINVAL with a reason, as target.h says. */
 #include "target.h"
 
 #include <arpa/inet.h>

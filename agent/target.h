@@ -1,6 +1,7 @@
 /* target.h - where a tunnel may go: parsing targets ("tcp:HOST:PORT",
  * "unix:/path") and the operator's --tunnel-allow rules, and matching one
- * against the other. Pure: no I/O, no global state. */
+ * against the other. Pure: no I/O, no global state.
+ * Errors: functions return 0 or a negative errno, with the reason in err. */
 #ifndef SA_TARGET_H
 #define SA_TARGET_H
 

@@ -1,6 +1,7 @@
 /* user.h - resolving who a request acts as: "name", "uid" or "uid:gid",
  * with the user's supplementary groups and home directory; the agent's own
- * identity; uid and gid names. */
+ * identity; uid and gid names.
+ * Errors: functions return 0 or a negative errno, with the reason in err. */
 #ifndef SA_USER_H
 #define SA_USER_H
 

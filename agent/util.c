@@ -1,4 +1,5 @@
-/* util.c - helpers shared by every module (see util.h). */
+/* util.c - helpers shared by every module (see util.h).
+ * Errors: 0 or -errno, or NULL on ENOMEM, as util.h says. */
 #include "util.h"
 
 #include <errno.h>
