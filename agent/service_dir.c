@@ -7,7 +7,7 @@
 #include "service.h"
 
 #include "log.h"
-#include "proc.h"
+#include "svc_record.h"
 #include "svcfile.h"
 
 #include <dirent.h>

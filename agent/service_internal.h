@@ -11,7 +11,7 @@
 #include "service.h"
 
 #include "probe.h"
-#include "proc.h"
+#include "svc_record.h"
 #include "user.h"
 
 #include <ev.h>
