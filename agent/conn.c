@@ -180,6 +180,13 @@ stream_t *conn_stream_find(conn_t *c, uint64_t id)
     return NULL;
 }
 
+int conn_send_stream_refused(conn_t *c, uint64_t id, int rc, const char *op)
+{
+    return conn_send_errno(c, id, rc, "%s: %s", op,
+                           rc == -EMFILE ? "too many requests in flight on this connection"
+                                         : strerror(-rc));
+}
+
 int conn_stream_add(conn_t *c, stream_t *s, uint64_t id)
 {
     if (c->closing)

@@ -65,6 +65,9 @@ int conn_send_errno(conn_t *c, uint64_t id, int neg_errno, const char *fmt, ...)
  * Returns 0, -EEXIST (id in flight), -EMFILE (in-flight limit). On error the
  * stream is not taken: the caller destroys it. */
 int conn_stream_add(conn_t *c, stream_t *s, uint64_t id);
+/* Answer id when conn_stream_add refused its stream with rc: "op: too many
+ * requests in flight on this connection", or the errno's text. */
+int conn_send_stream_refused(conn_t *c, uint64_t id, int rc, const char *op);
 stream_t *conn_stream_find(conn_t *c, uint64_t id);
 /* End a stream now (Cancel): destroy without sending anything. */
 void conn_stream_end(conn_t *c, stream_t *s);

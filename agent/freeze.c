@@ -141,9 +141,7 @@ void freeze_handle_freeze(conn_t *c, const Request *req)
     g_waiting++;
     if ((rc = conn_stream_add(c, &s->base, req->id)) < 0) {
         fs_destroy(&s->base);
-        conn_send_errno(c, req->id, rc, "freeze: %s",
-                        rc == -EMFILE ? "too many requests in flight on this connection"
-                                      : strerror(-rc));
+        conn_send_stream_refused(c, req->id, rc, "freeze");
         return;
     }
     ev_timer_start(g_loop, &s->poll);

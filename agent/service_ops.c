@@ -130,9 +130,7 @@ static void waiter_add(conn_t *c, uint64_t id, svc_t *s, enum wkind kind, uint32
     SA_LIST_PUSH(s->waiters, w, next, prev);
     if ((rc = conn_stream_add(c, &w->base, id)) < 0) {
         waiter_destroy(&w->base);
-        conn_send_errno(c, id, rc, "%s: %s", op,
-                        rc == -EMFILE ? "too many requests in flight on this connection"
-                                      : strerror(-rc));
+        conn_send_stream_refused(c, id, rc, op);
         return;
     }
     if (timeout_ms) {
