@@ -105,18 +105,25 @@ static void on_poll(struct ev_loop *loop, ev_timer *w, int revents)
     stream_wake(&s->base);
 }
 
+/* 1 when cgroups are in use; else the request is answered and 0. */
+static int need_cgroups(conn_t *c, uint64_t id, const char *op)
+{
+    if (cg_available())
+        return 1;
+    conn_send_error(c, id, CODE(FAILED_PRECONDITION), EOPNOTSUPP,
+                    "%s: needs cgroups, which this agent does not use (%s)", op,
+                    cg_unavailable_reason());
+    return 0;
+}
+
 void freeze_handle_freeze(conn_t *c, const Request *req)
 {
     uint32_t thaw_ms = req->freeze_processes->thaw_after_ms;
     fstream_t *s;
     int rc;
 
-    if (!cg_available()) {
-        conn_send_error(c, req->id, CODE(FAILED_PRECONDITION), EOPNOTSUPP,
-                        "freeze: needs cgroups, which this agent does not use (%s)",
-                        cg_unavailable_reason());
+    if (!need_cgroups(c, req->id, "freeze"))
         return;
-    }
     if ((rc = cg_freeze_all(1)) < 0) {
         conn_send_errno(c, req->id, rc, "freeze: cgroup.freeze: %s", strerror(-rc));
         return;
@@ -150,12 +157,8 @@ void freeze_handle_freeze(conn_t *c, const Request *req)
 void freeze_handle_thaw(conn_t *c, const Request *req)
 {
     int rc;
-    if (!cg_available()) {
-        conn_send_error(c, req->id, CODE(FAILED_PRECONDITION), EOPNOTSUPP,
-                        "thaw: needs cgroups, which this agent does not use (%s)",
-                        cg_unavailable_reason());
+    if (!need_cgroups(c, req->id, "thaw"))
         return;
-    }
     ev_timer_stop(g_loop, &g_auto_thaw);
     if ((rc = cg_freeze_all(0)) < 0) {
         conn_send_errno(c, req->id, rc, "thaw: cgroup.freeze: %s", strerror(-rc));
