@@ -25,7 +25,7 @@ handler_fn fs_handle_rename;
 handler_fn fs_handle_symlink;
 handler_fn fs_handle_set_attributes;
 
-/* ------------------------------------------------ shared with watch.c */
+/* ------------------------------------ for other modules (watch, tunnel) */
 
 /* A bump allocator for the strings of Entries: freed all at once after the
  * response that points into it is packed. */
@@ -47,10 +47,5 @@ int fs_entry_at(fs_arena_t *a, Entry *e, int dirfd, const char *name, const char
 /* The request's user (spec empty: the agent's own; *set = 0). Answers the
  * error and returns -1 when it cannot be resolved. */
 int fs_req_user(conn_t *c, uint64_t id, const char *spec, user_id_t *u, int *set);
-/* The request's path as a malloc'd absolute path: raw when non-empty, else
- * str; relative paths are taken from u's home ("/" without one). Answers the
- * error and returns -1 when missing or too long. */
-int fs_req_path(conn_t *c, uint64_t id, const char *what, const char *str,
-                const ProtobufCBinaryData *raw, const user_id_t *u, char **out);
 
 #endif

@@ -32,6 +32,12 @@ struct fsop {
     Entry entry;
 };
 
+/* The request's path as a malloc'd absolute path: raw when non-empty, else
+ * str; relative paths are taken from u's home ("/" without one). Answers the
+ * error and returns -1 when missing or too long. */
+int fs_req_path(conn_t *c, uint64_t id, const char *what, const char *str,
+                const ProtobufCBinaryData *raw, const user_id_t *u, char **out);
+
 /* fs.c: the operation base */
 void fs_op_fail(fsop_t *o, int neg, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
 void fs_op_fail_path(fsop_t *o, int neg, const char *path);
