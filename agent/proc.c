@@ -39,20 +39,18 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
-#define HASH_SIZE 1024
 #define STASH_SIZE 64
 
 struct ev_loop *proc_loop;
 static ev_child g_child;
 static ev_timer g_ttl;
 ev_timer proc_shutdown_timer;
-static proc_t *g_hash[HASH_SIZE];
 proc_t *proc_all_head;
 static proc_t *g_all_tail;
 static proc_t *g_exited_head, *g_exited_tail;
 unsigned proc_n_running;
 static unsigned g_kept;
-static unsigned g_groups_watched; /* reaped leaders whose group is still alive */
+static proc_t *g_watched; /* reaped leaders whose group is still alive */
 unsigned proc_n_spawning; /* starts handed to the spawner, not yet done */
 uint64_t proc_kept_bytes, proc_kept_meta;
 int proc_devnull = -1;
@@ -130,34 +128,9 @@ uint64_t proc_kept_output_bytes(void) { return proc_kept_bytes; }
 
 /* ------------------------------------------------------------ table */
 
-proc_t *proc_find_pid(uint32_t pid)
-{
-    for (proc_t *p = g_hash[pid % HASH_SIZE]; p; p = p->hnext)
-        if ((uint32_t)p->pid == pid)
-            return p;
-    return NULL;
-}
-
-/* The newest process with this tag, a running one first. */
-static proc_t *find_tag(const char *tag)
-{
-    proc_t *best = NULL;
-    for (proc_t *p = g_all_tail; p; p = p->prev) {
-        if (!p->tag || strcmp(p->tag, tag))
-            continue;
-        if (p->running || (p->svc && svc_live(p->svc)))
-            return p;
-        if (!best)
-            best = p;
-    }
-    return best;
-}
-
 void proc_table_add(proc_t *p)
 {
-    unsigned h = (unsigned)p->pid % HASH_SIZE;
-    p->hnext = g_hash[h];
-    g_hash[h] = p;
+    proc_index_add(p);
     p->prev = g_all_tail;
     p->next = NULL;
     if (g_all_tail)
@@ -183,7 +156,7 @@ static void proc_free(proc_t *p)
     ev_timer_stop(proc_loop, &p->t_drain);
     if (p->group_alive) {
         p->group_alive = 0;
-        g_groups_watched--;
+        SA_LIST_UNLINK(g_watched, p, gnext, gprev);
     }
     if (p->pidfd >= 0)
         close(p->pidfd);
@@ -217,12 +190,7 @@ void proc_table_remove(proc_t *p)
 {
     if (!p->in_table)
         return;
-    for (proc_t **pp = &g_hash[(unsigned)p->pid % HASH_SIZE]; *pp; pp = &(*pp)->hnext) {
-        if (*pp == p) {
-            *pp = p->hnext;
-            break;
-        }
-    }
+    proc_index_remove(p);
     if (p->prev)
         p->prev->next = p->next;
     else
@@ -248,18 +216,7 @@ void proc_table_remove(proc_t *p)
 }
 
 /* A service's next run joins its record under the new pid. */
-void proc_table_rekey(proc_t *p, pid_t pid)
-{
-    for (proc_t **pp = &g_hash[(unsigned)p->pid % HASH_SIZE]; *pp; pp = &(*pp)->hnext) {
-        if (*pp == p) {
-            *pp = p->hnext;
-            break;
-        }
-    }
-    p->pid = pid;
-    p->hnext = g_hash[(unsigned)pid % HASH_SIZE];
-    g_hash[(unsigned)pid % HASH_SIZE] = p;
-}
+void proc_table_rekey(proc_t *p, pid_t pid) { proc_index_rekey(p, pid); }
 
 /* ------------------------------------------------------------ signals */
 
@@ -297,9 +254,9 @@ static void group_check(proc_t *p)
 {
     int alive = kill(-p->pid, 0) == 0 || errno == EPERM;
     if (alive && !p->group_alive)
-        g_groups_watched++;
+        SA_LIST_PUSH(g_watched, p, gnext, gprev);
     else if (!alive && p->group_alive)
-        g_groups_watched--;
+        SA_LIST_UNLINK(g_watched, p, gnext, gprev);
     p->group_alive = alive;
     /* What left the group still gets the SIGKILL: its cgroup's members, or
      * without cgroups what pgkill remembered of it. */
@@ -307,11 +264,15 @@ static void group_check(proc_t *p)
         ev_timer_stop(proc_loop, &p->t_kill);
 }
 
+/* Only the records whose group outlived its leader: not the whole table,
+ * which this would walk at every reap of a group's member. */
 static void groups_check_all(void)
 {
-    for (proc_t *p = proc_all_head; p && g_groups_watched; p = p->next)
-        if (!p->running && p->group_alive)
+    for (proc_t *p = g_watched, *next; p; p = next) {
+        next = p->gnext; /* group_check may unlink p */
+        if (!p->running)
             group_check(p);
+    }
 }
 
 /* ------------------------------------------------------------ lifecycle */
@@ -479,6 +440,7 @@ void proc_shutdown_check(void)
 void proc_leader_exited(proc_t *p, int status)
 {
     p->running = 0;
+    proc_index_cooled(p);
     p->status = status;
     p->ended = util_now_unix_nano();
     p->ended_mono = util_now_mono_nano();
@@ -611,6 +573,8 @@ int proc_init(struct ev_loop *loop)
     errno = 0;
     int prio = getpriority(PRIO_PROCESS, 0);
     proc_reset_nice = errno == 0 && prio != 0;
+    if ((rc = proc_index_init()) < 0)
+        return rc;
     pgk_init(loop);
     if ((rc = spawn_async_init(loop)) < 0)
         return rc;
@@ -663,7 +627,7 @@ proc_t *proc_find(uint32_t pid, const char *tag)
         return proc_find_pid(pid);
     if (!tag || !tag[0] || !(t = proc_strdup_utf8(tag))) /* as the tags were kept */
         return NULL;
-    p = find_tag(t);
+    p = proc_index_tag(t);
     free(t);
     return p;
 }

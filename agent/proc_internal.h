@@ -1,7 +1,8 @@
 /* proc_internal.h - what the pieces of the process module share, private to
  * them: the record (proc_t), the streams about one process (pstream_t), the
  * table's globals and the functions one piece defines for the others.
- * proc.c: table, reaping, signals, shutdown; proc_start.c: starting;
+ * proc.c: table, reaping, signals, shutdown; proc_index.c: the table's
+ * indexes (by pid, by tag); proc_start.c: starting;
  * proc_env.c: environment, PTY, pipes; proc_io.c: output, stdin, streams;
  * proc_ops.c: the request handlers. proc.h is the public interface. */
 #ifndef SA_PROC_INTERNAL_H
@@ -65,11 +66,20 @@ typedef struct pstream {
     struct pstream *wnext;
 } pstream_t;
 
+typedef struct proc_tag proc_tag_t;
+
 struct proc {
     pid_t pid;
     unsigned refs;
     int in_table;
+    /* The indexes (proc_index.c): the pid hash's chain; the tag's group,
+     * its records in start order, and its running ones and services. */
     proc_t *hnext;
+    proc_tag_t *tg;
+    proc_t *tnext, *tprev, *hotnext, *hotprev;
+    int hot;
+    uint64_t seq;
+    proc_t *gnext, *gprev; /* group_alive: the groups checked after a reap */
     proc_t *next, *prev;   /* all in the table, start order */
     proc_t *enext, *eprev; /* exited, exit order */
     char *tag, *command, *cwd, *user;
@@ -108,9 +118,17 @@ extern int proc_devnull;
 extern int proc_reset_oom, proc_reset_nice;
 extern void (*proc_shutdown_done)(struct ev_loop *);
 
+/* proc_index.c */
+int proc_index_init(void);
+void proc_index_add(proc_t *p);
+void proc_index_remove(proc_t *p);
+void proc_index_rekey(proc_t *p, pid_t pid);
+void proc_index_cooled(proc_t *p);
+proc_t *proc_index_tag(const char *tag);
+proc_t *proc_find_pid(uint32_t pid);
+
 int proc_stash_take(pid_t pid, uint64_t t0, int *status);
 void proc_stash_clear(void);
-proc_t *proc_find_pid(uint32_t pid);
 void proc_table_add(proc_t *p);
 void proc_table_rekey(proc_t *p, pid_t pid);
 void proc_table_remove(proc_t *p);

@@ -509,6 +509,121 @@ TEST(kept_output_cap_drops_oldest_exited)
     agent_stop(&A);
 }
 
+/* GetProcess by tag; 0 when NOT_FOUND. */
+static uint32_t pid_of_tag(sa_client_t *c, const char *tag)
+{
+    Sandbox__Agent__V1__GetProcess gp = SANDBOX__AGENT__V1__GET_PROCESS__INIT;
+    gp.tag = (char *)tag;
+    Response *r = simple(c, OP(GET_PROCESS), &gp);
+    uint32_t pid = 0;
+    if (r->result_case == RES(ERROR))
+        ASSERT_EQ(r->error->code, CODE(NOT_FOUND));
+    else
+        pid = r->process->pid;
+    sa_response_free(r);
+    return pid;
+}
+
+static void forget(sa_client_t *c, uint32_t pid)
+{
+    Sandbox__Agent__V1__ForgetProcess fg = SANDBOX__AGENT__V1__FORGET_PROCESS__INIT;
+    fg.pid = pid;
+    Response *r = simple(c, OP(FORGET), &fg);
+    ASSERT_RESULT(r, ACK);
+    sa_response_free(r);
+}
+
+/* The tag index (proc_index.c) names what a walk of the table would: the
+ * newest running record first, else the newest; and it stays right as
+ * records exit, are forgotten and are evicted by the kept-output cap. */
+TEST(tag_lookup_across_exit_forget_and_eviction)
+{
+    agent_start(&A, "--max-kept-output", "1048576", NULL);
+    sa_client_t *c = agent_connect(&A);
+    const char *sl[] = {"sleep", "30"}, *tr[] = {"true"};
+    start_opts_t t = {.tag = "t"}, u = {.tag = "u"};
+
+    ASSERT_EQ(pid_of_tag(c, "t"), 0);
+    uint32_t a = start_argv(c, sl, 2, &t, NULL);
+    uint32_t b = start_argv(c, tr, 1, &t, NULL);
+    sa_response_free(wait_exit(c, b));
+    ASSERT_EQ(pid_of_tag(c, "t"), a); /* running first, though older */
+    uint32_t b2 = start_argv(c, tr, 1, &t, NULL);
+    sa_response_free(wait_exit(c, b2));
+    ASSERT_EQ(pid_of_tag(c, "t"), a);
+    sa_response_free(send_signal(c, a, SIGKILL, 0));
+    sa_response_free(wait_exit(c, a));
+    ASSERT_EQ(pid_of_tag(c, "t"), b2); /* all exited: the newest */
+    forget(c, b2);
+    ASSERT_EQ(pid_of_tag(c, "t"), b);
+    forget(c, b);
+    ASSERT_EQ(pid_of_tag(c, "t"), a);
+    forget(c, a);
+    ASSERT_EQ(pid_of_tag(c, "t"), 0);
+
+    /* Eviction: each run keeps 300 kB of a 1 MiB cap, so only the newest
+     * three stay; "u" (the oldest) goes as a whole, "t" keeps its newest. */
+    uint32_t first = start_sh(c, "head -c 300000 /dev/zero", &u, NULL);
+    sa_response_free(wait_exit(c, first));
+    ASSERT_EQ(pid_of_tag(c, "u"), first);
+    uint32_t last = 0;
+    for (int i = 0; i < 5; i++) {
+        last = start_sh(c, "head -c 300000 /dev/zero", &t, NULL);
+        sa_response_free(wait_exit(c, last));
+    }
+    ASSERT_EQ(pid_of_tag(c, "u"), 0);
+    ASSERT_EQ(pid_of_tag(c, "t"), last);
+    /* A tag met again after its group went away. */
+    uint32_t again = start_argv(c, sl, 2, &u, NULL);
+    ASSERT_EQ(pid_of_tag(c, "u"), again);
+    sa_response_free(send_signal(c, again, SIGKILL, 0));
+    sa_response_free(wait_exit(c, again));
+    ASSERT_EQ(pid_of_tag(c, "u"), again);
+    sa_client_close(c);
+    agent_stop(&A);
+}
+
+/* The pid index doubles its buckets as the table grows past them: every
+ * record is still found (and forgotten) by pid after the rehash. */
+TEST(pid_lookup_after_the_index_grows)
+{
+    enum { N = 1300, BATCH = 50 };
+    static uint32_t pids[N];
+    agent_start(&A, NULL);
+    sa_client_t *c = agent_connect(&A);
+    const char *argv[] = {"/bin/true"};
+    for (int done = 0; done < N; done += BATCH) {
+        uint64_t ids[BATCH];
+        for (int i = 0; i < BATCH; i++)
+            ids[i] = start_send(c, argv, 1, NULL);
+        for (int i = 0; i < BATCH; i++) {
+            Response *r = recv_id(c, ids[i]);
+            ASSERT_RESULT(r, STARTED);
+            pids[done + i] = r->started->pid;
+            sa_response_free(r);
+        }
+    }
+    for (int i = 0; i < N; i += 7) {
+        Response *r = wait_exit(c, pids[i]);
+        ASSERT_RESULT(r, EXIT);
+        sa_response_free(r);
+    }
+    for (int i = 0; i < N; i += 7)
+        forget(c, pids[i]);
+    Sandbox__Agent__V1__GetProcess gp = SANDBOX__AGENT__V1__GET_PROCESS__INIT;
+    for (int i = 0; i < N; i++) {
+        gp.pid = pids[i];
+        Response *r = simple(c, OP(GET_PROCESS), &gp);
+        if (i % 7 == 0)
+            ASSERT_ERROR(r, NOT_FOUND);
+        else
+            ASSERT_RESULT(r, PROCESS);
+        sa_response_free(r);
+    }
+    sa_client_close(c);
+    agent_stop(&A);
+}
+
 static int run_ctl(const char *addr, const char *const *args, char *out, size_t cap)
 {
     int p[2];
@@ -585,7 +700,9 @@ TEST(shutdown_stops_running_processes)
     ASSERT(gone_within((pid_t)p2, 2000));
 }
 
-TEST_MAIN(TEST_ENTRY(timeout_kills_the_shell_and_its_children), TEST_ENTRY(timeout_escalates_to_sigkill),
+TEST_MAIN(TEST_ENTRY(timeout_kills_the_shell_and_its_children),
+          TEST_ENTRY(tag_lookup_across_exit_forget_and_eviction),
+          TEST_ENTRY(pid_lookup_after_the_index_grows), TEST_ENTRY(timeout_escalates_to_sigkill),
           TEST_ENTRY(signal_leader_or_group), TEST_ENTRY(pty_echo_resize_and_ctrl_d),
           TEST_ENTRY(stdin_pipe_round_trip), TEST_ENTRY(exec_failures_are_synchronous_errors),
           TEST_ENTRY(environment_cwd_and_user), TEST_ENTRY_T(no_zombies_after_1000_short_processes, 240),
