@@ -3,7 +3,8 @@
 # that bake-and-boot.sh made with a VM generation ID device, follow a
 # process, write a file, quiesce, save the VM to a file (QMP stop and
 # migrate), start a new QEMU from that file (-incoming) with another
-# generation ID, and check what the agent did about it.
+# generation ID, and check what the agent did about it; then pause the VM
+# (QMP stop, cont) and check that the agent noticed that too.
 #
 #   sudo packaging/image/snapshot-restore.sh [WORKDIR]
 #
@@ -11,7 +12,11 @@
 # runs bake-and-boot.sh there first when there is no image yet. Needs root,
 # qemu-system-x86 and python3 (the QMP client is a few lines of it).
 # Settings: HOST_PORT=17000 GUEST_PORT=7000 MEM=1024 SMP=2 ACCEL=tcg
-# BOOT_TIMEOUT= as bake-and-boot.sh; PAUSE=5 seconds between save and restore.
+# BOOT_TIMEOUT= as bake-and-boot.sh; PAUSE=5 seconds between save and restore;
+# HOLD=12 seconds of the pause (above the agent's --clock-jump-ms, 5 s);
+# UPDATE_AGENT=1 builds the agent from this tree (static, in AGENT_BUILD or
+# WORKDIR/build-static) and writes its binaries into the existing image with
+# debugfs (no mount, no debootstrap), for a run after a change to the agent.
 #
 # Prints one "ok"/"FAIL" line per check; exits 0 when all passed.
 set -eu
@@ -23,6 +28,7 @@ HOST_PORT=${HOST_PORT:-17000}
 MEM=${MEM:-1024}
 SMP=${SMP:-2}
 PAUSE=${PAUSE:-5}
+HOLD=${HOLD:-12}
 IMG=$WORK/disk.img
 TOKEN=$WORK/token
 CTL=${AGENT_BUILD:-$WORK/build-static}/sandboxctl
@@ -43,6 +49,23 @@ done
 if [ ! -f "$IMG" ] || [ ! -f "$WORK/vmlinuz" ] || [ ! -x "$CTL" ]; then
     say "no image in $WORK yet: running bake-and-boot.sh first"
     sh "$SRC/packaging/image/bake-and-boot.sh" "$WORK" || die "bake-and-boot.sh failed"
+fi
+if [ "${UPDATE_AGENT:-}" = 1 ]; then
+    B=${AGENT_BUILD:-$WORK/build-static}
+    command -v debugfs >/dev/null 2>&1 || die "debugfs not found (apt-get install e2fsprogs)"
+    say "building the static agent in $B and writing it into $IMG"
+    cmake -S "$SRC" -B "$B" -DCMAKE_BUILD_TYPE=Release -DSANDBOX_AGENT_STATIC=ON \
+        -DSANDBOX_AGENT_TESTS=OFF -DSANDBOX_AGENT_INSTALL_OPENRC=OFF \
+        -DCMAKE_INSTALL_PREFIX=/usr >"$WORK/build.log" 2>&1 || die "cmake failed, see $WORK/build.log"
+    make -C "$B" -j"$(nproc)" sandbox-agent sandboxctl >>"$WORK/build.log" 2>&1 ||
+        die "build failed, see $WORK/build.log"
+    for f in sandbox-agent sandboxctl; do
+        debugfs -w -R "rm /usr/bin/$f" "$IMG" >/dev/null 2>&1 || true
+        debugfs -w -R "write $B/$f /usr/bin/$f" "$IMG" >>"$WORK/build.log" 2>&1 &&
+            debugfs -w -R "sif /usr/bin/$f mode 0100755" "$IMG" >>"$WORK/build.log" 2>&1 ||
+            die "debugfs could not write /usr/bin/$f into $IMG"
+    done
+    CTL=$B/sandboxctl
 fi
 rm -rf "$O"
 mkdir -p "$O"
@@ -255,7 +278,28 @@ stepped() {
 }
 check "Restored steps the clock forward by the time the VM was away" stepped
 check "info: generation 2" sh -c "$CTL --connect tcp:127.0.0.1:$HOST_PORT --token-file $TOKEN --json info | grep -q '\"generation\":2'"
-ctl run -- sh -c 'journalctl -u sandbox-agent --no-pager | grep -E "uevent|restore|thaw|quiesce|froze" | tail -n 8' \
+
+# ------------------------------------------------------------------ pause
+# A pause that is no restore: QMP stop and cont keep the generation ID, and
+# the guest's clocks stand still meanwhile; only the RTC (the host's clock)
+# moves on. Signs within 30 s of running time of the last restore are that
+# restore, so this waits that out first.
+sleep 35
+say "pause: QMP stop, ${HOLD}s, cont"
+qmp stop >/dev/null || die "QMP stop failed"
+sleep "$HOLD"
+qmp cont >/dev/null || die "QMP cont failed"
+paused() {
+    i=0
+    until ctl --json info >"$O/info3" 2>&1 && grep -q '"restores":2' "$O/info3"; do
+        i=$((i + 1))
+        [ $i -lt 30 ] || { cat "$O/info3"; return 1; }
+        sleep 1
+    done
+    echo "restores 2 after ${i}s"
+}
+check "the agent noticed the pause by itself (the RTC; restores 2)" paused
+ctl run -- sh -c 'journalctl -u sandbox-agent --no-pager | grep -E "uevent|kmsg|rtc|restore|thaw|quiesce|froze" | tail -n 12' \
     >"$O/journal" 2>&1 || true
 sed 's/^/       journal: /' "$O/journal"
 
