@@ -53,6 +53,7 @@ void config_defaults(config_t *cfg)
     cfg->clock_jump_ms = 5000;
     cfg->clock_check_ms = 1000;
     cfg->kmsg_path = "/dev/kmsg";
+    cfg->rtc_path = "/dev/rtc0";
 }
 
 static int parse_u64(const char *opt, const char *s, uint64_t min, uint64_t max, uint64_t *out)
@@ -333,18 +334,30 @@ static int opt_clock_test_file(config_t *cfg, const char *arg)
     return 0;
 }
 
-static int opt_kmsg(config_t *cfg, const char *arg)
+/* PATH or "off" (NULL). */
+static int opt_path_or_off(const char *opt, const char *arg, const char **out)
 {
     if (!strcmp(arg, "off")) {
-        cfg->kmsg_path = NULL;
+        *out = NULL;
         return 0;
     }
     if (arg[0] != '/') {
-        fprintf(stderr, "sandbox-agent: --kmsg '%s': expected an absolute path or 'off'\n", arg);
+        fprintf(stderr, "sandbox-agent: --%s '%s': expected an absolute path or 'off'\n", opt,
+                arg);
         return -1;
     }
-    cfg->kmsg_path = arg;
+    *out = arg;
     return 0;
+}
+
+static int opt_kmsg(config_t *cfg, const char *arg)
+{
+    return opt_path_or_off("kmsg", arg, &cfg->kmsg_path);
+}
+
+static int opt_rtc(config_t *cfg, const char *arg)
+{
+    return opt_path_or_off("rtc", arg, &cfg->rtc_path);
 }
 
 static int opt_cgroup_root(config_t *cfg, const char *arg)
@@ -451,12 +464,16 @@ static const opt_t g_opts[] = {
         "a jump of the wall clock against the monotonic clock larger than this is taken as "
         "a restore; 0: off"),
     /* Tests: how often the clocks are compared, and a file holding
-     * "REALTIME MONOTONIC BOOTTIME" in nanoseconds read instead of them. */
+     * "REALTIME MONOTONIC BOOTTIME" in nanoseconds, then optionally the RTC
+     * in seconds, read instead of them. */
     NUM("clock-check-ms", "N", clock_check_ms, 10, 3600000, NULL),
     FN("clock-test-file", "PATH", opt_clock_test_file, NULL),
     FN("kmsg", "PATH|off", opt_kmsg,
        "the kernel log read for the line a VM fork logs, taken as a restore (default "
        "/dev/kmsg; tests give a FIFO of records in its format)"),
+    FN("rtc", "PATH|off", opt_rtc,
+       "the RTC compared with the wall clock every --clock-check-ms: moving ahead of it by "
+       "more than --clock-jump-ms is taken as a pause and resume (default /dev/rtc0)"),
     FN("cgroup-root", "PATH", opt_cgroup_root,
        "the cgroup v2 subtree whose leaves hold the processes (default: the agent's own cgroup "
        "when systemd delegates it, else one made under the unified hierarchy when root)"),

@@ -55,8 +55,9 @@ typedef struct config {
     uint32_t hook_timeout_ms;       /* one hook's time limit */
     uint32_t clock_jump_ms;         /* wall clock jump taken as a restore; 0: off */
     uint32_t clock_check_ms;        /* how often the clocks are compared */
-    const char *clock_test_file;    /* tests: read the three clocks from here */
+    const char *clock_test_file;    /* tests: read the clocks (and the RTC) from here */
     const char *kmsg_path;          /* the kernel log read for a VM fork; NULL: off */
+    const char *rtc_path;           /* the RTC compared with the wall clock; NULL: off */
     const char *cgroup_root;        /* --cgroup-root: the subtree to manage */
     int no_cgroups;                 /* --no-cgroups: process groups only */
     uint32_t default_pids_max;      /* limits every process gets unless it asks */

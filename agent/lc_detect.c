@@ -1,19 +1,24 @@
 /* lc_detect.c - noticing a restore without being told: the VM generation
- * ID uevent, the kernel's log line for a VM fork (/dev/kmsg), and a jump of
- * the wall clock against the monotonic one. Each
+ * ID uevent, the kernel's log line for a VM fork (/dev/kmsg), a jump of the
+ * wall clock against the monotonic one, and the RTC moving ahead of the
+ * wall clock (a pause). Each
  * sign goes to lc_restore_noticed, which counts one restore however many
  * signs come. See lc_internal.h. */
 #include "lc_internal.h"
 
 #include "config.h"
+#include "fsworker.h"
 #include "log.h"
+#include "util.h"
 
 #include <errno.h>
 #include <fcntl.h>
 #include <linux/netlink.h>
+#include <linux/rtc.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/ioctl.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <time.h>
@@ -26,6 +31,12 @@ static ev_io g_nl_io;
 static ev_timer g_clock_timer;
 static int64_t g_off_rt, g_off_bt;
 static int g_clock_base;
+static int g_rtc_base_ok;   /* g_rtc_base holds the last offset */
+static int64_t g_rtc_base;  /* RTC - REALTIME at the last look, ns */
+static unsigned g_rtc_epoch; /* moved by the agent's own clock steps */
+static unsigned g_rtc_reads; /* the first RTC_COST_READS reads' cost is logged */
+static uint64_t g_rtc_ns_sum, g_rtc_ns_max;
+#define RTC_COST_READS 10
 
 /* ------------------------------------------------------------ the clocks */
 
@@ -69,6 +80,147 @@ void lc_detect_rebase(void)
     g_off_rt = rt - mono;
     g_off_bt = boot - mono;
     g_clock_base = 1;
+    g_rtc_epoch++;
+    g_rtc_base_ok = 0;
+}
+
+/* ------------------------------------------------------------ the RTC */
+
+/* QEMU's RTC (the CMOS clock, driven by the host's clock unless -rtc
+ * clock=vm) keeps the host's time across a pause: QMP stop and cont, or a
+ * save and a restore. The guest's wall clock does not: kvmclock stands
+ * still while the VM is paused. So the RTC moving ahead of CLOCK_REALTIME
+ * by more than --clock-jump-ms between two looks says the VM was paused,
+ * even when nothing else does (a resume keeps the generation ID). The RTC
+ * has whole seconds, so smaller moves are noise. Only ahead counts: the
+ * wall clock stepped forward (Restored, NTP) moves the other way. Reading
+ * it (RTC_RD_TIME) is port I/O that may wait out an update in progress
+ * (up to 10 ms), so a file worker does it, one read at a time, on the
+ * clock watch's timer. */
+typedef struct rtc_read {
+    fsw_job_t job;
+    int64_t rtc_s;  /* the RTC, seconds since the epoch as it reads them */
+    int64_t rt_ns;  /* CLOCK_REALTIME right after */
+    int err;        /* -errno */
+    unsigned epoch; /* g_rtc_epoch when it was asked for */
+    uint64_t ns;    /* what the read cost the worker */
+} rtc_read_t;
+
+static rtc_read_t g_rtc;
+static int g_rtc_busy;      /* a read is with a worker */
+static int g_rtc_off;       /* no RTC here, or --rtc off */
+
+static int rtc_read_test_file(rtc_read_t *r)
+{
+    char buf[160];
+    long long rt, mono, boot, rtc;
+    int fd = open(g_config.clock_test_file, O_RDONLY | O_CLOEXEC);
+    ssize_t n = fd < 0 ? -1 : read(fd, buf, sizeof buf - 1);
+    if (fd >= 0)
+        close(fd);
+    if (n <= 0)
+        return -EIO;
+    buf[n] = 0;
+    if (sscanf(buf, "%lld %lld %lld %lld", &rt, &mono, &boot, &rtc) != 4)
+        return -ENODEV; /* a file of three clocks: no RTC */
+    r->rtc_s = rtc;
+    r->rt_ns = rt;
+    return 0;
+}
+
+/* On a worker. */
+static void rtc_run(fsw_job_t *j)
+{
+    rtc_read_t *r = (rtc_read_t *)j;
+    struct rtc_time tm;
+    struct tm t;
+    struct timespec ts;
+
+    if (g_config.clock_test_file) {
+        r->err = rtc_read_test_file(r);
+        return;
+    }
+    uint64_t t0 = util_now_mono_nano();
+    int fd = open(g_config.rtc_path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0) {
+        r->err = -errno;
+        return;
+    }
+    memset(&tm, 0, sizeof tm);
+    r->err = ioctl(fd, RTC_RD_TIME, &tm) < 0 ? -errno : 0;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    close(fd);
+    r->ns = util_now_mono_nano() - t0;
+    if (r->err)
+        return;
+    memset(&t, 0, sizeof t);
+    t.tm_sec = tm.tm_sec;
+    t.tm_min = tm.tm_min;
+    t.tm_hour = tm.tm_hour;
+    t.tm_mday = tm.tm_mday;
+    t.tm_mon = tm.tm_mon;
+    t.tm_year = tm.tm_year;
+    r->rtc_s = (int64_t)timegm(&t);
+    r->rt_ns = (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
+}
+
+/* Say once what watching the RTC costs: the first reads' time. */
+static void rtc_cost(uint64_t ns)
+{
+    if (g_rtc_reads >= RTC_COST_READS || g_config.clock_test_file)
+        return;
+    g_rtc_ns_sum += ns;
+    g_rtc_ns_max = ns > g_rtc_ns_max ? ns : g_rtc_ns_max;
+    if (++g_rtc_reads == RTC_COST_READS)
+        log_info("rtc: watching %s every %u ms; a read (open, RTC_RD_TIME, close) took "
+                 "%.3f ms on average, %.3f ms at most, on a file worker",
+                 g_config.rtc_path, g_config.clock_check_ms,
+                 (double)g_rtc_ns_sum / RTC_COST_READS / 1e6, (double)g_rtc_ns_max / 1e6);
+}
+
+/* On the loop. */
+static void rtc_done(fsw_job_t *j)
+{
+    rtc_read_t *r = (rtc_read_t *)j;
+    int64_t thr = (int64_t)g_config.clock_jump_ms * 1000000;
+
+    g_rtc_busy = 0;
+    if (!g_loop)
+        return; /* stopped meanwhile */
+    if (r->epoch != g_rtc_epoch)
+        return; /* read before the agent stepped the clock: no news */
+    if (r->err) {
+        /* Busy: someone else (hwclock) has it open; look again later. */
+        if (r->err != -EBUSY) {
+            log_info("rtc: %s: %s; the RTC is not watched", g_config.rtc_path,
+                     strerror(-r->err));
+            g_rtc_off = 1;
+        }
+        return;
+    }
+    rtc_cost(r->ns);
+    int64_t off = r->rtc_s * 1000000000 - r->rt_ns, d = off - g_rtc_base;
+    int had = g_rtc_base_ok;
+    g_rtc_base = off;
+    g_rtc_base_ok = 1;
+    if (had && d > thr) {
+        log_info("rtc: the RTC moved %+.0f s ahead of the wall clock: the VM was paused; "
+                 "taking it as a restore",
+                 (double)d / 1e9);
+        lc_restore_noticed("rtc");
+    }
+}
+
+static void rtc_check(void)
+{
+    if (g_rtc_off || g_rtc_busy)
+        return;
+    memset(&g_rtc, 0, sizeof g_rtc);
+    g_rtc.job.run = rtc_run;
+    g_rtc.job.done = rtc_done;
+    g_rtc.epoch = g_rtc_epoch;
+    g_rtc_busy = 1;
+    fsw_submit(&g_rtc.job);
 }
 
 /* The wall clock and the monotonic clock advance together while the VM
@@ -78,6 +230,7 @@ void lc_detect_rebase(void)
 static void on_clock(struct ev_loop *loop, ev_timer *w, int revents)
 {
     int64_t rt, mono, boot, thr = (int64_t)g_config.clock_jump_ms * 1000000;
+    rtc_check();
     if (read_clocks(&rt, &mono, &boot) < 0)
         return;
     int64_t off_rt = rt - mono, off_bt = boot - mono;
@@ -316,6 +469,7 @@ static void kmsg_open(void)
 void lc_detect_start(struct ev_loop *loop)
 {
     g_loop = loop;
+    g_rtc_off = !g_config.rtc_path;
     uevent_open();
     kmsg_open();
     if (g_config.clock_jump_ms) {

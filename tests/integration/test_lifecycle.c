@@ -1,6 +1,6 @@
 /* Integration tests: Quiesce, Thaw, Restored, WatchLifecycle, and noticing
  * a restore (the VM generation ID uevent, the kernel's VM fork line in
- * /dev/kmsg, a jump of the wall clock).
+ * /dev/kmsg, a jump of the wall clock, the RTC ahead of the wall clock).
  *
  * Needs root: each test makes a private mount namespace, formats a 16 MiB
  * ext4 image and loop-mounts it there; only that file system is ever
@@ -859,6 +859,90 @@ LC_TEST(clock_jump_is_noticed_as_a_restore)
     agent_stop(&a);
 }
 
+/* The clocks, and the RTC in whole seconds. */
+static void write_clocks_rtc(const char *path, long long rt, long long mono, long long boot,
+                             long long rtc)
+{
+    char tmp[300];
+    snprintf(tmp, sizeof tmp, "%s.tmp", path);
+    FILE *f = fopen(tmp, "w");
+    if (!f)
+        FAIL("%s: %s", tmp, strerror(errno));
+    fprintf(f, "%lld %lld %lld %lld\n", rt, mono, boot, rtc);
+    fclose(f);
+    if (rename(tmp, path) < 0)
+        FAIL("rename: %s", strerror(errno));
+}
+
+LC_TEST(rtc_ahead_of_the_wall_clock_is_noticed_as_a_pause)
+{
+    if (!setup())
+        return;
+    char post[256], line[512];
+    snprintf(post, sizeof post, "%s/post-restore.d", P("hooks"));
+    snprintf(line, sizeof line, "touch %s", P("post-ran"));
+    write_hook(post, "10-mark", line);
+    const char *clocks = P("clocks");
+    const long long S = 1000000000ll, T = 1700000000;
+    long long mono = 100 * S;
+    write_clocks_rtc(clocks, T * S, mono, mono, T);
+
+    agent_t a;
+    agent_start(&a, "--hooks-dir", P("hooks"), "--clock-test-file", clocks, "--clock-check-ms",
+                "50", "--clock-jump-ms", "2000", "--kmsg", "off", NULL);
+    sa_client_t *c = agent_connect(&a), *w = agent_connect(&a);
+    uint64_t wid = watch_send(w);
+    const char *m[] = {g_mnt};
+    Response *r = quiesce(c, m, 1, 60000, 0);
+    ASSERT_RESULT(r, QUIESCED);
+    sa_response_free(r);
+    expect_event(w, wid, LK(QUIESCED), "request");
+
+    /* Time passing on every clock, the RTC's whole seconds ahead of and
+     * behind the wall clock, and the RTC set back by someone: no pause. */
+    write_clocks_rtc(clocks, (T + 5) * S, mono + 5 * S, mono + 5 * S, T + 5);
+    usleep(300000);
+    write_clocks_rtc(clocks, (T + 6) * S + S / 2, mono + 6 * S + S / 2, mono + 6 * S + S / 2,
+                     T + 7);
+    usleep(300000);
+    write_clocks_rtc(clocks, (T + 7) * S + 9 * S / 10, mono + 7 * S + 9 * S / 10,
+                     mono + 7 * S + 9 * S / 10, T + 7);
+    usleep(300000);
+    write_clocks_rtc(clocks, (T + 9) * S, mono + 9 * S, mono + 9 * S, T - 91);
+    usleep(300000);
+    r = info(c);
+    ASSERT_EQ(r->info->restores, 0);
+    sa_response_free(r);
+    ASSERT(mnt_frozen());
+
+    /* Paused for an hour: the guest's clocks stood still, the RTC (the
+     * host's clock) did not. */
+    write_clocks_rtc(clocks, (T + 10) * S, mono + 10 * S, mono + 10 * S, T - 90 + 3600);
+    expect_event(w, wid, LK(THAWED), "restore");
+    r = next_event(w, wid);
+    ASSERT_EQ(r->lifecycle->kind, LK(RESTORED));
+    ASSERT_STR_EQ(r->lifecycle->source, "rtc");
+    ASSERT_EQ(r->lifecycle->restores, 1);
+    sa_response_free(r);
+    ASSERT(!mnt_frozen());
+    ASSERT(access(P("post-ran"), F_OK) == 0);
+
+    /* The wall clock stepped forward to catch up (NTP): the clock watch
+     * reports the step, and it is the same restore. */
+    write_clocks_rtc(clocks, (T + 3511) * S, mono + 11 * S, mono + 11 * S, T + 3511);
+    r = next_event(w, wid);
+    ASSERT_EQ(r->lifecycle->kind, LK(CLOCK_STEPPED));
+    ASSERT_STR_EQ(r->lifecycle->source, "clock");
+    sa_response_free(r);
+    usleep(300000);
+    r = info(c);
+    ASSERT_EQ(r->info->restores, 1);
+    sa_response_free(r);
+    sa_client_close(w);
+    sa_client_close(c);
+    agent_stop(&a);
+}
+
 /* Send a uevent-shaped message to the uevent group, as root or as user
  * `as` who keeps CAP_NET_ADMIN (which sending to the group needs): the
  * agent must believe only uid 0. */
@@ -1100,6 +1184,7 @@ TEST_MAIN(TEST_ENTRY(quiesce_freezes_refuses_writes_and_thaws),
           TEST_ENTRY(log_and_socket_on_the_frozen_fs),
           TEST_ENTRY(restored_steps_clock_adds_entropy_sets_env),
           TEST_ENTRY(clock_jump_is_noticed_as_a_restore),
+          TEST_ENTRY(rtc_ahead_of_the_wall_clock_is_noticed_as_a_pause),
           TEST_ENTRY(vmgenid_uevent_is_noticed_as_a_restore),
           TEST_ENTRY(kmsg_vmfork_line_is_noticed_as_a_restore),
           TEST_ENTRY(kmsg_line_written_by_a_process_is_not_a_restore))
