@@ -16,7 +16,9 @@
 # HOLD=12 seconds of the pause (above the agent's --clock-jump-ms, 5 s);
 # UPDATE_AGENT=1 builds the agent from this tree (static, in AGENT_BUILD or
 # WORKDIR/build-static) and writes its binaries into the existing image with
-# debugfs (no mount, no debootstrap), for a run after a change to the agent.
+# debugfs (no mount, no debootstrap), for a run after a change to the agent;
+# KERNEL= INITRD= boot another kernel of the image (default WORKDIR/vmlinuz,
+# the newest in its /boot), e.g. WORKDIR/rootfs/boot/vmlinuz-6.1.0-50-amd64.
 #
 # Prints one "ok"/"FAIL" line per check; exits 0 when all passed.
 set -eu
@@ -30,6 +32,8 @@ SMP=${SMP:-2}
 PAUSE=${PAUSE:-5}
 HOLD=${HOLD:-12}
 IMG=$WORK/disk.img
+KERNEL=${KERNEL:-$WORK/vmlinuz}
+INITRD=${INITRD:-$WORK/initrd.img}
 TOKEN=$WORK/token
 CTL=${AGENT_BUILD:-$WORK/build-static}/sandboxctl
 QMP=$WORK/qmp.sock
@@ -125,7 +129,7 @@ boot() {
     # shellcheck disable=SC2086
     qemu-system-x86_64 $accel -m "$MEM" -smp "$SMP" -nographic -monitor none \
         -serial "file:$console" -qmp "unix:$QMP,server=on,wait=off" \
-        -kernel "$WORK/vmlinuz" -initrd "$WORK/initrd.img" \
+        -kernel "$KERNEL" -initrd "$INITRD" \
         -append "root=/dev/vda rw console=ttyS0 panic=-1" -no-reboot \
         -drive "file=$IMG,format=raw,if=virtio" \
         -netdev "user,id=n0,hostfwd=tcp:127.0.0.1:$HOST_PORT-:$GUEST_PORT" \
