@@ -4,6 +4,13 @@
  * fails that test only. ASSERT_* print both sides and the location.
  * Integration tests start the real agent on a temporary unix socket with
  * agent_start() and talk to it through the client library.
+ * Shared here: files (slurp, put_file, log_count), time (now_ms), children
+ * (child_status), UTF-8 (utf8_ok); with the agent: call, recv_id,
+ * expect_error, cancel_ok, ping_req, ping_ok, proc_rss. Beside it in
+ * integration/: ctl_helpers.h (the sandboxctl binary: ctl_run, run_ctl),
+ * proc_helpers.h (processes: start_sh, collect_all, wait_exit for a
+ * WaitProcess), fs_helpers.h (read_collect, watch_wait_ready),
+ * tunnel_helpers.h, tmpdir.h.
  *
  * Usage:
  *   TEST(ping_works) { ... }
@@ -128,6 +135,96 @@ static inline int test_run_all(const test_entry_t *tests, size_t n, int argc, ch
         static const test_entry_t tests[] = {__VA_ARGS__};                            \
         return test_run_all(tests, sizeof tests / sizeof tests[0], argc, argv);       \
     }
+
+/* ------------------------------------------------------------ files, time */
+
+/* The file's bytes (at most len - 1), NUL-terminated; 0 when it cannot be
+ * read. */
+static inline size_t slurp(const char *path, char *buf, size_t len)
+{
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    size_t o = 0;
+    ssize_t r;
+    if (fd < 0) {
+        buf[0] = 0;
+        return 0;
+    }
+    while (o < len - 1 && ((r = read(fd, buf + o, len - 1 - o)) > 0 || (r < 0 && errno == EINTR)))
+        o += r > 0 ? (size_t)r : 0;
+    close(fd);
+    buf[o] = 0;
+    return o;
+}
+
+/* Create or replace path with len bytes of data, then give it mode. */
+static inline void put_file(const char *path, const void *data, size_t len, mode_t mode)
+{
+    int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+    if (fd < 0)
+        FAIL("open %s: %s", path, strerror(errno));
+    ASSERT_EQ(write(fd, data, len), (ssize_t)len);
+    ASSERT_EQ(close(fd), 0);
+    ASSERT_EQ(chmod(path, mode), 0);
+}
+
+static inline void put_text(const char *path, const char *text, mode_t mode)
+{
+    put_file(path, text, strlen(text), mode);
+}
+
+/* Occurrences of needle in the first MiB of a log file. */
+static inline int log_count(const char *path, const char *needle)
+{
+    static char buf[1 << 20];
+    size_t n = slurp(path, buf, sizeof buf), k = strlen(needle);
+    int count = 0;
+    for (const char *p = buf; (p = memmem(p, n - (size_t)(p - buf), needle, k)); p += k)
+        count++;
+    return count;
+}
+
+static inline int log_has(const char *path, const char *needle)
+{
+    return log_count(path, needle) > 0;
+}
+
+/* Milliseconds on the monotonic clock. */
+static inline double now_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec * 1e3 + (double)ts.tv_nsec / 1e6;
+}
+
+/* The status of our child pid as a shell gives it (128+N for signal N),
+ * waiting at most 10 s for it. */
+static inline int child_status(pid_t pid)
+{
+    int st;
+    for (int i = 0; i < 1000; i++) {
+        if (waitpid(pid, &st, WNOHANG) == pid)
+            return WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
+        usleep(10000);
+    }
+    FAIL("no exit of child %d within 10 s", (int)pid);
+}
+
+/* 1 when s is valid UTF-8 (no overlong forms). */
+static inline int utf8_ok(const char *s)
+{
+    const unsigned char *p = (const unsigned char *)s;
+    while (*p) {
+        int n = *p < 0x80 ? 0 : (*p & 0xe0) == 0xc0 ? 1 : (*p & 0xf0) == 0xe0 ? 2
+                              : (*p & 0xf8) == 0xf0 ? 3 : -1;
+        if (n < 0 || (n == 1 && *p < 0xc2))
+            return 0;
+        p++;
+        for (int i = 0; i < n; i++, p++)
+            if ((*p & 0xc0) != 0x80)
+                return 0;
+    }
+    return 1;
+}
 
 /* ------------------------------------------------------------ the agent */
 
@@ -293,6 +390,68 @@ static inline Response *recv_id(sa_client_t *c, uint64_t id)
         ASSERT((r)->done);                                                            \
     } while (0)
 
+/* An error response of code whose message names needle (NULL: any) in
+ * valid UTF-8, final; freed. */
+static inline void expect_error(Response *r, int code, const char *needle)
+{
+    if (r->result_case != RES(ERROR))
+        FAIL("expected error %s naming '%s', got result %d", sa_error_code_name(code),
+             needle ? needle : "", (int)r->result_case);
+    if ((int)r->error->code != code)
+        FAIL("expected %s, got %s: %s", sa_error_code_name(code),
+             sa_error_code_name(r->error->code), r->error->message);
+    if (needle && !strstr(r->error->message, needle))
+        FAIL("message '%s' does not name '%s'", r->error->message, needle);
+    ASSERT(utf8_ok(r->error->message));
+    ASSERT(r->done);
+    sa_response_free(r);
+}
+
+/* Send Cancel for target; returns the Cancel's id. */
+static inline uint64_t cancel_send(sa_client_t *c, uint64_t target)
+{
+    Request req = REQUEST_INIT;
+    Sandbox__Agent__V1__Cancel cn = SANDBOX__AGENT__V1__CANCEL__INIT;
+    cn.target_id = target;
+    req.op_case = OP(CANCEL);
+    req.cancel = &cn;
+    ASSERT_EQ(sa_client_send(c, &req), 0);
+    return req.id;
+}
+
+/* Cancel target, which is in flight: it ends with CANCELLED, the Cancel
+ * gets an Ack; responses of target before the CANCELLED are skipped. A
+ * second Cancel finds it no longer in flight. */
+static inline void cancel_ok(sa_client_t *c, uint64_t target)
+{
+    uint64_t id = cancel_send(c, target);
+    Response *r = recv_id(c, id);
+    ASSERT_RESULT(r, ACK);
+    sa_response_free(r);
+    for (;;) {
+        r = recv_id(c, target);
+        if (r->done) {
+            expect_error(r, CODE(CANCELLED), "cancelled");
+            break;
+        }
+        sa_response_free(r);
+    }
+    id = cancel_send(c, target);
+    expect_error(recv_id(c, id), CODE(NOT_FOUND), "no request");
+}
+
+/* A Ping request with a payload (p holds it; both live in the caller). */
+static inline Request ping_req(Sandbox__Agent__V1__Ping *p, const void *data, size_t len)
+{
+    Request req = REQUEST_INIT;
+    sandbox__agent__v1__ping__init(p);
+    p->payload.data = (uint8_t *)data;
+    p->payload.len = len;
+    req.op_case = OP(PING);
+    req.ping = p;
+    return req;
+}
+
 static inline void ping_ok(sa_client_t *c)
 {
     Request req = REQUEST_INIT;
@@ -304,21 +463,26 @@ static inline void ping_ok(sa_client_t *c)
     sa_response_free(r);
 }
 
-/* VmRSS of a pid in bytes. */
-static inline long long proc_rss(pid_t pid)
+/* A "Vm...: N kB" line of /proc/PID/status (VmRSS, VmHWM) in bytes; -1
+ * when there is none. */
+static inline long long proc_vm(pid_t pid, const char *key)
 {
     char path[64], line[256];
     long long kb = -1;
+    size_t k = strlen(key);
     snprintf(path, sizeof path, "/proc/%d/status", (int)pid);
     FILE *f = fopen(path, "r");
     if (!f)
         return -1;
     while (fgets(line, sizeof line, f))
-        if (sscanf(line, "VmRSS: %lld kB", &kb) == 1)
+        if (!strncmp(line, key, k) && line[k] == ':' && sscanf(line + k + 1, "%lld", &kb) == 1)
             break;
     fclose(f);
-    return kb * 1024;
+    return kb < 0 ? -1 : kb * 1024;
 }
+
+/* VmRSS of a pid in bytes. */
+static inline long long proc_rss(pid_t pid) { return proc_vm(pid, "VmRSS"); }
 #endif
 
 #endif

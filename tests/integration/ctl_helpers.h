@@ -122,6 +122,37 @@ static inline void ctl_run(const char *addr, const char *const *args, ctl_out_t 
         ctl_run((addr), _args, (o));                                                  \
     } while (0)
 
+/* Run sandboxctl with ARGS; its stdout (at most cap - 1 bytes) in out,
+ * NUL-terminated. Returns its exit status (128 + N for signal N). */
+static inline int ctl_stdout(const char *addr, const char *const *args, char *out, size_t cap)
+{
+    ctl_out_t o;
+    ctl_run(addr, args, &o);
+    size_t n = o.out_len < cap - 1 ? o.out_len : cap - 1;
+    memcpy(out, o.out ? o.out : "", n);
+    out[n] = 0;
+    int status = o.status;
+    ctl_out_free(&o);
+    return status;
+}
+
+#ifdef AGENT_BIN
+/* Run "sandboxctl ARGS" through the shell (args are split and expanded by
+ * it) against agent a; stdout and stderr together in out (at most
+ * outlen - 1 bytes). Returns the exit status, -1 when killed. */
+static inline int run_ctl(agent_t *a, const char *args, char *out, size_t outlen)
+{
+    char cmd[2048];
+    snprintf(cmd, sizeof cmd, "SANDBOX_AGENT_ADDR=%s %s %s 2>&1", a->addr, CTL_BIN, args);
+    FILE *f = popen(cmd, "r");
+    ASSERT(f);
+    size_t n = fread(out, 1, outlen - 1, f);
+    out[n] = 0;
+    int st = pclose(f);
+    return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
+}
+#endif
+
 /* Every line of s parses as one JSON object (Python's json module); lines
  * is the count expected, or -1 for any. Returns the count. */
 static inline int json_lines_ok(const char *s, size_t len, int lines)

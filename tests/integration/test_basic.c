@@ -1,22 +1,12 @@
 /* Integration tests of the foundation: the real agent on a temporary unix
  * socket, driven through the client library and with raw bytes. */
 #include "frame.h"
+#include "ctl_helpers.h"
 #include "harness.h"
 
 #include <poll.h>
 #include <sys/socket.h>
 #include <zlib.h>
-
-static Request ping_req(Sandbox__Agent__V1__Ping *p, const void *data, size_t len)
-{
-    Request req = REQUEST_INIT;
-    sandbox__agent__v1__ping__init(p);
-    p->payload.data = (uint8_t *)data;
-    p->payload.len = len;
-    req.op_case = OP(PING);
-    req.ping = p;
-    return req;
-}
 
 /* Read until EOF, returning the responses' count; the first is in *first. */
 static int drain_to_eof(sa_client_t *c, Response **first)
@@ -435,18 +425,6 @@ TEST(sigterm_removes_socket)
     ASSERT_EQ(WEXITSTATUS(status), 0);
     ASSERT_NE(stat(a.sock, &st), 0);
     sa_client_close(c);
-}
-
-static int run_ctl(agent_t *a, const char *args, char *out, size_t outlen)
-{
-    char cmd[512];
-    snprintf(cmd, sizeof cmd, "SANDBOX_AGENT_ADDR=%s %s %s 2>&1", a->addr, CTL_BIN, args);
-    FILE *f = popen(cmd, "r");
-    ASSERT(f);
-    size_t n = fread(out, 1, outlen - 1, f);
-    out[n] = 0;
-    int st = pclose(f);
-    return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
 }
 
 TEST(sandboxctl_ping_and_info)

@@ -169,14 +169,11 @@ static void cg_agent_start(agent_t *a, const char *extra)
     agent_start(a, "--cgroup-root", g_root, "--kill-grace-ms", "300", extra, (char *)NULL);
 }
 
-static char *slurp(const char *path)
+/* A small file's text, in a buffer the next call reuses. */
+static char *text_of(const char *path)
 {
     static char buf[65536];
-    int fd = open(path, O_RDONLY | O_CLOEXEC);
-    ssize_t n = fd < 0 ? -1 : read(fd, buf, sizeof buf - 1);
-    if (fd >= 0)
-        close(fd);
-    buf[n > 0 ? n : 0] = 0;
+    slurp(path, buf, sizeof buf);
     return buf;
 }
 
@@ -282,7 +279,7 @@ static int pid_dead(pid_t pid)
     if (kill(pid, 0) < 0 && errno == ESRCH)
         return 1;
     snprintf(path, sizeof path, "/proc/%d/stat", (int)pid);
-    char *rp = strrchr(slurp(path), ')');
+    char *rp = strrchr(text_of(path), ')');
     return !rp || rp[2] == 'Z' || rp[2] == 'X';
 }
 
@@ -300,7 +297,7 @@ static int wait_dead(pid_t pid)
 static pid_t read_pid_file(const char *path)
 {
     for (int i = 0; i < 500; i++) {
-        char *s = slurp(path);
+        char *s = text_of(path);
         if (s[0] && strchr(s, '\n'))
             return (pid_t)atoi(s);
         usleep(10000);
@@ -537,7 +534,7 @@ TEST(tree_signal_reaches_setsid_descendant)
     ASSERT_RESULT(r, ACK);
     sa_response_free(r);
     ASSERT(wait_dead(gc));
-    ASSERT_STR_EQ(slurp(gotfile), "usr1\n");
+    ASSERT_STR_EQ(text_of(gotfile), "usr1\n");
     /* The shell caught it and runs on; a tree SIGKILL ends everything. */
     r = tree_signal(c, pid, SIGKILL);
     ASSERT_RESULT(r, ACK);
@@ -572,7 +569,7 @@ TEST(freeze_stops_busy_loop_ping_answers)
     sa_response_free(r);
     char events[400];
     snprintf(events, sizeof events, "%s/workload/cgroup.events", g_root);
-    ASSERT(strstr(slurp(events), "frozen 1"));
+    ASSERT(strstr(text_of(events), "frozen 1"));
     uint64_t f1 = cpu_nano(c, pid);
     for (int i = 0; i < 20; i++) {
         ping_ok(c);
@@ -602,9 +599,9 @@ TEST(freeze_stops_busy_loop_ping_answers)
     r = freeze_op(c, 1, 200);
     ASSERT_RESULT(r, ACK);
     sa_response_free(r);
-    for (int i = 0; i < 300 && strstr(slurp(events), "frozen 1"); i++)
+    for (int i = 0; i < 300 && strstr(text_of(events), "frozen 1"); i++)
         usleep(10000);
-    ASSERT(strstr(slurp(events), "frozen 0"));
+    ASSERT(strstr(text_of(events), "frozen 0"));
 
     /* Shutdown of a frozen workload still ends it. */
     r = freeze_op(c, 1, 0);
@@ -663,7 +660,7 @@ TEST(limit_without_controller_refused)
     cg_agent_start(&a, NULL);
     sa_client_t *c = agent_connect(&a);
     snprintf(ctl, sizeof ctl, "%s/workload/cgroup.subtree_control", g_root);
-    int have_pids = strstr(slurp(ctl), "pids") != NULL;
+    int have_pids = strstr(text_of(ctl), "pids") != NULL;
     Sandbox__Agent__V1__Limits lim = SANDBOX__AGENT__V1__LIMITS__INIT;
     lim.pids_max = 16;
     Response *r = recv_id(c, start_with_limits(c, &lim));

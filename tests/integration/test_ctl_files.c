@@ -24,31 +24,22 @@ static void set_mtime(const char *path, time_t sec, long nsec)
     ASSERT_EQ(utimensat(AT_FDCWD, path, ts, AT_SYMLINK_NOFOLLOW), 0);
 }
 
-static void write_file(const char *path, const char *data, mode_t mode)
-{
-    int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC, 0600);
-    ASSERT(fd >= 0);
-    ASSERT_EQ(write(fd, data, strlen(data)), (ssize_t)strlen(data));
-    close(fd);
-    ASSERT_EQ(chmod(path, mode), 0);
-}
-
 /* The tree every copy test uses. */
 static void make_tree(const char *root)
 {
     char p[1024];
     ASSERT_EQ(mkdir(root, 0755), 0);
 #define AT(name) (snprintf(p, sizeof p, "%s/%s", root, name), p)
-    write_file(AT("plain"), "plain\n", 0640);
-    write_file(AT("exec"), "#!/bin/sh\n", 0755);
-    write_file(AT("private"), "secret", 0600);
-    write_file(AT("with space"), "space", 0644);
-    write_file(AT(BAD_NAME), "raw bytes in the name", 0604);
+    put_text(AT("plain"), "plain\n", 0640);
+    put_text(AT("exec"), "#!/bin/sh\n", 0755);
+    put_text(AT("private"), "secret", 0600);
+    put_text(AT("with space"), "space", 0644);
+    put_text(AT(BAD_NAME), "raw bytes in the name", 0604);
     ASSERT_EQ(mkdir(AT(BAD_DIR), 0750), 0);
-    write_file(AT(BAD_DIR "/inner"), "inner", 0644);
+    put_text(AT(BAD_DIR "/inner"), "inner", 0644);
     ASSERT_EQ(mkdir(AT("empty"), 0755), 0);
     ASSERT_EQ(mkdir(AT("closed"), 0700), 0);
-    write_file(AT("closed/x"), "x", 0400);
+    put_text(AT("closed/x"), "x", 0400);
     ASSERT_EQ(mkdir(AT("deep"), 0755), 0);
     ASSERT_EQ(mkdir(AT("deep/er"), 0711), 0);
     ASSERT_EQ(mkdir(AT("deep/er/est"), 0755), 0);
@@ -310,7 +301,7 @@ TEST(ls_l_and_stat_show_every_file_type)
     ASSERT_EQ(mkdir(P("d"), 0755), 0);
     ASSERT_EQ(mkfifo(P("d/fifo"), 0640), 0);
     make_socket(P("d/sock"));
-    write_file(P("d/file"), "12345", 0644);
+    put_text(P("d/file"), "12345", 0644);
     ASSERT_EQ(symlink("file", P("d/link")), 0);
     int have_blk = mknod(P("d/blk"), S_IFBLK | 0600, makedev(7, 200)) == 0;
     int have_chr = mknod(P("d/chr"), S_IFCHR | 0600, makedev(1, 3)) == 0;
@@ -408,10 +399,10 @@ TEST(cat_carries_on_and_errors_speak_of_commands)
     tmpdir_make();
     agent_start(&A, NULL);
     ctl_out_t o;
-    write_file(P("b"), "B\n", 0644);
-    write_file(P("c"), "C\n", 0644);
+    put_text(P("b"), "B\n", 0644);
+    put_text(P("c"), "C\n", 0644);
     ASSERT_EQ(mkdir(P("d"), 0755), 0);
-    write_file(P("d/x"), "x", 0644);
+    put_text(P("d/x"), "x", 0644);
     CTL(&o, A.addr, "cat", P("missing"), P("b"), P("d"), P("c"));
     ASSERT_EQ(o.status, 1);
     ASSERT_STR_EQ(o.out, "B\nC\n");
@@ -492,7 +483,7 @@ TEST(symlink_and_set_attributes_answer_bad_input_clearly)
     tmpdir_make();
     agent_start(&A, NULL);
     sa_client_t *c = agent_connect(&A);
-    write_file(P("f"), "x", 0644);
+    put_text(P("f"), "x", 0644);
     ASSERT_EQ(mkdir(P("d"), 0755), 0);
     Response *r = do_symlink(c, P("l"), "f", 0, "");
     ASSERT_RESULT(r, ENTRY);

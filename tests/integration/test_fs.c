@@ -1,5 +1,6 @@
 /* Integration tests of the file operations: the real agent, driven through
  * the client library, on files in a fresh temporary directory. */
+#include "fs_helpers.h"
 #include "harness.h"
 #define TMPDIR_PREFIX "/tmp/sa-fs-"
 #include "tmpdir.h"
@@ -91,28 +92,7 @@ static Response *get(sa_client_t *c, const char *path, const ProtobufCBinaryData
     req.op_case = OP(READ_FILE);
     req.read_file = &rf;
     ASSERT_EQ(sa_client_send(c, &req), 0);
-    uint8_t *buf = NULL;
-    size_t len = 0;
-    for (;;) {
-        Response *r = recv_id(c, req.id);
-        if (r->result_case == RES(CHUNK)) {
-            ASSERT(!r->done);
-            ASSERT_EQ(r->chunk->offset, off + len);
-            buf = realloc(buf, len + r->chunk->data.len + 1);
-            memcpy(buf + len, r->chunk->data.data, r->chunk->data.len);
-            len += r->chunk->data.len;
-            sa_response_free(r);
-            continue;
-        }
-        ASSERT(r->done);
-        if (out)
-            *out = buf;
-        else
-            free(buf);
-        if (outlen)
-            *outlen = len;
-        return r;
-    }
+    return read_collect(c, req.id, off, out, outlen);
 }
 
 static void expect_content(sa_client_t *c, const char *path, const void *data, size_t len)
@@ -594,13 +574,6 @@ TEST(non_utf8_names)
     sa_response_free(r);
     ASSERT_EQ(access(path2, F_OK), 0);
     STOP();
-}
-
-static double now_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec * 1e3 + (double)ts.tv_nsec / 1e6;
 }
 
 TEST(big_directory_while_pinging)

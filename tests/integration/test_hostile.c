@@ -2,6 +2,7 @@
  * one. Each case checks what such a user would: the right Error code and a
  * message naming the thing, the agent alive, other connections served, no
  * descriptor left behind in the agent, memory bounded. */
+#include "fs_helpers.h"
 #include "proc_helpers.h"
 #define TMPDIR_PREFIX "/tmp/sa-hostile-"
 #include "tmpdir.h"
@@ -53,68 +54,6 @@ static void fds_settle(agent_t *a, int base)
     FAIL("agent holds %d descriptors, %d before", n, base);
 }
 
-static int utf8_ok(const char *s)
-{
-    const unsigned char *p = (const unsigned char *)s;
-    while (*p) {
-        int n = *p < 0x80 ? 0 : (*p & 0xe0) == 0xc0 ? 1 : (*p & 0xf0) == 0xe0 ? 2
-                              : (*p & 0xf8) == 0xf0 ? 3 : -1;
-        if (n < 0 || (n == 1 && *p < 0xc2))
-            return 0;
-        p++;
-        for (int i = 0; i < n; i++, p++)
-            if ((*p & 0xc0) != 0x80)
-                return 0;
-    }
-    return 1;
-}
-
-static void expect_error(Response *r, int code, const char *needle)
-{
-    if (r->result_case != RES(ERROR))
-        FAIL("expected an error containing '%s', got result %d", needle, (int)r->result_case);
-    if ((int)r->error->code != code)
-        FAIL("expected code %s, got %s: %s", sa_error_code_name(code),
-             sa_error_code_name(r->error->code), r->error->message);
-    ASSERT(r->done);
-    if (needle && !strstr(r->error->message, needle))
-        FAIL("message '%s' does not name '%s'", r->error->message, needle);
-    ASSERT(utf8_ok(r->error->message));
-    sa_response_free(r);
-}
-
-static uint64_t cancel_send(sa_client_t *c, uint64_t target)
-{
-    Request req = REQUEST_INIT;
-    Sandbox__Agent__V1__Cancel cn = SANDBOX__AGENT__V1__CANCEL__INIT;
-    cn.target_id = target;
-    req.op_case = OP(CANCEL);
-    req.cancel = &cn;
-    ASSERT_EQ(sa_client_send(c, &req), 0);
-    return req.id;
-}
-
-/* Cancel target, which is in flight: it ends with CANCELLED, the Cancel
- * gets an Ack; responses of target before the CANCELLED are skipped. */
-static void cancel_ok(sa_client_t *c, uint64_t target)
-{
-    uint64_t id = cancel_send(c, target);
-    Response *r = recv_id(c, id);
-    ASSERT_RESULT(r, ACK);
-    sa_response_free(r);
-    for (;;) {
-        r = recv_id(c, target);
-        if (r->done) {
-            expect_error(r, CODE(CANCELLED), "cancelled");
-            break;
-        }
-        sa_response_free(r);
-    }
-    /* A second cancel of the same id: it is no longer in flight. */
-    id = cancel_send(c, target);
-    expect_error(recv_id(c, id), CODE(NOT_FOUND), "no request");
-}
-
 static uint64_t read_send(sa_client_t *c, const char *path, uint64_t off, uint64_t len)
 {
     Request req = REQUEST_INIT;
@@ -132,26 +71,7 @@ static uint64_t read_send(sa_client_t *c, const char *path, uint64_t off, uint64
 static Response *read_all(sa_client_t *c, const char *path, uint64_t off, uint64_t len,
                           size_t *n, uint8_t **data)
 {
-    uint64_t id = read_send(c, path, off, len);
-    size_t got = 0;
-    uint8_t *buf = NULL;
-    for (;;) {
-        Response *r = recv_id(c, id);
-        if (r->result_case == RES(CHUNK)) {
-            if (data) {
-                buf = realloc(buf, got + r->chunk->data.len + 1);
-                memcpy(buf + got, r->chunk->data.data, r->chunk->data.len);
-            }
-            got += r->chunk->data.len;
-            sa_response_free(r);
-            continue;
-        }
-        ASSERT(r->done);
-        *n = got;
-        if (data)
-            *data = buf;
-        return r;
-    }
+    return read_collect(c, read_send(c, path, off, len), off, data, n);
 }
 
 static uint64_t write_send(sa_client_t *c, uint64_t id, const char *path, const void *d,

@@ -190,27 +190,6 @@ static int life_run(const char *const *args, const char *env_token, char *out, s
     return WEXITSTATUS(st);
 }
 
-static size_t slurp(const char *path, char *buf, size_t len)
-{
-    int fd = open(path, O_RDONLY);
-    size_t o = 0;
-    ssize_t r;
-    if (fd < 0)
-        return 0;
-    while (o < len - 1 && (r = read(fd, buf + o, len - 1 - o)) > 0)
-        o += (size_t)r;
-    close(fd);
-    buf[o] = 0;
-    return o;
-}
-
-static int log_has(life_t *a, const char *needle)
-{
-    static char buf[1 << 20];
-    size_t n = slurp(a->log, buf, sizeof buf);
-    return memmem(buf, n, needle, strlen(needle)) != NULL;
-}
-
 static sa_client_t *connect_to(const char *addr)
 {
     char err[256];
@@ -254,32 +233,13 @@ static void tcp_addr_from_log(life_t *a, char *out, size_t len)
     snprintf(out, len, "%.*s", (int)n, p);
 }
 
-static void write_file(const char *path, const char *data, size_t len, mode_t mode)
-{
-    int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC, mode);
-    ASSERT(fd >= 0);
-    ASSERT_EQ(write(fd, data, len), (ssize_t)len);
-    close(fd);
-}
-
-static Request ping_req(Sandbox__Agent__V1__Ping *p, const void *data, size_t len)
-{
-    Request req = REQUEST_INIT;
-    sandbox__agent__v1__ping__init(p);
-    p->payload.data = (uint8_t *)data;
-    p->payload.len = len;
-    req.op_case = OP(PING);
-    req.ping = p;
-    return req;
-}
-
 /* ------------------------------------------------------------ tokens */
 
 static void token_file(life_t *a, char *path, size_t len, const char *content)
 {
     life_dir(a);
     snprintf(path, len, "%s/token", a->dir);
-    write_file(path, content, strlen(content), 0600);
+    put_file(path, content, strlen(content), 0600);
 }
 
 TEST(token_good)
@@ -291,7 +251,7 @@ TEST(token_good)
     sa_client_t *c = connect_hello(a.addr, TOKEN);
     ping_ok(c);
     sa_client_close(c);
-    ASSERT(log_has(&a, "token required"));
+    ASSERT(log_has(a.log, "token required"));
     life_cleanup(&a);
 }
 
@@ -395,8 +355,8 @@ TEST(token_from_environment_is_hidden)
     ASSERT(!memmem(env, n, TOKEN, strlen(TOKEN)));
     ASSERT(!memmem(env, n, "SANDBOX_AGENT_TOKEN=", 20));
     life_stop_sig(&a, SIGTERM);
-    ASSERT(!log_has(&a, TOKEN));
-    ASSERT(log_has(&a, "authentication failed"));
+    ASSERT(!log_has(a.log, TOKEN));
+    ASSERT(log_has(a.log, "authentication failed"));
     life_cleanup(&a);
 }
 
@@ -413,8 +373,8 @@ TEST(token_never_logged)
     sa_client_hello(c, TOKEN "-almost", "test", 0, err, sizeof err);
     sa_client_close(c);
     life_stop_sig(&a, SIGTERM);
-    ASSERT(!log_has(&a, TOKEN));
-    ASSERT(!log_has(&a, "s3cret"));
+    ASSERT(!log_has(a.log, TOKEN));
+    ASSERT(!log_has(a.log, "s3cret"));
     life_cleanup(&a);
 }
 
@@ -426,13 +386,13 @@ TEST(token_file_errors)
     /* Missing file, empty file, only a newline, longer than 255 bytes. */
     ASSERT_EQ(life_run(LIFE_ARGS("--token-file", "/nonexistent/token"), NULL, out, sizeof out), 2);
     ASSERT(strstr(out, "--token-file '/nonexistent/token'") && strstr(out, "No such file"));
-    write_file(path, "", 0, 0600);
+    put_file(path, "", 0, 0600);
     ASSERT_EQ(life_run(LIFE_ARGS("--token-file", path), NULL, out, sizeof out), 2);
     ASSERT(strstr(out, "empty"));
-    write_file(path, "\n", 1, 0600);
+    put_file(path, "\n", 1, 0600);
     ASSERT_EQ(life_run(LIFE_ARGS("--token-file", path), NULL, out, sizeof out), 2);
     memset(big, 'a', sizeof big);
-    write_file(path, big, sizeof big, 0600);
+    put_file(path, big, sizeof big, 0600);
     ASSERT_EQ(life_run(LIFE_ARGS("--token-file", path), NULL, out, sizeof out), 2);
     ASSERT(strstr(out, "longer than 255"));
     /* The same rule for the environment. */
@@ -568,7 +528,7 @@ TEST(vsock_bind_and_listen)
         life_cleanup(&a);
         return;
     }
-    ASSERT(log_has(&a, "listening on vsock:"));
+    ASSERT(log_has(a.log, "listening on vsock:"));
     /* The loopback transport (CID 1) lets us talk to it where loaded. */
     snprintf(vaddr, sizeof vaddr, "vsock:1:%s", port + 6);
     char err[256];
@@ -587,7 +547,7 @@ TEST(vsock_bind_and_listen)
     life_t b;
     life_dir(&b);
     ASSERT_EQ(life_start_v(&b, NULL, LIFE_ARGS("--listen", port, "--insecure")), 1);
-    ASSERT(log_has(&b, "Address already in use"));
+    ASSERT(log_has(b.log, "Address already in use"));
     life_cleanup(&b);
     life_cleanup(&a);
 }
@@ -625,7 +585,7 @@ TEST(socket_modes_and_group)
     }
     /* An unknown group: exit 1, and no socket file is left behind. */
     ASSERT_EQ(life_start_v(&a, NULL, LIFE_ARGS("--socket-group", "no-such-group-sa")), 1);
-    ASSERT(log_has(&a, "no such group"));
+    ASSERT(log_has(a.log, "no such group"));
     ASSERT_NE(stat(a.sock, &st), 0);
     life_cleanup(&a);
 }
@@ -643,7 +603,7 @@ TEST(stale_socket_replaced_live_not_stolen)
     close(fd);
     ASSERT_EQ(stat(a.sock, &st), 0);
     life_start_ok(&a, NULL, NULL);
-    ASSERT(log_has(&a, "stale"));
+    ASSERT(log_has(a.log, "stale"));
     sa_client_t *c = connect_hello(a.addr, "");
     ping_ok(c);
 
@@ -652,7 +612,7 @@ TEST(stale_socket_replaced_live_not_stolen)
     life_dir(&b);
     snprintf(b.addr, sizeof b.addr, "%s", a.addr);
     ASSERT_EQ(life_start_v(&b, NULL, NULL), 1);
-    ASSERT(log_has(&b, "another agent is listening there"));
+    ASSERT(log_has(b.log, "another agent is listening there"));
     ASSERT_EQ(stat(a.sock, &st), 0);
     ping_ok(c);
     sa_client_t *c2 = connect_hello(a.addr, "");
@@ -663,9 +623,9 @@ TEST(stale_socket_replaced_live_not_stolen)
 
     /* A path that is not a socket is never removed. */
     life_stop_sig(&a, SIGTERM);
-    write_file(a.sock, "precious", 8, 0644);
+    put_file(a.sock, "precious", 8, 0644);
     ASSERT_EQ(life_start_v(&a, NULL, NULL), 1);
-    ASSERT(log_has(&a, "exists and is not a socket"));
+    ASSERT(log_has(a.log, "exists and is not a socket"));
     char buf[16];
     ASSERT_EQ(slurp(a.sock, buf, sizeof buf), 8);
     life_cleanup(&a);
@@ -715,7 +675,7 @@ static void max_connections_on(life_t *a, const char *addr, int n)
     sa_client_close(y);
     for (int i = 1; i < n; i++)
         sa_client_close(cs[i]);
-    ASSERT(log_has(a, "--max-connections"));
+    ASSERT(log_has(a->log, "--max-connections"));
 }
 
 TEST(max_connections)
@@ -853,7 +813,7 @@ TEST(emfile_recovers)
     ASSERT(c);
     ping_ok(c);
     sa_client_close(c);
-    ASSERT(log_has(&a, "Too many open files"));
+    ASSERT(log_has(a.log, "Too many open files"));
     life_cleanup(&a);
 }
 
@@ -973,11 +933,11 @@ TEST(stray_signals_ignored)
         ping_ok(c);
     }
     /* Each one logged once handled. */
-    for (int tries = 0; tries < 100 && !log_has(&a, "signal 12 (User defined signal 2) ignored");
+    for (int tries = 0; tries < 100 && !log_has(a.log, "signal 12 (User defined signal 2) ignored");
          tries++)
         usleep(10000);
-    ASSERT(log_has(&a, "signal 1 (Hangup) ignored"));
-    ASSERT(log_has(&a, "signal 10 (User defined signal 1) ignored"));
+    ASSERT(log_has(a.log, "signal 1 (Hangup) ignored"));
+    ASSERT(log_has(a.log, "signal 10 (User defined signal 1) ignored"));
     sa_client_close(c);
     life_cleanup(&a);
 }
@@ -1018,7 +978,7 @@ TEST(json_log_lines_parse)
              "print(\"  %%d JSON lines parse\" %% n)' %s",
              a.log);
     ASSERT_EQ(system(cmd), 0);
-    ASSERT(log_has(&a, "hello from 'evil \\\"name\\\" \\\\ \\n{"));
+    ASSERT(log_has(a.log, "hello from 'evil \\\"name\\\" \\\\ \\n{"));
     life_cleanup(&a);
 }
 
@@ -1034,8 +994,8 @@ TEST(text_log_escapes_newlines)
               0);
     sa_client_close(c);
     life_stop_sig(&a, SIGTERM);
-    ASSERT(log_has(&a, "x\\n2020-01-01"));
-    ASSERT(!log_has(&a, "\n2020-01-01T00:00:00.000000Z error FORGED"));
+    ASSERT(log_has(a.log, "x\\n2020-01-01"));
+    ASSERT(!log_has(a.log, "\n2020-01-01T00:00:00.000000Z error FORGED"));
     life_cleanup(&a);
 }
 
@@ -1060,9 +1020,9 @@ TEST(oom_score_adj)
     printf("  agent oom_score_adj %d (test process has %d)\n", got, mine);
     ASSERT_LE(got, mine);
     if (got == -1000)
-        ASSERT(log_has(&a, "oom_score_adj set to -1000"));
+        ASSERT(log_has(a.log, "oom_score_adj set to -1000"));
     else
-        ASSERT(log_has(&a, "the lowest allowed"));
+        ASSERT(log_has(a.log, "the lowest allowed"));
     life_stop_sig(&a, SIGTERM);
     /* Raising is always allowed. */
     life_start_ok(&a, NULL, LIFE_ARGS("--oom-score-adj", "500"));

@@ -22,27 +22,6 @@ typedef struct init_agent {
     char dir[64], sock[128], addr[140], log[128];
 } init_agent_t;
 
-static size_t slurp(const char *path, char *buf, size_t len)
-{
-    int fd = open(path, O_RDONLY);
-    size_t o = 0;
-    ssize_t r;
-    if (fd < 0)
-        return 0;
-    while (o < len - 1 && (r = read(fd, buf + o, len - 1 - o)) > 0)
-        o += (size_t)r;
-    close(fd);
-    buf[o] = 0;
-    return o;
-}
-
-static int log_has(init_agent_t *a, const char *needle)
-{
-    static char buf[1 << 16];
-    slurp(a->log, buf, sizeof buf);
-    return strstr(buf, needle) != NULL;
-}
-
 /* Returns 1 when the agent is ready as PID 1, 0 when unshare is not
  * possible here (the reason printed). */
 static int init_start(init_agent_t *a)
@@ -122,17 +101,6 @@ static void kill_init_from_inside(init_agent_t *a, const char *cmd)
         FAIL("'%s' inside the namespace: exit %d", cmd, rc);
 }
 
-static int wait_exit(pid_t pid)
-{
-    int st;
-    for (int i = 0; i < 1000; i++) {
-        if (waitpid(pid, &st, WNOHANG) == pid)
-            return WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
-        usleep(10000);
-    }
-    FAIL("no exit within 10 s");
-}
-
 static void cleanup(init_agent_t *a)
 {
     char cmd[128];
@@ -167,7 +135,7 @@ TEST(pid1_answers_ignores_stray_signals_and_stops_on_sigterm)
     ASSERT_RESULT(r, INFO);
     ASSERT_EQ(r->info->agent_pid, 1);
     sa_response_free(r);
-    ASSERT(log_has(&a, "running as PID 1"));
+    ASSERT(log_has(a.log, "running as PID 1"));
 
     /* What a user's process might send: none of it ends the agent. SIGKILL
      * and SIGSTOP from inside the namespace are dropped by the kernel; the
@@ -188,14 +156,14 @@ TEST(pid1_answers_ignores_stray_signals_and_stops_on_sigterm)
         ping_ok(c);
     }
     ASSERT(waitpid(a.unshare_pid, NULL, WNOHANG) == 0);
-    ASSERT(log_has(&a, "signal 1 (Hangup) ignored"));
+    ASSERT(log_has(a.log, "signal 1 (Hangup) ignored"));
 
     /* SIGTERM from inside: a clean shutdown, exit 0, the socket removed. */
     kill_init_from_inside(&a, "kill -TERM 1");
-    ASSERT_EQ(wait_exit(a.unshare_pid), 0);
+    ASSERT_EQ(child_status(a.unshare_pid), 0);
     struct stat st;
     ASSERT_NE(stat(a.sock, &st), 0);
-    ASSERT(log_has(&a, "sandbox-agent stopped"));
+    ASSERT(log_has(a.log, "sandbox-agent stopped"));
     sa_client_close(c);
     cleanup(&a);
 }
@@ -206,7 +174,7 @@ TEST(pid1_sigint_stops)
     if (!init_start(&a))
         return;
     kill_init_from_inside(&a, "kill -INT 1");
-    ASSERT_EQ(wait_exit(a.unshare_pid), 0);
+    ASSERT_EQ(child_status(a.unshare_pid), 0);
     cleanup(&a);
 }
 
@@ -259,7 +227,7 @@ TEST(pid1_reaps_orphans)
         sa_response_free(r);
         sa_client_close(c);
         kill(a.host_pid, SIGTERM);
-        ASSERT_EQ(wait_exit(a.unshare_pid), 0);
+        ASSERT_EQ(child_status(a.unshare_pid), 0);
         cleanup(&a);
         return;
     }
@@ -279,7 +247,7 @@ TEST(pid1_reaps_orphans)
     ping_ok(c);
     sa_client_close(c);
     kill(a.host_pid, SIGTERM);
-    ASSERT_EQ(wait_exit(a.unshare_pid), 0);
+    ASSERT_EQ(child_status(a.unshare_pid), 0);
     cleanup(&a);
 }
 

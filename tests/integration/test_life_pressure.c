@@ -18,29 +18,6 @@
 
 static agent_t A;
 
-static size_t slurp(const char *path, char *buf, size_t len)
-{
-    FILE *f = fopen(path, "r");
-    size_t n = 0;
-    if (f) {
-        n = fread(buf, 1, len - 1, f);
-        fclose(f);
-    }
-    buf[n] = 0;
-    return n;
-}
-
-/* Occurrences of needle in the agent's log. */
-static int log_count(agent_t *a, const char *needle)
-{
-    static char buf[1 << 20];
-    int n = 0;
-    slurp(a->log, buf, sizeof buf);
-    for (const char *p = buf; (p = strstr(p, needle)); p += strlen(needle))
-        n++;
-    return n;
-}
-
 /* Gone or a zombie (a zombie's parent may have exited just now; whoever
  * inherits it reaps it). */
 static int dead(pid_t pid)
@@ -83,24 +60,6 @@ static void read_numbers(sa_client_t *c, uint64_t id, int *out, int n)
     collected_free(&k);
 }
 
-static Request ping_req(Sandbox__Agent__V1__Ping *p, const void *data, size_t len)
-{
-    Request req = REQUEST_INIT;
-    sandbox__agent__v1__ping__init(p);
-    p->payload.data = (uint8_t *)data;
-    p->payload.len = len;
-    req.op_case = OP(PING);
-    req.ping = p;
-    return req;
-}
-
-static double now_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec * 1e3 + (double)ts.tv_nsec / 1e6;
-}
-
 /* ------------------------------------------------------------ write timeout */
 
 /* One client follows a process that writes without end and never reads; a
@@ -137,7 +96,7 @@ TEST(write_timeout_closes_a_client_that_stops_reading)
             ASSERT_GT(got, 0);
         }
         slow_frames++;
-        if (closed_at < 0 && log_count(&A, "no output consumed for 2s"))
+        if (closed_at < 0 && log_count(A.log, "no output consumed for 2s"))
             closed_at = i;
         /* Run on for 4 s after the close: two more timeout periods in which
          * the slow reader must not be closed. */
@@ -151,7 +110,7 @@ TEST(write_timeout_closes_a_client_that_stops_reading)
            closed_at * 0.1, pings, slow_frames);
     ASSERT_GE(closed_at, 0);
     /* Only the stuck one: the slow reader's queue moved. */
-    ASSERT_EQ(log_count(&A, "no output consumed"), 1);
+    ASSERT_EQ(log_count(A.log, "no output consumed"), 1);
 
     /* The stuck client gets what was in flight, then the end. */
     size_t drained = 0;

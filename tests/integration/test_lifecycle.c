@@ -1050,20 +1050,6 @@ static void kmsg_put(int fd, const char *s)
         FAIL("writing to the kmsg FIFO: %s", strerror(errno));
 }
 
-/* 1 when the agent's log holds needle. */
-static int log_has(const agent_t *a, const char *needle)
-{
-    char buf[65536];
-    int fd = open(a->log, O_RDONLY | O_CLOEXEC);
-    ssize_t n = fd < 0 ? -1 : read(fd, buf, sizeof buf - 1);
-    if (fd >= 0)
-        close(fd);
-    if (n < 0)
-        return 0;
-    buf[n] = 0;
-    return strstr(buf, needle) != NULL;
-}
-
 #define VMFORK "random: crng reseeded due to virtual machine fork"
 
 LC_TEST(kmsg_vmfork_line_is_noticed_as_a_restore)
@@ -1121,7 +1107,7 @@ LC_TEST(kmsg_vmfork_line_is_noticed_as_a_restore)
     sa_response_free(r);
     ASSERT(!mnt_frozen());
     ASSERT(access(P("post-ran"), F_OK) == 0);
-    ASSERT(log_has(&a, "95 kernel log records were overwritten"));
+    ASSERT(log_has(a.log, "95 kernel log records were overwritten"));
 
     /* The same line again so soon is the same restore. */
     kmsg_put(kfd, "5,202,5200,-;" VMFORK "\n");

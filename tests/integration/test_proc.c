@@ -1,6 +1,7 @@
 /* Process lifecycle against the real agent: timeouts and signals to the
  * group, PTY, stdin, exec failures, reaping (zombies, orphans), bad input,
  * list/get/forget, and sandboxctl run. */
+#include "ctl_helpers.h"
 #include "proc_helpers.h"
 
 #include <pwd.h>
@@ -624,62 +625,29 @@ TEST(pid_lookup_after_the_index_grows)
     agent_stop(&A);
 }
 
-static int run_ctl(const char *addr, const char *const *args, char *out, size_t cap)
-{
-    int p[2];
-    ASSERT_EQ(pipe(p), 0);
-    pid_t pid = fork();
-    if (pid == 0) {
-        const char *argv[32];
-        int n = 0;
-        argv[n++] = CTL_BIN;
-        argv[n++] = "--connect";
-        argv[n++] = addr;
-        for (; *args && n < 30; args++)
-            argv[n++] = *args;
-        argv[n] = NULL;
-        dup2(p[1], 1);
-        close(p[0]);
-        int nul = open("/dev/null", O_RDONLY);
-        dup2(nul, 0);
-        execv(CTL_BIN, (char *const *)argv);
-        _exit(126);
-    }
-    close(p[1]);
-    size_t len = 0;
-    ssize_t n;
-    while ((n = read(p[0], out + len, cap - 1 - len)) > 0)
-        len += (size_t)n;
-    out[len] = 0;
-    close(p[0]);
-    int st;
-    waitpid(pid, &st, 0);
-    return WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
-}
-
 TEST(sandboxctl_run_status_and_output)
 {
     agent_start(&A, NULL);
     char out[4096];
     const char *a1[] = {"run", "--env", "X=42", "--", "sh", "-c", "echo x=$X; exit 7", NULL};
-    ASSERT_EQ(run_ctl(A.addr, a1, out, sizeof out), 7);
+    ASSERT_EQ(ctl_stdout(A.addr, a1, out, sizeof out), 7);
     ASSERT_STR_EQ(out, "x=42\n");
     const char *a2[] = {"run", "--", "sh", "-c", "kill -9 $$", NULL};
-    ASSERT_EQ(run_ctl(A.addr, a2, out, sizeof out), 128 + 9);
+    ASSERT_EQ(ctl_stdout(A.addr, a2, out, sizeof out), 128 + 9);
     const char *a3[] = {"run", "--timeout", "0.2", "--", "sleep", "30", NULL};
-    ASSERT_EQ(run_ctl(A.addr, a3, out, sizeof out), 124); /* as timeout(1) */
+    ASSERT_EQ(ctl_stdout(A.addr, a3, out, sizeof out), 124); /* as timeout(1) */
     const char *a4[] = {"run", "--env", "PATH=/usr/bin:/bin", "--", "no-such-command-xyz", NULL};
-    ASSERT_EQ(run_ctl(A.addr, a4, out, sizeof out), 127);
+    ASSERT_EQ(ctl_stdout(A.addr, a4, out, sizeof out), 127);
     const char *a5[] = {"start", "--", "sleep", "30", NULL};
-    ASSERT_EQ(run_ctl(A.addr, a5, out, sizeof out), 0);
+    ASSERT_EQ(ctl_stdout(A.addr, a5, out, sizeof out), 0);
     char pid[32];
     snprintf(pid, sizeof pid, "%d", atoi(out));
     const char *a6[] = {"kill", "-s", "KILL", pid, NULL};
-    ASSERT_EQ(run_ctl(A.addr, a6, out, sizeof out), 0);
+    ASSERT_EQ(ctl_stdout(A.addr, a6, out, sizeof out), 0);
     const char *a7[] = {"wait", pid, NULL};
-    ASSERT_EQ(run_ctl(A.addr, a7, out, sizeof out), 128 + 9);
+    ASSERT_EQ(ctl_stdout(A.addr, a7, out, sizeof out), 128 + 9);
     const char *a8[] = {"ps", "-a", NULL};
-    ASSERT_EQ(run_ctl(A.addr, a8, out, sizeof out), 0);
+    ASSERT_EQ(ctl_stdout(A.addr, a8, out, sizeof out), 0);
     ASSERT(strstr(out, "sleep 30"));
     agent_stop(&A);
 }

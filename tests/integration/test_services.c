@@ -3,6 +3,7 @@
  * (SendSignal, StopService), a restart storm's cost, one log per tag across
  * runs; ready and health probes (TCP, HTTP against python3 -m http.server,
  * an HTTP probe that times out, exec, output) and WaitReady; services.d. */
+#include "ctl_helpers.h"
 #include "proc_helpers.h"
 #define TMPDIR_PREFIX "/tmp/sa-svc-"
 #include "tmpdir.h"
@@ -884,15 +885,6 @@ TEST(bad_probes)
 
 /* ------------------------------------------------------------ services.d */
 
-static void write_file(const char *path, const char *text, mode_t mode)
-{
-    FILE *f = fopen(path, "w");
-    ASSERT(f);
-    fputs(text, f);
-    fclose(f);
-    ASSERT_EQ(chmod(path, mode), 0);
-}
-
 static char *read_log(agent_t *a)
 {
     static char buf[65536];
@@ -912,7 +904,7 @@ TEST(services_dir_starts_good_files_and_names_the_bad_line)
     ASSERT_EQ(mkdir(dir, 0755), 0);
     char path[300];
     snprintf(path, sizeof path, "%s/10-web.conf", dir);
-    write_file(path,
+    put_text(path,
                "# said hello, then serves\n"
                "exec = /bin/sh -c 'echo hello from web; exec sleep 300'\n"
                "restart = on-failure\n"
@@ -920,18 +912,18 @@ TEST(services_dir_starts_good_files_and_names_the_bad_line)
                "ready = line:hello from\n",
                0644);
     snprintf(path, sizeof path, "%s/20-typo.conf", dir);
-    write_file(path, "exec = sleep 300\n\ncomand = x\n", 0644);
+    put_text(path, "exec = sleep 300\n\ncomand = x\n", 0644);
     snprintf(path, sizeof path, "%s/30-args.conf", dir);
-    write_file(path,
+    put_text(path,
                "command = /bin/sh\narg = -c\narg = exec sleep 300\ntag = second\n"
                "env = GREETING=hi there\nrestart = always\n",
                0644);
     snprintf(path, sizeof path, "%s/40-open.conf", dir);
-    write_file(path, "exec = sleep 300\n", 0666);
+    put_text(path, "exec = sleep 300\n", 0666);
     snprintf(path, sizeof path, "%s/50-noexec.conf", dir);
-    write_file(path, "tag = x\nready = tcp:80\n", 0644);
+    put_text(path, "tag = x\nready = tcp:80\n", 0644);
     snprintf(path, sizeof path, "%s/README", dir);
-    write_file(path, "exec = not a service file\n", 0644);
+    put_text(path, "exec = not a service file\n", 0644);
 
     agent_start(&A, "--services-dir", dir, NULL);
     sa_client_t *c = agent_connect(&A);
@@ -967,18 +959,6 @@ TEST(services_dir_starts_good_files_and_names_the_bad_line)
 }
 
 /* ------------------------------------------------------------ sandboxctl */
-
-static int run_ctl(agent_t *a, const char *args, char *out, size_t outlen)
-{
-    char cmd[1024];
-    snprintf(cmd, sizeof cmd, "SANDBOX_AGENT_ADDR=%s %s %s 2>&1", a->addr, CTL_BIN, args);
-    FILE *f = popen(cmd, "r");
-    ASSERT(f);
-    size_t n = fread(out, 1, outlen - 1, f);
-    out[n] = 0;
-    int st = pclose(f);
-    return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
-}
 
 TEST(sandboxctl_start_ready_ps_wait_ready_stop)
 {

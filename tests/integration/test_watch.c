@@ -2,6 +2,7 @@
  * through one inotify instance (root has only 128 of them), the kernel's
  * watches are shared between streams that watch the same directory, and a
  * stream's end never takes another stream's events with it. */
+#include "fs_helpers.h"
 #include "harness.h"
 #define TMPDIR_PREFIX "/tmp/sa-watch-"
 #define TMPDIR_CUSTOM_P
@@ -90,24 +91,6 @@ static uint64_t watch_send(sa_client_t *c, const char *path, int recursive)
     return req.id;
 }
 
-/* The watch is in place once it reports something: touch the directory's
- * times until an event for it comes. */
-static void wait_ready(sa_client_t *c, uint64_t id, const char *dir)
-{
-    for (int i = 0; i < 300; i++) {
-        ASSERT_EQ(utimes(dir, NULL), 0);
-        Response *r = NULL;
-        int rc = sa_client_recv_id(c, id, &r, 100);
-        if (rc == 0) {
-            ASSERT_RESULT(r, FS_EVENT);
-            sa_response_free(r);
-            return;
-        }
-        ASSERT_EQ(rc, -ETIMEDOUT);
-    }
-    FAIL("watch of %s reported nothing in 30 s", dir);
-}
-
 /* Skip events until one of kind for path; an event for forbid (if set)
  * fails the test. */
 static void expect_event(sa_client_t *c, uint64_t id, int kind, const char *path,
@@ -137,41 +120,6 @@ static void expect_quiet(sa_client_t *c, uint64_t id, int ms)
              r->result_case == RES(FS_EVENT) ? (int)r->fs_event->kind : -1,
              r->result_case == RES(FS_EVENT) && r->fs_event->path ? r->fs_event->path : "-");
     ASSERT_EQ(rc, -ETIMEDOUT);
-}
-
-static void expect_error(Response *r, int code, const char *needle)
-{
-    if (r->result_case != RES(ERROR))
-        FAIL("expected an error containing '%s', got result %d", needle, (int)r->result_case);
-    if ((int)r->error->code != code)
-        FAIL("expected code %s, got %s: %s", sa_error_code_name(code),
-             sa_error_code_name(r->error->code), r->error->message);
-    ASSERT(r->done);
-    if (needle && !strstr(r->error->message, needle))
-        FAIL("message '%s' does not name '%s'", r->error->message, needle);
-    sa_response_free(r);
-}
-
-/* Cancel target: an Ack, then target ends with CANCELLED. */
-static void cancel_ok(sa_client_t *c, uint64_t target)
-{
-    Request req = REQUEST_INIT;
-    Sandbox__Agent__V1__Cancel cn = SANDBOX__AGENT__V1__CANCEL__INIT;
-    cn.target_id = target;
-    req.op_case = OP(CANCEL);
-    req.cancel = &cn;
-    ASSERT_EQ(sa_client_send(c, &req), 0);
-    Response *r = recv_id(c, req.id);
-    ASSERT_RESULT(r, ACK);
-    sa_response_free(r);
-    for (;;) {
-        r = recv_id(c, target);
-        if (r->done) {
-            expect_error(r, CODE(CANCELLED), "cancelled");
-            return;
-        }
-        sa_response_free(r);
-    }
 }
 
 static void touch(const char *path)
@@ -208,8 +156,8 @@ TEST(many_streams_one_instance)
     ping_ok(one);
     inotify_settle(&a, 1, NDIRS);
     for (int i = 0; i < NDIRS; i++) {
-        wait_ready(one, ids1[i], P("d%d", i));
-        wait_ready(many[i % NCONNS], idsn[i], P("d%d", i));
+        watch_wait_ready(one, ids1[i], P("d%d", i));
+        watch_wait_ready(many[i % NCONNS], idsn[i], P("d%d", i));
     }
     for (int i = 0; i < NDIRS; i++)
         touch(P("d%d/f", i));
@@ -233,7 +181,7 @@ TEST(many_streams_one_instance)
     inotify_settle(&a, 0, 0);
     /* And a new watch opens it again. */
     uint64_t id = watch_send(one, P("d0"), 0);
-    wait_ready(one, id, P("d0"));
+    watch_wait_ready(one, id, P("d0"));
     inotify_settle(&a, 1, 1);
     cancel_ok(one, id);
     inotify_settle(&a, 0, 0);
@@ -253,9 +201,9 @@ TEST(two_streams_one_directory)
     ASSERT_EQ(mkdir(P("w"), 0755), 0);
     uint64_t x = watch_send(c, P("w"), 0), y = watch_send(c, P("w"), 0);
     uint64_t z = watch_send(c2, P("w"), 1);
-    wait_ready(c, x, P("w"));
-    wait_ready(c, y, P("w"));
-    wait_ready(c2, z, P("w"));
+    watch_wait_ready(c, x, P("w"));
+    watch_wait_ready(c, y, P("w"));
+    watch_wait_ready(c2, z, P("w"));
     inotify_settle(&a, 1, 1);
     touch(P("w/a"));
     expect_event(c, x, K_CREATE, P("w/a"), NULL);
@@ -294,9 +242,9 @@ TEST(recursive_and_flat_of_one_tree)
     ASSERT_EQ(symlink(P("t/s"), P("link")), 0);
     uint64_t rec = watch_send(c, P("t"), 1), flat = watch_send(c, P("t"), 0);
     uint64_t via = watch_send(c, P("link"), 0);
-    wait_ready(c, rec, P("t"));
-    wait_ready(c, flat, P("t"));
-    wait_ready(c, via, P("t/s"));
+    watch_wait_ready(c, rec, P("t"));
+    watch_wait_ready(c, flat, P("t"));
+    watch_wait_ready(c, via, P("t/s"));
     inotify_settle(&a, 1, 2);
 
     touch(P("t/s/f"));
@@ -346,9 +294,9 @@ TEST(watched_directory_removed)
     ASSERT_EQ(mkdir(P("stays"), 0755), 0);
     uint64_t g = watch_send(c, P("gone"), 1), g2 = watch_send(c, P("gone"), 0);
     uint64_t s = watch_send(c, P("stays"), 0);
-    wait_ready(c, g, P("gone"));
-    wait_ready(c, g2, P("gone"));
-    wait_ready(c, s, P("stays"));
+    watch_wait_ready(c, g, P("gone"));
+    watch_wait_ready(c, g2, P("gone"));
+    watch_wait_ready(c, s, P("stays"));
     inotify_settle(&a, 1, 3);
     ASSERT_EQ(rmdir(P("gone/sub")), 0);
     ASSERT_EQ(rmdir(P("gone")), 0);
@@ -418,7 +366,7 @@ TEST(watch_limit_reached)
     for (int i = 0; i < 30; i++)
         ASSERT_EQ(mkdir(P("t/d%d", i), 0755), 0);
     uint64_t flat = watch_send(c, P("t"), 0);
-    wait_ready(c, flat, P("t"));
+    watch_wait_ready(c, flat, P("t"));
     expect_error(recv_id(c, watch_send(c, P("t"), 1)), CODE(RESOURCE_EXHAUSTED),
                  "max_user_watches");
     inotify_settle(&a, 1, 1);
@@ -428,7 +376,7 @@ TEST(watch_limit_reached)
     /* Within the limit at first, then past it as directories appear. */
     ASSERT_EQ(mkdir(P("t/d0/a"), 0755), 0);
     uint64_t rec = watch_send(c, P("t/d0"), 1);
-    wait_ready(c, rec, P("t/d0"));
+    watch_wait_ready(c, rec, P("t/d0"));
     inotify_settle(&a, 1, 3);
     for (int i = 0; i < 30; i++)
         ASSERT_EQ(mkdir(P("t/d0/n%d", i), 0755), 0);

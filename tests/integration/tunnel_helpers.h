@@ -189,20 +189,7 @@ static inline int fd_count(pid_t pid)
 }
 
 /* Peak RSS (VmHWM) in bytes. */
-static inline long long proc_hwm(pid_t pid)
-{
-    char path[64], line[256];
-    long long kb = -1;
-    snprintf(path, sizeof path, "/proc/%d/status", (int)pid);
-    FILE *f = fopen(path, "r");
-    if (!f)
-        return -1;
-    while (fgets(line, sizeof line, f))
-        if (sscanf(line, "VmHWM: %lld kB", &kb) == 1)
-            break;
-    fclose(f);
-    return kb * 1024;
-}
+static inline long long proc_hwm(pid_t pid) { return proc_vm(pid, "VmHWM"); }
 
 /* ------------------------------------------------------------ client side */
 
