@@ -26,6 +26,36 @@ TEST(the_codes_clients_branch_on)
     ASSERT_EQ(errcode_from_errno(-EIO), CODE(IO_ERROR));
 }
 
+/* Every other errno the table names, with the code a client sees. */
+TEST(the_rest_of_the_table)
+{
+    static const struct {
+        int e, code;
+    } t[] = {
+        {ENXIO, CODE(NOT_FOUND)},
+        {EDQUOT, CODE(RESOURCE_EXHAUSTED)},
+        {ENOMEM, CODE(RESOURCE_EXHAUSTED)},
+        {ENFILE, CODE(RESOURCE_EXHAUSTED)},
+        {EAGAIN, CODE(RESOURCE_EXHAUSTED)},
+        {EFBIG, CODE(RESOURCE_EXHAUSTED)},
+        {EISDIR, CODE(FAILED_PRECONDITION)},
+        {EBUSY, CODE(FAILED_PRECONDITION)},
+        {ETXTBSY, CODE(FAILED_PRECONDITION)},
+        {EXDEV, CODE(FAILED_PRECONDITION)},
+        {ELOOP, CODE(FAILED_PRECONDITION)},
+        {E2BIG, CODE(INVALID_ARGUMENT)},
+        {EMSGSIZE, CODE(INVALID_ARGUMENT)},
+        {ERANGE, CODE(INVALID_ARGUMENT)},
+        {ENOSYS, CODE(UNIMPLEMENTED)},
+        {EPIPE, CODE(IO_ERROR)},
+    };
+    for (size_t i = 0; i < sizeof t / sizeof t[0]; i++) {
+        if (errcode_from_errno(-t[i].e) != t[i].code)
+            FAIL("%s: code %d, expected %d", strerror(t[i].e), errcode_from_errno(-t[i].e),
+                 t[i].code);
+    }
+}
+
 TEST(fallbacks)
 {
     ASSERT_EQ(errcode_from_errno(0), CODE(CODE_UNSPECIFIED));
@@ -33,4 +63,5 @@ TEST(fallbacks)
     ASSERT_EQ(errcode_from_errno(-100000), CODE(INTERNAL));
 }
 
-TEST_MAIN(TEST_ENTRY(the_codes_clients_branch_on), TEST_ENTRY(fallbacks))
+TEST_MAIN(TEST_ENTRY(the_codes_clients_branch_on), TEST_ENTRY(the_rest_of_the_table),
+          TEST_ENTRY(fallbacks))
