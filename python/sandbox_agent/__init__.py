@@ -27,7 +27,8 @@ from .sync import Agent, Stream, SyncForwarder, SyncOutputStream, Tunnel
 from .types import (CommandResult, DirectoryListing, DownloadResult, Entry, FileContent,
                     FollowedOutput, FsEvent, HelloReply, Info, OutputEvent,
                     LifecycleEvent, Limits, OutputGap, Pong, Probe, Process, ProcessExit,
-                    ProcessInfo, QuiesceResult, RestartPolicy, RestoredResult, WriteResult)
+                    ProcessInfo, QuiesceResult, RestartPolicy, RestoredResult, ServiceEvent,
+                    WriteResult)
 
 __version__ = "0.1.0"
 
@@ -41,5 +42,5 @@ __all__ = [
     "CommandResult", "DirectoryListing", "DownloadResult", "Entry", "FileContent", "FollowedOutput",
     "FsEvent", "HelloReply", "Info", "OutputEvent", "OutputGap", "Pong", "Probe", "Process",
     "ProcessExit", "ProcessInfo", "RestartPolicy", "WriteResult", "QuiesceResult",
-    "RestoredResult", "LifecycleEvent", "Limits",
+    "RestoredResult", "LifecycleEvent", "Limits", "ServiceEvent",
 ]

@@ -30,7 +30,7 @@ from .types import (CommandResult, DirectoryListing, DownloadResult, Entry, File
                     FollowedOutput, FsEvent, HelloReply, Info, Output,
                     LifecycleEvent, Limits, OutputEvent, OutputGap, Pong, Probe, Process,
                     ProcessExit, ProcessInfo, QuiesceResult, RestartPolicy, RestoredResult,
-                    WriteResult)
+                    ServiceEvent, WriteResult)
 
 __all__ = ["AsyncAgent", "AsyncStream", "OutputStream", "PROTOCOL_VERSION"]
 
@@ -134,7 +134,8 @@ def _output_events(r: pb.Response, lines: bool) -> List[Output]:
     if kind == "gap":
         return [OutputGap._from_pb(r.gap)]
     if kind != "output":
-        return []
+        sev = ServiceEvent._from_pb(r)
+        return [sev] if sev is not None else []
     ev = OutputEvent._from_pb(r.output)
     if not lines or ev.data.count(b"\n") <= 1:
         return [ev]
@@ -148,8 +149,9 @@ def _output_events(r: pb.Response, lines: bool) -> List[Output]:
 
 
 class OutputStream(AsyncStream[Output]):
-    """Output events and gaps of a process as they happen; ``exit`` is set
-    once the stream has ended with the process's exit."""
+    """Output events and gaps of a process as they happen, and a service's
+    events (ServiceEvent: ready, a run's exit, a restart) in their place;
+    ``exit`` is set once the stream has ended with the process's exit."""
 
     def __init__(self, conn: Connection, call: Call, lines: bool) -> None:
         self.exit: Optional[ProcessExit] = None
@@ -157,7 +159,7 @@ class OutputStream(AsyncStream[Output]):
         super().__init__(conn, call, self._events)
 
     def _events(self, r: pb.Response) -> List[Output]:
-        if r.WhichOneof("result") == "exit":
+        if r.WhichOneof("result") == "exit" and r.done:
             self.exit = ProcessExit._from_pb(r.exit)
         return _output_events(r, self._lines)
 
@@ -434,7 +436,7 @@ class AsyncAgent:
         res = FollowedOutput(events, None)
 
         def each(r: pb.Response) -> None:
-            if r.WhichOneof("result") == "exit":
+            if r.WhichOneof("result") == "exit" and r.done:
                 res.exit = ProcessExit._from_pb(r.exit)
             events.extend(_output_events(r, lines))
 
@@ -445,8 +447,9 @@ class AsyncAgent:
     def stream_output(self, pid: int, *, from_sequence: int = 0, lines: bool = True,
                       tag: Optional[str] = None, no_wait: bool = False) -> OutputStream:
         """The process's output as it happens: an async iterator of
-        OutputEvent and OutputGap, ending when the process exits (its exit is
-        then the stream's ``exit``). Close it (``aclose``, ``async with``) to
+        OutputEvent and OutputGap (and, for a service, ServiceEvent: its
+        runs' readiness, exits and restarts), ending when the process exits
+        (its exit is then the stream's ``exit``). Close it (``aclose``, ``async with``) to
         stop following early."""
         return OutputStream(self._conn, self._conn.start(
             self._follow_req(pid, tag, from_sequence, lines, no_wait)), lines)

@@ -73,6 +73,7 @@ class OutputEvent:
     timestamp_unix_nano: int
 
     is_gap = False
+    is_service_event = False
 
     @property
     def line(self) -> str:
@@ -102,6 +103,7 @@ class OutputGap:
     to_sequence: int
 
     is_gap = True
+    is_service_event = False
     data = b""
     line = ""
 
@@ -116,13 +118,54 @@ class OutputGap:
                          from_sequence=m.from_sequence, to_sequence=m.to_sequence)
 
 
-Output = Union[OutputEvent, OutputGap]
+@dataclass(frozen=True)
+class ServiceEvent:
+    """A service's run changing, in its place among the output of a follow
+    (``is_service_event``): ``kind`` "ready" (the run's ready probe passed),
+    "exited" (the run ended, ``exit`` says how; the service goes on, so the
+    stream does too) or "restarted" (the next run started: its ``pid`` and
+    the ``restarts`` so far, which jump by more than one when this follower
+    fell more than 64 runs behind). ``at_unix_nano``: when it happened. The
+    service's last exit ends the stream as ``exit``, as for any process."""
+    kind: str
+    at_unix_nano: int
+    pid: int = 0
+    restarts: int = 0
+    exit: Optional[ProcessExit] = None
+
+    is_gap = False
+    is_service_event = True
+    stream = ""
+    data = b""
+    line = ""
+
+    @property
+    def timestamp(self) -> float:
+        return _seconds(self.at_unix_nano)
+
+    @staticmethod
+    def _from_pb(r: pb.Response) -> Optional[ServiceEvent]:
+        """The service event of a follow's response; None for any other."""
+        kind = r.WhichOneof("result")
+        if kind == "ready":
+            return ServiceEvent("ready", r.ready.at_unix_nano)
+        if kind == "restarted":
+            return ServiceEvent("restarted", r.restarted.at_unix_nano, pid=r.restarted.pid,
+                                restarts=r.restarted.restarts)
+        if kind == "exit" and not r.done:
+            x = ProcessExit._from_pb(r.exit)
+            return ServiceEvent("exited", x.ended_at_unix_nano, exit=x)
+        return None
+
+
+Output = Union[OutputEvent, OutputGap, ServiceEvent]
 
 
 @dataclass
 class FollowedOutput:
-    """Everything ``follow_output`` collected: the events in order (gaps
-    included) and the exit. Iterating it iterates the events."""
+    """Everything ``follow_output`` collected: the events in order (gaps and
+    a service's events included) and the exit. Iterating it iterates the
+    events."""
     events: List[Output]
     exit: Optional[ProcessExit]
 

@@ -48,6 +48,42 @@ async def test_crash_loop_gives_up(agent: AsyncAgent) -> None:
     assert "exit" in ei.value.message
 
 
+async def test_stream_output_says_each_run_of_a_service(agent: AsyncAgent) -> None:
+    """A follow of a service carries its runs: each run's output, its
+    readiness, its exit and the next run's start, typed and in order; the
+    last exit ends the stream."""
+    proc = await agent.start_process(
+        "sh", ["-c", "echo run; exit 3"], tag="twice-restarted",
+        restart=RestartPolicy("on_failure", max_restarts=2, backoff_initial=0.02,
+                              backoff_max=0.05),
+        ready=Probe.output(contains="run"))
+    seen = []
+    stream = agent.stream_output(0, tag="twice-restarted")
+    async with stream:
+        async for ev in stream:
+            if ev.is_service_event:
+                assert isinstance(ev, sa.ServiceEvent)
+                seen.append(ev.kind)
+                assert ev.at_unix_nano > 0 and ev.timestamp > 0
+                assert ev.data == b"" and ev.line == "" and not ev.is_gap
+                if ev.kind == "exited":
+                    assert ev.exit is not None and ev.exit.exit_code == 3
+                if ev.kind == "restarted":
+                    assert ev.pid > 0 and ev.pid != proc.pid
+                    assert ev.restarts == seen.count("restarted")
+            else:
+                assert isinstance(ev, sa.OutputEvent)
+                seen.append(ev.line)
+    run = ["run\n", "ready"]
+    assert seen == run + ["exited", "restarted"] + run + ["exited", "restarted"] + run
+    assert stream.exit is not None and stream.exit.exit_code == 3
+    # follow_output collects the same, the last exit apart.
+    got = await agent.follow_output(0, tag="twice-restarted")
+    assert [e.kind if isinstance(e, sa.ServiceEvent) else e.line for e in got] == seen
+    assert got.exit is not None and got.exit.exit_code == 3
+    assert got.stdout == b"run\n" * 3
+
+
 async def test_wait_ready_deadline_from_the_agent(agent: AsyncAgent) -> None:
     await agent.start_process("sleep", ["30"], tag="never-ready",
                               ready=Probe.output(contains="never printed"))
