@@ -43,7 +43,8 @@ int cg_signal_tree(int dirfd, int sig);
 /* The members listed in dirfd's cgroup.procs. */
 uint32_t cg_count_procs(int dirfd);
 
-/* cgroup_leaf.c: the list of released leaves not yet removed. */
+/* cgroup_leaf.c: the released leaves not yet removed, and the leaves made
+ * ahead of time. */
 void cg_pending_init(struct ev_loop *loop);
 /* The agent is stopping: remove what can be, drop the rest. */
 void cg_pending_drop(void);

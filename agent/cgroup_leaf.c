@@ -1,7 +1,8 @@
 /* cgroup_leaf.c - a cgroup per started process: limits checked and
  * applied, the leaf made, killed and signalled as a whole, its figures, and
- * its removal once its owner released it and it is empty (at once, or from
- * the pending list, tried again after reaps and on a timer). Part of the
+ * its removal once its owner released it and it is empty (when the loop is
+ * next idle, or from the pending list, tried again after reaps and on a
+ * timer); a few empty leaves made ahead of time. Part of the
  * cgroup module (cgroup_internal.h).
  * Errors: functions return 0 or a negative errno; with an err buffer, it
  * says why. */
@@ -28,6 +29,7 @@ struct cg_leaf {
     char *rel;       /* as /proc/PID/cgroup shows it */
     cg_stats_t last; /* read just before it was removed */
     cg_leaf_t *pnext, *pprev;
+    cg_leaf_t *dnext; /* released, removed when the loop is idle (g_doomed) */
 };
 
 static struct ev_loop *g_loop;
@@ -42,6 +44,22 @@ static unsigned long long g_leaf_seq;
 static ev_timer g_pending_t;
 static double g_pending_delay;
 static cg_leaf_t *g_pending; /* released, not yet removed */
+/* Leaves made ahead of time, and released leaves removed later. A cgroup's
+ * mkdir (kernfs makes its files) took 30-120 us here and its rmdir 10-20
+ * us, on the path of every start and every exit. A start with the default
+ * name and limits takes a leaf made while the loop had nothing else to do,
+ * and a released leaf is removed then too (after its ProcessExit went out),
+ * or at once when DOOMED_MAX already wait: under a steady stream of starts
+ * the loop is never idle, and then this costs what it did before. A leaf
+ * in the pool holds no descriptor (the agent's count stays what it was):
+ * its directory is opened when a start takes it. */
+#define POOL_SIZE 2
+#define DOOMED_MAX 8
+static cg_leaf_t *g_pool[POOL_SIZE];
+static int g_pool_n;
+static cg_leaf_t *g_doomed;
+static unsigned g_n_doomed;
+static ev_idle g_idle;
 
 /* ------------------------------------------------------------ limits */
 
@@ -133,22 +151,13 @@ fail:
 
 /* ------------------------------------------------------------ leaves */
 
-int cg_leaf_new(const char *prefix, const cg_limits_t *lim, cg_leaf_t **out, char *err,
-                size_t errlen)
+static int leaf_make(const char *prefix, const cg_limits_t *lim, cg_leaf_t **out, char *err,
+                     size_t errlen)
 {
     char leaf[300];
     cg_leaf_t *l = NULL;
     int rc, made = 0;
 
-    *out = NULL;
-    if (!cg_avail) {
-        snprintf(err, errlen, "no cgroups: %s", cg_reason);
-        return -EOPNOTSUPP;
-    }
-    if ((rc = cg_limits_check(lim, err, errlen)) < 0)
-        return rc;
-    if (!prefix || !prefix[0] || strchr(prefix, '/') || prefix[0] == '.')
-        prefix = "p";
     for (int i = 0; i < 64 && !made; i++) {
         snprintf(leaf, sizeof leaf, "%.200s-%llu", prefix, ++g_leaf_seq);
         if (mkdirat(cg_work_fd, leaf, 0755) == 0)
@@ -195,6 +204,98 @@ fail:
     if (made)
         unlinkat(cg_work_fd, leaf, AT_REMOVEDIR);
     return rc;
+}
+
+/* ------------------------------------------------------------ the pool */
+
+/* The limits every start without limits of its own gets. */
+static int default_limits(const cg_limits_t *lim)
+{
+    cg_limits_t d = {0};
+    cg_limits_defaults(&d);
+    return lim->memory_max == d.memory_max && lim->memory_swap_max == d.memory_swap_max &&
+           lim->memory_high == d.memory_high && lim->pids_max == d.pids_max &&
+           lim->cpu_max_millicores == d.cpu_max_millicores && lim->cpu_weight == d.cpu_weight &&
+           lim->io_weight == d.io_weight;
+}
+
+static void idle_soon(void)
+{
+    if (cg_avail && !ev_is_active(&g_idle))
+        ev_idle_start(g_loop, &g_idle);
+}
+
+static int try_remove(cg_leaf_t *l);
+static void pending_add(cg_leaf_t *l);
+
+/* Remove the first doomed leaf: gone, or still populated and so pending. */
+static void doomed_remove_one(void)
+{
+    cg_leaf_t *l = g_doomed;
+    g_doomed = l->dnext;
+    l->dnext = NULL;
+    g_n_doomed--;
+    if (try_remove(l))
+        cg_leaf_unref(l);
+    else
+        pending_add(l); /* its reference goes with it */
+}
+
+/* One thing per call, so a Ping arriving meanwhile waits for one rmdir or
+ * one mkdir at most: the doomed leaves first, then the pool. */
+static void on_idle(struct ev_loop *loop, ev_idle *w, int revents)
+{
+    cg_leaf_t *l;
+    char err[256];
+    cg_limits_t lim = {0};
+    if (g_doomed) {
+        doomed_remove_one();
+        return;
+    }
+    cg_limits_defaults(&lim);
+    if (g_pool_n < POOL_SIZE && !cg_freeze_requested() && !cg_work_killed &&
+        leaf_make("p", &lim, &l, err, sizeof err) == 0) {
+        close(l->fd);
+        l->fd = -1;
+        g_pool[g_pool_n++] = l;
+        if (g_pool_n < POOL_SIZE)
+            return;
+    }
+    ev_idle_stop(loop, w);
+}
+
+/* A leaf from the pool, its directory opened; NULL when none is left that
+ * can still be opened. */
+static cg_leaf_t *pool_take(void)
+{
+    while (g_pool_n) {
+        cg_leaf_t *l = g_pool[--g_pool_n];
+        const char *name = strrchr(l->path, '/') + 1;
+        if ((l->fd = openat(cg_work_fd, name, O_RDONLY | O_DIRECTORY | O_CLOEXEC)) >= 0)
+            return l;
+        cg_leaf_unref(l); /* removed by someone else: make another */
+    }
+    return NULL;
+}
+
+int cg_leaf_new(const char *prefix, const cg_limits_t *lim, cg_leaf_t **out, char *err,
+                size_t errlen)
+{
+    int rc;
+
+    *out = NULL;
+    if (!cg_avail) {
+        snprintf(err, errlen, "no cgroups: %s", cg_reason);
+        return -EOPNOTSUPP;
+    }
+    if ((rc = cg_limits_check(lim, err, errlen)) < 0)
+        return rc;
+    if (!prefix || !prefix[0] || strchr(prefix, '/') || prefix[0] == '.')
+        prefix = "p";
+    idle_soon(); /* make the pool's next leaf when there is time */
+    if (!strcmp(prefix, "p") && g_pool_n && default_limits(lim) && (*out = pool_take()))
+        return 0;
+    return leaf_make(prefix, lim, out, err, errlen);
 }
 
 int cg_leaf_fd(const cg_leaf_t *l) { return l ? l->fd : -1; }
@@ -331,19 +432,29 @@ static void pending_soon(void)
     ev_timer_start(g_loop, &g_pending_t);
 }
 
+/* Still populated (a background child): checked again after reaps. The
+ * pending list holds a reference until then (the caller's, given). */
+static void pending_add(cg_leaf_t *l)
+{
+    l->pending = 1;
+    SA_LIST_PUSH(g_pending, l, pnext, pprev);
+    pending_soon();
+}
+
 void cg_leaf_release(cg_leaf_t *l)
 {
     if (!l || l->released)
         return;
     l->released = 1;
-    if (try_remove(l))
-        return;
-    /* Still populated (a background child): checked again after reaps. The
-     * pending list holds a reference until then. */
+    /* Removed when the loop is idle (see g_pool); the list holds a
+     * reference. Too many waiting already: one goes now. */
     l->refs++;
-    l->pending = 1;
-    SA_LIST_PUSH(g_pending, l, pnext, pprev);
-    pending_soon();
+    l->dnext = g_doomed;
+    g_doomed = l;
+    g_n_doomed++;
+    if (g_n_doomed > DOOMED_MAX)
+        doomed_remove_one();
+    idle_soon();
 }
 
 static void retry_pending(void)
@@ -385,10 +496,21 @@ void cg_pending_init(struct ev_loop *loop)
 {
     g_loop = loop;
     ev_init(&g_pending_t, on_pending_poll);
+    ev_idle_init(&g_idle, on_idle);
+    idle_soon(); /* the pool's first leaves, once the agent answers */
 }
 
 void cg_pending_drop(void)
 {
+    /* The leaves waiting for an idle loop, and those made ahead of time. */
+    ev_idle_stop(g_loop, &g_idle);
+    while (g_doomed)
+        doomed_remove_one();
+    while (g_pool_n) {
+        cg_leaf_t *l = g_pool[--g_pool_n];
+        unlinkat(cg_work_fd, strrchr(l->path, '/') + 1, AT_REMOVEDIR);
+        cg_leaf_unref(l);
+    }
     ev_timer_stop(g_loop, &g_pending_t);
     /* Leaves still pending are empty now or hold what shutdown could not
      * kill; the empty ones go with the subtree. */
