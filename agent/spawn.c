@@ -23,7 +23,7 @@
  * is close_range(CLOSE_RANGE_UNSHARE) from just above the slots: the kernel
  * copies only the descriptors below that, so a start costs the same with 10
  * or 10,000 connections and pipes open. Each thread that spawns (the loop's,
- * the spawner) has slots of its own; a slot always holds a descriptor
+ * each spawner) has slots of its own; a slot always holds a descriptor
  * (/dev/null between starts), so no other thread's open() can land on it.
  *
  * A child that gets a cgroup is made with clone3(CLONE_INTO_CGROUP), so it
@@ -60,6 +60,7 @@
 #endif
 
 #define CHILD_STACK (256 * 1024)
+#define SPAWNERS_MAX 4 /* spawner threads: one per CPU, at most this many */
 
 #ifndef CLOSE_RANGE_UNSHARE
 #define CLOSE_RANGE_UNSHARE (1u << 1)
@@ -83,7 +84,7 @@ static int g_no_clone3;
 #define SPAWN_SHARE_FILES 1
 /* Descriptor slots (see the top of this file): in, out, err, cgroup. */
 enum { SLOT_IN, SLOT_OUT, SLOT_ERR, SLOT_CG, N_SLOTS };
-#define SLOT_SETS 2 /* the loop's thread, the spawner thread */
+#define SLOT_SETS (1 + SPAWNERS_MAX) /* the loop's thread, each spawner */
 static int g_slots[SLOT_SETS][N_SLOTS];
 static int g_slot_null = -1; /* what a slot holds between starts */
 static __thread int *t_slots; /* this thread's set; NULL: no sharing */
@@ -637,13 +638,19 @@ int spawn_run(const spawn_req_t *r, pid_t *pid, enum spawn_stage *stage)
 
 /* ------------------------------------------------------------ spawner */
 
+/* One spawner thread, and more (up to one per CPU) while every one is busy
+ * and starts wait: a spawner waits in each vfork until the child has
+ * exec'd, so with one, children exec'd one at a time however many CPUs were
+ * idle (64 clients starting at once got 0.80x the starts a second of 64
+ * threads calling posix_spawn). They stay once started (idle_s 0): each
+ * keeps its slots. */
 static jobq_fn spawner_run, spawner_done;
 static jobq_t g_spawner = {
     .name = "spawner",
     .run = spawner_run,
     .done = spawner_done,
     .min_threads = 1,
-    .max_threads = 1,
+    .max_threads = 1, /* set by spawn_async_init */
     .stack_size = 128 * 1024,
     .block_signals = 1, /* signals stay with the loop's thread */
 };
@@ -652,9 +659,15 @@ static void spawner_run(jobq_node_t *n)
 {
     spawn_job_t *j = SA_CONTAINER_OF(n, spawn_job_t, _node);
 #ifdef SPAWN_SHARE_FILES
-    /* The spawner thread's own slots (the loop's thread has g_slots[0]). */
-    if (!t_slots && g_slot_null >= 0)
-        t_slots = g_slots[1];
+    /* A spawner's own slots, at its first job (the loop's thread has
+     * g_slots[0]). Past SLOT_SETS (never, as threads stay): none, and its
+     * children get a copy of the table. */
+    static int next_set = 1;
+    if (!t_slots && g_slot_null >= 0) {
+        int i = __atomic_fetch_add(&next_set, 1, __ATOMIC_RELAXED);
+        if (i < SLOT_SETS)
+            t_slots = g_slots[i];
+    }
 #endif
     j->rc = spawn_run(&j->req, &j->pid, &j->stage);
 }
@@ -667,6 +680,8 @@ static void spawner_done(jobq_node_t *n)
 
 int spawn_async_init(struct ev_loop *loop)
 {
+    long cpus = sysconf(_SC_NPROCESSORS_ONLN);
+    g_spawner.max_threads = cpus < 1 ? 1 : cpus > SPAWNERS_MAX ? SPAWNERS_MAX : (int)cpus;
     slots_init();
     return jobq_init(&g_spawner, loop);
 }
