@@ -22,8 +22,8 @@ cmake --build build-asan -j"$jobs" >/dev/null
 echo "== fuzz (clang, libFuzzer, ASan + UBSan)"
 CC=clang cmake -S . -B build-fuzz -DCMAKE_BUILD_TYPE=Debug -DSANDBOX_AGENT_FUZZ=ON \
     -DSANDBOX_AGENT_SANITIZE=ON -DSANDBOX_AGENT_TESTS=ON >/dev/null
-cmake --build build-fuzz -j"$jobs" --target fuzz_frame fuzz_dispatch fuzz_svcfile >/dev/null
-for f in fuzz_frame fuzz_dispatch fuzz_svcfile; do
+cmake --build build-fuzz -j"$jobs" --target fuzz_frame fuzz_dispatch fuzz_svcfile fuzz_pbscan >/dev/null
+for f in fuzz_frame fuzz_dispatch fuzz_svcfile fuzz_pbscan; do
     corpus=$(mktemp -d)
     case $f in
     fuzz_svcfile) seeds=tests/fuzz/corpus_svcfile ;;
