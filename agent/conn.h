@@ -46,8 +46,9 @@ int conn_send_try(conn_t *c, uint64_t id, int done, Response *r);
  * packed into the queue (common/frame.h, frame_encode_head). release(arg)
  * is called once, on the loop, when the connection no longer needs the
  * bytes: written, or the connection gone. Until then they must not change.
- * Below CONN_REF_MIN bytes, or on a compressing connection, the message is
- * packed as by conn_send and release called before returning. Returns as
+ * Below CONN_REF_MIN bytes, on a compressing connection, or when sub and
+ * bulk are not r's (a mistake, logged) or its head is unusually long, the
+ * message is packed as by conn_send and release called before returning. Returns as
  * conn_send; on an error release is not called (the caller keeps the
  * bytes). */
 #define CONN_REF_MIN (2u * 1024)

@@ -136,6 +136,16 @@ int conn_send_try(conn_t *c, uint64_t id, int done, Response *r)
     return 0;
 }
 
+/* conn_send_ref's bytes packed into the queue after all: given back now. */
+static int send_packed(conn_t *c, uint64_t id, int done, Response *r, conn_release_fn *release,
+                       void *arg)
+{
+    int rc = conn_send(c, id, done, r);
+    if (rc == 0)
+        release(arg);
+    return rc;
+}
+
 int conn_send_ref(conn_t *c, uint64_t id, int done, Response *r, ProtobufCMessage *sub,
                   ProtobufCBinaryData *bulk, conn_release_fn *release, void *arg)
 {
@@ -148,20 +158,24 @@ int conn_send_ref(conn_t *c, uint64_t id, int done, Response *r, ProtobufCMessag
         return -EPIPE;
     /* A compressing connection compresses what it sends; a small payload is
      * cheaper to copy than to track. Either way: packed, and given back now. */
-    if (c->zlib || bulk->len < CONN_REF_MIN) {
-        int rc = conn_send(c, id, done, r);
-        if (rc == 0)
-            release(arg);
-        return rc;
-    }
+    if (c->zlib || bulk->len < CONN_REF_MIN)
+        return send_packed(c, id, done, r, release, arg);
     r->id = id;
     r->done = done ? 1 : 0;
     hl = frame_encode_head(&r->base, sub, bulk, g_config.max_frame_size, head, sizeof head,
                            &plen);
-    if (hl < 0) {
-        if (hl == -EMSGSIZE)
-            answer_lost(c, id, (int)hl, r);
+    if (hl == -EMSGSIZE) {
+        answer_lost(c, id, (int)hl, r);
         return (int)hl;
+    }
+    if (hl < 0) {
+        /* A head longer than head[] (-ENOBUFS), or sub and bulk not as
+         * described (-EINVAL, a caller's mistake): r is still an answer,
+         * packed whole, so the request gets it or an Error, never nothing. */
+        if (hl == -EINVAL)
+            log_warn("conn %s: request %llu: the bulk field is not one of the response's; "
+                     "packed instead", c->peer, (unsigned long long)id);
+        return send_packed(c, id, done, r, release, arg);
     }
     /* Both blocks first: a header queued without its data would corrupt
      * every frame after it. */
