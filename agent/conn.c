@@ -478,9 +478,13 @@ void conn_close(conn_t *c)
         fn(c->handover_arg, -1, NULL, 0);
     }
     conn_out_free(c);
-    conn_freed(c->in_cap);
-    free(c->in);
-    c->in = NULL;
+    /* A handler that closes its connection may still be reading the bulk
+     * bytes of its request in `in`: conn_in_process frees it after. */
+    if (!c->in_bulk) {
+        conn_freed(c->in_cap);
+        free(c->in);
+        c->in = NULL;
+    }
     c->budget_held = 0;
     SA_LIST_UNLINK(conn_all, c, next_all, prev_all);
     g_count--;

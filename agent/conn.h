@@ -109,6 +109,21 @@ void conn_handover(conn_t *c, conn_handover_fn *fn, void *arg);
  * held for c. give: n bytes freed; c NULL when the upload has left its
  * connection (conn_upload_leave). leave: the upload's stream leaves c (it
  * was cancelled or c closed) while its n bytes are still held elsewhere. */
+/* Keep the bulk bytes d (the data field of the request being handled: a
+ * WriteFile, FileData, WriteStdin or TunnelSend) past the handler's
+ * return: out->data and out->len say where they are from now on, until the
+ * handler frees out->block (NULL when d is empty); d is emptied. When
+ * protobuf-c copied the bytes, that copy is the block; when they lie in the
+ * connection's input buffer, that buffer becomes the block if they fill
+ * most of it (the connection goes on in a new one), else they are copied
+ * into one of their own, so the block is never much more than the bytes.
+ * Returns 0, or -ENOMEM with nothing taken. */
+typedef struct conn_bulk {
+    void *block;
+    uint8_t *data;
+    size_t len;
+} conn_bulk_t;
+int conn_keep_bulk(conn_t *c, ProtobufCBinaryData *d, conn_bulk_t *out);
 void conn_upload_take(conn_t *c, size_t n);
 void conn_upload_give(conn_t *c, size_t n);
 void conn_upload_leave(conn_t *c, size_t n);

@@ -8,6 +8,7 @@
 #include "errcode.h"
 #include "frame.h"
 #include "log.h"
+#include "pbscan.h"
 
 #include <errno.h>
 #include <poll.h>
@@ -88,6 +89,8 @@ int conn_in_peer_gone(const conn_t *c)
 void conn_in_process(conn_t *c)
 {
     int handled = 0;
+    if (c->in_bulk)
+        return; /* called from inside a handler: the buffer is in use */
     c->deferred = 0;
     while (!c->closing && !c->close_after_flush) {
         uint8_t flags;
@@ -131,11 +134,17 @@ void conn_in_process(conn_t *c)
         }
         if (avail < FRAME_HEADER_SIZE + (size_t)plen)
             break;
+        const uint8_t *payload = c->in + c->in_off + FRAME_HEADER_SIZE;
+        ProtobufCBinaryData *bulk = NULL;
         ProtobufCMessage *msg = NULL;
         char err[160];
-        rc = frame_decode(&sandbox__agent__v1__request__descriptor, flags,
-                          c->in + c->in_off + FRAME_HEADER_SIZE, plen, max, &msg, err,
-                          sizeof err);
+        /* Bulk data is used where it lies; anything else, and anything
+         * pbscan declines, is protobuf-c's to decode (and to refuse). */
+        if (!(flags & FRAME_FLAG_ZLIB) && plen >= IN_SCAN_MIN)
+            msg = (ProtobufCMessage *)pbscan_request(payload, plen, IN_SCAN_MIN / 2, &bulk);
+        rc = msg ? 0
+                 : frame_decode(&sandbox__agent__v1__request__descriptor, flags, payload, plen,
+                                max, &msg, err, sizeof err);
         c->in_off += FRAME_HEADER_SIZE + plen;
         if (rc < 0) {
             protocol_error(c, rc, err);
@@ -146,8 +155,18 @@ void conn_in_process(conn_t *c)
         if (c->n_dead)
             reap_dead(c);
         c->has_dead_id = 0;
+        c->in_bulk = bulk;
         g_on_request(c, (const Request *)msg);
-        protobuf_c_message_free_unpacked(msg, NULL);
+        c->in_bulk = NULL;
+        if (bulk)
+            pbscan_free((Request *)msg, bulk);
+        else
+            protobuf_c_message_free_unpacked(msg, NULL);
+        if (c->closing && c->in) { /* closed by the handler: conn_close left it */
+            conn_freed(c->in_cap);
+            free(c->in);
+            c->in = NULL;
+        }
         handled = 1;
     }
     /* Compact; give back a buffer that grew for one large frame. */
@@ -227,6 +246,46 @@ void conn_in_on_read(struct ev_loop *loop, ev_io *w, int revents)
     c->in_len += (size_t)n;
     conn_in_process(c);
     conn_service(c);
+}
+
+int conn_keep_bulk(conn_t *c, ProtobufCBinaryData *d, conn_bulk_t *out)
+{
+    out->block = out->data = d->data;
+    out->len = d->len;
+    if (!d->len) {
+        out->block = out->data = NULL;
+    } else if (d != c->in_bulk) {
+        /* protobuf-c's copy, made for this request alone, is the block. */
+    } else if (d->len >= c->in_cap / 2) {
+        /* The frame fills most of the input buffer: the buffer is the
+         * block, and what was read after the frame moves to a new one. */
+        size_t rest = c->in_len - c->in_off, cap = SA_MAX(rest, (size_t)IN_INITIAL);
+        uint8_t *nb = NULL;
+        if (rest) {
+            if (!(nb = malloc(cap))) {
+                *out = (conn_bulk_t){0};
+                return -ENOMEM;
+            }
+            memcpy(nb, c->in + c->in_off, rest);
+        }
+        out->block = c->in;
+        c->in = nb;
+        c->in_cap = nb ? cap : 0;
+        c->in_off = 0;
+        c->in_len = rest;
+        c->in_bulk = NULL; /* the request's field lies in the block now */
+    } else {
+        /* A small frame in a large buffer: the buffer stays, the bytes are
+         * copied, so what is held is what the upload budget counts. */
+        if (!(out->block = out->data = malloc(d->len))) {
+            out->len = 0;
+            return -ENOMEM;
+        }
+        memcpy(out->data, d->data, d->len);
+    }
+    d->data = NULL;
+    d->len = 0;
+    return 0;
 }
 
 #define UPLOAD_CONN_BUDGET() (2 * (size_t)g_config.max_frame_size)

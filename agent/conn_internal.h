@@ -16,6 +16,10 @@
 
 #define BLOCK_SIZE (16 * 1024)
 #define IN_INITIAL (16 * 1024)
+/* Frames at least this long that carry bulk data (uploads, stdin, tunnel
+ * data) are decoded by pbscan: the data is used where it lies in the input
+ * buffer instead of being copied out. */
+#define IN_SCAN_MIN 1024
 #define WRITE_BUDGET (2u << 20)
 #define PUMP_MAX_CALLS 4096
 #define IOV_BATCH 64
@@ -57,6 +61,10 @@ struct conn {
 
     uint8_t *in;
     size_t in_off, in_len, in_cap; /* unparsed bytes: in[in_off .. in_len) */
+    /* While a request is handled whose bulk bytes lie in `in` (pbscan):
+     * that field. `in` is then neither moved nor freed, only given away
+     * whole (conn_keep_bulk). */
+    ProtobufCBinaryData *in_bulk;
 
     oblock_t *qhead, *qtail;
     size_t queued;

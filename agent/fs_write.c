@@ -30,12 +30,10 @@ typedef struct wr {
     gid_t ogid;
     mode_t mode;
     uint32_t expect;
-    uint8_t *data;      /* the chunk being written, taken from the request */
-    size_t len;
-    uint8_t *next;      /* one more, received while data was being written */
-    size_t next_len;
-    int next_last, held;
-    size_t charged;     /* bytes of data/next counted against the upload budget */
+    conn_bulk_t cur;    /* the chunk being written, kept from its request */
+    conn_bulk_t next;   /* one more, received while cur was being written */
+    int has_next, next_last, held;
+    size_t charged;     /* bytes of cur/next counted against the upload budget */
     int last, opened, finished, created;
     off_t orig_size;
     uint64_t written;
@@ -219,10 +217,12 @@ static void wr_run(fsw_job_t *j)
     wr_t *w = (wr_t *)SA_CONTAINER_OF(j, fsop_t, job);
     if (!w->opened && wr_open(w) < 0)
         goto fail;
-    for (size_t off = 0; off < w->len;) {
+    const uint8_t *data = w->cur.data;
+    size_t len = w->cur.len;
+    for (size_t off = 0; off < len;) {
         ssize_t n = w->wmode == SANDBOX__AGENT__V1__WRITE_MODE__APPEND && !w->atomic
-                        ? write(w->fd, w->data + off, w->len - off)
-                        : pwrite(w->fd, w->data + off, w->len - off, (off_t)(w->written + off));
+                        ? write(w->fd, data + off, len - off)
+                        : pwrite(w->fd, data + off, len - off, (off_t)(w->written + off));
         if (n < 0) {
             if (errno == EINTR)
                 continue;
@@ -232,11 +232,10 @@ static void wr_run(fsw_job_t *j)
         }
         off += (size_t)n;
     }
-    w->crc = libdeflate_crc32(w->crc, w->data, w->len);
-    w->written += w->len;
-    free(w->data);
-    w->data = NULL;
-    w->len = 0;
+    w->crc = libdeflate_crc32(w->crc, data, len);
+    w->written += len;
+    free(w->cur.block);
+    w->cur = (conn_bulk_t){0};
     if (w->last && wr_finish(w) < 0)
         goto fail;
     if (w->finished)
@@ -247,8 +246,6 @@ fail:
     wr_close(w);
 }
 
-/* On the loop: answer if the upload ended (error or last chunk), then let
- * the connection's input go on. */
 /* Count n more bytes of this upload against the upload budget (which holds
  * the connection's input when it is over: conn_upload_take). */
 static void wr_charge(wr_t *w, size_t n)
@@ -257,25 +254,27 @@ static void wr_charge(wr_t *w, size_t n)
     conn_upload_take(w->o.base.conn, n);
 }
 
+/* On the loop: answer if the upload ended (error or last chunk), then let
+ * the connection's input go on. */
 static void wr_done(fsop_t *o)
 {
     wr_t *w = (wr_t *)o;
     conn_t *c = o->base.conn;
     int held = w->held;
-    size_t now = (w->data ? w->len : 0) + (w->next ? w->next_len : 0);
+    size_t now = w->cur.len + w->next.len;
     w->held = 0;
     /* The chunk the worker wrote is freed: its bytes leave the budget. */
     if (w->charged > now) {
         conn_upload_give(c, w->charged - now);
         w->charged = now;
     }
-    if (!o->err && !w->finished && w->next) {
+    if (!o->err && !w->finished && w->has_next) {
         /* The chunk that waited goes to the worker; the slot is free, so
          * the connection's input may go on. */
-        w->data = w->next;
-        w->len = w->next_len;
+        w->cur = w->next;
         w->last = w->next_last;
-        w->next = NULL;
+        w->next = (conn_bulk_t){0};
+        w->has_next = 0;
         fs_op_submit(o, wr_run);
     } else if (o->err || w->finished) {
         Response r = RESPONSE_INIT;
@@ -303,8 +302,8 @@ static void wr_free(wr_t *w)
     /* Its stream already left the connection (wr_destroy). */
     if (w->charged)
         conn_upload_give(NULL, w->charged);
-    free(w->data);
-    free(w->next);
+    free(w->cur.block);
+    free(w->next.block);
     free(w->dir);
     fs_op_free(&w->o);
 }
@@ -326,15 +325,19 @@ static void wr_release(fsop_t *o)
     fsw_submit(&o->job);
 }
 
-static void wr_take(wr_t *w, ProtobufCBinaryData *d)
+/* Keep a chunk's bytes past its request (into cur or next): they are
+ * written from where they arrived when they can be (conn_keep_bulk), not
+ * copied. Answers the request when out of memory. */
+static int wr_take(wr_t *w, conn_t *c, uint64_t id, ProtobufCBinaryData *d, conn_bulk_t *into)
 {
-    /* The request's buffer was malloc'd by protobuf-c's unpack (no custom
-     * allocator); taking it saves copying up to a frame per chunk, and the
-     * free of the request then skips the emptied field. */
-    w->data = d->data;
-    w->len = d->len;
-    d->data = NULL;
-    d->len = 0;
+    int rc = conn_keep_bulk(c, d, into);
+    if (rc < 0) {
+        conn_send_error(c, id, CODE(RESOURCE_EXHAUSTED), -rc,
+                        "%s '%s': out of memory for a chunk of %zu bytes", w->o.what, w->o.path,
+                        d->len);
+        return rc;
+    }
+    return 0;
 }
 
 static stream_status_t wr_feed(stream_t *s, const Request *req)
@@ -342,7 +345,7 @@ static stream_status_t wr_feed(stream_t *s, const Request *req)
     wr_t *w = (wr_t *)s;
     conn_t *c = s->conn;
     ProtobufCBinaryData *d = &((Request *)req)->write_data->data;
-    if (w->last || w->next_last || w->next) {
+    if (w->last || w->next_last || w->has_next) {
         /* The stream ends with the last chunk, and input is held while a
          * chunk waits: only a client that ignored `more` gets here. */
         conn_send_error(c, s->id, CODE(INVALID_ARGUMENT), 0,
@@ -351,23 +354,23 @@ static stream_status_t wr_feed(stream_t *s, const Request *req)
         return STREAM_DONE;
     }
     if (!w->o.busy) {
-        wr_take(w, d);
+        if (wr_take(w, c, s->id, d, &w->cur) < 0)
+            return STREAM_DONE;
+        wr_charge(w, w->cur.len);
         w->last = !req->write_data->more;
-        wr_charge(w, w->len);
         fs_op_submit(&w->o, wr_run);
         return STREAM_WAIT;
     }
     /* One chunk is written while the next waits here, so the client and
      * the disk both keep moving; a third waits in the socket: holding the
      * input is the upload's backpressure. */
-    w->next = d->data;
-    w->next_len = d->len;
+    if (wr_take(w, c, s->id, d, &w->next) < 0)
+        return STREAM_DONE;
+    wr_charge(w, w->next.len);
+    w->has_next = 1;
     w->next_last = !req->write_data->more;
-    d->data = NULL;
-    d->len = 0;
     w->held = 1;
     conn_hold_input(c, 1);
-    wr_charge(w, w->next_len);
     return STREAM_WAIT;
 }
 
@@ -455,11 +458,14 @@ void fs_handle_write(conn_t *c, const Request *req)
         wr_free(w);
         return;
     }
-    wr_take(w, &m->data);
+    if (wr_take(w, c, req->id, &m->data, &w->cur) < 0) {
+        wr_free(w);
+        return;
+    }
     w->last = !m->more;
     if (fs_op_register(c, req, &w->o, &wr_ops) < 0)
         return;
     w->o.base.input_end = wr_input_end;
-    wr_charge(w, w->len);
+    wr_charge(w, w->cur.len);
     fs_op_submit(&w->o, wr_run);
 }

@@ -50,8 +50,10 @@ typedef struct pstream {
     outlog_cursor_t cur;
     int attached, lines, no_wait;
     svc_follow_t sf; /* a service's runs: which events this follower has had */
-    /* write: the data, taken from the request (not copied), counted in the
-     * connection's budget for data waiting to be written (conn_upload_*) */
+    /* write: what the pipe has not taken yet, data[off..len), kept from the
+     * request (conn_keep_bulk) in block, and counted in the connection's
+     * budget for data waiting to be written (conn_upload_*) */
+    void *block;
     uint8_t *data;
     size_t len, off, charged;
     int result; /* 0 pending, 1 written, -errno failed */

@@ -62,8 +62,8 @@ static void reading_resume(proc_t *p)
  * its connection's input goes on. */
 static void write_release(pstream_t *s)
 {
-    free(s->data);
-    s->data = NULL;
+    free(s->block);
+    s->block = s->data = NULL;
     if (s->charged) {
         conn_upload_give(s->base.conn, s->charged);
         s->charged = 0;

@@ -136,6 +136,22 @@ void proc_handle_signal(conn_t *c, const Request *req)
     proc_send_ack(c, req->id);
 }
 
+/* Keep the bytes of d from *done on, which the pipe has not taken: where
+ * they arrived (conn_keep_bulk) when they are most of d, else a copy of
+ * just them (*done becomes 0). */
+static int keep_rest(conn_t *c, ProtobufCBinaryData *d, size_t *done, conn_bulk_t *kept)
+{
+    size_t rest = d->len - *done;
+    if (rest * 2 >= d->len)
+        return conn_keep_bulk(c, d, kept);
+    if (!(kept->block = kept->data = malloc(rest)))
+        return -ENOMEM;
+    memcpy(kept->data, d->data + *done, rest);
+    kept->len = rest;
+    *done = 0;
+    return 0;
+}
+
 void proc_handle_write_stdin(conn_t *c, const Request *req)
 {
     const Sandbox__Agent__V1__WriteStdin *w = req->write_stdin;
@@ -178,28 +194,30 @@ void proc_handle_write_stdin(conn_t *c, const Request *req)
         proc_send_ack(c, req->id);
         return;
     }
-    if (!(s = proc_stream_new(&proc_write_ops, PS_WRITE))) {
+    /* The rest waits for the pipe, counted like an upload's chunk: past
+     * the connection's or the agent's budget, the connection is not read
+     * until some is written. One write per process waits with its
+     * connection going on (a Ping or a Cancel is served); one queued behind
+     * it holds its connection's input until it is written, so the requests
+     * behind it wait in the socket. */
+    conn_bulk_t kept = {0};
+    if (keep_rest(c, &((Request *)req)->write_stdin->data, &done, &kept) < 0 ||
+        !(s = proc_stream_new(&proc_write_ops, PS_WRITE))) {
+        free(kept.block);
         conn_send_error(c, req->id, CODE(RESOURCE_EXHAUSTED), ENOMEM,
                         "write_stdin: out of memory");
         return;
     }
     s->p = p;
     p->refs++;
-    if (proc_stream_register(c, req->id, s, "write_stdin") < 0)
+    if (proc_stream_register(c, req->id, s, "write_stdin") < 0) {
+        free(kept.block);
         return;
-    /* The rest waits for the pipe. The request's buffer is taken, not
-     * copied (protobuf-c allocated it on its own), and counted like an
-     * upload's chunk: past the connection's or the agent's budget, the
-     * connection is not read until some is written. One write per process
-     * waits with its connection going on (a Ping or a Cancel is served);
-     * one queued behind it holds its connection's input until it is
-     * written, so the requests behind it wait in the socket. */
-    ProtobufCBinaryData *d = &((Request *)req)->write_stdin->data;
-    s->data = d->data;
-    s->len = d->len;
+    }
+    s->block = kept.block;
+    s->data = kept.data;
+    s->len = kept.len;
     s->off = done;
-    d->data = NULL;
-    d->len = 0;
     s->charged = s->len - done;
     conn_upload_take(c, s->charged);
     if (p->wq_head) {

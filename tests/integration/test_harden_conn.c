@@ -536,6 +536,119 @@ TEST(write_stdin_holds_input)
     agent_stop(&a);
 }
 
+/* Bulk data is written from where it arrived in the input buffer: a frame
+ * that fills the buffer gives it away whole, the bytes read after it move
+ * to a new one, a small frame in a large buffer is copied, and an empty
+ * last chunk that waits behind a busy one still ends the upload. Uneven
+ * chunks sent back to back, and stdin writes the pipe cannot take at once,
+ * arrive byte for byte. */
+static void append_frame(uint8_t **all, size_t *len, Request *req)
+{
+    size_t flen;
+    uint8_t *f = encode(req, &flen);
+    *all = realloc(*all, *len + flen);
+    memcpy(*all + *len, f, flen);
+    *len += flen;
+    free(f);
+}
+
+static int file_equals(const char *path, const uint8_t *data, size_t len)
+{
+    FILE *f = fopen(path, "rb");
+    if (!f)
+        return 0;
+    uint8_t *got = malloc(len + 1);
+    size_t n = fread(got, 1, len + 1, f);
+    fclose(f);
+    int same = n == len && !memcmp(got, data, len);
+    free(got);
+    return same;
+}
+
+TEST(bulk_in_place)
+{
+    static const size_t sizes[] = {2 * MIB + 3, 5,    700 * 1024, MIB + 1, 1500,
+                                   3 * MIB,     4000, 600,        0};
+    const size_t n = sizeof sizes / sizeof sizes[0];
+    size_t total = 0, len = 0;
+    for (size_t i = 0; i < n; i++)
+        total += sizes[i];
+    uint8_t *data = malloc(total), *all = NULL;
+    for (size_t i = 0; i < total; i++)
+        data[i] = (uint8_t)(i * 2654435761u >> 11);
+    tmpdir_make();
+    agent_t a;
+    agent_start(&a, NULL);
+    sa_client_t *c = agent_connect(&a);
+
+    Request req = REQUEST_INIT;
+    WriteFileReq w = SANDBOX__AGENT__V1__WRITE_FILE__INIT;
+    w.path = P("up");
+    w.data.data = data;
+    w.data.len = sizes[0];
+    w.more = 1;
+    req.id = 7;
+    req.op_case = OP(WRITE_FILE);
+    req.write_file = &w;
+    append_frame(&all, &len, &req);
+    for (size_t i = 1, off = sizes[0]; i < n; off += sizes[i++]) {
+        Request r2 = REQUEST_INIT;
+        Sandbox__Agent__V1__FileData fd = SANDBOX__AGENT__V1__FILE_DATA__INIT;
+        fd.data.data = data + off;
+        fd.data.len = sizes[i];
+        fd.more = i + 1 < n;
+        r2.id = 7;
+        r2.op_case = OP(WRITE_DATA);
+        r2.write_data = &fd;
+        append_frame(&all, &len, &r2);
+    }
+    ASSERT_EQ(sa_client_send_raw(c, all, len), 0);
+    Response *r = recv_id(c, 7);
+    ASSERT_RESULT(r, WRITTEN);
+    ASSERT_EQ(r->written->bytes_written, total);
+    sa_response_free(r);
+    ASSERT(file_equals(P("up"), data, total));
+
+    /* stdin: writes larger than the pipe, queued behind each other. */
+    start_opts_t o = {.stdin_pipe = 1};
+    char script[128];
+    snprintf(script, sizeof script, "sleep 0.2; exec cat > %s", P("in"));
+    uint32_t pid = start_sh(c, script, &o, NULL);
+    free(all);
+    all = NULL;
+    len = 0;
+    for (size_t i = 0, off = 0; i < n; off += sizes[i++]) {
+        Request r2 = REQUEST_INIT;
+        Sandbox__Agent__V1__WriteStdin ws = SANDBOX__AGENT__V1__WRITE_STDIN__INIT;
+        ws.pid = pid;
+        ws.data.data = data + off;
+        ws.data.len = sizes[i];
+        r2.id = 100 + i;
+        r2.op_case = OP(WRITE_STDIN);
+        r2.write_stdin = &ws;
+        append_frame(&all, &len, &r2);
+    }
+    ASSERT_EQ(sa_client_send_raw(c, all, len), 0);
+    for (size_t i = 0; i < n; i++) {
+        r = recv_id(c, 100 + i);
+        ASSERT_RESULT(r, ACK);
+        sa_response_free(r);
+    }
+    r = close_stdin(c, pid);
+    ASSERT_RESULT(r, ACK);
+    sa_response_free(r);
+    r = wait_exit(c, pid);
+    ASSERT_RESULT(r, EXIT);
+    sa_response_free(r);
+    ASSERT(file_equals(P("in"), data, total));
+    ping_ok(c);
+    free(all);
+    free(data);
+    sa_client_close(c);
+    agent_stop(&a);
+    tmpdir_remove();
+}
+
 /* ------------------------------------------------------------ idle followers */
 
 /* Item 8: each connection's queue stays within --max-queued-bytes (output
@@ -989,6 +1102,7 @@ TEST(late_follower_told_of_the_gap)
 
 TEST_MAIN(TEST_ENTRY(upload_budget_backpressure), TEST_ENTRY(hello_deadline_and_reserve),
           TEST_ENTRY(small_frames_before_hello), TEST_ENTRY(write_stdin_holds_input),
+          TEST_ENTRY(bulk_in_place),
           TEST_ENTRY(idle_followers_bounded), TEST_ENTRY(idle_followers_share_the_log),
           TEST_ENTRY(echoed_strings_bounded),
           TEST_ENTRY(stale_timeout_kill_spares_a_reused_pid),
