@@ -630,7 +630,7 @@ static size_t varint(uint8_t *p, uint64_t v)
  * envelope are encoded by hand in front of the data, and writev sends both.
  * first: a WriteFile carrying path; else a FileData. */
 static int send_chunk(int fd, uint64_t id, int first, const char *path, const uint8_t *data,
-                      size_t len, int more)
+                      size_t len, int more, int sync)
 {
     uint8_t sub[512], env[64];
     size_t sl = 0, el = 5;
@@ -642,6 +642,10 @@ static int send_chunk(int fd, uint64_t id, int first, const char *path, const ui
         sl += pl;
         if (more) {
             sub[sl++] = 3 << 3; /* WriteFile.more */
+            sub[sl++] = 1;
+        }
+        if (sync) {
+            sub[sl++] = 9 << 3; /* WriteFile.sync */
             sub[sl++] = 1;
         }
         sub[sl++] = 2 << 3 | 2; /* WriteFile.data */
@@ -690,7 +694,7 @@ static int send_chunk(int fd, uint64_t id, int first, const char *path, const ui
     return 0;
 }
 
-static double agent_upload_once(const char *src, const char *dst, uint64_t bytes)
+static double agent_upload_once(const char *src, const char *dst, uint64_t bytes, int sync)
 {
     sa_client_t *c = agent_client(&g_agent);
     size_t cs = sa_client_max_frame(c) - 1024; /* as sandboxctl cp does */
@@ -711,7 +715,7 @@ static double agent_upload_once(const char *src, const char *dst, uint64_t bytes
         }
         sent += (uint64_t)n;
         int more = sent < bytes;
-        rc = send_chunk(sa_client_fd(c), id, first, dst, buf, (size_t)n, more);
+        rc = send_chunk(sa_client_fd(c), id, first, dst, buf, (size_t)n, more, sync);
         if (!more)
             break;
     }
@@ -869,13 +873,31 @@ void fig_files(void)
         sdl[i] = g_opt.socat_bin ? socat_into_reader(cmd, n) : NAN;
         sdlb[i] = g_opt.socat_bin ? socat_into_reader(cmdb, n) : NAN;
         pinger_start(&g_agent, "files");
-        ul[i] = agent_upload_once(src, dst, n);
+        ul[i] = agent_upload_once(src, dst, n, 0);
         pinger_stop();
         unlink(dst);
         sul[i] = g_opt.socat_bin ? socat_upload_once("", src, sdst, n) : NAN;
         unlink(sdst);
         sulb[i] = g_opt.socat_bin ? socat_upload_once("-b 1048576", src, sdst, n) : NAN;
         unlink(sdst);
+    }
+    /* With sync, to the disk under the bench's directory: the agent's
+     * WriteFile (sync = true) against dd conv=fsync of the same bytes. */
+    uint64_t sn = n < (256u << 20) ? n : (256u << 20);
+    char ddst[200], dcmd[600];
+    double sul_sync[8], dd_sync[8];
+    snprintf(ddst, sizeof ddst, "%s/sync-up.bin", g_opt.dir);
+    snprintf(dcmd, sizeof dcmd, "exec dd if=%s of=%s bs=4M count=%llu iflag=count_bytes conv=fsync "
+             "status=none", src, ddst, (unsigned long long)sn);
+    for (int i = 0; i < reps; i++) {
+        pinger_start(&g_agent, "files");
+        sul_sync[i] = agent_upload_once(src, ddst, sn, 1);
+        pinger_stop();
+        unlink(ddst);
+        uint64_t t0 = now_ns();
+        int ok = wait_ok(spawn_sh(dcmd)) == 0;
+        dd_sync[i] = ok ? (double)sn / ((double)(now_ns() - t0) / 1e9) : NAN;
+        unlink(ddst);
     }
     double dm = median3(dl, (size_t)reps) / MIB, um = median3(ul, (size_t)reps) / MIB;
     result_add("5", "file download (ReadFile)", "MiB/s", dm, "socat", median3(sdl, (size_t)reps) / MIB,
@@ -886,7 +908,17 @@ void fig_files(void)
                HIGHER, 1.0, NAN,
                "socat: socat -u UNIX-LISTEN OPEN:file,creat,trunc, fed from the source file");
     result_add("5", "file upload (WriteFile)", "MiB/s", um, "socat -b 1M",
-               median3(sulb, (size_t)reps) / MIB, HIGHER, NAN, NAN, NULL);
+               median3(sulb, (size_t)reps) / MIB, HIGHER, 1.0, NAN, NULL);
+    {
+        char note[400];
+        snprintf(note, sizeof note,
+                 "%llu MiB to the disk under %s (sync = true: data, then the directory); "
+                 "dd: dd bs=4M conv=fsync of the same bytes",
+                 (unsigned long long)(sn >> 20), g_opt.dir);
+        result_add("5", "file upload with sync", "MiB/s", median3(sul_sync, (size_t)reps) / MIB,
+                   "dd conv=fsync", median3(dd_sync, (size_t)reps) / MIB, HIGHER, 1.0 / 1.1, NAN,
+                   note);
+    }
     if (g_have_qga) {
         uint64_t qn = g_opt.qga_bytes;
         char note[160];
