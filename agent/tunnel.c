@@ -490,6 +490,10 @@ static stream_status_t t_next(stream_t *s)
             t->credit -= (uint64_t)n;
             t->bytes_in += (uint64_t)n;
             have = 1;
+            /* A short read drained the socket: wait for more instead of
+             * reading again before this data is sent. */
+            if ((size_t)n < want)
+                ev_io_start(g_loop, &t->rio);
         } else if (n == 0) {
             t->rd_eof = 1;
             td.eof = 1;
@@ -577,8 +581,12 @@ static void on_dialled(void *arg, int fd, int err, const char *msg)
     t->rio.data = t->wio.data = t;
     log_debug("tunnel %llu: %s open (%s -> %s)", (unsigned long long)t->base.id, t->text,
               t->local, t->remote);
-    /* Bytes the client sent before the tunnel was open go out now. */
+    /* Bytes the client sent before the tunnel was open go out now. The
+     * target has had no time to answer yet: its first bytes are waited
+     * for, not read for at once. */
     flush_input(t);
+    if (!t->closing)
+        ev_io_start(g_loop, &t->rio);
     stream_wake(&t->base);
 }
 
