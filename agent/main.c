@@ -303,6 +303,10 @@ int main(int argc, char **argv)
     /* Services declared at boot start once the agent answers: a slow or
      * broken one delays nobody's connection. */
     svc_start_dir(g_config.services_dir, !g_config.services_dir_set);
+    /* What start-up used and freed, on the heap and deep in the stack, is
+     * not kept dirty while the agent idles. */
+    util_trim();
+    util_stack_release();
 
     ev_run(loop, 0);
 

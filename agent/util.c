@@ -9,6 +9,7 @@
 #endif
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <unistd.h>
 
 int util_set_nonblock_cloexec(int fd)
@@ -139,6 +140,19 @@ static size_t g_freed;
 void util_freed(size_t n) { g_freed += n; }
 
 size_t util_freed_pending(void) { return g_freed; }
+
+__attribute__((noinline)) void util_stack_release(void)
+{
+    uintptr_t pg = (uintptr_t)sysconf(_SC_PAGESIZE);
+    /* Two pages below this frame: room for the calls made from here. */
+    uintptr_t top = ((uintptr_t)__builtin_frame_address(0) - 2 * pg) & ~(pg - 1), low = top;
+    unsigned char vec;
+    /* The stack's mapping ends where mincore says nothing is mapped. */
+    while (low > pg && mincore((void *)(low - pg), pg, &vec) == 0)
+        low -= pg;
+    if (low < top)
+        madvise((void *)low, top - low, MADV_DONTNEED);
+}
 
 void util_trim(void)
 {

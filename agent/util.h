@@ -114,5 +114,10 @@ int util_utf8_valid(const char *buf, size_t len);
 void util_freed(size_t n);
 size_t util_freed_pending(void);
 void util_trim(void);
+/* Give back the stack pages below the caller's frame: start-up runs deep
+ * (cgroup discovery, the configuration, the dynamic loader), and those
+ * pages would stay dirty for the agent's life while the loop runs far
+ * shallower. Any later use finds fresh zero pages. */
+void util_stack_release(void);
 
 #endif
