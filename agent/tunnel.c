@@ -75,7 +75,6 @@ static tunnel_t *g_tunnels;
 static unsigned g_count;
 static target_rule_t g_rules[CONFIG_MAX_TUNNEL_ALLOW];
 static int g_nrules;
-static uint8_t g_scratch[TUNNEL_CHUNK];
 
 static stream_status_t t_next(stream_t *s);
 static void t_destroy(stream_t *s);
@@ -453,6 +452,7 @@ static stream_status_t t_next(stream_t *s)
     Response r = RESPONSE_INIT;
     Sandbox__Agent__V1__TunnelData td = SANDBOX__AGENT__V1__TUNNEL_DATA__INIT;
     int have = 0, rc;
+    uint8_t *buf = NULL;
 
     if (t->fail_err) {
         conn_send_error(c, s->id, code_of(t->fail_err), -t->fail_err, "open_tunnel '%s': %s",
@@ -481,11 +481,21 @@ static stream_status_t t_next(stream_t *s)
         have = 1;
     }
     if (!t->rd_eof && t->credit && !ev_is_active(&t->rio)) {
-        size_t want = SA_MIN((size_t)t->credit, sizeof g_scratch);
+        size_t want = SA_MIN((size_t)t->credit, (size_t)TUNNEL_CHUNK);
         want = SA_MIN(want, conn_max_payload(c) - 64);
-        ssize_t n = read(t->fd, g_scratch, want);
+        /* Read into the block the data leaves in: it is queued by
+         * reference, not packed again (conn_send_ref). */
+        if (!(buf = malloc(want))) {
+            close_with(t, ENOMEM, "out of memory for the target's data");
+            return STREAM_MORE;
+        }
+        ssize_t n = read(t->fd, buf, want);
         if (n > 0) {
-            td.data.data = g_scratch;
+            if ((size_t)n < want / 2) { /* what is queued is what is counted */
+                uint8_t *nb = realloc(buf, (size_t)n);
+                buf = nb ? nb : buf;
+            }
+            td.data.data = buf;
             td.data.len = (size_t)n;
             t->credit -= (uint64_t)n;
             t->bytes_in += (uint64_t)n;
@@ -507,11 +517,17 @@ static stream_status_t t_next(stream_t *s)
     if (have) {
         r.result_case = RES(TUNNEL_DATA);
         r.tunnel_data = &td;
-        if ((rc = conn_send(c, s->id, 0, &r)) < 0) {
+        rc = td.data.len ? conn_send_ref(c, s->id, 0, &r, &td.base, &td.data, free, buf)
+                         : conn_send(c, s->id, 0, &r);
+        if (td.data.len && rc == 0)
+            buf = NULL; /* released by the connection once written */
+        if (rc < 0) {
+            free(buf);
             close_with(t, -rc, "queue data for the client: %s", strerror(-rc));
             return STREAM_MORE;
         }
     }
+    free(buf);
     maybe_finished(t);
     return have || t->closing ? STREAM_MORE : STREAM_WAIT;
 }
