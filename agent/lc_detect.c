@@ -31,6 +31,8 @@ static ev_io g_nl_io;
 static ev_timer g_clock_timer;
 static int64_t g_off_rt, g_off_bt;
 static int g_clock_base;
+static int g_rtc_busy;      /* a read is with a worker */
+static int g_rtc_off;       /* no RTC here, or --rtc off */
 static int g_rtc_base_ok;   /* g_rtc_base holds the last offset */
 static int64_t g_rtc_base;  /* RTC - REALTIME at the last look, ns */
 static unsigned g_rtc_epoch; /* moved by the agent's own clock steps */
@@ -40,24 +42,31 @@ static uint64_t g_rtc_ns_sum, g_rtc_ns_max;
 
 /* ------------------------------------------------------------ the clocks */
 
+/* Tests: "REALTIME MONOTONIC BOOTTIME [RTC]" from --clock-test-file; how
+ * many of the four numbers it holds, or -1. */
+static int read_test_clocks(long long v[4])
+{
+    char buf[160];
+    int fd = open(g_config.clock_test_file, O_RDONLY | O_CLOEXEC);
+    ssize_t n = fd < 0 ? -1 : read(fd, buf, sizeof buf - 1);
+    if (fd >= 0)
+        close(fd);
+    if (n <= 0)
+        return -1;
+    buf[n] = 0;
+    return sscanf(buf, "%lld %lld %lld %lld", &v[0], &v[1], &v[2], &v[3]);
+}
+
 static int read_clocks(int64_t *rt, int64_t *mono, int64_t *boot)
 {
     struct timespec a, b, c;
     if (g_config.clock_test_file) {
-        char buf[128];
-        long long x, y, z;
-        int fd = open(g_config.clock_test_file, O_RDONLY | O_CLOEXEC);
-        ssize_t n = fd < 0 ? -1 : read(fd, buf, sizeof buf - 1);
-        if (fd >= 0)
-            close(fd);
-        if (n <= 0)
+        long long v[4] = {0};
+        if (read_test_clocks(v) < 3)
             return -1;
-        buf[n] = 0;
-        if (sscanf(buf, "%lld %lld %lld", &x, &y, &z) != 3)
-            return -1;
-        *rt = x;
-        *mono = y;
-        *boot = z;
+        *rt = v[0];
+        *mono = v[1];
+        *boot = v[2];
         return 0;
     }
     clock_gettime(CLOCK_MONOTONIC, &b);
@@ -107,26 +116,6 @@ typedef struct rtc_read {
 } rtc_read_t;
 
 static rtc_read_t g_rtc;
-static int g_rtc_busy;      /* a read is with a worker */
-static int g_rtc_off;       /* no RTC here, or --rtc off */
-
-static int rtc_read_test_file(rtc_read_t *r)
-{
-    char buf[160];
-    long long rt, mono, boot, rtc;
-    int fd = open(g_config.clock_test_file, O_RDONLY | O_CLOEXEC);
-    ssize_t n = fd < 0 ? -1 : read(fd, buf, sizeof buf - 1);
-    if (fd >= 0)
-        close(fd);
-    if (n <= 0)
-        return -EIO;
-    buf[n] = 0;
-    if (sscanf(buf, "%lld %lld %lld %lld", &rt, &mono, &boot, &rtc) != 4)
-        return -ENODEV; /* a file of three clocks: no RTC */
-    r->rtc_s = rtc;
-    r->rt_ns = rt;
-    return 0;
-}
 
 /* On a worker. */
 static void rtc_run(fsw_job_t *j)
@@ -137,7 +126,12 @@ static void rtc_run(fsw_job_t *j)
     struct timespec ts;
 
     if (g_config.clock_test_file) {
-        r->err = rtc_read_test_file(r);
+        long long v[4] = {0};
+        int n = read_test_clocks(v);
+        /* A file of three clocks: no RTC. */
+        r->err = n < 0 ? -EIO : n < 4 ? -ENODEV : 0;
+        r->rtc_s = v[3];
+        r->rt_ns = v[0];
         return;
     }
     uint64_t t0 = util_now_mono_nano();
