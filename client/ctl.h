@@ -49,6 +49,9 @@ int ctl_connect_z(ctl_t *ctl, int zlib);
  * names put in the command line's words), or for a result of an unexpected
  * kind; returns exit status 1. */
 int ctl_fail(const char *what, const Response *r);
+/* A command that takes no arguments: a usage error for any (2), else
+ * connect (1 when that fails). 0 once connected. */
+int ctl_begin_bare(ctl_t *ctl, int argc);
 /* One request and its final response: 0 with the response in *out (NULL
  * out: freed), 1 after the agent refused (its Error, or a result other
  * than want, said by ctl_fail), -1 after the connection failed (said).

@@ -113,10 +113,9 @@ static int cmd_thaw(ctl_t *ctl, int argc, char **argv)
 {
     Request req = REQUEST_INIT;
     Sandbox__Agent__V1__Thaw t = SANDBOX__AGENT__V1__THAW__INIT;
-    if (argc != 1)
-        return ctl_usage_error(ctl, "takes no arguments");
-    if (ctl_connect(ctl) < 0)
-        return 1;
+    int rc = ctl_begin_bare(ctl, argc);
+    if (rc)
+        return rc;
     req.op_case = OP(THAW);
     req.thaw = &t;
     Response *r;
@@ -318,10 +317,9 @@ static int cmd_events(ctl_t *ctl, int argc, char **argv)
 {
     Request req = REQUEST_INIT;
     Sandbox__Agent__V1__WatchLifecycle w = SANDBOX__AGENT__V1__WATCH_LIFECYCLE__INIT;
-    if (argc != 1)
-        return ctl_usage_error(ctl, "takes no arguments");
-    if (ctl_connect(ctl) < 0)
-        return 1;
+    int rc = ctl_begin_bare(ctl, argc);
+    if (rc)
+        return rc;
     req.op_case = OP(WATCH_LIFECYCLE);
     req.watch_lifecycle = &w;
     return ctl_stream(ctl, &req, "events", RES(LIFECYCLE), -1, print_event, NULL) ? 1 : 0;

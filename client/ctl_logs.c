@@ -370,10 +370,9 @@ int ctl_logs_cmd(ctl_t *ctl, int argc, char **argv)
 
     if ((i = logs_options(ctl, argc, argv, &l, &follow, &from)) < 0)
         return 2;
-    if (i + 1 != argc)
-        return ctl_usage_error(ctl, i == argc ? "needs a pid or a tag" : "one process at a time");
-    if (ctl_connect(ctl) < 0 || ctl_proc_resolve(ctl, "logs", argv[i], &pid) ||
-        logs_window(&l, pid))
+    if ((status = ctl_proc_one(ctl, argc, argv, i, &pid)))
+        return status;
+    if (logs_window(&l, pid))
         return 1;
     int lines = ctl->json || l.timestamps || l.tail >= 0;
     if (ctl->json)

@@ -155,6 +155,15 @@ int ctl_proc_resolve(ctl_t *ctl, const char *what, const char *name, uint32_t *p
     return 0;
 }
 
+int ctl_proc_one(ctl_t *ctl, int argc, char **argv, int i, uint32_t *pid)
+{
+    if (i + 1 != argc)
+        return ctl_usage_error(ctl, i == argc ? "needs a pid or a tag" : "one process at a time");
+    if (ctl_connect(ctl) < 0 || ctl_proc_resolve(ctl, ctl->cmd->name, argv[i], pid))
+        return 1;
+    return 0;
+}
+
 /* ------------------------------------------------------------ ps */
 
 
@@ -245,7 +254,7 @@ static int cmd_kill(ctl_t *ctl, int argc, char **argv)
 {
     Request req = REQUEST_INIT;
     Sandbox__Agent__V1__SendSignal s = SANDBOX__AGENT__V1__SEND_SIGNAL__INIT;
-    int sig = SIGTERM, group = 0, i = 1;
+    int sig = SIGTERM, group = 0, i = 1, rc;
     uint32_t pid;
     for (; i < argc && argv[i][0] == '-'; i++) {
         if (!strcmp(argv[i], "-s")) {
@@ -264,10 +273,8 @@ static int cmd_kill(ctl_t *ctl, int argc, char **argv)
             return ctl_usage_error(ctl, "unknown option '%s'", argv[i]);
         }
     }
-    if (i + 1 != argc)
-        return ctl_usage_error(ctl, i == argc ? "needs a pid or a tag" : "one process at a time");
-    if (ctl_connect(ctl) < 0 || ctl_proc_resolve(ctl, "kill", argv[i], &pid))
-        return 1;
+    if ((rc = ctl_proc_one(ctl, argc, argv, i, &pid)))
+        return rc;
     s.pid = pid;
     s.signal = sig;
     s.group = group;
@@ -282,10 +289,9 @@ static int cmd_wait(ctl_t *ctl, int argc, char **argv)
     Sandbox__Agent__V1__WaitProcess w = SANDBOX__AGENT__V1__WAIT_PROCESS__INIT;
     Response *r = NULL;
     uint32_t pid;
-    if (argc != 2)
-        return ctl_usage_error(ctl, argc < 2 ? "needs a pid or a tag" : "one process at a time");
-    if (ctl_connect(ctl) < 0 || ctl_proc_resolve(ctl, "wait", argv[1], &pid))
-        return 1;
+    int rc = ctl_proc_one(ctl, argc, argv, 1, &pid);
+    if (rc)
+        return rc;
     w.pid = pid;
     req.op_case = OP(WAIT);
     req.wait = &w;
@@ -296,7 +302,7 @@ static int cmd_wait(ctl_t *ctl, int argc, char **argv)
         ctl_proc_json_exit_fields(r->exit);
         printf("}\n");
     }
-    int rc = ctl_proc_exit_status("wait", r->exit, NULL);
+    rc = ctl_proc_exit_status("wait", r->exit, NULL);
     sa_response_free(r);
     return rc;
 }
@@ -312,10 +318,9 @@ static int cmd_write(ctl_t *ctl, int argc, char **argv)
         keep_open = 1;
         i++;
     }
-    if (i + 1 != argc)
-        return ctl_usage_error(ctl, i == argc ? "needs a pid or a tag" : "one process at a time");
-    if (ctl_connect(ctl) < 0 || ctl_proc_resolve(ctl, "write", argv[i], &pid))
-        return 1;
+    int rc = ctl_proc_one(ctl, argc, argv, i, &pid);
+    if (rc)
+        return rc;
     for (;;) {
         ssize_t n = read(STDIN_FILENO, buf, sizeof buf);
         if (n < 0 && errno == EINTR)

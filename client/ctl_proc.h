@@ -16,6 +16,10 @@ int ctl_proc_pid(const char *s, uint32_t *pid);
 /* PID or TAG (connected) into a pid: the newest process with the tag, a
  * running one first. 0, or 1 after saying why. */
 int ctl_proc_resolve(ctl_t *ctl, const char *what, const char *name, uint32_t *pid);
+/* The one operand argv[i] of a command on one process (i == argc - 1, else
+ * a usage error), connected, into a pid. 0, or the exit status after
+ * saying why. */
+int ctl_proc_one(ctl_t *ctl, int argc, char **argv, int i, uint32_t *pid);
 /* The status a shell reports; a timeout says so and is 124, as timeout(1). */
 int ctl_proc_exit_status(const char *what, const ProcessExit *e, const char *timeout_arg);
 /* "stdout", "stderr", "pty", else "both". */

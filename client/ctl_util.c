@@ -141,6 +141,13 @@ int ctl_stream(ctl_t *ctl, Request *req, const char *what, int want, int timeout
     return status;
 }
 
+int ctl_begin_bare(ctl_t *ctl, int argc)
+{
+    if (argc != 1)
+        return ctl_usage_error(ctl, "takes no arguments");
+    return ctl_connect(ctl) < 0 ? 1 : 0;
+}
+
 void ctl_cmd_help(const ctl_cmd_t *c, FILE *f)
 {
     fprintf(f, "usage: sandboxctl %s%s%s\n\n%s\n", c->name, c->usage[0] ? " " : "", c->usage,

@@ -85,10 +85,9 @@ static int cmd_info(ctl_t *ctl, int argc, char **argv)
     Request req = REQUEST_INIT;
     Sandbox__Agent__V1__GetInfo gi = SANDBOX__AGENT__V1__GET_INFO__INIT;
     Response *r = NULL;
-    if (argc != 1)
-        return ctl_usage_error(ctl, "takes no arguments");
-    if (ctl_connect(ctl) < 0)
-        return 1;
+    int rc = ctl_begin_bare(ctl, argc);
+    if (rc)
+        return rc;
     req.op_case = OP(INFO);
     req.info = &gi;
     if (ctl_call(ctl, &req, "info", RES(INFO), 10000, &r))
