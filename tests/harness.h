@@ -6,7 +6,7 @@
  * agent_start() and talk to it through the client library.
  * Shared here: files (slurp, put_file, log_count), time (now_ms), children
  * (child_status), UTF-8 (utf8_ok); with the agent: call, recv_id,
- * expect_error, cancel_ok, ping_req, ping_ok, proc_rss. Beside it in
+ * expect_error, cancel_ok, ping_req, ping_ok, info_call, proc_rss. Beside it in
  * integration/: ctl_helpers.h (the sandboxctl binary: ctl_run, run_ctl),
  * proc_helpers.h (processes: start_sh, collect_all, wait_exit for a
  * WaitProcess), fs_helpers.h (read_collect, watch_wait_ready),
@@ -461,6 +461,18 @@ static inline void ping_ok(sa_client_t *c)
     Response *r = call(c, &req);
     ASSERT_RESULT(r, PONG);
     sa_response_free(r);
+}
+
+/* GetInfo's answer (an Info, or the test fails); free it. */
+static inline Response *info_call(sa_client_t *c)
+{
+    Request req = REQUEST_INIT;
+    Sandbox__Agent__V1__GetInfo gi = SANDBOX__AGENT__V1__GET_INFO__INIT;
+    req.op_case = OP(INFO);
+    req.info = &gi;
+    Response *r = call(c, &req);
+    ASSERT_RESULT(r, INFO);
+    return r;
 }
 
 /* A "Vm...: N kB" line of /proc/PID/status (VmRSS, VmHWM) in bytes; -1

@@ -103,12 +103,7 @@ TEST(info_describes_agent)
     agent_t a;
     agent_start(&a, NULL);
     sa_client_t *c = agent_connect(&a);
-    Request req = REQUEST_INIT;
-    Sandbox__Agent__V1__GetInfo gi = SANDBOX__AGENT__V1__GET_INFO__INIT;
-    req.op_case = OP(INFO);
-    req.info = &gi;
-    Response *r = call(c, &req);
-    ASSERT_RESULT(r, INFO);
+    Response *r = info_call(c);
     ASSERT_EQ(r->info->agent_pid, a.pid);
     ASSERT_EQ(r->info->protocol_version, 1);
     ASSERT_GT(r->info->cpu_count, 0);

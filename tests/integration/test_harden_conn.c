@@ -422,9 +422,7 @@ TEST(hello_deadline_and_reserve)
     }
     /* The authenticated one has no deadline. */
     ping_ok(c);
-    Sandbox__Agent__V1__GetInfo gi = SANDBOX__AGENT__V1__GET_INFO__INIT;
-    r = simple(c, OP(INFO), &gi);
-    ASSERT_RESULT(r, INFO);
+    r = info_call(c);
     ASSERT_EQ(r->info->open_connections, 1);
     sa_response_free(r);
     sa_client_close(c);

@@ -831,9 +831,7 @@ TEST(storm_of_followers_that_disconnect)
     ping_ok(c);
     /* All 200 run to their end. */
     for (int i = 0; i < 500; i++) {
-        Sandbox__Agent__V1__GetInfo gi = SANDBOX__AGENT__V1__GET_INFO__INIT;
-        Response *r = simple(c, OP(INFO), &gi);
-        ASSERT_RESULT(r, INFO);
+        Response *r = info_call(c);
         unsigned running = r->info->running_processes;
         sa_response_free(r);
         if (!running)
@@ -849,9 +847,7 @@ TEST(storm_of_followers_that_disconnect)
 #if !defined(__SANITIZE_ADDRESS__)
     ASSERT_LT(rss - rss0, 64ll << 20);
 #endif
-    Sandbox__Agent__V1__GetInfo gi = SANDBOX__AGENT__V1__GET_INFO__INIT;
-    Response *r = simple(c, OP(INFO), &gi);
-    ASSERT_RESULT(r, INFO);
+    Response *r = info_call(c);
     ASSERT_LE(r->info->kept_output_bytes, 32u << 20);
     ASSERT_EQ(r->info->open_connections, 1);
     sa_response_free(r);

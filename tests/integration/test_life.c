@@ -444,12 +444,7 @@ static void tcp_session(const char *addr, const char *token)
     ASSERT_EQ(r->pong->payload.len, len);
     ASSERT_MEM_EQ(r->pong->payload.data, buf, len);
     sa_response_free(r);
-    Request ir = REQUEST_INIT;
-    Sandbox__Agent__V1__GetInfo gi = SANDBOX__AGENT__V1__GET_INFO__INIT;
-    ir.op_case = OP(INFO);
-    ir.info = &gi;
-    r = call(c, &ir);
-    ASSERT_RESULT(r, INFO);
+    r = info_call(c);
     ASSERT_GE(r->info->open_connections, 1);
     sa_response_free(r);
     free(buf);

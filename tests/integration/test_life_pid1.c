@@ -127,12 +127,7 @@ TEST(pid1_answers_ignores_stray_signals_and_stops_on_sigterm)
         return;
     sa_client_t *c = hello(&a);
     ping_ok(c);
-    Request req = REQUEST_INIT;
-    Sandbox__Agent__V1__GetInfo gi = SANDBOX__AGENT__V1__GET_INFO__INIT;
-    req.op_case = OP(INFO);
-    req.info = &gi;
-    Response *r = call(c, &req);
-    ASSERT_RESULT(r, INFO);
+    Response *r = info_call(c);
     ASSERT_EQ(r->info->agent_pid, 1);
     sa_response_free(r);
     ASSERT(log_has(a.log, "running as PID 1"));

@@ -165,14 +165,6 @@ static Response *thaw(sa_client_t *c)
     return call(c, &req);
 }
 
-static Response *info(sa_client_t *c)
-{
-    Sandbox__Agent__V1__GetInfo gi = SANDBOX__AGENT__V1__GET_INFO__INIT;
-    Response *r = simple(c, OP(INFO), &gi);
-    ASSERT_RESULT(r, INFO);
-    return r;
-}
-
 static Response *write_file(sa_client_t *c, const char *path, const char *data)
 {
     Request req = REQUEST_INIT;
@@ -321,7 +313,7 @@ LC_TEST(quiesce_freezes_refuses_writes_and_thaws)
     }
 
     /* Info says what is frozen; a second Quiesce is refused. */
-    r = info(c);
+    r = info_call(c);
     ASSERT_EQ(r->info->n_frozen, 1);
     ASSERT_STR_EQ(r->info->frozen[0], g_mnt);
     sa_response_free(r);
@@ -356,7 +348,7 @@ LC_TEST(quiesce_freezes_refuses_writes_and_thaws)
     r = write_file(c, path, "y");
     ASSERT_RESULT(r, WRITTEN);
     sa_response_free(r);
-    r = info(c);
+    r = info_call(c);
     ASSERT_EQ(r->info->n_frozen, 0);
     sa_response_free(r);
     /* A Thaw with nothing frozen answers an empty list. */
@@ -736,7 +728,7 @@ LC_TEST(restored_steps_clock_adds_entropy_sets_env)
     ASSERT_EQ(r->lifecycle->restores, 1);
     sa_response_free(r);
 
-    r = info(c);
+    r = info_call(c);
     ASSERT_EQ(r->info->generation, 42);
     ASSERT_EQ(r->info->restores, 1);
     ASSERT_GE(r->info->last_restore_unix_nano, before - 1000000000ull);
@@ -767,7 +759,7 @@ LC_TEST(restored_steps_clock_adds_entropy_sets_env)
     ASSERT_EQ(r->restore_done->previous_generation, 42);
     ASSERT_EQ(r->restore_done->clock_step_nano, 0);
     sa_response_free(r);
-    r = info(c);
+    r = info_call(c);
     ASSERT_EQ(r->info->restores, 1);
     sa_response_free(r);
 
@@ -825,7 +817,7 @@ LC_TEST(clock_jump_is_noticed_as_a_restore)
     usleep(300000);
     write_clocks(clocks, rt + 6 * S + S / 2, mono + 5 * S + S / 10, boot + 5 * S + S / 10);
     usleep(300000);
-    r = info(c);
+    r = info_call(c);
     ASSERT_EQ(r->info->restores, 0);
     sa_response_free(r);
     ASSERT(mnt_frozen());
@@ -851,7 +843,7 @@ LC_TEST(clock_jump_is_noticed_as_a_restore)
      * after the last it is the same restore: counted once. */
     write_clocks(clocks, rt + 7300 * S, mono + 7 * S, boot + 3700 * S);
     expect_event(w, wid, LK(CLOCK_STEPPED), "clock");
-    r = info(c);
+    r = info_call(c);
     ASSERT_EQ(r->info->restores, 1);
     sa_response_free(r);
     sa_client_close(w);
@@ -910,7 +902,7 @@ LC_TEST(rtc_ahead_of_the_wall_clock_is_noticed_as_a_pause)
     usleep(300000);
     write_clocks_rtc(clocks, (T + 9) * S, mono + 9 * S, mono + 9 * S, T - 91);
     usleep(300000);
-    r = info(c);
+    r = info_call(c);
     ASSERT_EQ(r->info->restores, 0);
     sa_response_free(r);
     ASSERT(mnt_frozen());
@@ -935,7 +927,7 @@ LC_TEST(rtc_ahead_of_the_wall_clock_is_noticed_as_a_pause)
     ASSERT_STR_EQ(r->lifecycle->source, "clock");
     sa_response_free(r);
     usleep(300000);
-    r = info(c);
+    r = info_call(c);
     ASSERT_EQ(r->info->restores, 1);
     sa_response_free(r);
     sa_client_close(w);
@@ -1005,7 +997,7 @@ LC_TEST(vmgenid_uevent_is_noticed_as_a_restore)
     send_uevent(other, sizeof other, 0);
     send_uevent(vmgenid, sizeof vmgenid, 65534);
     usleep(300000);
-    r = info(c);
+    r = info_call(c);
     ASSERT_EQ(r->info->restores, 0);
     sa_response_free(r);
     ASSERT(mnt_frozen());
@@ -1019,7 +1011,7 @@ LC_TEST(vmgenid_uevent_is_noticed_as_a_restore)
     sa_response_free(r);
     ASSERT(!mnt_frozen());
     ASSERT(access(P("post-ran"), F_OK) == 0);
-    r = info(c);
+    r = info_call(c);
     ASSERT_EQ(r->info->restores, 1);
     ASSERT_GT(r->info->last_restore_unix_nano, 0);
     sa_response_free(r);
@@ -1033,7 +1025,7 @@ LC_TEST(vmgenid_uevent_is_noticed_as_a_restore)
     r = call(c, &req);
     ASSERT_RESULT(r, RESTORE_DONE);
     sa_response_free(r);
-    r = info(c);
+    r = info_call(c);
     ASSERT_EQ(r->info->restores, 1);
     ASSERT_EQ(r->info->generation, 7);
     sa_response_free(r);
@@ -1088,7 +1080,7 @@ LC_TEST(kmsg_vmfork_line_is_noticed_as_a_restore)
     kmsg_put(kfd, "5,103,3500,-;x" VMFORK "\n5,104,3600,-;" VMFORK " (no)\n");
     kmsg_put(kfd, "5,105,3700,-," VMFORK "\n" VMFORK "\n");
     usleep(300000);
-    r = info(c);
+    r = info_call(c);
     ASSERT_EQ(r->info->restores, 0);
     sa_response_free(r);
     ASSERT(mnt_frozen());
@@ -1112,7 +1104,7 @@ LC_TEST(kmsg_vmfork_line_is_noticed_as_a_restore)
     /* The same line again so soon is the same restore. */
     kmsg_put(kfd, "5,202,5200,-;" VMFORK "\n");
     usleep(300000);
-    r = info(c);
+    r = info_call(c);
     ASSERT_EQ(r->info->restores, 1);
     sa_response_free(r);
     close(kfd);
@@ -1154,7 +1146,7 @@ LC_TEST(kmsg_line_written_by_a_process_is_not_a_restore)
     kmsg_put(kfd, VMFORK);
     close(kfd);
     usleep(500000);
-    Response *r = info(c);
+    Response *r = info_call(c);
     ASSERT_EQ(r->info->restores, 0);
     sa_response_free(r);
     sa_client_close(c);

@@ -502,8 +502,7 @@ TEST(kept_output_cap_drops_oldest_exited)
     r = simple(c, OP(GET_PROCESS), &gp);
     ASSERT_RESULT(r, PROCESS);
     sa_response_free(r);
-    Sandbox__Agent__V1__GetInfo gi = SANDBOX__AGENT__V1__GET_INFO__INIT;
-    r = simple(c, OP(INFO), &gi);
+    r = info_call(c);
     ASSERT_LE(r->info->kept_output_bytes, 1048576);
     sa_response_free(r);
     sa_client_close(c);

@@ -5,17 +5,6 @@
 
 static agent_t A;
 
-static Response *get_info(sa_client_t *c)
-{
-    Request req = REQUEST_INIT;
-    Sandbox__Agent__V1__GetInfo gi = SANDBOX__AGENT__V1__GET_INFO__INIT;
-    req.op_case = OP(INFO);
-    req.info = &gi;
-    Response *r = call(c, &req);
-    ASSERT_RESULT(r, INFO);
-    return r;
-}
-
 TEST(running_processes_share_the_total_cap)
 {
     agent_t a;
@@ -40,7 +29,7 @@ TEST(running_processes_share_the_total_cap)
             break;
         usleep(20000);
     }
-    Response *r = get_info(c);
+    Response *r = info_call(c);
     /* The cap, plus at most the trim floor (64 KiB) per running process. */
     ASSERT_LE(r->info->kept_output_bytes, (1u << 20) + 4 * 64 * 1024 + 65536);
     sa_response_free(r);

@@ -30,12 +30,7 @@ static void small_quarantine(void) { setenv("ASAN_OPTIONS", "quarantine_size_mb=
 
 static Info *get_info(sa_client_t *c, Response **keep)
 {
-    Request req = REQUEST_INIT;
-    Sandbox__Agent__V1__GetInfo gi = SANDBOX__AGENT__V1__GET_INFO__INIT;
-    req.op_case = OP(INFO);
-    req.info = &gi;
-    *keep = call(c, &req);
-    ASSERT_RESULT(*keep, INFO);
+    *keep = info_call(c);
     return (*keep)->info;
 }
 
