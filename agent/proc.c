@@ -3,7 +3,8 @@
  * rest of the module: proc_start.c (starting), proc_env.c (what a child
  * starts with), proc_io.c (output, stdin, streams), proc_ops.c (requests).
  *
- * Lifecycle of a process record:
+ * Lifecycle of a process record (enum proc_state; every transition is in
+ * proc_state_set's table):
  *   spawned -> running (pipes read into its outlog)
  *   leader reaped -> draining: read until EOF, or until DRAIN_IDLE_MS pass
  *                    with no data (a grandchild keeps the pipe open)
@@ -11,6 +12,8 @@
  *                    record joins the exited list (oldest first) and is kept
  *                    until forgotten, exited_ttl_s passes, or the total cap
  *                    on kept output needs its room.
+ *   (a service)   -> between: the run ended and the next is due; its next
+ *                    run makes it running again, StopService makes it final.
  * A record is freed when it has left the table and no stream holds it.
  *
  * Reaping: one ev_child watcher on pid 0 sees every child libev reaps with
@@ -28,6 +31,7 @@
 #include "spawn.h"
 #include "util.h"
 
+#include <assert.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <signal.h>
@@ -199,7 +203,7 @@ void proc_table_remove(proc_t *p)
         p->next->prev = p->prev;
     else
         g_all_tail = p->prev;
-    if (p->final) {
+    if (p->state == PROC_FINAL) {
         if (p->eprev)
             p->eprev->enext = p->enext;
         else
@@ -224,7 +228,7 @@ void proc_table_rekey(proc_t *p, pid_t pid) { proc_index_rekey(p, pid); }
  * leader is reaped the kernel answers ESRCH, whoever has its pid now. */
 int proc_signal_leader(proc_t *p, int sig)
 {
-    if (!p->running)
+    if (p->state != PROC_RUNNING)
         return -ESRCH;
     if (p->pidfd >= 0)
         return syscall(SYS_pidfd_send_signal, p->pidfd, sig, NULL, 0) < 0 ? -errno : 0;
@@ -238,7 +242,7 @@ int proc_signal_leader(proc_t *p, int sig)
  * the leader is reaped and after every reap since: group_check). */
 int proc_signal_group(proc_t *p, int sig)
 {
-    if (p->running && proc_signal_leader(p, 0) == 0)
+    if (p->state == PROC_RUNNING && proc_signal_leader(p, 0) == 0)
         return kill(-p->pid, sig) < 0 ? -errno : 0;
     if (!p->group_alive)
         return -ESRCH;
@@ -270,7 +274,7 @@ static void groups_check_all(void)
 {
     for (proc_t *p = g_watched, *next; p; p = next) {
         next = p->gnext; /* group_check may unlink p */
-        if (!p->running)
+        if (p->state != PROC_RUNNING)
             group_check(p);
     }
 }
@@ -319,15 +323,57 @@ void proc_trim_running(proc_t *p)
     }
 }
 
+/* Every transition of a record's lifecycle, and who makes it:
+ *   NEW      -> RUNNING   run_begin (proc_start.c): the first run started
+ *   RUNNING  -> DRAINING  proc_leader_exited: the leader was reaped
+ *   DRAINING -> BETWEEN   run_end, from proc_finalize: a service's run
+ *                         ended and the service wants another
+ *   DRAINING -> FINAL     proc_finalize: the pipes closed or drained idle;
+ *                         or drop_all: the agent stops
+ *   BETWEEN  -> RUNNING   run_begin: the service's next run started
+ *   BETWEEN  -> FINAL     proc_finalize from proc_end: the service is over;
+ *                         or drop_all
+ * FINAL is the end. Entering and leaving RUNNING keeps the count of
+ * running processes. */
+static const unsigned char proc_transitions[PROC_NSTATES] = {
+    [PROC_NEW] = 1u << PROC_RUNNING,
+    [PROC_RUNNING] = 1u << PROC_DRAINING,
+    [PROC_DRAINING] = 1u << PROC_BETWEEN | 1u << PROC_FINAL,
+    [PROC_BETWEEN] = 1u << PROC_RUNNING | 1u << PROC_FINAL,
+    [PROC_FINAL] = 0,
+};
+
+static const char *const proc_state_names[PROC_NSTATES] = {
+    [PROC_NEW] = "new",
+    [PROC_RUNNING] = "running",
+    [PROC_DRAINING] = "draining",
+    [PROC_BETWEEN] = "between runs",
+    [PROC_FINAL] = "final",
+};
+
+void proc_state_set(proc_t *p, enum proc_state to)
+{
+    /* A transition the table lacks is a bug here, never a client's doing:
+     * said loudly, and in a debug build stopped at. */
+    if (!(proc_transitions[p->state] & (1u << to))) {
+        log_error("process %d: %s -> %s is not a transition of its lifecycle", (int)p->pid,
+                  proc_state_names[p->state], proc_state_names[to]);
+        assert(!"lifecycle transition");
+    }
+    if (p->state == PROC_RUNNING)
+        proc_n_running--;
+    if (to == PROC_RUNNING)
+        proc_n_running++;
+    p->state = to;
+}
+
 /* A service's run is over and another will follow: the run's pipes, stdin
  * and timers go, whatever it left in its group is killed (a leftover
  * worker must not hold the next run's port), and followers are told. The
  * record, its log and its followers stay. */
-int proc_signal_all(proc_t *p, int sig);
-
 static void run_end(proc_t *p)
 {
-    p->between = 1;
+    proc_state_set(p, PROC_BETWEEN);
     ev_timer_stop(proc_loop, &p->t_drain);
     ev_timer_stop(proc_loop, &p->t_timeout);
     ev_timer_stop(proc_loop, &p->t_kill);
@@ -341,21 +387,20 @@ static void run_end(proc_t *p)
 
 void proc_finalize(proc_t *p)
 {
-    if (p->final)
+    if (p->state == PROC_FINAL)
         return;
     /* A service's run ended: the service decides whether another follows. */
-    if (p->svc && !p->between &&
+    if (p->svc && p->state != PROC_BETWEEN &&
         svc_run_ended(p->svc, p->status, p->timed_out, p->ended, p->log.next_seq)) {
         run_end(p);
         return;
     }
-    p->between = 0;
     /* The figures every ProcessExit of it reports from now on; a service's
      * cgroup goes once it is over. */
     if (p->cg)
         cg_leaf_stats(p->cg, &p->cg_final);
     cg_leaf_release(p->cg);
-    p->final = 1;
+    proc_state_set(p, PROC_FINAL);
     ev_timer_stop(proc_loop, &p->t_drain);
     ev_timer_stop(proc_loop, &p->t_timeout);
     proc_stdin_fail_all(p, -EPIPE);
@@ -388,9 +433,9 @@ static void drop_all(void)
     proc_rbuf = NULL;
     while (proc_all_head) {
         proc_t *p = proc_all_head;
-        if (!p->final) {
+        if (p->state != PROC_FINAL) {
             /* Shutdown: no one reads any more. */
-            p->final = 1;
+            proc_state_set(p, PROC_FINAL);
             proc_stdin_fail_all(p, -EPIPE);
             p->eprev = g_exited_tail;
             p->enext = NULL;
@@ -439,12 +484,11 @@ void proc_shutdown_check(void)
 
 void proc_leader_exited(proc_t *p, int status)
 {
-    p->running = 0;
+    proc_state_set(p, PROC_DRAINING);
     proc_index_cooled(p);
     p->status = status;
     p->ended = util_now_unix_nano();
     p->ended_mono = util_now_mono_nano();
-    proc_n_running--;
     ev_timer_stop(proc_loop, &p->t_timeout);
     /* Reaped: its pid may be anyone's from now on. */
     if (p->pidfd >= 0) {
@@ -475,7 +519,7 @@ static void on_child(struct ev_loop *loop, ev_child *w, int revents)
 {
     proc_t *p = proc_find_pid((uint32_t)w->rpid);
     cg_on_reap();
-    if (p && p->running) {
+    if (p && p->state == PROC_RUNNING) {
         proc_leader_exited(p, w->rstatus);
     } else {
         /* A member of some group: was it the last of its group? */
@@ -513,7 +557,7 @@ int proc_signal_all(proc_t *p, int sig)
 void proc_on_timeout(struct ev_loop *loop, ev_timer *w, int revents)
 {
     proc_t *p = w->data;
-    if (!p->running)
+    if (p->state != PROC_RUNNING)
         return;
     log_info("process %d: timeout; SIGTERM to its %s, SIGKILL in %u ms", (int)p->pid,
              p->cg ? "cgroup" : "group", p->kill_grace_ms);
@@ -535,7 +579,7 @@ static void on_shutdown_kill(struct ev_loop *loop, ev_timer *w, int revents)
 {
     if (g_shutdown_polls++ == 0) {
         for (proc_t *p = proc_all_head; p; p = p->next)
-            if (p->running || p->stop_group)
+            if (p->state == PROC_RUNNING || p->stop_group)
                 proc_signal_all(p, SIGKILL);
         cg_workload_kill();
     }
@@ -592,7 +636,7 @@ void proc_shutdown(struct ev_loop *loop, uint32_t grace_ms, void (*done)(struct 
     /* A frozen workload could not act on SIGTERM. */
     cg_freeze_all(0);
     for (proc_t *p = proc_all_head; p; p = p->next) {
-        if (p->running) {
+        if (p->state == PROC_RUNNING) {
             if (!p->cg)
                 pgk_mark(p->pid);
             proc_signal_all(p, SIGTERM);
@@ -611,8 +655,8 @@ void proc_shutdown(struct ev_loop *loop, uint32_t grace_ms, void (*done)(struct 
 /* ------------------------------------------------------------ for service.c */
 
 pid_t proc_pid(const proc_t *p) { return p->pid; }
-int proc_running(const proc_t *p) { return p->running; }
-int proc_final(const proc_t *p) { return p->final; }
+int proc_running(const proc_t *p) { return p->state == PROC_RUNNING; }
+int proc_final(const proc_t *p) { return p->state == PROC_FINAL; }
 uint64_t proc_output_seq(const proc_t *p) { return p->log.next_seq; }
 uint32_t proc_kill_grace_ms(const proc_t *p) { return p->kill_grace_ms; }
 svc_t *proc_service(const proc_t *p) { return p->svc; }
@@ -634,6 +678,6 @@ proc_t *proc_find(uint32_t pid, const char *tag)
 
 void proc_end(proc_t *p)
 {
-    if (p->between && !p->final)
+    if (p->state == PROC_BETWEEN)
         proc_finalize(p);
 }

@@ -188,7 +188,7 @@ void proc_index_add(proc_t *p)
         return;
     }
     SA_LIST_APPEND(p->tg->head, p->tg->tail, p, tnext, tprev);
-    if (p->running || p->svc) {
+    if (p->state == PROC_RUNNING || p->svc) {
         SA_LIST_APPEND(p->tg->hot_head, p->tg->hot_tail, p, hotnext, hotprev);
         p->hot = 1;
     }
@@ -221,11 +221,14 @@ void proc_index_rekey(proc_t *p, pid_t pid)
  * service's record stays among the hot ones between runs. */
 void proc_index_cooled(proc_t *p)
 {
-    if (p->tg && !p->running && !p->svc)
+    if (p->tg && p->state != PROC_RUNNING && !p->svc)
         hot_unlink(p);
 }
 
-static int is_hot(const proc_t *p) { return p->running || (p->svc && svc_live(p->svc)); }
+static int is_hot(const proc_t *p)
+{
+    return p->state == PROC_RUNNING || (p->svc && svc_live(p->svc));
+}
 
 /* The newest record with this tag, a running one (or a live service) first:
  * the hot ones are few, whatever else the tag has kept. A service's record
@@ -239,7 +242,7 @@ proc_t *proc_index_tag(const char *tag)
             prev = p->hotprev;
             if (is_hot(p))
                 best = p;
-            else if (p->final)
+            else if (p->state == PROC_FINAL)
                 hot_unlink(p);
         }
         if (!best)

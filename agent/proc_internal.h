@@ -70,6 +70,22 @@ typedef struct pstream {
 
 typedef struct proc_tag proc_tag_t;
 
+/* The lifecycle of a record: one field, changed in one place,
+ * proc_state_set() (proc.c), whose table lists every transition. What else
+ * a record carries is not its lifecycle: in_table (the table holds it),
+ * read_paused (a lossless log waits for a follower), timed_out (how the run
+ * ended), group_alive and stop_group (its process group after the leader). */
+enum proc_state {
+    PROC_NEW,      /* made, its first run not begun yet (inside start_done) */
+    PROC_RUNNING,  /* the leader runs; its pipes are read into the log */
+    PROC_DRAINING, /* the leader was reaped; the pipes are read until EOF, or
+                    * until DRAIN_IDLE_MS pass with no data */
+    PROC_BETWEEN,  /* a service's run ended, and its next run is due */
+    PROC_FINAL,    /* over: ProcessExit answered; kept until forgotten, the
+                    * TTL, or the cap on kept output */
+    PROC_NSTATES
+};
+
 struct proc {
     pid_t pid;
     unsigned refs;
@@ -89,7 +105,8 @@ struct proc {
     size_t n_args;
     size_t meta;
     int pty, stdin_pipe, lossless;
-    int running, final, status, timed_out, read_paused, big_pipes;
+    enum proc_state state; /* changed only by proc_state_set() */
+    int status, timed_out, read_paused, big_pipes;
     uint64_t started, ended, ended_mono;
     int fd_out, fd_err, fd_in; /* pty: fd_out is the master, fd_in -1 */
     int pidfd;       /* the leader, until it is reaped: signals reach exactly it */
@@ -104,7 +121,6 @@ struct proc {
     int close_stdin_pending;
     int stop_group; /* running at shutdown: its group must be gone before exit */
     svc_t *svc;     /* a service, or a process with probes (service.c) */
-    int between;    /* a service's run ended and the next one is due */
     cg_leaf_t *cg;  /* its cgroup (NULL without cgroups); a service's runs share it */
     cg_stats_t cg_final; /* the cgroup's figures when the exit became final */
 };
@@ -137,6 +153,7 @@ void proc_table_remove(proc_t *p);
 int proc_signal_leader(proc_t *p, int sig);
 void proc_enforce_caps(void);
 void proc_trim_running(proc_t *p);
+void proc_state_set(proc_t *p, enum proc_state to);
 void proc_finalize(proc_t *p);
 void proc_shutdown_check(void);
 void proc_leader_exited(proc_t *p, int status);

@@ -54,7 +54,7 @@ static void reading_resume(proc_t *p)
         ev_io_start(proc_loop, &p->r_out);
     if (p->fd_err >= 0)
         ev_io_start(proc_loop, &p->r_err);
-    if (!p->running && !p->final)
+    if (p->state == PROC_DRAINING)
         ev_timer_again(proc_loop, &p->t_drain);
 }
 
@@ -131,7 +131,7 @@ void proc_fill_exit(const proc_t *p, ProcessExit *e)
     if (p->cg) {
         cg_stats_t live;
         const cg_stats_t *st = &p->cg_final;
-        if (!p->final) {
+        if (p->state != PROC_FINAL) {
             cg_leaf_stats(p->cg, &live);
             st = &live;
         }
@@ -171,7 +171,7 @@ static stream_status_t follow_next(stream_t *base)
     proc_t *p = s->p;
     outlog_item_t it;
     Response r = RESPONSE_INIT;
-    int rc = 0, final = p->final;
+    int rc = 0, final = p->state == PROC_FINAL;
     size_t max = conn_max_event(base->conn);
     stream_status_t next;
 
@@ -214,7 +214,7 @@ static stream_status_t follow_next(stream_t *base)
         } else {
             rc = conn_send(base->conn, base->id, 0, &r);
         }
-    } else if (p->final) {
+    } else if (p->state == PROC_FINAL) {
         return send_exit(s);
     } else if (s->no_wait) {
         return proc_send_ack(base->conn, base->id);
@@ -231,7 +231,7 @@ static stream_status_t follow_next(stream_t *base)
 static stream_status_t wait_next(stream_t *base)
 {
     pstream_t *s = (pstream_t *)base;
-    return s->p->final ? send_exit(s) : STREAM_WAIT;
+    return s->p->state == PROC_FINAL ? send_exit(s) : STREAM_WAIT;
 }
 
 static stream_status_t write_next(stream_t *base)
@@ -411,7 +411,7 @@ void proc_on_output(struct ev_loop *loop, ev_io *w, int revents)
             ev_io_stop(loop, &p->r_out);
             ev_io_stop(loop, &p->r_err);
             ev_timer_stop(loop, &p->t_drain);
-        } else if (!p->running) {
+        } else if (p->state != PROC_RUNNING) {
             ev_timer_again(loop, &p->t_drain);
         }
         if (proc_kept_bytes + proc_kept_meta > g_config.max_kept_output) {
@@ -429,7 +429,7 @@ void proc_on_output(struct ev_loop *loop, ev_io *w, int revents)
     proc_output_close(p, w, fd);
     if (p->pty)
         proc_stdin_fail_all(p, -EIO); /* its stdin was that pty */
-    if (!p->running && p->fd_out < 0 && p->fd_err < 0)
+    if (p->state != PROC_RUNNING && p->fd_out < 0 && p->fd_err < 0)
         proc_finalize(p);
 }
 

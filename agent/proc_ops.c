@@ -90,7 +90,7 @@ void proc_handle_signal(conn_t *c, const Request *req)
     }
     if (!(p = lookup(c, req->id, sg->pid, "signal")))
         return;
-    if (!p->running) {
+    if (p->state != PROC_RUNNING) {
         conn_send_error(c, req->id, CODE(FAILED_PRECONDITION), ESRCH,
                         "signal: process %d has already exited", (int)p->pid);
         return;
@@ -170,7 +170,7 @@ void proc_handle_write_stdin(conn_t *c, const Request *req)
         return;
     }
     fd = proc_stdin_fd(p);
-    if (fd < 0 || p->final || p->close_stdin_pending) {
+    if (fd < 0 || p->state == PROC_FINAL || p->close_stdin_pending) {
         conn_send_error(c, req->id, CODE(FAILED_PRECONDITION), EPIPE,
                         "write_stdin: stdin of process %d is closed", (int)p->pid);
         return;
@@ -304,9 +304,9 @@ static void fill_info(const proc_t *p, ProcessInfo *in, ProcessExit *ex, int wit
     in->args = p->args;
     in->cwd = p->cwd ? p->cwd : (char *)"";
     in->user = p->user ? p->user : (char *)"";
-    in->state = p->running ? SANDBOX__AGENT__V1__PROCESS_STATE__RUNNING
+    in->state = p->state == PROC_RUNNING ? SANDBOX__AGENT__V1__PROCESS_STATE__RUNNING
                            : SANDBOX__AGENT__V1__PROCESS_STATE__EXITED;
-    if (!p->running) {
+    if (p->state != PROC_RUNNING) {
         proc_fill_exit(p, ex);
         in->exit = ex;
         in->ended_at_unix_nano = p->ended;
@@ -325,7 +325,7 @@ static void fill_info(const proc_t *p, ProcessInfo *in, ProcessExit *ex, int wit
     if (p->cg) {
         cg_stats_t live;
         const cg_stats_t *st = &p->cg_final;
-        if (!p->final) {
+        if (p->state != PROC_FINAL) {
             cg_leaf_stats(p->cg, &live);
             st = &live;
         }
@@ -384,7 +384,7 @@ void proc_handle_get(conn_t *c, const Request *req)
 /* Listed without include_exited: running, or a service between runs. */
 static int listed(const proc_t *p)
 {
-    return p->running || (p->svc && svc_live(p->svc));
+    return p->state == PROC_RUNNING || (p->svc && svc_live(p->svc));
 }
 
 /* One ProcessList per frame: when the table does not fit in one, several
@@ -448,13 +448,14 @@ void proc_handle_forget(conn_t *c, const Request *req)
     proc_t *p = lookup(c, req->id, req->forget->pid, "forget");
     if (!p)
         return;
-    if (!p->final) {
+    if (p->state != PROC_FINAL) {
+        const char *is = p->state == PROC_RUNNING ? "running"
+                         : p->state == PROC_BETWEEN
+                             ? "a service waiting to restart (StopService it first)"
+                             : "still delivering its output";
         conn_send_error(c, req->id, CODE(FAILED_PRECONDITION), 0,
                         "forget: process %d is %s; only exited processes can be forgotten",
-                        (int)p->pid,
-                        p->running  ? "running"
-                        : p->between ? "a service waiting to restart (StopService it first)"
-                                     : "still delivering its output");
+                        (int)p->pid, is);
         return;
     }
     proc_table_remove(p);

@@ -224,8 +224,7 @@ static proc_t *record_new(start_job_t *j)
 static void run_begin(proc_t *p, start_job_t *j, pid_t pid)
 {
     const StartProcess *sp = j->sp;
-    p->running = 1;
-    p->between = 0;
+    proc_state_set(p, PROC_RUNNING);
     p->status = 0;
     p->timed_out = 0;
     p->big_pipes = 0;
@@ -263,7 +262,6 @@ static void run_begin(proc_t *p, start_job_t *j, pid_t pid)
         proc_table_add(p);
         proc_kept_meta += p->meta;
     }
-    proc_n_running++;
     if (p->svc)
         svc_run_started(p->svc, pid, p->log.next_seq);
 }
@@ -297,7 +295,7 @@ static void start_done(spawn_job_t *sj)
         }
         goto out;
     }
-    if (p && p->final) {
+    if (p && p->state == PROC_FINAL) {
         kill(-pid, SIGKILL); /* the service ended meanwhile */
         goto out;
     }
@@ -680,7 +678,7 @@ void proc_respawn(proc_t *p)
 {
     start_job_t *j;
     start_err_t e;
-    if (!p->svc || p->final || p->running)
+    if (!p->svc || p->state == PROC_FINAL || p->state == PROC_RUNNING)
         return;
     if (start_prepare(svc_request(p->svc), p, &j, &e) < 0) {
         svc_respawn_failed(p->svc, e.os_errno ? -e.os_errno : -EAGAIN, e.msg);
