@@ -135,15 +135,17 @@ uint64_t proc_kept_output_bytes(void) { return proc_kept_bytes; }
 void proc_table_add(proc_t *p)
 {
     proc_index_add(p);
-    p->prev = g_all_tail;
-    p->next = NULL;
-    if (g_all_tail)
-        g_all_tail->next = p;
-    else
-        proc_all_head = p;
-    g_all_tail = p;
+    SA_LIST_APPEND(proc_all_head, g_all_tail, p, next, prev);
     p->in_table = 1;
     p->refs++;
+}
+
+/* The exit became final (or the agent stops): the record joins the end of
+ * the exited list, the oldest first in line for the TTL and the cap. */
+static void exited_add(proc_t *p)
+{
+    SA_LIST_APPEND(g_exited_head, g_exited_tail, p, enext, eprev);
+    g_kept++;
 }
 
 static void proc_free(proc_t *p)
@@ -195,23 +197,9 @@ void proc_table_remove(proc_t *p)
     if (!p->in_table)
         return;
     proc_index_remove(p);
-    if (p->prev)
-        p->prev->next = p->next;
-    else
-        proc_all_head = p->next;
-    if (p->next)
-        p->next->prev = p->prev;
-    else
-        g_all_tail = p->prev;
+    SA_LIST_UNLINK_TAIL(proc_all_head, g_all_tail, p, next, prev);
     if (p->state == PROC_FINAL) {
-        if (p->eprev)
-            p->eprev->enext = p->enext;
-        else
-            g_exited_head = p->enext;
-        if (p->enext)
-            p->enext->eprev = p->eprev;
-        else
-            g_exited_tail = p->eprev;
+        SA_LIST_UNLINK_TAIL(g_exited_head, g_exited_tail, p, enext, eprev);
         g_kept--;
     }
     proc_kept_meta -= p->meta;
@@ -411,14 +399,7 @@ void proc_finalize(proc_t *p)
     proc_wake_streams(p, 0);
     if (!p->in_table)
         return;
-    p->eprev = g_exited_tail;
-    p->enext = NULL;
-    if (g_exited_tail)
-        g_exited_tail->enext = p;
-    else
-        g_exited_head = p;
-    g_exited_tail = p;
-    g_kept++;
+    exited_add(p);
     if (!ev_is_active(&g_ttl)) {
         ev_timer_set(&g_ttl, (double)g_config.exited_ttl_s + 0.001, 0);
         ev_timer_start(proc_loop, &g_ttl);
@@ -437,14 +418,7 @@ static void drop_all(void)
             /* Shutdown: no one reads any more. */
             proc_state_set(p, PROC_FINAL);
             proc_stdin_fail_all(p, -EPIPE);
-            p->eprev = g_exited_tail;
-            p->enext = NULL;
-            if (g_exited_tail)
-                g_exited_tail->enext = p;
-            else
-                g_exited_head = p;
-            g_exited_tail = p;
-            g_kept++;
+            exited_add(p);
         }
         proc_table_remove(p);
     }

@@ -169,6 +169,7 @@ void proc_stream_attach(proc_t *p, pstream_t *s);
 void proc_stream_destroy(stream_t *base);
 pstream_t *proc_stream_new(const stream_ops_t *ops, enum pkind kind);
 int proc_stream_register(conn_t *c, uint64_t id, pstream_t *s, const char *op);
+const cg_stats_t *proc_cg_stats(const proc_t *p, cg_stats_t *live);
 void proc_fill_exit(const proc_t *p, ProcessExit *e);
 stream_status_t proc_send_ack(conn_t *c, uint64_t id);
 void proc_stdin_close(proc_t *p);

@@ -7,6 +7,7 @@
 #include "log.h"
 #include "outlog.h"
 #include "service.h"
+#include "util.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -38,11 +39,7 @@ void proc_stream_attach(proc_t *p, pstream_t *s)
 {
     s->p = p;
     p->refs++;
-    s->prev = NULL;
-    s->next = p->streams;
-    if (p->streams)
-        p->streams->prev = s;
-    p->streams = s;
+    SA_LIST_PUSH(p->streams, s, next, prev);
 }
 
 static void reading_resume(proc_t *p)
@@ -103,17 +100,21 @@ void proc_stream_destroy(stream_t *base)
             else if (!p->wq_head)
                 ev_io_stop(proc_loop, &p->w_in);
         }
-        if (s->kind != PS_WRITE) {
-            if (s->prev)
-                s->prev->next = s->next;
-            else
-                p->streams = s->next;
-            if (s->next)
-                s->next->prev = s->prev;
-        }
+        if (s->kind != PS_WRITE)
+            SA_LIST_UNLINK(p->streams, s, next, prev);
         proc_unref(p);
     }
     free(s);
+}
+
+/* The cgroup's figures: live (read into *live) until the exit is final,
+ * then the ones kept when it became final. p has a cgroup. */
+const cg_stats_t *proc_cg_stats(const proc_t *p, cg_stats_t *live)
+{
+    if (p->state == PROC_FINAL)
+        return &p->cg_final;
+    cg_leaf_stats(p->cg, live);
+    return live;
 }
 
 void proc_fill_exit(const proc_t *p, ProcessExit *e)
@@ -130,11 +131,7 @@ void proc_fill_exit(const proc_t *p, ProcessExit *e)
     e->total_output_bytes = p->log.next_seq;
     if (p->cg) {
         cg_stats_t live;
-        const cg_stats_t *st = &p->cg_final;
-        if (p->state != PROC_FINAL) {
-            cg_leaf_stats(p->cg, &live);
-            st = &live;
-        }
+        const cg_stats_t *st = proc_cg_stats(p, &live);
         e->oom_killed = st->oom_killed;
         e->cpu_user_nano = st->cpu_user_nano;
         e->cpu_system_nano = st->cpu_system_nano;

@@ -28,21 +28,27 @@ static proc_t *lookup(conn_t *c, uint64_t id, uint32_t pid, const char *op)
     return p;
 }
 
+/* lookup(), or with pid 0 and a tag the newest process with that tag (a
+ * running one first). */
+static proc_t *lookup_pid_or_tag(conn_t *c, uint64_t id, uint32_t pid, const char *tag,
+                                 const char *op)
+{
+    proc_t *p;
+    if (pid || !tag || !tag[0])
+        return lookup(c, id, pid, op);
+    if (!(p = proc_find(0, tag)))
+        conn_send_error(c, id, CODE(NOT_FOUND), 0, "%s: no process has tag '%s'", op, tag);
+    return p;
+}
+
 void proc_handle_follow(conn_t *c, const Request *req)
 {
     const Sandbox__Agent__V1__FollowOutput *f = req->follow;
     proc_t *p;
     pstream_t *s;
 
-    if (f->pid == 0 && f->tag && f->tag[0]) {
-        if (!(p = proc_find(0, f->tag))) {
-            conn_send_error(c, req->id, CODE(NOT_FOUND), 0, "follow: no process has tag '%s'",
-                            f->tag);
-            return;
-        }
-    } else if (!(p = lookup(c, req->id, f->pid, "follow"))) {
+    if (!(p = lookup_pid_or_tag(c, req->id, f->pid, f->tag, "follow")))
         return;
-    }
     if (!(s = proc_stream_new(&proc_follow_ops, PS_FOLLOW))) {
         conn_send_error(c, req->id, CODE(RESOURCE_EXHAUSTED), ENOMEM, "follow: out of memory");
         return;
@@ -305,7 +311,7 @@ static void fill_info(const proc_t *p, ProcessInfo *in, ProcessExit *ex, int wit
     in->cwd = p->cwd ? p->cwd : (char *)"";
     in->user = p->user ? p->user : (char *)"";
     in->state = p->state == PROC_RUNNING ? SANDBOX__AGENT__V1__PROCESS_STATE__RUNNING
-                           : SANDBOX__AGENT__V1__PROCESS_STATE__EXITED;
+                                         : SANDBOX__AGENT__V1__PROCESS_STATE__EXITED;
     if (p->state != PROC_RUNNING) {
         proc_fill_exit(p, ex);
         in->exit = ex;
@@ -324,11 +330,7 @@ static void fill_info(const proc_t *p, ProcessInfo *in, ProcessExit *ex, int wit
     in->output_window = p->log.window;
     if (p->cg) {
         cg_stats_t live;
-        const cg_stats_t *st = &p->cg_final;
-        if (p->state != PROC_FINAL) {
-            cg_leaf_stats(p->cg, &live);
-            st = &live;
-        }
+        const cg_stats_t *st = proc_cg_stats(p, &live);
         in->cgroup = (char *)cg_leaf_path(p->cg);
         in->cpu_user_nano = st->cpu_user_nano;
         in->cpu_system_nano = st->cpu_system_nano;
@@ -368,17 +370,9 @@ int proc_send_info(conn_t *c, uint64_t id, int done, const proc_t *p)
 void proc_handle_get(conn_t *c, const Request *req)
 {
     const Sandbox__Agent__V1__GetProcess *g = req->get_process;
-    proc_t *p;
-    if (g->pid == 0 && g->tag && g->tag[0]) {
-        if (!(p = proc_find(0, g->tag))) {
-            conn_send_error(c, req->id, CODE(NOT_FOUND), 0, "get_process: no process has tag '%s'",
-                            g->tag);
-            return;
-        }
-    } else if (!(p = lookup(c, req->id, g->pid, "get_process"))) {
-        return;
-    }
-    proc_send_info(c, req->id, 1, p);
+    proc_t *p = lookup_pid_or_tag(c, req->id, g->pid, g->tag, "get_process");
+    if (p)
+        proc_send_info(c, req->id, 1, p);
 }
 
 /* Listed without include_exited: running, or a service between runs. */
