@@ -467,17 +467,10 @@ static int start_cgroup(const StartProcess *sp, proc_t *rec, start_job_t *j, sta
     return 0;
 }
 
-/* Everything a start needs from the request alone: checks, the user, the
- * environment, pipes or PTY, the spawn request. 0 with *jp, or -1 with e
- * filled. rec: a service's record that the run joins (referenced). */
-static int start_prepare(const StartProcess *sp, proc_t *rec, start_job_t **jp, start_err_t *e)
+/* What a start request alone can be refused for, before anything is made:
+ * its fields, shutdown, the limit on processes. 0, or -1 with e filled. */
+static int start_check(const StartProcess *sp, const proc_t *rec, start_err_t *e)
 {
-    start_job_t *j = NULL;
-    char err[256];
-    spawn_req_t *sr;
-    int rc, set_user = sp->user && sp->user[0];
-    int master = -1, slave = -1, out[2] = {-1, -1}, errp[2] = {-1, -1}, in[2] = {-1, -1};
-
     if (!sp->command || !sp->command[0])
         return start_refuse(e, CODE(INVALID_ARGUMENT), 0, "start: command is empty");
     if (start_check_sizes(sp, e) < 0)
@@ -502,6 +495,112 @@ static int start_prepare(const StartProcess *sp, proc_t *rec, start_job_t **jp, 
                             "start: %u processes are running or waiting to restart, the limit "
                             "(--max-processes) is %u",
                             busy, g_config.max_processes);
+    return 0;
+}
+
+/* The user the process runs as: the request's, or the agent's own; j->u
+ * and j->set_user. 0, or -1 with e filled. */
+static int start_user(const StartProcess *sp, start_job_t *j, start_err_t *e)
+{
+    char err[256];
+    int rc, set_user = sp->user && sp->user[0];
+
+    if (set_user) {
+        if ((rc = user_resolve(sp->user, &j->u, err, sizeof err)) < 0)
+            return start_refuse_errno(e, rc, err);
+    } else {
+        j->u = *user_self(); /* resolved once: a lookup reads passwd */
+    }
+    if (set_user && j->u.uid == geteuid() && j->u.gid == getegid() && geteuid() != 0)
+        set_user = 0; /* already that user; no privilege needed */
+    j->set_user = set_user;
+    return 0;
+}
+
+/* The child's stdin, stdout and stderr: a PTY, or pipes (stdin a pipe with
+ * STDIN_PIPE, else /dev/null). Every end is in j->x.fds until the record
+ * takes the agent's ends; the agent's ends are noted in j. 0, or -1 with e
+ * filled. */
+static int start_stdio(start_job_t *j, start_err_t *e)
+{
+    const StartProcess *sp = j->sp;
+    spawn_req_t *sr = &j->sj.req;
+    char err[256];
+    int rc, master = -1, slave = -1, out[2] = {-1, -1}, errp[2] = {-1, -1}, in[2] = {-1, -1};
+
+    if (sp->pty) {
+        if ((rc = proc_pty_open(sp, &master, &slave, &j->veof)) < 0) {
+            snprintf(err, sizeof err, "start: cannot open a pseudo-terminal: %s", strerror(-rc));
+            return start_refuse_errno(e, rc, err);
+        }
+        j->x.fds[j->x.n_fds++] = master;
+        j->x.fds[j->x.n_fds++] = slave;
+        sr->fd_in = sr->fd_out = sr->fd_err = slave;
+        sr->pty = 1;
+        j->master = master;
+        return 0;
+    }
+    if ((rc = proc_pipe_make(out, 0)) < 0)
+        goto pipe_fail;
+    j->x.fds[j->x.n_fds++] = out[0];
+    j->x.fds[j->x.n_fds++] = out[1];
+    if ((rc = proc_pipe_make(errp, 0)) < 0)
+        goto pipe_fail;
+    j->x.fds[j->x.n_fds++] = errp[0];
+    j->x.fds[j->x.n_fds++] = errp[1];
+    if (sp->stdin_mode == SANDBOX__AGENT__V1__STDIN_MODE__STDIN_PIPE) {
+        if ((rc = proc_pipe_make(in, 1)) < 0)
+            goto pipe_fail;
+        j->x.fds[j->x.n_fds++] = in[0];
+        j->x.fds[j->x.n_fds++] = in[1];
+    }
+    sr->fd_in = in[0] >= 0 ? in[0] : proc_devnull;
+    sr->fd_out = out[1];
+    sr->fd_err = errp[1];
+    j->out_r = out[0];
+    j->err_r = errp[0];
+    j->in_w = in[1];
+    return 0;
+pipe_fail:
+    snprintf(err, sizeof err, "start: pipe: %s", strerror(-rc));
+    return start_refuse_errno(e, rc, err);
+}
+
+/* The rest of the spawner's request: what to run, as whom, where. */
+static void start_spawn_req(start_job_t *j, const char *path)
+{
+    const StartProcess *sp = j->sp;
+    spawn_req_t *sr = &j->sj.req;
+    sr->command = sp->command;
+    sr->argv = j->x.argv;
+    sr->envp = j->x.envp;
+    sr->path = path ? path : DEFAULT_PATH;
+    sr->cwd = sp->cwd;
+    sr->home = j->u.home; /* the default working directory */
+    sr->set_user = j->set_user;
+    sr->uid = j->u.uid;
+    sr->gid = j->u.gid;
+    sr->n_groups = j->u.n_groups;
+    sr->groups = j->u.groups;
+    sr->reset_oom = proc_reset_oom;
+    sr->reset_nice = proc_reset_nice;
+    sr->into_cgroup = j->cg != NULL;
+    sr->cgroup_fd = cg_leaf_fd(j->cg);
+    sr->cgroup_by_procs = j->cg && !cg_leaf_clone_ok(j->cg);
+    j->sj.done = start_done;
+}
+
+/* Everything a start needs from the request alone: checks, the user, the
+ * environment, pipes or PTY, the spawn request. 0 with *jp, or -1 with e
+ * filled. rec: a service's record that the run joins (referenced). */
+static int start_prepare(const StartProcess *sp, proc_t *rec, start_job_t **jp, start_err_t *e)
+{
+    start_job_t *j = NULL;
+    char err[256];
+    int rc;
+
+    if (start_check(sp, rec, e) < 0)
+        return -1;
     if (!(j = calloc(1, sizeof *j)))
         goto nomem;
     for (int i = 0; i < 8; i++)
@@ -518,19 +617,8 @@ static int start_prepare(const StartProcess *sp, proc_t *rec, start_job_t **jp, 
             goto fail;
         }
     }
-    if (start_cgroup(sp, rec, j, e) < 0)
+    if (start_cgroup(sp, rec, j, e) < 0 || start_user(sp, j, e) < 0)
         goto fail;
-    if (set_user) {
-        if ((rc = user_resolve(sp->user, &j->u, err, sizeof err)) < 0) {
-            start_refuse_errno(e, rc, err);
-            goto fail;
-        }
-    } else {
-        j->u = *user_self(); /* resolved once: a lookup reads passwd */
-    }
-    if (set_user && j->u.uid == geteuid() && j->u.gid == getegid() && geteuid() != 0)
-        set_user = 0; /* already that user; no privilege needed */
-    j->set_user = set_user;
     if (!(j->sp = proc_start_copy(sp)))
         goto nomem;
     sp = j->sp; /* from here on, the copy: it outlives the request */
@@ -539,67 +627,13 @@ static int start_prepare(const StartProcess *sp, proc_t *rec, start_job_t **jp, 
     j->x.argv[0] = sp->command;
     for (size_t i = 0; i < sp->n_args; i++)
         j->x.argv[i + 1] = sp->args[i];
-    if ((rc = proc_env_build(&j->x, sp, &j->u, set_user)) < 0)
+    if ((rc = proc_env_build(&j->x, sp, &j->u, j->set_user)) < 0)
         goto nomem;
-    const char *path = proc_env_get(j->x.envp, (size_t)rc, "PATH");
-
-    sr = &j->sj.req;
-    if (sp->pty) {
-        if ((rc = proc_pty_open(sp, &master, &slave, &j->veof)) < 0) {
-            snprintf(err, sizeof err, "start: cannot open a pseudo-terminal: %s", strerror(-rc));
-            start_refuse_errno(e, rc, err);
-            goto fail;
-        }
-        j->x.fds[j->x.n_fds++] = master;
-        j->x.fds[j->x.n_fds++] = slave;
-        sr->fd_in = sr->fd_out = sr->fd_err = slave;
-        sr->pty = 1;
-    } else {
-        if ((rc = proc_pipe_make(out, 0)) < 0)
-            goto pipe_fail;
-        j->x.fds[j->x.n_fds++] = out[0];
-        j->x.fds[j->x.n_fds++] = out[1];
-        if ((rc = proc_pipe_make(errp, 0)) < 0)
-            goto pipe_fail;
-        j->x.fds[j->x.n_fds++] = errp[0];
-        j->x.fds[j->x.n_fds++] = errp[1];
-        if (sp->stdin_mode == SANDBOX__AGENT__V1__STDIN_MODE__STDIN_PIPE) {
-            if ((rc = proc_pipe_make(in, 1)) < 0)
-                goto pipe_fail;
-            j->x.fds[j->x.n_fds++] = in[0];
-            j->x.fds[j->x.n_fds++] = in[1];
-        }
-        sr->fd_in = in[0] >= 0 ? in[0] : proc_devnull;
-        sr->fd_out = out[1];
-        sr->fd_err = errp[1];
-    }
-    j->master = master;
-    j->out_r = out[0];
-    j->err_r = errp[0];
-    j->in_w = in[1];
-    sr->command = sp->command;
-    sr->argv = j->x.argv;
-    sr->envp = j->x.envp;
-    sr->path = path ? path : DEFAULT_PATH;
-    sr->cwd = sp->cwd;
-    sr->home = j->u.home; /* the default working directory */
-    sr->set_user = set_user;
-    sr->uid = j->u.uid;
-    sr->gid = j->u.gid;
-    sr->n_groups = j->u.n_groups;
-    sr->groups = j->u.groups;
-    sr->reset_oom = proc_reset_oom;
-    sr->reset_nice = proc_reset_nice;
-    sr->into_cgroup = j->cg != NULL;
-    sr->cgroup_fd = cg_leaf_fd(j->cg);
-    sr->cgroup_by_procs = j->cg && !cg_leaf_clone_ok(j->cg);
-    j->sj.done = start_done;
+    if (start_stdio(j, e) < 0)
+        goto fail;
+    start_spawn_req(j, proc_env_get(j->x.envp, (size_t)rc, "PATH"));
     *jp = j;
     return 0;
-pipe_fail:
-    snprintf(err, sizeof err, "start: pipe: %s", strerror(-rc));
-    start_refuse_errno(e, rc, err);
-    goto fail;
 nomem:
     start_refuse(e, CODE(RESOURCE_EXHAUSTED), ENOMEM, "start: out of memory");
 fail:
