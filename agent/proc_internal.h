@@ -1,10 +1,11 @@
 /* proc_internal.h - what the pieces of the process module share, private to
  * them: the record (proc_t), the streams about one process (pstream_t), the
  * table's globals and the functions one piece defines for the others.
- * proc.c: table, reaping, signals, shutdown; proc_index.c: the table's
- * indexes (by pid, by tag); proc_start.c: starting;
- * proc_env.c: environment, PTY, pipes; proc_io.c: output, stdin, streams;
- * proc_ops.c: the request handlers. proc.h is the public interface. */
+ * proc.c: table, lifecycle, reaping, signals, shutdown; proc_index.c: the
+ * table's indexes (by pid, by tag); proc_start.c: starting; proc_check.c:
+ * what a start is refused for; proc_env.c: environment, PTY, pipes;
+ * proc_io.c: output, stdin, streams; proc_ops.c: the request handlers.
+ * proc.h is the public interface. */
 #ifndef SA_PROC_INTERNAL_H
 #define SA_PROC_INTERNAL_H
 
@@ -195,6 +196,24 @@ const char *proc_env_get(char **envp, size_t n, const char *key);
 int proc_env_build(start_ctx_t *x, const StartProcess *sp, const user_id_t *u, int set_user);
 int proc_pty_open(const StartProcess *sp, int *master, int *slave, uint8_t *veof);
 int proc_pipe_make(int fds[2], int parent_end);
+
+/* proc_check.c */
+/* Why a start was refused before anything ran. */
+typedef struct start_err {
+    int code, os_errno;
+    char msg[512];
+} start_err_t;
+
+/* Fill e; returns -1. */
+int proc_start_refuse(start_err_t *e, int code, int os_errno, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
+int proc_start_refuse_errno(start_err_t *e, int rc, const char *msg);
+/* What a start request alone can be refused for, before anything is made.
+ * rec: a service's record whose next run this is. 0, or -1 with e filled. */
+int proc_start_check(const StartProcess *sp, const proc_t *rec, start_err_t *e);
+/* Answer a start whose spawn failed at stage st with rc (-errno). */
+int proc_start_reply_error(conn_t *c, uint64_t id, int rc, enum spawn_stage st,
+                           const StartProcess *sp);
 
 /* proc_start.c */
 char *proc_strdup_utf8(const char *s);

@@ -1,11 +1,11 @@
-/* proc_start.c - starting a process: the request's checks, its cgroup and
- * user, the start job handed to the spawner (or run at once), the record it
- * makes (or a service's next run), and StartProcess's answer. */
+/* proc_start.c - starting a process: its cgroup and user, the start job
+ * handed to the spawner (or run at once), the record it makes (or a
+ * service's next run), and StartProcess's answer. The checks a start must
+ * pass are in proc_check.c. */
 #include "proc_internal.h"
 
 #include "cgroup.h"
 #include "config.h"
-#include "errcode.h"
 #include "log.h"
 #include "outlog.h"
 #include "service.h"
@@ -14,9 +14,7 @@
 #include "util.h"
 
 #include <errno.h>
-#include <limits.h>
 #include <signal.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -25,12 +23,6 @@
 
 #define META_OVERHEAD 512
 #define MIN_WINDOW 4096
-/* What a ProcessInfo echoes must fit an answer: the tag is a label (the
- * documented limit), command and cwd are paths, user a name; each argument
- * and environment entry is at most what exec takes (MAX_ARG_STRLEN). */
-#define TAG_MAX 256
-#define USER_SPEC_MAX 256
-#define ARG_STR_MAX (128 * 1024)
 
 /* Strings kept for ProcessInfo go back out in proto3 string fields, which
  * must be UTF-8: protobuf-c does not check what a client sent, so a tag,
@@ -47,46 +39,6 @@ static void send_started(conn_t *c, uint64_t id, int done, const proc_t *p)
     r.result_case = RES(STARTED);
     r.started = &ps;
     conn_send(c, id, done, &r);
-}
-
-static int reply_start_error(conn_t *c, uint64_t id, int rc, enum spawn_stage st,
-                             const StartProcess *sp)
-{
-    int e = -rc;
-    switch (st) {
-    case SPAWN_EXEC:
-        if (e == E2BIG)
-            return conn_send_errno(c, id, rc,
-                                   "command '%s': arguments and environment too large for exec "
-                                   "(%zu args, %zu env entries): %s",
-                                   sp->command, sp->n_args, sp->n_env, strerror(e));
-        return conn_send_errno(c, id, rc, "command '%s': %s", sp->command, strerror(e));
-    case SPAWN_CWD:
-        return conn_send_errno(c, id, rc, "cwd '%s': %s", sp->cwd, strerror(e));
-    case SPAWN_CGROUP:
-        return conn_send_errno(c, id, rc, "command '%s': cannot start it in its cgroup: %s",
-                               sp->command, strerror(e));
-    case SPAWN_GROUPS:
-    case SPAWN_GID:
-    case SPAWN_UID:
-        return conn_send_errno(c, id, rc, "user '%s': %s: %s", sp->user, spawn_stage_name(st),
-                               strerror(e));
-    case SPAWN_FORK:
-        if (e == EAGAIN || e == ENOMEM)
-            return conn_send_error(c, id, CODE(RESOURCE_EXHAUSTED), e,
-                                   "cannot start '%s': the system refuses more processes "
-                                   "(%s; see ulimit -u, pids.max)",
-                                   sp->command, strerror(e));
-        return conn_send_errno(c, id, rc, "cannot start '%s': %s", sp->command, strerror(e));
-    default:
-        return conn_send_errno(c, id, rc, "command '%s': %s: %s", sp->command,
-                               spawn_stage_name(st), strerror(e));
-    }
-}
-
-static int valid_env_key(const char *k)
-{
-    return k && k[0] && !strchr(k, '=');
 }
 
 /* A start in flight: everything the spawner and the record need, owned
@@ -149,7 +101,7 @@ static stream_status_t start_next(stream_t *base)
     if (s->job)
         return STREAM_WAIT;
     if (s->start_rc < 0) {
-        reply_start_error(base->conn, base->id, s->start_rc, s->start_stage, s->start_req);
+        proc_start_reply_error(base->conn, base->id, s->start_rc, s->start_stage, s->start_req);
         return STREAM_DONE;
     }
     send_started(base->conn, base->id, !s->start_follow, s->p);
@@ -345,75 +297,6 @@ out:
         proc_shutdown_check();
 }
 
-/* Why a start was refused before anything ran. */
-typedef struct start_err {
-    int code, os_errno;
-    char msg[512];
-} start_err_t;
-
-static int start_refuse(start_err_t *e, int code, int os_errno, const char *fmt, ...)
-    __attribute__((format(printf, 4, 5)));
-static int start_refuse(start_err_t *e, int code, int os_errno, const char *fmt, ...)
-{
-    va_list ap;
-    e->code = code;
-    e->os_errno = os_errno;
-    va_start(ap, fmt);
-    vsnprintf(e->msg, sizeof e->msg, fmt, ap);
-    va_end(ap);
-    return -1;
-}
-
-static int start_refuse_errno(start_err_t *e, int rc, const char *msg)
-{
-    return start_refuse(e, errcode_from_errno(rc), -rc, "%s", msg);
-}
-
-/* Everything a ProcessInfo echoes must fit in an answer, so that GetProcess
- * and ListProcesses can always answer: the strings are bounded here. */
-static int start_check_sizes(const StartProcess *sp, start_err_t *e)
-{
-    char what[64] = "";
-    size_t n = 0, max = 0;
-    int err = 0;
-
-    if ((n = sp->tag ? strlen(sp->tag) : 0) > TAG_MAX) {
-        snprintf(what, sizeof what, "tag");
-        max = TAG_MAX;
-    } else if ((n = strlen(sp->command)) >= PATH_MAX) {
-        snprintf(what, sizeof what, "command");
-        max = PATH_MAX - 1;
-        err = ENAMETOOLONG;
-    } else if ((n = sp->cwd ? strlen(sp->cwd) : 0) >= PATH_MAX) {
-        snprintf(what, sizeof what, "cwd");
-        max = PATH_MAX - 1;
-        err = ENAMETOOLONG;
-    } else if ((n = sp->user ? strlen(sp->user) : 0) > USER_SPEC_MAX) {
-        snprintf(what, sizeof what, "user");
-        max = USER_SPEC_MAX;
-    }
-    for (size_t i = 0; !what[0] && i < sp->n_args; i++) {
-        if ((n = strlen(sp->args[i])) >= ARG_STR_MAX) {
-            snprintf(what, sizeof what, "argument %zu", i + 1);
-            max = ARG_STR_MAX - 1;
-            err = E2BIG;
-        }
-    }
-    for (size_t i = 0; !what[0] && i < sp->n_env; i++) {
-        const Sandbox__Agent__V1__StartProcess__EnvEntry *en = sp->env[i];
-        if ((n = strlen(en->key ? en->key : "") + 1 + strlen(en->value ? en->value : "")) >=
-            ARG_STR_MAX) {
-            snprintf(what, sizeof what, "env entry %zu", i + 1);
-            max = ARG_STR_MAX - 1;
-            err = E2BIG;
-        }
-    }
-    if (!what[0])
-        return 0;
-    return start_refuse(e, CODE(INVALID_ARGUMENT), err, "start: %s of %zu bytes is longer than %zu",
-                        what, n, max);
-}
-
 /* The process's cgroup with its limits (the request's, else the agent's
  * defaults); a service's runs share the first run's. A limit no enabled
  * controller can hold is refused, never ignored. 0, or -1 with e filled. */
@@ -434,13 +317,14 @@ static int start_cgroup(const StartProcess *sp, proc_t *rec, start_job_t *j, sta
         lim.io_weight = ql->io_weight;
     }
     if ((rc = cg_limits_check(&lim, err, sizeof err)) < 0)
-        return start_refuse(e, rc == -EINVAL ? CODE(INVALID_ARGUMENT) : CODE(FAILED_PRECONDITION),
-                            -rc, "start: %s", err);
+        return proc_start_refuse(
+            e, rc == -EINVAL ? CODE(INVALID_ARGUMENT) : CODE(FAILED_PRECONDITION), -rc,
+            "start: %s", err);
     if (!cg_available())
         return 0;
     if (cg_freeze_requested())
-        return start_refuse(e, CODE(FAILED_PRECONDITION), 0,
-                            "start: the workload is frozen (FreezeProcesses); thaw it first");
+        return proc_start_refuse(e, CODE(FAILED_PRECONDITION), 0,
+                                 "start: the workload is frozen (FreezeProcesses); thaw it first");
     if (rec) {
         if (rec->cg) {
             j->cg = rec->cg;
@@ -463,38 +347,7 @@ static int start_cgroup(const StartProcess *sp, proc_t *rec, start_job_t *j, sta
         prefix[n] = 0;
     }
     if ((rc = cg_leaf_new(prefix, &lim, &j->cg, err, sizeof err)) < 0)
-        return start_refuse_errno(e, rc, err);
-    return 0;
-}
-
-/* What a start request alone can be refused for, before anything is made:
- * its fields, shutdown, the limit on processes. 0, or -1 with e filled. */
-static int start_check(const StartProcess *sp, const proc_t *rec, start_err_t *e)
-{
-    if (!sp->command || !sp->command[0])
-        return start_refuse(e, CODE(INVALID_ARGUMENT), 0, "start: command is empty");
-    if (start_check_sizes(sp, e) < 0)
-        return -1;
-    for (size_t i = 0; i < sp->n_env; i++) {
-        if (!valid_env_key(sp->env[i]->key))
-            return start_refuse(e, CODE(INVALID_ARGUMENT), 0,
-                                "start: env key '%s' is not a valid name (empty or contains '=')",
-                                sp->env[i]->key ? sp->env[i]->key : "");
-    }
-    if (sp->pty && (sp->pty->rows > 65535 || sp->pty->cols > 65535))
-        return start_refuse(e, CODE(INVALID_ARGUMENT), 0,
-                            "start: pty size %ux%u is out of range (1..65535)", sp->pty->rows,
-                            sp->pty->cols);
-    if (proc_shutdown_done)
-        return start_refuse(e, CODE(UNAVAILABLE), 0, "start: the agent is shutting down");
-    /* Services waiting to restart count: each holds its record and log. A
-     * service's own next run is not counted twice. */
-    unsigned busy = proc_n_running + proc_n_spawning + svc_count_waiting() - (rec ? 1 : 0);
-    if (busy >= g_config.max_processes)
-        return start_refuse(e, CODE(RESOURCE_EXHAUSTED), 0,
-                            "start: %u processes are running or waiting to restart, the limit "
-                            "(--max-processes) is %u",
-                            busy, g_config.max_processes);
+        return proc_start_refuse_errno(e, rc, err);
     return 0;
 }
 
@@ -507,7 +360,7 @@ static int start_user(const StartProcess *sp, start_job_t *j, start_err_t *e)
 
     if (set_user) {
         if ((rc = user_resolve(sp->user, &j->u, err, sizeof err)) < 0)
-            return start_refuse_errno(e, rc, err);
+            return proc_start_refuse_errno(e, rc, err);
     } else {
         j->u = *user_self(); /* resolved once: a lookup reads passwd */
     }
@@ -531,7 +384,7 @@ static int start_stdio(start_job_t *j, start_err_t *e)
     if (sp->pty) {
         if ((rc = proc_pty_open(sp, &master, &slave, &j->veof)) < 0) {
             snprintf(err, sizeof err, "start: cannot open a pseudo-terminal: %s", strerror(-rc));
-            return start_refuse_errno(e, rc, err);
+            return proc_start_refuse_errno(e, rc, err);
         }
         j->x.fds[j->x.n_fds++] = master;
         j->x.fds[j->x.n_fds++] = slave;
@@ -563,7 +416,7 @@ static int start_stdio(start_job_t *j, start_err_t *e)
     return 0;
 pipe_fail:
     snprintf(err, sizeof err, "start: pipe: %s", strerror(-rc));
-    return start_refuse_errno(e, rc, err);
+    return proc_start_refuse_errno(e, rc, err);
 }
 
 /* The rest of the spawner's request: what to run, as whom, where. */
@@ -599,7 +452,7 @@ static int start_prepare(const StartProcess *sp, proc_t *rec, start_job_t **jp, 
     char err[256];
     int rc;
 
-    if (start_check(sp, rec, e) < 0)
+    if (proc_start_check(sp, rec, e) < 0)
         return -1;
     if (!(j = calloc(1, sizeof *j)))
         goto nomem;
@@ -613,7 +466,7 @@ static int start_prepare(const StartProcess *sp, proc_t *rec, start_job_t **jp, 
     } else if (svc_wanted(sp)) {
         int code = 0;
         if (!(j->svc = svc_new(proc_loop, sp, &code, err, sizeof err))) {
-            start_refuse(e, code, 0, "start: %s", err);
+            proc_start_refuse(e, code, 0, "start: %s", err);
             goto fail;
         }
     }
@@ -635,7 +488,7 @@ static int start_prepare(const StartProcess *sp, proc_t *rec, start_job_t **jp, 
     *jp = j;
     return 0;
 nomem:
-    start_refuse(e, CODE(RESOURCE_EXHAUSTED), ENOMEM, "start: out of memory");
+    proc_start_refuse(e, CODE(RESOURCE_EXHAUSTED), ENOMEM, "start: out of memory");
 fail:
     if (j)
         start_job_free(j);
