@@ -20,6 +20,8 @@
  * Reaping: one ev_child watcher on pid 0 sees every child libev reaps with
  * waitpid(-1), so orphans re-parented to the agent (a child subreaper, or
  * PID 1) are reaped too.
+ *
+ * Errors: 0 or a negative errno; nothing here answers a request.
  */
 #include "proc_internal.h"
 

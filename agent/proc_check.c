@@ -1,6 +1,11 @@
 /* proc_check.c - what a start is refused for, and how a failed start is
  * told: the request's fields and sizes, shutdown, the limit on processes,
- * and the answer for a spawn that failed. */
+ * and the answer for a spawn that failed.
+ *
+ * Errors: a check returns 0, or -1 with a start_err_t filled (code, errno,
+ * message), which its caller answers: the StartProcess handler with an
+ * Error, a service's restart through svc_respawn_failed(), services.d in
+ * its log. proc_start_reply_error() answers on the connection itself. */
 #include "proc_internal.h"
 
 #include "config.h"

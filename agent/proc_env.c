@@ -1,5 +1,7 @@
 /* proc_env.c - what a child starts with: its environment (as ssh gives a
- * login), its PTY or its pipes. */
+ * login), its PTY or its pipes.
+ *
+ * Errors: 0 (or a count) or a negative errno; nothing here answers. */
 #include "proc_internal.h"
 
 #include "util.h"

@@ -1,6 +1,9 @@
 /* proc_io.c - a process's output and stdin, and the streams that answer
  * about one process: following its output, waiting for its exit, a write to
- * its stdin that waits for the pipe. */
+ * its stdin that waits for the pipe.
+ *
+ * Errors: helpers return 0 or a negative errno; a stream's next() answers
+ * its own errors on its connection, and so does proc_stream_register(). */
 #include "proc_internal.h"
 
 #include "config.h"

@@ -1,5 +1,8 @@
 /* proc_ops.c - the requests about a started process: follow, wait,
- * signal, stdin, resize, get, list, forget. */
+ * signal, stdin, resize, get, list, forget.
+ *
+ * Errors: a handler answers every error itself (handler.h); so does
+ * lookup(), which returns NULL when it did. */
 #include "proc_internal.h"
 
 #include "cgroup.h"

@@ -1,7 +1,12 @@
 /* proc_start.c - starting a process: its cgroup and user, the start job
  * handed to the spawner (or run at once), the record it makes (or a
  * service's next run), and StartProcess's answer. The checks a start must
- * pass are in proc_check.c. */
+ * pass are in proc_check.c.
+ *
+ * Errors: the steps of a start return 0, or -1 with a start_err_t filled
+ * (proc_check.c), which the caller answers; a failure of the spawn itself
+ * reaches start_done(), which tells whoever waits (the request's stream, a
+ * service, or the log). The handler answers everything itself. */
 #include "proc_internal.h"
 
 #include "cgroup.h"
