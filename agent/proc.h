@@ -1,5 +1,6 @@
-/* proc.h - the process table: spawn, reap (child subreaper, or PID 1),
- * signals, timeouts, stdin, PTY; each process owns its output log. */
+/* proc.h - the processes the agent starts: spawn, reap (child subreaper,
+ * or PID 1), signals, timeouts, stdin, PTY; each process owns its output
+ * log. The module's files and what they share: proc_internal.h. */
 #ifndef SA_PROC_H
 #define SA_PROC_H
 
