@@ -281,9 +281,7 @@ int proc_stream_register(conn_t *c, uint64_t id, pstream_t *s, const char *op)
     int rc = conn_stream_add(c, &s->base, id);
     if (rc < 0) {
         proc_stream_destroy(&s->base);
-        conn_send_errno(c, id, rc, "%s: %s", op,
-                        rc == -EMFILE ? "too many requests in flight on this connection"
-                                      : strerror(-rc));
+        conn_send_stream_refused(c, id, rc, op);
     }
     return rc;
 }

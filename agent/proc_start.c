@@ -526,7 +526,6 @@ void proc_handle_start(conn_t *c, const Request *req)
     start_job_t *j = NULL;
     start_err_t e;
     pstream_t *s = NULL;
-    int rc;
 
     if (start_prepare(req->start, NULL, &j, &e) < 0) {
         conn_send_error(c, req->id, e.code, e.os_errno, "%s", e.msg);
@@ -539,12 +538,8 @@ void proc_handle_start(conn_t *c, const Request *req)
     }
     s->start_follow = j->sp->follow;
     s->start_lines = j->sp->follow_lines;
-    if ((rc = conn_stream_add(c, &s->base, req->id)) < 0) {
-        conn_send_errno(c, req->id, rc, "start: %s",
-                        rc == -EMFILE ? "too many requests in flight on this connection"
-                                      : strerror(-rc));
-        proc_stream_destroy(&s->base);
-        start_job_free(j);
+    if (proc_stream_register(c, req->id, s, "start") < 0) {
+        start_job_free(j); /* s is gone; it had not taken j yet */
         return;
     }
     j->s = s;
