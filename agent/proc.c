@@ -1,8 +1,9 @@
-/* proc.c - the process table: records, the pid index and the exited list,
- * reaping, signals to a process and its group, timeouts, and shutdown. The
- * rest of the module: proc_start.c (starting), proc_check.c (what a start
- * is refused for), proc_env.c (what a child starts with), proc_io.c
- * (output, stdin, streams), proc_ops.c (requests).
+/* proc.c - the process table: records, their lifecycle and the exited
+ * list, reaping, signals to a process and its group, timeouts, and
+ * shutdown. The rest of the module: proc_index.c (the table's indexes),
+ * proc_start.c (starting), proc_check.c (what a start is refused for),
+ * proc_env.c (what a child starts with), proc_io.c (output, stdin,
+ * streams), proc_ops.c (requests).
  *
  * Lifecycle of a process record (enum proc_state; every transition is in
  * proc_state_set's table):
