@@ -472,13 +472,14 @@ static void retry_pending(void)
         ev_timer_stop(g_loop, &g_pending_t);
 }
 
+/* A reap may have emptied a pending leaf: they are all tried within
+ * PENDING_FIRST_S, not here, so a reap (every exec's) costs the same with
+ * 1 or 1,000 leaves held by background children, and a burst of reaps is
+ * one pass over them. */
 void cg_on_reap(void)
 {
-    if (g_pending) {
-        retry_pending();
-        if (g_pending)
-            pending_soon();
-    }
+    if (g_pending)
+        pending_soon();
 }
 
 static void on_pending_poll(struct ev_loop *loop, ev_timer *w, int revents)
