@@ -51,10 +51,12 @@
 int cg_avail;
 unsigned cg_ctrl;
 char cg_reason[512] = "not initialised";
-char cg_work[PATH_MAX], cg_work_rel[PATH_MAX];
+/* The paths are set by setup_root at their length: four PATH_MAX arrays
+ * would be four pages dirty for the agent's life. */
+char *cg_work, *cg_work_rel;
 int cg_work_fd = -1;
 int cg_work_killed;
-static char g_root[PATH_MAX], g_root_rel[PATH_MAX];
+static char *g_root, *g_root_rel;
 static int g_root_fd = -1;
 static int g_auto_root; /* the agent chose the root: removed at exit if empty */
 static int g_freeze_wanted;  /* cgroup.freeze of the workload is 1 */
@@ -72,6 +74,21 @@ __attribute__((format(printf, 1, 2))) static void set_reason(const char *fmt, ..
 }
 
 /* snprintf for paths: a path that does not fit is an error, not a cut. */
+/* *dst becomes a new string made from fmt. 0 or -ENOMEM (*dst unchanged). */
+__attribute__((format(printf, 2, 3))) static int set_path(char **dst, const char *fmt, ...)
+{
+    va_list ap;
+    char *p;
+    va_start(ap, fmt);
+    int n = vasprintf(&p, fmt, ap);
+    va_end(ap);
+    if (n < 0)
+        return -ENOMEM;
+    free(*dst);
+    *dst = p;
+    return 0;
+}
+
 __attribute__((format(printf, 3, 4))) static int pathf(char *out, size_t len, const char *fmt,
                                                         ...)
 {
@@ -262,9 +279,14 @@ static int setup_root(const char *abs, const char *mnt, const char *mroot, const
                  "'%s' has no cgroup.kill or cgroup.freeze (Linux 5.14 or later needed)", abs);
         return -ENOTSUP;
     }
-    pathf(g_root, sizeof g_root, "%s", abs);
-    rel_of(abs, mnt, mroot, g_root_rel, sizeof g_root_rel);
-    char agent_rel[PATH_MAX];
+    char rel[PATH_MAX], agent_rel[PATH_MAX];
+    rel_of(abs, mnt, mroot, rel, sizeof rel);
+    if (set_path(&g_root, "%s", abs) < 0 || set_path(&g_root_rel, "%s", rel) < 0 ||
+        set_path(&cg_work, "%s/workload", abs) < 0 ||
+        set_path(&cg_work_rel, "%s%sworkload", rel, strcmp(rel, "/") ? "/" : "") < 0) {
+        set_reason("out of memory");
+        return -ENOMEM;
+    }
     pathf(agent_rel, sizeof agent_rel, "%s%sagent", g_root_rel,
              strcmp(g_root_rel, "/") ? "/" : "");
     inside = own && rel_inside(own, g_root_rel) && !rel_inside(own, agent_rel);
@@ -274,9 +296,6 @@ static int setup_root(const char *abs, const char *mnt, const char *mroot, const
         return rc;
     }
     cg_enable_controllers(g_root_fd, abs);
-    pathf(cg_work, sizeof cg_work, "%s/workload", abs);
-    pathf(cg_work_rel, sizeof cg_work_rel, "%s%sworkload", g_root_rel,
-             strcmp(g_root_rel, "/") ? "/" : "");
     if (mkdirat(g_root_fd, "workload", 0755) < 0 && errno != EEXIST) {
         rc = -errno;
         set_reason("cannot create '%s': %s", cg_work, strerror(-rc));

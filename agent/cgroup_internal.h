@@ -18,8 +18,8 @@
 extern int cg_avail;                 /* processes get cgroups */
 extern unsigned cg_ctrl;             /* CG_* enabled for the leaves */
 extern char cg_reason[512];          /* why not, when !cg_avail */
-extern char cg_work[PATH_MAX];       /* the workload subtree, absolute */
-extern char cg_work_rel[PATH_MAX];   /* ... as /proc/PID/cgroup shows it */
+extern char *cg_work;       /* the workload subtree, absolute */
+extern char *cg_work_rel;   /* ... as /proc/PID/cgroup shows it */
 extern int cg_work_fd;               /* ... its directory */
 extern int cg_work_killed;           /* cgroup.kill of the workload was written */
 

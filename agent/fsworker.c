@@ -24,12 +24,14 @@
 #include <sys/syscall.h>
 #include <unistd.h>
 
-/* Threads kept while idle, and the most there may be. A job the kernel
+/* Threads kept while idle (one: each costs its stack's pages while the
+ * agent idles; a second starts when two jobs are in flight), and the most
+ * there may be. A job the kernel
  * keeps waiting (a frozen or unanswering file system) holds its worker; while
  * every worker is busy and jobs wait, another is started, so other requests
  * are still served, up to FSW_MAX_THREADS stuck at once. Workers beyond the
  * minimum leave after FSW_IDLE_S seconds without work. */
-#define FSW_MIN_THREADS 2
+#define FSW_MIN_THREADS 1
 #define FSW_MAX_THREADS 16
 #define FSW_IDLE_S 30
 
