@@ -708,7 +708,7 @@ static double agent_upload_once(const char *src, const char *dst, uint64_t bytes
     uint64_t id = sa_client_next_id(c);
     uint64_t t0 = now_ns();
     for (int first = 1; rc == 0; first = 0) {
-        ssize_t n = read(in, buf, cs);
+        ssize_t n = read(in, buf, bytes - sent < cs ? (size_t)(bytes - sent) : cs);
         if (n < 0) {
             rc = -errno;
             break;
