@@ -307,6 +307,7 @@ int main(int argc, char **argv)
      * not kept dirty while the agent idles. */
     util_trim();
     util_stack_release();
+    util_heap_keep();
 
     ev_run(loop, 0);
 

@@ -154,6 +154,14 @@ __attribute__((noinline)) void util_stack_release(void)
         madvise((void *)low, top - low, MADV_DONTNEED);
 }
 
+void util_heap_keep(void)
+{
+#ifdef __GLIBC__
+    mallopt(M_MMAP_THRESHOLD, 32 << 20);
+    mallopt(M_TRIM_THRESHOLD, 64 << 20);
+#endif
+}
+
 void util_trim(void)
 {
     g_freed = 0;

@@ -119,5 +119,10 @@ void util_trim(void);
  * pages would stay dirty for the agent's life while the loop runs far
  * shallower. Any later use finds fresh zero pages. */
 void util_stack_release(void);
+/* Large blocks (a frame's input buffer, an upload's chunk) come from the
+ * heap and go back to it when freed, for the next one, instead of each
+ * being a fresh mapping whose every page faults in on first touch; the
+ * pages return to the system when the frees stop (util_trim). */
+void util_heap_keep(void);
 
 #endif
