@@ -254,24 +254,27 @@ static int opt_socket_group(config_t *cfg, const char *arg)
     return 0;
 }
 
-static int opt_nice(config_t *cfg, const char *arg)
+/* A signed value in [min, max] into *field, and *set says it was given. */
+static int opt_int(const char *flag, const char *arg, long long min, long long max, int *field,
+                   int *set)
 {
     long long v;
-    if (parse_i64("--nice", arg, -20, 19, &v) < 0)
+    if (parse_i64(flag, arg, min, max, &v) < 0)
         return -1;
-    cfg->nice = (int)v;
-    cfg->nice_set = 1;
+    *field = (int)v;
+    *set = 1;
     return 0;
+}
+
+static int opt_nice(config_t *cfg, const char *arg)
+{
+    return opt_int("--nice", arg, -20, 19, &cfg->nice, &cfg->nice_set);
 }
 
 static int opt_oom(config_t *cfg, const char *arg)
 {
-    long long v;
-    if (parse_i64("--oom-score-adj", arg, -1000, 1000, &v) < 0)
-        return -1;
-    cfg->oom_score_adj = (int)v;
-    cfg->oom_score_adj_set = 1;
-    return 0;
+    return opt_int("--oom-score-adj", arg, -1000, 1000, &cfg->oom_score_adj,
+                   &cfg->oom_score_adj_set);
 }
 
 static int opt_services_dir(config_t *cfg, const char *arg)
@@ -318,12 +321,20 @@ static int opt_tunnel_allow(config_t *cfg, const char *arg)
     return 0;
 }
 
+/* 0 when arg is an absolute path, else -1, said on stderr; also names what
+ * else the flag takes (" or 'off'"). */
+static int need_abs_path(const char *flag, const char *arg, const char *also)
+{
+    if (arg[0] == '/')
+        return 0;
+    fprintf(stderr, "sandbox-agent: %s '%s': expected an absolute path%s\n", flag, arg, also);
+    return -1;
+}
+
 static int opt_hooks_dir(config_t *cfg, const char *arg)
 {
-    if (arg[0] != '/') {
-        fprintf(stderr, "sandbox-agent: --hooks-dir '%s': expected an absolute path\n", arg);
+    if (need_abs_path("--hooks-dir", arg, "") < 0)
         return -1;
-    }
     cfg->hooks_dir = arg;
     return 0;
 }
@@ -341,31 +352,26 @@ static int opt_path_or_off(const char *opt, const char *arg, const char **out)
         *out = NULL;
         return 0;
     }
-    if (arg[0] != '/') {
-        fprintf(stderr, "sandbox-agent: --%s '%s': expected an absolute path or 'off'\n", opt,
-                arg);
+    if (need_abs_path(opt, arg, " or 'off'") < 0)
         return -1;
-    }
     *out = arg;
     return 0;
 }
 
 static int opt_kmsg(config_t *cfg, const char *arg)
 {
-    return opt_path_or_off("kmsg", arg, &cfg->kmsg_path);
+    return opt_path_or_off("--kmsg", arg, &cfg->kmsg_path);
 }
 
 static int opt_rtc(config_t *cfg, const char *arg)
 {
-    return opt_path_or_off("rtc", arg, &cfg->rtc_path);
+    return opt_path_or_off("--rtc", arg, &cfg->rtc_path);
 }
 
 static int opt_cgroup_root(config_t *cfg, const char *arg)
 {
-    if (arg[0] != '/') {
-        fprintf(stderr, "sandbox-agent: --cgroup-root '%s': an absolute path is needed\n", arg);
+    if (need_abs_path("--cgroup-root", arg, "") < 0)
         return -1;
-    }
     cfg->cgroup_root = arg;
     return 0;
 }
