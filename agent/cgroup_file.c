@@ -6,6 +6,7 @@
 #include "cgroup_internal.h"
 
 #include "log.h"
+#include "util.h"
 
 #include <dirent.h>
 #include <errno.h>
@@ -180,14 +181,11 @@ static int signal_pass(int dirfd, int sig, pidset_t *seen, size_t sorted, int de
             if (pid <= 0 || (sorted && bsearch(&pid, seen->v, sorted, sizeof *seen->v, pid_cmp)))
                 continue;
             if (seen->n == seen->cap) {
-                if (seen->cap >= SIGNAL_MAX_PIDS)
-                    continue;
-                size_t cap = seen->cap ? seen->cap * 2 : 256;
-                pid_t *v = realloc(seen->v, cap * sizeof *v);
-                if (!v)
+                pid_t *v;
+                if (seen->cap >= SIGNAL_MAX_PIDS ||
+                    !(v = util_grow(seen->v, &seen->cap, seen->n, sizeof *v, 256)))
                     continue;
                 seen->v = v;
-                seen->cap = cap;
             }
             seen->v[seen->n++] = pid;
             if (kill(pid, sig) == 0)

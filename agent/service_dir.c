@@ -9,6 +9,7 @@
 #include "log.h"
 #include "svc_record.h"
 #include "svcfile.h"
+#include "util.h"
 
 #include <dirent.h>
 #include <errno.h>
@@ -107,8 +108,7 @@ int svc_start_dir(const char *dir, int missing_ok)
         if (de->d_name[0] == '.' || len <= 5 || strcmp(de->d_name + len - 5, ".conf"))
             continue;
         if (n == cap) {
-            cap = cap ? cap * 2 : 16;
-            if (cap > 4096 || !(nn = realloc(names, cap * sizeof *nn))) {
+            if (cap >= 4096 || !(nn = util_grow(names, &cap, n, sizeof *nn, 16))) {
                 log_error("--services-dir %s: too many files; the rest are not started", dir);
                 break;
             }
