@@ -15,6 +15,7 @@
 
 #include "log.h"
 #include "spawn.h"
+#include "util.h"
 
 #include <arpa/inet.h>
 #include <errno.h>
@@ -648,14 +649,8 @@ void probe_free(probe_t *pr)
     if (!pr)
         return;
     probe_stop(pr);
-    if (pr->argv)
-        for (size_t i = 0; pr->argv[i]; i++)
-            free(pr->argv[i]);
-    free(pr->argv);
-    if (pr->envp)
-        for (size_t i = 0; pr->envp[i]; i++)
-            free(pr->envp[i]);
-    free(pr->envp);
+    util_strv_free(pr->argv);
+    util_strv_free(pr->envp);
     free(pr->cwd);
     free(pr->request);
     free(pr->pattern);

@@ -253,10 +253,7 @@ void svc_free(svc_t *s)
     ev_timer_stop(s->loop, &s->t_kill);
     probe_free(s->ready);
     probe_free(s->health);
-    if (s->env)
-        for (size_t i = 0; s->env[i]; i++)
-            free(s->env[i]);
-    free(s->env);
+    util_strv_free(s->env);
     if (s->sp)
         sandbox__agent__v1__start_process__free_unpacked(s->sp, NULL);
     free(s);

@@ -52,6 +52,15 @@ void *util_grow(void *arr, size_t *cap, size_t n, size_t elem, size_t first)
     return na;
 }
 
+void util_strv_free(char **v)
+{
+    if (!v)
+        return;
+    for (size_t i = 0; v[i]; i++)
+        free(v[i]);
+    free(v);
+}
+
 void util_mountinfo_unescape(char *s)
 {
     char *o = s;

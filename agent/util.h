@@ -93,6 +93,10 @@ ssize_t util_pread(int fd, void *buf, size_t len, off_t off);
  * with arr and *cap as they were. */
 void *util_grow(void *arr, size_t *cap, size_t n, size_t elem, size_t first);
 
+/* Free a NULL-terminated array of strings (argv, envp) and its strings;
+ * NULL is nothing. */
+void util_strv_free(char **v);
+
 /* Undo, in place, /proc/self/mountinfo's octal escapes of a field: space,
  * tab, newline and backslash are written as \ooo. */
 void util_mountinfo_unescape(char *s);

@@ -77,6 +77,17 @@ TEST(mountinfo_unescape)
     ASSERT_STR_EQ(c, "/not\\48octal\\");
 }
 
+TEST(strv_free)
+{
+    char **v = calloc(3, sizeof *v);
+    ASSERT(v != NULL);
+    v[0] = strdup("a");
+    v[1] = strdup("b");
+    ASSERT(v[0] && v[1]);
+    util_strv_free(v); /* the sanitizer build counts a leak as a failure */
+    util_strv_free(NULL);
+}
+
 typedef struct node {
     int v;
     struct node *next, *prev; /* list a */
@@ -178,4 +189,5 @@ TEST_MAIN(TEST_ENTRY(seq_lengths), TEST_ENTRY(seq_refuses_what_is_not_utf8),
           TEST_ENTRY(seq_never_reads_past_the_end), TEST_ENTRY(valid),
           TEST_ENTRY(sanitize_replaces_each_bad_byte), TEST_ENTRY(list_push_and_unlink),
           TEST_ENTRY(list_append_keeps_the_tail), TEST_ENTRY(read_outcomes),
-          TEST_ENTRY(grow_doubles_from_first), TEST_ENTRY(mountinfo_unescape))
+          TEST_ENTRY(grow_doubles_from_first), TEST_ENTRY(mountinfo_unescape),
+          TEST_ENTRY(strv_free))
