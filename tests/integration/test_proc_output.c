@@ -4,9 +4,15 @@
 
 static agent_t A;
 
-/* o1 e1 o2 e2 ... spaced so the agent reads them in the order written. */
+/* o1 e1 o2 e2 ... spaced out in time: the order the agent reads them in
+ * may differ from the order written when its loop comes late (then both
+ * pipes hold data and it reads one before the other). */
 static const char *ALTERNATE = "for i in 1 2 3 4 5 6 7 8; do echo o$i; sleep 0.02; "
                                "echo e$i >&2; sleep 0.02; done";
+
+/* The same lines, each written only when the test asks for it on stdin. */
+static const char *PACED = "for i in 1 2 3 4 5 6 7 8; do read x; echo o$i; "
+                           "read x; echo e$i >&2; done";
 
 static void expect_alternating(const collected_t *k)
 {
@@ -40,17 +46,65 @@ TEST(run_with_follow_one_round_trip)
 TEST(interleaving_same_in_live_and_replay)
 {
     agent_start(&A, NULL);
-    sa_client_t *c = agent_connect(&A);
-    start_opts_t o = {.follow = 1};
+    sa_client_t *c = agent_connect(&A), *in = agent_connect(&A);
+    start_opts_t o = {.follow = 1, .stdin_pipe = 1};
     uint64_t id;
-    uint32_t pid = start_sh(c, ALTERNATE, &o, &id);
+    uint32_t pid = start_sh(c, PACED, &o, &id);
     collected_t live = {0}, replay;
+    /* Each line is asked for once the one before it has come back live: the
+     * agent has read it, so only one pipe ever holds data and the order
+     * written is the order read, however late the loop runs. */
+    for (size_t want = 3; want <= 48; want += 3) {
+        sa_response_free(write_stdin(in, pid, "\n", 1));
+        while (live.len < want)
+            ASSERT(!collect_one(&live, recv_id(c, id)));
+        ASSERT_EQ(live.len, want);
+    }
     collect_until_done(c, id, &live);
     expect_alternating(&live);
     for (size_t i = 0; i < live.len; i++)
         if (live.data[i] == 'o' || live.data[i] == 'e')
             ASSERT_EQ(live.tags[i], live.data[i] == 'o' ? 1 : 2);
     /* After the exit: the same bytes, streams and order from the log. */
+    collect_all(c, pid, &replay);
+    ASSERT_EQ(replay.len, live.len);
+    ASSERT_MEM_EQ(replay.data, live.data, live.len);
+    ASSERT_MEM_EQ(replay.tags, live.tags, live.len);
+    ASSERT(replay.exited);
+    collected_free(&live);
+    collected_free(&replay);
+    sa_client_close(in);
+    sa_client_close(c);
+    agent_stop(&A);
+}
+
+/* Free-running, the two pipes race: whatever order the agent read them in,
+ * a follower from the start after the exit gets that order again. */
+TEST(racing_streams_same_in_live_and_replay)
+{
+    agent_start(&A, NULL);
+    sa_client_t *c = agent_connect(&A);
+    start_opts_t o = {.follow = 1};
+    uint64_t id;
+    uint32_t pid = start_sh(c, ALTERNATE, &o, &id);
+    collected_t live = {0}, replay;
+    collect_until_done(c, id, &live);
+    /* Each stream by itself is whole and in order. */
+    char per[2][32] = {"", ""}, want[2][32] = {"", ""};
+    size_t n[2] = {0, 0};
+    ASSERT_EQ(live.len, 48);
+    for (size_t i = 0; i < live.len; i++) {
+        int st = live.tags[i] == 2;
+        ASSERT(live.tags[i] == 1 || st);
+        ASSERT(n[st] < 24);
+        per[st][n[st]++] = live.data[i];
+    }
+    for (int i = 1; i <= 8; i++) {
+        snprintf(want[0] + strlen(want[0]), 4, "o%d\n", i);
+        snprintf(want[1] + strlen(want[1]), 4, "e%d\n", i);
+    }
+    ASSERT_MEM_EQ(per[0], want[0], 24);
+    ASSERT_MEM_EQ(per[1], want[1], 24);
     collect_all(c, pid, &replay);
     ASSERT_EQ(replay.len, live.len);
     ASSERT_MEM_EQ(replay.data, live.data, live.len);
@@ -291,6 +345,7 @@ TEST(follow_after_exit_replays_then_exit)
 }
 
 TEST_MAIN(TEST_ENTRY(run_with_follow_one_round_trip), TEST_ENTRY(interleaving_same_in_live_and_replay),
+          TEST_ENTRY(racing_streams_same_in_live_and_replay),
           TEST_ENTRY(follower_joining_mid_stream_gets_everything_once),
           TEST_ENTRY(resume_from_sequence_after_disconnect),
           TEST_ENTRY(ten_followers_one_never_reads),
