@@ -92,6 +92,8 @@ int cg_leaf_signal(cg_leaf_t *l, int sig);
 int cg_leaf_populated(const cg_leaf_t *l);
 /* Live figures, or the last ones read before the leaf was removed. */
 void cg_leaf_stats(cg_leaf_t *l, cg_stats_t *st);
+/* The processes in it now (0 once removed), whatever the owner's state. */
+uint32_t cg_leaf_pids(const cg_leaf_t *l);
 /* The owner is done starting processes in it: it is removed once it is
  * empty (when the loop is next idle, or when a later reap finds it so). */
 void cg_leaf_release(cg_leaf_t *l);

@@ -368,6 +368,11 @@ void cg_leaf_stats(cg_leaf_t *l, cg_stats_t *st)
     l->last = *st;
 }
 
+uint32_t cg_leaf_pids(const cg_leaf_t *l)
+{
+    return l && l->fd >= 0 ? cg_count_procs(l->fd) : 0;
+}
+
 void cg_leaf_ref(cg_leaf_t *l)
 {
     if (l)

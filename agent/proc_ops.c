@@ -339,7 +339,12 @@ static void fill_info(const proc_t *p, ProcessInfo *in, ProcessExit *ex, int wit
         in->cpu_system_nano = st->cpu_system_nano;
         in->memory_current_bytes = st->memory_current;
         in->memory_peak_bytes = st->memory_peak;
-        in->pids_current = st->pids_current;
+        /* The other figures are final once it exited; this one is the
+         * cgroup's members now. At the exit a killed member may still be
+         * on its way out (its pipes closed, its task not yet gone), and a
+         * background child may outlive the leader: a count taken then
+         * would stay wrong for good. */
+        in->pids_current = p->state == PROC_FINAL ? cg_leaf_pids(p->cg) : st->pids_current;
         in->oom_killed = st->oom_killed;
     }
 }
