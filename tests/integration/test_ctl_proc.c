@@ -262,11 +262,27 @@ TEST(every_json_output_is_json_lines)
         }
         ASSERT(seen);
         ASSERT_EQ(rename(P("d/new0"), P("d/renamed")), 0);
-        usleep(200000);
+        /* Until the rename's line has come (bounded: 30 s), then stop it. */
+        char *acc = NULL;
+        size_t len = 0, cap = 0;
+        ctl_append(&acc, &len, &cap, "", 0);
+        for (int i = 0; i < 300; i++) {
+            const char *rn = strstr(acc, "\"kind\":\"RENAME\"");
+            if (rn && strchr(rn, '\n'))
+                break;
+            struct pollfd pf = {.fd = out_r, .events = POLLIN};
+            char buf[4096];
+            ssize_t n = poll(&pf, 1, 100) == 1 ? read(out_r, buf, sizeof buf) : 0;
+            ASSERT(n >= 0 && !(n == 0 && pf.revents));
+            ctl_append(&acc, &len, &cap, buf, (size_t)n);
+        }
         kill(pid, SIGTERM);
         ctl_collect(pid, out_r, err_r, &o);
-        ASSERT_GE(json_lines_ok(o.out, o.out_len, -1), 2);
-        ASSERT(strstr(o.out, "\"kind\":\"CREATE\""));
+        ctl_append(&acc, &len, &cap, o.out, o.out_len);
+        ASSERT_GE(json_lines_ok(acc, len, -1), 2);
+        ASSERT(strstr(acc, "\"kind\":\"CREATE\""));
+        ASSERT(strstr(acc, "\"kind\":\"RENAME\""));
+        free(acc);
         ctl_out_free(&o);
     }
     agent_stop(&A);
