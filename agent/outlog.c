@@ -240,6 +240,12 @@ int outlog_append_buf(outlog_t *log, int stream, uint8_t *buf, size_t len, uint6
     return 0;
 }
 
+const uint8_t *outlog_newest(const outlog_t *log, size_t len)
+{
+    const outlog_chunk_t *t = log->n ? at(log, log->n - 1) : NULL;
+    return t && len <= t->len ? t->data + t->len - len : NULL;
+}
+
 void outlog_drop(outlog_t *log, int stream, size_t len)
 {
     if (!len || stream < 0 || stream >= OUTLOG_STREAMS)

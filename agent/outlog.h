@@ -82,6 +82,10 @@ uint8_t *outlog_buf_new(size_t cap);
 void outlog_buf_free(uint8_t *buf);
 int outlog_append_buf(outlog_t *log, int stream, uint8_t *buf, size_t len, uint64_t ts,
                       int *taken);
+/* The last len bytes appended, where the log keeps them (an adopted buffer
+ * may have moved when its slack was given back); NULL when the newest chunk
+ * holds fewer. Valid until the next append. */
+const uint8_t *outlog_newest(const outlog_t *log, size_t len);
 
 /* len bytes read from stream could not be stored (out of memory): they
  * count as output (sequences stay true) and are lost, with everything kept

@@ -383,14 +383,16 @@ void proc_on_output(struct ev_loop *loop, ev_io *w, int revents)
         return; /* out of memory: the pipe waits, the next turn tries again */
     n = read(*fd, proc_rbuf, READ_SIZE);
     if (n > 0) {
-        uint8_t *data = proc_rbuf;
+        const uint8_t *data;
         if (outlog_append_buf(&p->log, stream, proc_rbuf, (size_t)n,
                               (uint64_t)(ev_now(loop) * 1e9), &taken) < 0) {
             /* Followers learn of it as a gap, never as silence. */
             log_error("process %d: out of memory for output; %zd bytes dropped", (int)p->pid, n);
             outlog_drop(&p->log, stream, (size_t)n);
-        } else if (p->svc) {
-            svc_output(p->svc, data, (size_t)n); /* an output probe; the log holds data now */
+        } else if (p->svc && (data = outlog_newest(&p->log, (size_t)n))) {
+            /* An output probe reads the bytes where the log holds them now:
+             * an adopted read buffer may have moved (its slack given back). */
+            svc_output(p->svc, data, (size_t)n);
         }
         if (taken)
             proc_rbuf = NULL;

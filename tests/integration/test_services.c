@@ -802,6 +802,17 @@ TEST(output_probe_line_prefix_and_text_across_writes)
     r = recv_id(c, wait_ready_send(c, 0, "split", 20000));
     ASSERT_RESULT(r, PROCESS);
     sa_response_free(r);
+    /* After one large write (read at once, kept in the log without a
+     * copy): the probe reads the bytes where the log keeps them. */
+    o.tag = "big";
+    o.ready = output_probe(&pr, &op, NULL, "Listening on");
+    svc_start(c,
+              "python3 -c 'import sys; sys.stdout.write(\"x\" * 20000 + \"\\nListening on\\n\")'"
+              "; exec sleep 300",
+              &o, NULL);
+    r = recv_id(c, wait_ready_send(c, 0, "big", 20000));
+    ASSERT_RESULT(r, PROCESS);
+    sa_response_free(r);
     /* And one that never comes. */
     o.tag = "never";
     o.ready = output_probe(&pr, &op, "never printed", NULL);

@@ -290,6 +290,11 @@ TEST(append_buf_adopts_large_reads)
         int taken = -1;
         ASSERT_EQ(outlog_append_buf(&log, i % 2 ? ERR : OUT, buf, len, (uint64_t)i, &taken), 0);
         ASSERT_EQ(taken, len >= OUTLOG_ADOPT_MIN);
+        /* The bytes just appended, where the log keeps them (buf itself
+         * may have moved once taken). */
+        const uint8_t *newest = outlog_newest(&log, len);
+        ASSERT(newest);
+        ASSERT_MEM_EQ(newest, want + wn - len, len);
         if (!taken)
             outlog_buf_free(buf);
     }
