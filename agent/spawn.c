@@ -86,6 +86,7 @@ static int g_no_clone3;
 enum { SLOT_IN, SLOT_OUT, SLOT_ERR, SLOT_CG, N_SLOTS };
 #define SLOT_SETS (1 + SPAWNERS_MAX) /* the loop's thread, each spawner */
 static int g_slots[SLOT_SETS][N_SLOTS];
+static int g_slot_sets; /* sets reserved: 1 + spawners, or 0 */
 static int g_slot_null = -1; /* what a slot holds between starts */
 static __thread int *t_slots; /* this thread's set; NULL: no sharing */
 /* Set once the kernel refused close_range(CLOSE_RANGE_UNSHARE) (before
@@ -364,17 +365,25 @@ static int child_main(void *arg)
 
 #ifdef SPAWN_SHARE_FILES
 /* Reserve the slots, while the agent's descriptors are few (at start-up):
- * the lower they are, the less a child copies. On any failure there are
- * none, and children get a copy of the table as before. */
-static void slots_init(void)
+ * the lower they are, the less a child copies. A set for the loop's thread
+ * and each spawner that may run; none when they would take more than a
+ * sixteenth of RLIMIT_NOFILE (an agent started with 32 descriptors needs
+ * them for its sockets more than for faster starts). On any failure there
+ * are none, and children get a copy of the table as before. */
+static void slots_init(int sets)
 {
-    int n = 0;
+    struct rlimit rl;
+    int n = 0, want = sets * N_SLOTS;
+    if (getrlimit(RLIMIT_NOFILE, &rl) < 0 ||
+        (rl.rlim_cur != RLIM_INFINITY && (rlim_t)(want + 1) * 16 > rl.rlim_cur))
+        return;
     if ((g_slot_null = open("/dev/null", O_RDWR | O_CLOEXEC)) < 0)
         return;
-    for (; n < SLOT_SETS * N_SLOTS; n++)
+    for (; n < want; n++)
         if ((g_slots[n / N_SLOTS][n % N_SLOTS] = fcntl(g_slot_null, F_DUPFD_CLOEXEC, 3)) < 0)
             break;
-    if (n == SLOT_SETS * N_SLOTS) {
+    if (n == want) {
+        g_slot_sets = sets;
         t_slots = g_slots[0]; /* the loop's thread: spawn_async_init runs on it */
         return;
     }
@@ -426,7 +435,7 @@ static void slots_fill(const spawn_req_t *r, child_ctx_t *x)
     x->cgroup_fd = r->into_cgroup ? s[SLOT_CG] : -1;
 }
 #else
-static void slots_init(void) {}
+static void slots_init(int sets) {}
 #ifndef SPAWN_USE_FORK
 static void slots_clear(child_ctx_t *x) { x->share = 0; }
 static void slots_fill(const spawn_req_t *r, child_ctx_t *x) { x->share = 0; }
@@ -660,12 +669,12 @@ static void spawner_run(jobq_node_t *n)
     spawn_job_t *j = SA_CONTAINER_OF(n, spawn_job_t, _node);
 #ifdef SPAWN_SHARE_FILES
     /* A spawner's own slots, at its first job (the loop's thread has
-     * g_slots[0]). Past SLOT_SETS (never, as threads stay): none, and its
+     * g_slots[0]). Past g_slot_sets (never, as threads stay): none, and its
      * children get a copy of the table. */
     static int next_set = 1;
     if (!t_slots && g_slot_null >= 0) {
         int i = __atomic_fetch_add(&next_set, 1, __ATOMIC_RELAXED);
-        if (i < SLOT_SETS)
+        if (i < g_slot_sets)
             t_slots = g_slots[i];
     }
 #endif
@@ -682,7 +691,7 @@ int spawn_async_init(struct ev_loop *loop)
 {
     long cpus = sysconf(_SC_NPROCESSORS_ONLN);
     g_spawner.max_threads = cpus < 1 ? 1 : cpus > SPAWNERS_MAX ? SPAWNERS_MAX : (int)cpus;
-    slots_init();
+    slots_init(1 + g_spawner.max_threads);
     return jobq_init(&g_spawner, loop);
 }
 
