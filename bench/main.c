@@ -168,7 +168,7 @@ int main(int argc, char **argv)
         fig_startup();
     if (agent_up(&g_agent, "agent", NULL) < 0)
         return 1;
-    if (wanted(2) || wanted(3) || wanted(5))
+    if (wanted(2) || wanted(3) || wanted(4) || wanted(5))
         pinger_idle();
     if (wanted(1))
         fig_exec();
@@ -182,7 +182,7 @@ int main(int argc, char **argv)
         fig_files();
     if (wanted(6))
         fig_memory();
-    if (wanted(2) || wanted(3) || wanted(5))
+    if (wanted(2) || wanted(3) || wanted(4) || wanted(5))
         pinger_report();
     if (wanted(10))
         fig_tunnel();
