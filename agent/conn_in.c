@@ -84,6 +84,102 @@ int conn_in_peer_gone(const conn_t *c)
     return poll(&pfd, 1, 0) == 1 && (pfd.revents & (POLLHUP | POLLERR));
 }
 
+/* A frame header frame_header_parse refused (rc): the connection ends
+ * with a protocol error that says why. */
+static void header_refused(conn_t *c, int rc, uint32_t max)
+{
+    char msg[128];
+    if (rc == -EPROTO)
+        snprintf(msg, sizeof msg, "frame flags 0x%02x: unknown bits set (only 0x01 is defined)",
+                 c->in[c->in_off]);
+    else
+        snprintf(msg, sizeof msg, "frame length %u exceeds %s %u",
+                 (unsigned)frame_header_length(c->in + c->in_off),
+                 c->authed ? "the maximum frame size"
+                           : "the largest frame accepted before authentication,",
+                 max);
+    protocol_error(c, rc, msg);
+}
+
+/* Decode the complete frame at the head of the input buffer, consume it,
+ * and hand the request to the handler. Returns -1 when the frame could not
+ * be decoded (the connection is closing), else 0. */
+static int dispatch_frame(conn_t *c, uint8_t flags, uint32_t plen, uint32_t max)
+{
+    const uint8_t *payload = c->in + c->in_off + FRAME_HEADER_SIZE;
+    ProtobufCBinaryData *bulk = NULL;
+    ProtobufCMessage *msg = NULL;
+    char err[160];
+    int rc;
+    /* Bulk data is used where it lies; anything else, and anything
+     * pbscan declines, is protobuf-c's to decode (and to refuse). */
+    if (!(flags & FRAME_FLAG_ZLIB) && plen >= IN_SCAN_MIN)
+        msg = (ProtobufCMessage *)pbscan_request(payload, plen, IN_SCAN_MIN / 2, &bulk);
+    rc = msg ? 0
+             : frame_decode(&sandbox__agent__v1__request__descriptor, flags, payload, plen, max,
+                            &msg, err, sizeof err);
+    c->in_off += FRAME_HEADER_SIZE + plen;
+    if (rc < 0) {
+        protocol_error(c, rc, err);
+        return -1;
+    }
+    /* A stream whose answer was lost ends before the next request: its
+     * id is free again, and a Cancel or a chunk for it finds nothing. */
+    if (c->n_dead)
+        reap_dead(c);
+    c->has_dead_id = 0;
+    c->in_bulk = bulk;
+    g_on_request(c, (const Request *)msg);
+    c->in_bulk = NULL;
+    if (bulk)
+        pbscan_free((Request *)msg, bulk);
+    else
+        protobuf_c_message_free_unpacked(msg, NULL);
+    if (c->closing && c->in) { /* closed by the handler: conn_close left it */
+        conn_freed(c->in_cap);
+        free(c->in);
+        c->in = NULL;
+    }
+    return 0;
+}
+
+/* Input stops here for now: held, deferred to the next turn once this one
+ * has been busy (the write watcher brings it back, after other
+ * connections' events), or paused while the output queue is over its
+ * high-water mark. handled: a frame was dispatched in this turn. */
+static int input_waits(conn_t *c, int handled)
+{
+    if (c->holds || !c->in)
+        return 1;
+    if (handled && c->in_len > c->in_off && ev_time() - ev_now(c->loop) > TURN_BUDGET) {
+        c->deferred = 1;
+        return 1;
+    }
+    if (c->queued >= g_config.conn_queue_high) {
+        if (!c->paused) {
+            c->paused = 1;
+            ev_io_stop(c->loop, &c->rio);
+        }
+        return 1;
+    }
+    return 0;
+}
+
+/* Everything in the input buffer is parsed: rewind it, and give back a
+ * buffer that grew for one large frame. */
+static void compact_input(conn_t *c)
+{
+    if (!c->in || c->in_off != c->in_len)
+        return;
+    c->in_off = c->in_len = 0;
+    if (c->in_cap > 4 * IN_INITIAL) {
+        conn_freed(c->in_cap);
+        free(c->in);
+        c->in = NULL;
+        c->in_cap = 0;
+    }
+}
+
 /* Parse and dispatch every complete frame in the input buffer, unless the
  * output queue is over the high-water mark (then input waits). */
 void conn_in_process(conn_t *c)
@@ -92,93 +188,24 @@ void conn_in_process(conn_t *c)
     if (c->in_bulk)
         return; /* called from inside a handler: the buffer is in use */
     c->deferred = 0;
-    while (!c->closing && !c->close_after_flush) {
+    while (!c->closing && !c->close_after_flush && !input_waits(c, handled)) {
         uint8_t flags;
         uint32_t plen;
-        size_t avail = c->in_len - c->in_off;
-        if (c->holds || !c->in)
-            break;
-        /* This turn has been busy: the rest waits for the next turn (the
-         * write watcher brings it back), after other connections' events. */
-        if (handled && avail && ev_time() - ev_now(c->loop) > TURN_BUDGET) {
-            c->deferred = 1;
-            break;
-        }
-        if (c->queued >= g_config.conn_queue_high) {
-            if (!c->paused) {
-                c->paused = 1;
-                ev_io_stop(c->loop, &c->rio);
-            }
-            break;
-        }
         uint32_t max = in_max(c);
-        int rc = frame_header_parse(c->in + c->in_off, avail, max, &flags, &plen);
+        int rc = frame_header_parse(c->in + c->in_off, c->in_len - c->in_off, max, &flags, &plen);
         if (rc == 0)
             break;
-        if (rc == -EPROTO) {
-            char msg[96];
-            snprintf(msg, sizeof msg, "frame flags 0x%02x: unknown bits set (only 0x01 is defined)",
-                     c->in[c->in_off]);
-            protocol_error(c, rc, msg);
-            return;
-        }
-        if (rc == -EMSGSIZE) {
-            char msg[128];
-            snprintf(msg, sizeof msg, "frame length %u exceeds %s %u",
-                     (unsigned)frame_header_length(c->in + c->in_off),
-                     c->authed ? "the maximum frame size"
-                               : "the largest frame accepted before authentication,",
-                     max);
-            protocol_error(c, rc, msg);
-            return;
-        }
-        if (avail < FRAME_HEADER_SIZE + (size_t)plen)
-            break;
-        const uint8_t *payload = c->in + c->in_off + FRAME_HEADER_SIZE;
-        ProtobufCBinaryData *bulk = NULL;
-        ProtobufCMessage *msg = NULL;
-        char err[160];
-        /* Bulk data is used where it lies; anything else, and anything
-         * pbscan declines, is protobuf-c's to decode (and to refuse). */
-        if (!(flags & FRAME_FLAG_ZLIB) && plen >= IN_SCAN_MIN)
-            msg = (ProtobufCMessage *)pbscan_request(payload, plen, IN_SCAN_MIN / 2, &bulk);
-        rc = msg ? 0
-                 : frame_decode(&sandbox__agent__v1__request__descriptor, flags, payload, plen,
-                                max, &msg, err, sizeof err);
-        c->in_off += FRAME_HEADER_SIZE + plen;
         if (rc < 0) {
-            protocol_error(c, rc, err);
+            header_refused(c, rc, max);
             return;
         }
-        /* A stream whose answer was lost ends before the next request: its
-         * id is free again, and a Cancel or a chunk for it finds nothing. */
-        if (c->n_dead)
-            reap_dead(c);
-        c->has_dead_id = 0;
-        c->in_bulk = bulk;
-        g_on_request(c, (const Request *)msg);
-        c->in_bulk = NULL;
-        if (bulk)
-            pbscan_free((Request *)msg, bulk);
-        else
-            protobuf_c_message_free_unpacked(msg, NULL);
-        if (c->closing && c->in) { /* closed by the handler: conn_close left it */
-            conn_freed(c->in_cap);
-            free(c->in);
-            c->in = NULL;
-        }
+        if (c->in_len - c->in_off < FRAME_HEADER_SIZE + (size_t)plen)
+            break;
+        if (dispatch_frame(c, flags, plen, max) < 0)
+            return;
         handled = 1;
     }
-    /* Compact; give back a buffer that grew for one large frame. */
-    if (c->in && c->in_off == c->in_len) {
-        c->in_off = c->in_len = 0;
-        if (c->in_cap > 4 * IN_INITIAL) {
-            conn_freed(c->in_cap);
-            free(c->in);
-            c->in = NULL;
-            c->in_cap = 0;
-        }
-    }
+    compact_input(c);
     if (c->eof && !c->eof_told && !c->closing && !c->holds && !c->deferred && !c->paused &&
         !frame_ready(c))
         input_ended(c);
