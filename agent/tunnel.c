@@ -445,18 +445,94 @@ static void send_opened(tunnel_t *t)
     conn_send(t->base.conn, t->base.id, 0, &r);
 }
 
+/* Credit goes back once a quarter of the window is written, or when
+ * everything received is written (a client waiting to send a piece larger
+ * than what is left of its window is never stuck). Credits of one loop
+ * turn go out together; after the client's eof none is due. Returns 1 when
+ * td carries credit. */
+static int credit_due(tunnel_t *t, Sandbox__Agent__V1__TunnelData *td)
+{
+    if (!t->owed || t->wr_eof || (t->owed < t->agent_window / 4 && t->ioff != t->ilen))
+        return 0;
+    td->credit = (uint32_t)t->owed;
+    t->outstanding -= t->owed;
+    t->owed = 0;
+    return 1;
+}
+
+/* Read at most the client's credit from the target into *buf, the block
+ * the data leaves in: it is queued by reference, not packed again
+ * (conn_send_ref). Returns 1 when td carries data or the target's eof, 0
+ * when there is nothing (waiting for the target, or closing), -1 when the
+ * block could not be had (closing). */
+static int read_target(tunnel_t *t, Sandbox__Agent__V1__TunnelData *td, uint8_t **buf)
+{
+    if (t->rd_eof || !t->credit || ev_is_active(&t->rio))
+        return 0;
+    size_t want = SA_MIN((size_t)t->credit, (size_t)TUNNEL_CHUNK);
+    want = SA_MIN(want, conn_max_payload(t->base.conn) - 64);
+    if (!(*buf = malloc(want))) {
+        close_with(t, ENOMEM, "out of memory for the target's data");
+        return -1;
+    }
+    ssize_t n = read(t->fd, *buf, want);
+    if (n > 0) {
+        if ((size_t)n < want / 2) { /* what is queued is what is counted */
+            uint8_t *nb = realloc(*buf, (size_t)n);
+            *buf = nb ? nb : *buf;
+        }
+        td->data.data = *buf;
+        td->data.len = (size_t)n;
+        t->credit -= (uint64_t)n;
+        t->bytes_in += (uint64_t)n;
+        /* A short read drained the socket: wait for more instead of
+         * reading again before this data is sent. */
+        if ((size_t)n < want)
+            ev_io_start(g_loop, &t->rio);
+        return 1;
+    }
+    if (n == 0) {
+        t->rd_eof = 1;
+        td->eof = 1;
+        return 1;
+    }
+    if (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR)
+        ev_io_start(g_loop, &t->rio);
+    else
+        close_with(t, errno, "read from the target: %s", strerror(errno));
+    return 0;
+}
+
+/* Queue td: its data (buf) by reference, which the connection frees once
+ * written. Returns 0, or -1 when it could not be queued (closing). */
+static int send_data(tunnel_t *t, Sandbox__Agent__V1__TunnelData *td, uint8_t *buf)
+{
+    conn_t *c = t->base.conn;
+    Response r = RESPONSE_INIT;
+    int rc;
+    r.result_case = RES(TUNNEL_DATA);
+    r.tunnel_data = td;
+    rc = td->data.len ? conn_send_ref(c, t->base.id, 0, &r, &td->base, &td->data, free, buf)
+                      : conn_send(c, t->base.id, 0, &r);
+    if (!td->data.len || rc < 0)
+        free(buf);
+    if (rc < 0) {
+        close_with(t, -rc, "queue data for the client: %s", strerror(-rc));
+        return -1;
+    }
+    return 0;
+}
+
 static stream_status_t t_next(stream_t *s)
 {
     tunnel_t *t = (tunnel_t *)s;
-    conn_t *c = s->conn;
-    Response r = RESPONSE_INIT;
     Sandbox__Agent__V1__TunnelData td = SANDBOX__AGENT__V1__TUNNEL_DATA__INIT;
-    int have = 0, rc;
     uint8_t *buf = NULL;
+    int have, got;
 
     if (t->fail_err) {
-        conn_send_error(c, s->id, code_of(t->fail_err), -t->fail_err, "open_tunnel '%s': %s",
-                        t->text, t->msg);
+        conn_send_error(s->conn, s->id, code_of(t->fail_err), -t->fail_err,
+                        "open_tunnel '%s': %s", t->text, t->msg);
         return STREAM_DONE;
     }
     if (!t->open || t->dedicated)
@@ -470,64 +546,14 @@ static stream_status_t t_next(stream_t *s)
         send_closed(t);
         return STREAM_DONE;
     }
-    /* Credit goes back once a quarter of the window is written, or when
-     * everything received is written (a client waiting to send a piece
-     * larger than what is left of its window is never stuck). Credits of
-     * one loop turn go out together; after the client's eof none is due. */
-    if (t->owed && !t->wr_eof && (t->owed >= t->agent_window / 4 || t->ioff == t->ilen)) {
-        td.credit = (uint32_t)t->owed;
-        t->outstanding -= t->owed;
-        t->owed = 0;
-        have = 1;
-    }
-    if (!t->rd_eof && t->credit && !ev_is_active(&t->rio)) {
-        size_t want = SA_MIN((size_t)t->credit, (size_t)TUNNEL_CHUNK);
-        want = SA_MIN(want, conn_max_payload(c) - 64);
-        /* Read into the block the data leaves in: it is queued by
-         * reference, not packed again (conn_send_ref). */
-        if (!(buf = malloc(want))) {
-            close_with(t, ENOMEM, "out of memory for the target's data");
-            return STREAM_MORE;
-        }
-        ssize_t n = read(t->fd, buf, want);
-        if (n > 0) {
-            if ((size_t)n < want / 2) { /* what is queued is what is counted */
-                uint8_t *nb = realloc(buf, (size_t)n);
-                buf = nb ? nb : buf;
-            }
-            td.data.data = buf;
-            td.data.len = (size_t)n;
-            t->credit -= (uint64_t)n;
-            t->bytes_in += (uint64_t)n;
-            have = 1;
-            /* A short read drained the socket: wait for more instead of
-             * reading again before this data is sent. */
-            if ((size_t)n < want)
-                ev_io_start(g_loop, &t->rio);
-        } else if (n == 0) {
-            t->rd_eof = 1;
-            td.eof = 1;
-            have = 1;
-        } else if (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR) {
-            ev_io_start(g_loop, &t->rio);
-        } else {
-            close_with(t, errno, "read from the target: %s", strerror(errno));
-        }
-    }
-    if (have) {
-        r.result_case = RES(TUNNEL_DATA);
-        r.tunnel_data = &td;
-        rc = td.data.len ? conn_send_ref(c, s->id, 0, &r, &td.base, &td.data, free, buf)
-                         : conn_send(c, s->id, 0, &r);
-        if (td.data.len && rc == 0)
-            buf = NULL; /* released by the connection once written */
-        if (rc < 0) {
-            free(buf);
-            close_with(t, -rc, "queue data for the client: %s", strerror(-rc));
-            return STREAM_MORE;
-        }
-    }
-    free(buf);
+    have = credit_due(t, &td);
+    if ((got = read_target(t, &td, &buf)) < 0)
+        return STREAM_MORE; /* closing: TunnelClosed is next */
+    have |= got;
+    if (have && send_data(t, &td, buf) < 0)
+        return STREAM_MORE;
+    if (!have)
+        free(buf);
     maybe_finished(t);
     return have || t->closing ? STREAM_MORE : STREAM_WAIT;
 }
