@@ -288,27 +288,42 @@ static void maybe_finished(tunnel_t *t)
         close_with(t, 0, "closed");
 }
 
+/* Write to the target what it takes now. Returns the bytes written (fewer
+ * than len when it would block), or -1 when the write failed: the tunnel
+ * is closing. */
+static ssize_t send_now(tunnel_t *t, const uint8_t *data, size_t len)
+{
+    size_t off = 0;
+    while (off < len) {
+        ssize_t w = send(t->fd, data + off, len - off, MSG_NOSIGNAL);
+        if (w > 0) {
+            off += (size_t)w;
+            written(t, (size_t)w);
+        } else if (w < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
+            break;
+        } else if (!(w < 0 && errno == EINTR)) {
+            close_with(t, errno, "write to the target: %s", strerror(errno));
+            return -1;
+        }
+    }
+    return (ssize_t)off;
+}
+
 /* Write what waits for the target; pass the client's end of file on once
  * everything is written. */
 static void flush_input(tunnel_t *t)
 {
     if (!t->open || t->closing)
         return;
-    while (t->ioff < t->ilen) {
-        ssize_t w = send(t->fd, t->ibuf + t->ioff, t->ilen - t->ioff, MSG_NOSIGNAL);
-        if (w > 0) {
-            t->ioff += (size_t)w;
-            written(t, (size_t)w);
-            continue;
-        }
-        if (w < 0 && errno == EINTR)
-            continue;
-        if (w < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
+    if (t->ioff < t->ilen) {
+        ssize_t w = send_now(t, t->ibuf + t->ioff, t->ilen - t->ioff);
+        if (w < 0)
+            return;
+        t->ioff += (size_t)w;
+        if (t->ioff < t->ilen) {
             ev_io_start(g_loop, &t->wio);
             return;
         }
-        close_with(t, errno, "write to the target: %s", strerror(errno));
-        return;
     }
     ev_io_stop(g_loop, &t->wio);
     /* Drained: give the buffer back, idle tunnels cost no window. */
@@ -327,21 +342,11 @@ static void flush_input(tunnel_t *t)
 static int take_input(tunnel_t *t, const uint8_t *data, size_t len)
 {
     if (t->open && t->ioff == t->ilen) {
-        while (len) {
-            ssize_t w = send(t->fd, data, len, MSG_NOSIGNAL);
-            if (w > 0) {
-                data += w;
-                len -= (size_t)w;
-                written(t, (size_t)w);
-                continue;
-            }
-            if (w < 0 && errno == EINTR)
-                continue;
-            if (w < 0 && (errno == EAGAIN || errno == EWOULDBLOCK))
-                break;
-            close_with(t, errno, "write to the target: %s", strerror(errno));
+        ssize_t w = send_now(t, data, len);
+        if (w < 0)
             return 0;
-        }
+        data += w;
+        len -= (size_t)w;
     }
     if (!len)
         return 0;
