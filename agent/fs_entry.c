@@ -5,6 +5,7 @@
 #include "fs.h"
 #include "fs_internal.h"
 
+#include "utf8.h"
 #include "util.h"
 
 #include <errno.h>

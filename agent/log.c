@@ -7,6 +7,7 @@
  * Errors: none to the caller (see log.h). */
 #include "log.h"
 
+#include "utf8.h"
 #include "util.h"
 
 #include <pthread.h>

@@ -101,15 +101,9 @@ void util_strv_free(char **v);
  * tab, newline and backslash are written as \ooo. */
 void util_mountinfo_unescape(char *s);
 
-/* Length of the valid UTF-8 sequence at s (1..4, at most left bytes), or 0
- * when it is not one (overlong forms, surrogates and code points beyond
- * U+10FFFF are not UTF-8) or is a NUL. The one decoder of the agent. */
-size_t util_utf8_seq_len(const unsigned char *s, size_t left);
 /* Copy src into a valid UTF-8 string, replacing invalid sequences with
  * U+FFFD. Returns a malloc'd string or NULL on ENOMEM. */
 char *util_utf8_sanitize(const char *src, size_t len);
-/* 1 if buf[0..len) is valid UTF-8 with no NUL, else 0. */
-int util_utf8_valid(const char *buf, size_t len);
 
 /* Note n bytes of a large release given back to the allocator;
  * util_trim() returns the free pages to the system (malloc_trim), which

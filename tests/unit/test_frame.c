@@ -3,6 +3,7 @@
 #include "frame.h"
 #include "harness.h"
 #include "pb.h"
+#include "utf8.h"
 #include "util.h"
 
 #include <zlib.h>

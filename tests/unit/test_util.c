@@ -3,6 +3,7 @@
  * intrusive lists, the outcomes of util_read, util_grow and the mountinfo
  * unescaping. */
 #include "harness.h"
+#include "utf8.h"
 #include "util.h"
 
 #include <errno.h>
