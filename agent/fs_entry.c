@@ -67,7 +67,7 @@ static char *arena_strndup(fs_arena_t *a, const char *s, size_t len)
 int fs_set_name(fs_arena_t *a, char **str, ProtobufCBinaryData *raw, const char *src,
                 size_t len)
 {
-    if (util_utf8_valid(src, len)) {
+    if (utf8_valid(src, len)) {
         if (!(*str = arena_strndup(a, src, len)))
             return -ENOMEM;
         return 0;

@@ -68,7 +68,7 @@ static void escape(const char *msg, char *out, size_t outlen, int json)
             out[o++] = (char)*p++;
             n--;
         } else if (json && *p >= 0x80) {
-            size_t len = util_utf8_seq_len(p, n);
+            size_t len = utf8_seq_len(p, n);
             if (!len) {
                 o += (size_t)snprintf(out + o, outlen - o, "\\ufffd");
                 p++, n--;

@@ -86,7 +86,7 @@ char *util_utf8_sanitize(const char *src, size_t len)
         return NULL;
     size_t i = 0;
     while (i < len) {
-        size_t n = util_utf8_seq_len(s + i, len - i);
+        size_t n = utf8_seq_len(s + i, len - i);
         if (n) {
             memcpy(o, s + i, n);
             o += n;

@@ -81,7 +81,6 @@ int ctl_signal_number(const char *s);
 
 /* ------------------------------------------------------------ names */
 
-int ctl_utf8_valid(const char *s, size_t n);
 /* A path from the command line (bytes) into a request's string field, or
  * into its *_raw twin when it is not valid UTF-8. */
 void ctl_set_path(char **str, ProtobufCBinaryData *raw, const char *path);

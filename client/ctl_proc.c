@@ -5,6 +5,7 @@
 #include "ctl.h"
 #include "ctl_proc.h"
 #include "ctl_svc.h"
+#include "utf8.h"
 
 #include <errno.h>
 #include <signal.h>
@@ -42,7 +43,7 @@ void ctl_proc_json_output(int stream, uint64_t seq, uint64_t ts, const uint8_t *
     printf("{\"event\":\"output\",\"stream\":\"%s\",\"sequence\":%llu,"
            "\"timestamp_unix_nano\":%llu,",
            ctl_proc_stream_name(stream), (unsigned long long)seq, (unsigned long long)ts);
-    if (ctl_utf8_valid((const char *)d, n)) {
+    if (utf8_valid_nul((const char *)d, n)) {
         printf("\"data\":");
         ctl_json_string_n((const char *)d, n);
     } else {

@@ -1,6 +1,7 @@
 /* ctl_util.c - sandboxctl's shared output helpers: errors in the command
  * line's words, usage errors and help, names as bytes, JSON lines. */
 #include "ctl.h"
+#include "utf8.h"
 
 #include <errno.h>
 #include <signal.h>
@@ -193,42 +194,10 @@ int ctl_signal_number(const char *s)
 
 /* ------------------------------------------------------------ names */
 
-int ctl_utf8_valid(const char *str, size_t n)
-{
-    const unsigned char *s = (const unsigned char *)str;
-    size_t i = 0;
-    while (i < n) {
-        unsigned c = s[i];
-        size_t k;
-        unsigned min;
-        if (c < 0x80) {
-            i++;
-            continue;
-        } else if ((c & 0xe0) == 0xc0) {
-            k = 1, min = 0x80, c &= 0x1f;
-        } else if ((c & 0xf0) == 0xe0) {
-            k = 2, min = 0x800, c &= 0x0f;
-        } else if ((c & 0xf8) == 0xf0) {
-            k = 3, min = 0x10000, c &= 0x07;
-        } else {
-            return 0;
-        }
-        for (size_t j = 1; j <= k; j++) {
-            if (i + j >= n || (s[i + j] & 0xc0) != 0x80)
-                return 0;
-            c = (c << 6) | (s[i + j] & 0x3f);
-        }
-        if (c < min || c > 0x10ffff || (c >= 0xd800 && c <= 0xdfff))
-            return 0;
-        i += k + 1;
-    }
-    return 1;
-}
-
 void ctl_set_path(char **str, ProtobufCBinaryData *raw, const char *path)
 {
     size_t n = strlen(path);
-    if (ctl_utf8_valid(path, n)) {
+    if (utf8_valid(path, n)) {
         *str = (char *)path;
     } else {
         *str = (char *)"";

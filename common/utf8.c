@@ -3,7 +3,7 @@
 
 #include <stdint.h>
 
-size_t util_utf8_seq_len(const unsigned char *s, size_t left)
+size_t utf8_seq_len(const unsigned char *s, size_t left)
 {
     unsigned char c = s[0];
     size_t n;
@@ -35,12 +35,25 @@ size_t util_utf8_seq_len(const unsigned char *s, size_t left)
     return n;
 }
 
-int util_utf8_valid(const char *buf, size_t len)
+int utf8_valid(const char *buf, size_t len)
 {
     const unsigned char *s = (const unsigned char *)buf;
     size_t i = 0;
     while (i < len) {
-        size_t n = util_utf8_seq_len(s + i, len - i);
+        size_t n = utf8_seq_len(s + i, len - i);
+        if (!n)
+            return 0;
+        i += n;
+    }
+    return 1;
+}
+
+int utf8_valid_nul(const char *buf, size_t len)
+{
+    const unsigned char *s = (const unsigned char *)buf;
+    size_t i = 0;
+    while (i < len) {
+        size_t n = s[i] ? utf8_seq_len(s + i, len - i) : 1;
         if (!n)
             return 0;
         i += n;

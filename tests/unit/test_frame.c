@@ -295,12 +295,12 @@ TEST(split_and_batched_frames)
 
 TEST(utf8_sanitize)
 {
-    ASSERT(util_utf8_valid("abc", 3));
-    ASSERT(util_utf8_valid("\xc3\xa9", 2));
-    ASSERT(!util_utf8_valid("\xc3", 1));
-    ASSERT(!util_utf8_valid("\xff", 1));
-    ASSERT(!util_utf8_valid("\xed\xa0\x80", 3)); /* surrogate */
-    ASSERT(!util_utf8_valid("\xc0\x80", 2));     /* overlong */
+    ASSERT(utf8_valid("abc", 3));
+    ASSERT(utf8_valid("\xc3\xa9", 2));
+    ASSERT(!utf8_valid("\xc3", 1));
+    ASSERT(!utf8_valid("\xff", 1));
+    ASSERT(!utf8_valid("\xed\xa0\x80", 3)); /* surrogate */
+    ASSERT(!utf8_valid("\xc0\x80", 2));     /* overlong */
     char *s = util_utf8_sanitize("a\xffz", 3);
     ASSERT_STR_EQ(s, "a\xef\xbf\xbdz");
     free(s);

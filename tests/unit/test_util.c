@@ -12,7 +12,7 @@
 #include <stdlib.h>
 #include <unistd.h>
 
-static size_t seq(const char *s, size_t n) { return util_utf8_seq_len((const unsigned char *)s, n); }
+static size_t seq(const char *s, size_t n) { return utf8_seq_len((const unsigned char *)s, n); }
 
 TEST(seq_lengths)
 {
@@ -47,10 +47,20 @@ TEST(seq_never_reads_past_the_end)
 
 TEST(valid)
 {
-    ASSERT_EQ(util_utf8_valid("", 0), 1);
-    ASSERT_EQ(util_utf8_valid("caf\xc3\xa9", 5), 1);
-    ASSERT_EQ(util_utf8_valid("caf\xc3", 4), 0);
-    ASSERT_EQ(util_utf8_valid("a\0b", 3), 0);
+    ASSERT_EQ(utf8_valid("", 0), 1);
+    ASSERT_EQ(utf8_valid("caf\xc3\xa9", 5), 1);
+    ASSERT_EQ(utf8_valid("caf\xc3", 4), 0);
+    ASSERT_EQ(utf8_valid("a\0b", 3), 0);
+}
+
+TEST(valid_nul_allows_nul_and_nothing_else)
+{
+    ASSERT_EQ(utf8_valid_nul("a\0b", 3), 1);
+    ASSERT_EQ(utf8_valid_nul("\0", 1), 1);
+    ASSERT_EQ(utf8_valid_nul("caf\xc3\xa9\0", 6), 1);
+    ASSERT_EQ(utf8_valid_nul("\0\xc3", 2), 0);
+    ASSERT_EQ(utf8_valid_nul("\xc0\x80", 2), 0); /* an overlong NUL stays invalid */
+    ASSERT_EQ(utf8_valid_nul("\xed\xa0\x80", 3), 0);
 }
 
 TEST(sanitize_replaces_each_bad_byte)
@@ -188,6 +198,7 @@ TEST(grow_doubles_from_first)
 
 TEST_MAIN(TEST_ENTRY(seq_lengths), TEST_ENTRY(seq_refuses_what_is_not_utf8),
           TEST_ENTRY(seq_never_reads_past_the_end), TEST_ENTRY(valid),
+          TEST_ENTRY(valid_nul_allows_nul_and_nothing_else),
           TEST_ENTRY(sanitize_replaces_each_bad_byte), TEST_ENTRY(list_push_and_unlink),
           TEST_ENTRY(list_append_keeps_the_tail), TEST_ENTRY(read_outcomes),
           TEST_ENTRY(grow_doubles_from_first), TEST_ENTRY(mountinfo_unescape),
