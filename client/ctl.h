@@ -78,6 +78,8 @@ void ctl_cmd_help(const ctl_cmd_t *c, FILE *f);
 /* A signal by name (TERM, SIGKILL, any case) or number (0 to 64); -1 for
  * neither. */
 int ctl_signal_number(const char *s);
+/* 1 with *pid when s is a pid (a positive decimal number), else 0. */
+int ctl_proc_pid(const char *s, uint32_t *pid);
 
 /* ------------------------------------------------------------ names */
 

@@ -82,16 +82,6 @@ void ctl_proc_json_exit(const ProcessExit *e)
 
 /* ------------------------------------------------------------ naming */
 
-int ctl_proc_pid(const char *s, uint32_t *pid)
-{
-    char *end;
-    unsigned long v = strtoul(s, &end, 10);
-    if (*s < '0' || *s > '9' || *end || !v || v > 0x7fffffff)
-        return 0;
-    *pid = (uint32_t)v;
-    return 1;
-}
-
 typedef int ps_each_fn(const ProcessInfo *p, void *arg);
 
 typedef struct ps_list {

@@ -11,8 +11,6 @@
 #define STREAM_PTY SANDBOX__AGENT__V1__STREAM__PTY
 #define STREAM_UNSPECIFIED SANDBOX__AGENT__V1__STREAM__STREAM_UNSPECIFIED
 
-/* 1 with *pid when s is a pid (a positive decimal number), else 0. */
-int ctl_proc_pid(const char *s, uint32_t *pid);
 /* PID or TAG (connected) into a pid: the newest process with the tag, a
  * running one first. 0, or 1 after saying why. */
 int ctl_proc_resolve(ctl_t *ctl, const char *what, const char *name, uint32_t *pid);

@@ -192,6 +192,16 @@ int ctl_signal_number(const char *s)
     return -1;
 }
 
+int ctl_proc_pid(const char *s, uint32_t *pid)
+{
+    char *end;
+    unsigned long v = strtoul(s, &end, 10);
+    if (*s < '0' || *s > '9' || *end || !v || v > 0x7fffffff)
+        return 0;
+    *pid = (uint32_t)v;
+    return 1;
+}
+
 /* ------------------------------------------------------------ names */
 
 void ctl_set_path(char **str, ProtobufCBinaryData *raw, const char *path)
