@@ -79,7 +79,7 @@ void ctl_cmd_help(const ctl_cmd_t *c, FILE *f);
  * neither. */
 int ctl_signal_number(const char *s);
 /* 1 with *pid when s is a pid (a positive decimal number), else 0. */
-int ctl_proc_pid(const char *s, uint32_t *pid);
+int ctl_pid_number(const char *s, uint32_t *pid);
 
 /* ------------------------------------------------------------ names */
 

@@ -132,7 +132,7 @@ static int tag_each(const ProcessInfo *p, void *arg)
 /* PID or TAG (connected) into a pid. 0, or 1 after saying why. */
 int ctl_proc_resolve(ctl_t *ctl, const char *what, const char *name, uint32_t *pid)
 {
-    if (ctl_proc_pid(name, pid))
+    if (ctl_pid_number(name, pid))
         return 0;
     by_tag_t b = {name, 0, 0};
     if (list_processes(ctl, 1, what, tag_each, &b))

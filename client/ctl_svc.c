@@ -167,7 +167,7 @@ const char *ctl_svc_state_name(int state)
 /* A pid, or else a tag. */
 static void pid_or_tag(const char *s, uint32_t *pid, const char **tag)
 {
-    if (ctl_proc_pid(s, pid)) {
+    if (ctl_pid_number(s, pid)) {
         *tag = NULL;
     } else {
         *pid = 0;

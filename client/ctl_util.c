@@ -192,7 +192,7 @@ int ctl_signal_number(const char *s)
     return -1;
 }
 
-int ctl_proc_pid(const char *s, uint32_t *pid)
+int ctl_pid_number(const char *s, uint32_t *pid)
 {
     char *end;
     unsigned long v = strtoul(s, &end, 10);
