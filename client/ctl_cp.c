@@ -2,8 +2,9 @@
  * the options, the progress bar, and each source to its destination
  * (ctl_upload.c, ctl_download.c). Every transfer is checked against the
  * agent's crc32. */
-#include "ctl.h"
 #include "ctl_fs.h"
+
+#include "ctl.h"
 
 #include <getopt.h>
 #include <stdio.h>

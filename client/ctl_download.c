@@ -1,8 +1,9 @@
 /* ctl_download.c - cp from the agent to here (and cat's reads): a file
  * as ReadFile's chunks, a tree as listed, a link as a link; modes and times
  * set once each entry is complete. */
-#include "ctl.h"
 #include "ctl_fs.h"
+
+#include "ctl.h"
 
 #include <errno.h>
 #include <fcntl.h>

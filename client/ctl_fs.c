@@ -3,8 +3,9 @@
  * (ctl_fs.h). Names travel as bytes: a path from the command line that is
  * not UTF-8 goes in the request's *_raw field, and a listed name is used as
  * its *_raw bytes. */
-#include "ctl.h"
 #include "ctl_fs.h"
+
+#include "ctl.h"
 
 #include <errno.h>
 #include <getopt.h>

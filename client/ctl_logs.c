@@ -1,8 +1,9 @@
 /* ctl_logs.c - sandboxctl's logs: a process's kept output, its last lines
  * (--tail), a time (--since), a position (--from), then what comes (-f);
  * every gap said where it happened. */
-#include "ctl.h"
 #include "ctl_proc.h"
+
+#include "ctl.h"
 
 #include <stdio.h>
 #include <stdlib.h>

@@ -2,8 +2,9 @@
  * kill, wait, write, forget; what the process commands share (a pid or a
  * tag into a pid, exit statuses, output as JSON lines) and their table. A
  * process is named by its pid or by its tag. */
-#include "ctl.h"
 #include "ctl_proc.h"
+
+#include "ctl.h"
 #include "ctl_svc.h"
 #include "utf8.h"
 

@@ -1,8 +1,9 @@
 /* ctl_run.c - sandboxctl's run and start: a command line's options into a
  * StartProcess, and for run the pump between the terminal and the followed
  * process (output, stdin, Ctrl-C, window size, detaching). */
-#include "ctl.h"
 #include "ctl_proc.h"
+
+#include "ctl.h"
 #include "ctl_svc.h"
 
 #include <errno.h>

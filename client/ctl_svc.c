@@ -1,7 +1,8 @@
 /* ctl_svc.c - sandboxctl's service commands (stop, wait-ready) and the
  * service options of start and run (--restart, --ready, --health, ...). */
-#include "ctl.h"
 #include "ctl_svc.h"
+
+#include "ctl.h"
 #include "svcfile.h"
 
 #include <errno.h>

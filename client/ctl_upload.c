@@ -1,8 +1,9 @@
 /* ctl_upload.c - cp from here to the agent: a file in chunks (WriteFile,
  * then WriteData), a tree, a link as a link; modes and times set once each
  * entry is complete. */
-#include "ctl.h"
 #include "ctl_fs.h"
+
+#include "ctl.h"
 
 #include <dirent.h>
 #include <errno.h>

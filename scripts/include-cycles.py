@@ -6,8 +6,9 @@ x, x_internal.h is x's when x.h exists, and another file belongs to the
 module of the first header it includes when it is a private header itself
 (lc_internal.h -> lifecycle.h), when that header is a private one
 ("conn_in.c" -> conn_internal.h: module conn) or when it names the file's
-prefix ("service_dir.c" -> service.h); anything else (main.c) is a module of
-its own.
+prefix ("service_dir.c" -> service.h) or shares it ("ctl_cp.c" -> ctl_fs.h:
+a group of files behind one header, which each includes first); anything
+else (main.c) is a module of its own.
 Module A depends on module B when a file of A includes a header of B. A
 cycle is a set of modules that depend on each other, directly or through
 others (a strongly connected component of more than one module). Only
@@ -46,9 +47,12 @@ def modules(d):
         elif f.endswith(".c") and base + ".h" in files:
             m = base  # x.c of x.h
         elif first and (f.endswith("_internal.h") or first.endswith("_internal.h") or
-                        base.startswith(first[:-2] + "_")):
+                        base.startswith(first[:-2] + "_") or
+                        (f.endswith(".c") and "_" in base and
+                         base.split("_")[0] == first[:-2].split("_")[0])):
             # a private header of another name (lc_internal.h -> lifecycle.h),
-            # or x_y.c: its module's private or public header
+            # or x_y.c: its module's private or public header, x.h or x_z.h
+            # (ctl_cp.c -> ctl_fs.h, the header of the file commands)
             m = module(first, seen + (f,))
         else:
             m = base  # a program (main.c) or a module without a header
