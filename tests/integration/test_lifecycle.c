@@ -237,6 +237,60 @@ static void write_hook(const char *dir, const char *name, const char *body)
     chmod(path, 0755);
 }
 
+/* A post-restore hook that touches P("post-ran"). */
+static void hook_touches_post_ran(void)
+{
+    char post[256], line[512];
+    snprintf(post, sizeof post, "%s/post-restore.d", P("hooks"));
+    snprintf(line, sizeof line, "touch %s", P("post-ran"));
+    write_hook(post, "10-mark", line);
+}
+
+/* Freeze the test's mount for a minute through c; w's lifecycle watch
+ * (wid) reports it. */
+static void freeze_watched(sa_client_t *c, sa_client_t *w, uint64_t wid)
+{
+    const char *m[] = {g_mnt};
+    Response *r = quiesce(c, m, 1, 60000, 0);
+    ASSERT_RESULT(r, QUIESCED);
+    sa_response_free(r);
+    expect_event(w, wid, LK(QUIESCED), "request");
+}
+
+/* The first restore, noticed from source: the watch reports the thaw, then
+ * RESTORED; the mount is thawed and the post-restore hook has run. */
+static void expect_restore(sa_client_t *w, uint64_t wid, const char *source)
+{
+    expect_event(w, wid, LK(THAWED), "restore");
+    Response *r = next_event(w, wid);
+    ASSERT_EQ(r->lifecycle->kind, LK(RESTORED));
+    ASSERT_STR_EQ(r->lifecycle->source, source);
+    ASSERT_EQ(r->lifecycle->restores, 1);
+    sa_response_free(r);
+    ASSERT(!mnt_frozen());
+    ASSERT(access(P("post-ran"), F_OK) == 0);
+}
+
+/* The --clock-test-file: "REALTIME MONOTONIC BOOTTIME" in nanoseconds, and
+ * the RTC in whole seconds unless rtc < 0; replaced by a rename, so the
+ * agent never reads half a line. */
+static void write_clocks(const char *path, long long rt, long long mono, long long boot,
+                         long long rtc)
+{
+    char tmp[300];
+    snprintf(tmp, sizeof tmp, "%s.tmp", path);
+    FILE *f = fopen(tmp, "w");
+    if (!f)
+        FAIL("%s: %s", tmp, strerror(errno));
+    if (rtc < 0)
+        fprintf(f, "%lld %lld %lld\n", rt, mono, boot);
+    else
+        fprintf(f, "%lld %lld %lld %lld\n", rt, mono, boot, rtc);
+    fclose(f);
+    if (rename(tmp, path) < 0)
+        FAIL("rename: %s", strerror(errno));
+}
+
 /* ------------------------------------------------------------ tests */
 
 LC_TEST(quiesce_freezes_refuses_writes_and_thaws)
@@ -665,11 +719,8 @@ LC_TEST(restored_steps_clock_adds_entropy_sets_env)
     agent_start(&a, "--hooks-dir", P("hooks"), NULL);
     sa_client_t *c = agent_connect(&a), *w = agent_connect(&a);
     uint64_t wid = watch_send(w);
-    const char *m[] = {g_mnt};
-    Response *r = quiesce(c, m, 1, 60000, 0);
-    ASSERT_RESULT(r, QUIESCED);
-    sa_response_free(r);
-    expect_event(w, wid, LK(QUIESCED), "request");
+    freeze_watched(c, w, wid);
+    Response *r;
 
     Request req = REQUEST_INIT;
     Sandbox__Agent__V1__Restored rs = SANDBOX__AGENT__V1__RESTORED__INIT;
@@ -774,48 +825,29 @@ LC_TEST(restored_steps_clock_adds_entropy_sets_env)
     agent_stop(&a);
 }
 
-static void write_clocks(const char *path, long long rt, long long mono, long long boot)
-{
-    char tmp[300];
-    snprintf(tmp, sizeof tmp, "%s.tmp", path);
-    FILE *f = fopen(tmp, "w");
-    if (!f)
-        FAIL("%s: %s", tmp, strerror(errno));
-    fprintf(f, "%lld %lld %lld\n", rt, mono, boot);
-    fclose(f);
-    if (rename(tmp, path) < 0)
-        FAIL("rename: %s", strerror(errno));
-}
-
 LC_TEST(clock_jump_is_noticed_as_a_restore)
 {
     if (!setup())
         return;
-    char post[256], line[512];
-    snprintf(post, sizeof post, "%s/post-restore.d", P("hooks"));
-    snprintf(line, sizeof line, "touch %s", P("post-ran"));
-    write_hook(post, "10-mark", line);
+    hook_touches_post_ran();
     const char *clocks = P("clocks");
     const long long S = 1000000000ll;
     long long rt = 1700000000 * S, mono = 100 * S, boot = 100 * S;
-    write_clocks(clocks, rt, mono, boot);
+    write_clocks(clocks, rt, mono, boot, -1);
 
     agent_t a;
     agent_start(&a, "--hooks-dir", P("hooks"), "--clock-test-file", clocks, "--clock-check-ms",
                 "50", "--clock-jump-ms", "2000", NULL);
     sa_client_t *c = agent_connect(&a), *w = agent_connect(&a);
     uint64_t wid = watch_send(w);
-    const char *m[] = {g_mnt};
-    Response *r = quiesce(c, m, 1, 60000, 0);
-    ASSERT_RESULT(r, QUIESCED);
-    sa_response_free(r);
-    expect_event(w, wid, LK(QUIESCED), "request");
+    freeze_watched(c, w, wid);
+    Response *r;
 
     /* Time passing on both clocks, and a drift below the threshold, are
      * not a restore. */
-    write_clocks(clocks, rt + 5 * S, mono + 5 * S, boot + 5 * S);
+    write_clocks(clocks, rt + 5 * S, mono + 5 * S, boot + 5 * S, -1);
     usleep(300000);
-    write_clocks(clocks, rt + 6 * S + S / 2, mono + 5 * S + S / 10, boot + 5 * S + S / 10);
+    write_clocks(clocks, rt + 6 * S + S / 2, mono + 5 * S + S / 10, boot + 5 * S + S / 10, -1);
     usleep(300000);
     r = info_call(c);
     ASSERT_EQ(r->info->restores, 0);
@@ -823,25 +855,18 @@ LC_TEST(clock_jump_is_noticed_as_a_restore)
     ASSERT(mnt_frozen());
 
     /* The wall clock an hour ahead of the monotonic clock: a restore. */
-    write_clocks(clocks, rt + 3606 * S, mono + 6 * S, boot + 6 * S);
+    write_clocks(clocks, rt + 3606 * S, mono + 6 * S, boot + 6 * S, -1);
     r = next_event(w, wid);
     ASSERT_EQ(r->lifecycle->kind, LK(CLOCK_STEPPED));
     ASSERT_STR_EQ(r->lifecycle->source, "clock");
     ASSERT_GT(r->lifecycle->clock_step_nano, 3590 * S);
     ASSERT_LT(r->lifecycle->clock_step_nano, 3610 * S);
     sa_response_free(r);
-    expect_event(w, wid, LK(THAWED), "restore");
-    r = next_event(w, wid);
-    ASSERT_EQ(r->lifecycle->kind, LK(RESTORED));
-    ASSERT_STR_EQ(r->lifecycle->source, "clock");
-    ASSERT_EQ(r->lifecycle->restores, 1);
-    sa_response_free(r);
-    ASSERT(!mnt_frozen());
-    ASSERT(access(P("post-ran"), F_OK) == 0);
+    expect_restore(w, wid, "clock");
 
     /* BOOTTIME ahead of MONOTONIC (a suspend) is one too, but so soon
      * after the last it is the same restore: counted once. */
-    write_clocks(clocks, rt + 7300 * S, mono + 7 * S, boot + 3700 * S);
+    write_clocks(clocks, rt + 7300 * S, mono + 7 * S, boot + 3700 * S, -1);
     expect_event(w, wid, LK(CLOCK_STEPPED), "clock");
     r = info_call(c);
     ASSERT_EQ(r->info->restores, 1);
@@ -851,56 +876,35 @@ LC_TEST(clock_jump_is_noticed_as_a_restore)
     agent_stop(&a);
 }
 
-/* The clocks, and the RTC in whole seconds. */
-static void write_clocks_rtc(const char *path, long long rt, long long mono, long long boot,
-                             long long rtc)
-{
-    char tmp[300];
-    snprintf(tmp, sizeof tmp, "%s.tmp", path);
-    FILE *f = fopen(tmp, "w");
-    if (!f)
-        FAIL("%s: %s", tmp, strerror(errno));
-    fprintf(f, "%lld %lld %lld %lld\n", rt, mono, boot, rtc);
-    fclose(f);
-    if (rename(tmp, path) < 0)
-        FAIL("rename: %s", strerror(errno));
-}
-
 LC_TEST(rtc_ahead_of_the_wall_clock_is_noticed_as_a_pause)
 {
     if (!setup())
         return;
-    char post[256], line[512];
-    snprintf(post, sizeof post, "%s/post-restore.d", P("hooks"));
-    snprintf(line, sizeof line, "touch %s", P("post-ran"));
-    write_hook(post, "10-mark", line);
+    hook_touches_post_ran();
     const char *clocks = P("clocks");
     const long long S = 1000000000ll, T = 1700000000;
     long long mono = 100 * S;
-    write_clocks_rtc(clocks, T * S, mono, mono, T);
+    write_clocks(clocks, T * S, mono, mono, T);
 
     agent_t a;
     agent_start(&a, "--hooks-dir", P("hooks"), "--clock-test-file", clocks, "--clock-check-ms",
                 "50", "--clock-jump-ms", "2000", "--kmsg", "off", NULL);
     sa_client_t *c = agent_connect(&a), *w = agent_connect(&a);
     uint64_t wid = watch_send(w);
-    const char *m[] = {g_mnt};
-    Response *r = quiesce(c, m, 1, 60000, 0);
-    ASSERT_RESULT(r, QUIESCED);
-    sa_response_free(r);
-    expect_event(w, wid, LK(QUIESCED), "request");
+    freeze_watched(c, w, wid);
+    Response *r;
 
     /* Time passing on every clock, the RTC's whole seconds ahead of and
      * behind the wall clock, and the RTC set back by someone: no pause. */
-    write_clocks_rtc(clocks, (T + 5) * S, mono + 5 * S, mono + 5 * S, T + 5);
+    write_clocks(clocks, (T + 5) * S, mono + 5 * S, mono + 5 * S, T + 5);
     usleep(300000);
-    write_clocks_rtc(clocks, (T + 6) * S + S / 2, mono + 6 * S + S / 2, mono + 6 * S + S / 2,
+    write_clocks(clocks, (T + 6) * S + S / 2, mono + 6 * S + S / 2, mono + 6 * S + S / 2,
                      T + 7);
     usleep(300000);
-    write_clocks_rtc(clocks, (T + 7) * S + 9 * S / 10, mono + 7 * S + 9 * S / 10,
+    write_clocks(clocks, (T + 7) * S + 9 * S / 10, mono + 7 * S + 9 * S / 10,
                      mono + 7 * S + 9 * S / 10, T + 7);
     usleep(300000);
-    write_clocks_rtc(clocks, (T + 9) * S, mono + 9 * S, mono + 9 * S, T - 91);
+    write_clocks(clocks, (T + 9) * S, mono + 9 * S, mono + 9 * S, T - 91);
     usleep(300000);
     r = info_call(c);
     ASSERT_EQ(r->info->restores, 0);
@@ -909,19 +913,12 @@ LC_TEST(rtc_ahead_of_the_wall_clock_is_noticed_as_a_pause)
 
     /* Paused for an hour: the guest's clocks stood still, the RTC (the
      * host's clock) did not. */
-    write_clocks_rtc(clocks, (T + 10) * S, mono + 10 * S, mono + 10 * S, T - 90 + 3600);
-    expect_event(w, wid, LK(THAWED), "restore");
-    r = next_event(w, wid);
-    ASSERT_EQ(r->lifecycle->kind, LK(RESTORED));
-    ASSERT_STR_EQ(r->lifecycle->source, "rtc");
-    ASSERT_EQ(r->lifecycle->restores, 1);
-    sa_response_free(r);
-    ASSERT(!mnt_frozen());
-    ASSERT(access(P("post-ran"), F_OK) == 0);
+    write_clocks(clocks, (T + 10) * S, mono + 10 * S, mono + 10 * S, T - 90 + 3600);
+    expect_restore(w, wid, "rtc");
 
     /* The wall clock stepped forward to catch up (NTP): the clock watch
      * reports the step, and it is the same restore. */
-    write_clocks_rtc(clocks, (T + 3511) * S, mono + 11 * S, mono + 11 * S, T + 3511);
+    write_clocks(clocks, (T + 3511) * S, mono + 11 * S, mono + 11 * S, T + 3511);
     r = next_event(w, wid);
     ASSERT_EQ(r->lifecycle->kind, LK(CLOCK_STEPPED));
     ASSERT_STR_EQ(r->lifecycle->source, "clock");
@@ -973,19 +970,13 @@ LC_TEST(vmgenid_uevent_is_noticed_as_a_restore)
      * test may send uevent-shaped messages to the uevent group. */
     if (unshare(CLONE_NEWNET) < 0)
         FAIL("unshare(CLONE_NEWNET): %s", strerror(errno));
-    char post[256], line[512];
-    snprintf(post, sizeof post, "%s/post-restore.d", P("hooks"));
-    snprintf(line, sizeof line, "touch %s", P("post-ran"));
-    write_hook(post, "10-mark", line);
+    hook_touches_post_ran();
     agent_t a;
     agent_start(&a, "--hooks-dir", P("hooks"), NULL);
     sa_client_t *c = agent_connect(&a), *w = agent_connect(&a);
     uint64_t wid = watch_send(w);
-    const char *m[] = {g_mnt};
-    Response *r = quiesce(c, m, 1, 60000, 0);
-    ASSERT_RESULT(r, QUIESCED);
-    sa_response_free(r);
-    expect_event(w, wid, LK(QUIESCED), "request");
+    freeze_watched(c, w, wid);
+    Response *r;
 
     static const char other[] = "change@/devices/virtual/net/lo\0ACTION=change\0"
                                 "DEVPATH=/devices/virtual/net/lo\0SUBSYSTEM=net\0SEQNUM=1";
@@ -1003,14 +994,7 @@ LC_TEST(vmgenid_uevent_is_noticed_as_a_restore)
     ASSERT(mnt_frozen());
 
     send_uevent(vmgenid, sizeof vmgenid, 0);
-    expect_event(w, wid, LK(THAWED), "restore");
-    r = next_event(w, wid);
-    ASSERT_EQ(r->lifecycle->kind, LK(RESTORED));
-    ASSERT_STR_EQ(r->lifecycle->source, "vmgenid");
-    ASSERT_EQ(r->lifecycle->restores, 1);
-    sa_response_free(r);
-    ASSERT(!mnt_frozen());
-    ASSERT(access(P("post-ran"), F_OK) == 0);
+    expect_restore(w, wid, "vmgenid");
     r = info_call(c);
     ASSERT_EQ(r->info->restores, 1);
     ASSERT_GT(r->info->last_restore_unix_nano, 0);
@@ -1048,10 +1032,7 @@ LC_TEST(kmsg_vmfork_line_is_noticed_as_a_restore)
 {
     if (!setup())
         return;
-    char post[256], line[512];
-    snprintf(post, sizeof post, "%s/post-restore.d", P("hooks"));
-    snprintf(line, sizeof line, "touch %s", P("post-ran"));
-    write_hook(post, "10-mark", line);
+    hook_touches_post_ran();
     const char *fifo = P("kmsg");
     if (mkfifo(fifo, 0600) < 0)
         FAIL("mkfifo: %s", strerror(errno));
@@ -1064,11 +1045,8 @@ LC_TEST(kmsg_vmfork_line_is_noticed_as_a_restore)
     agent_start(&a, "--hooks-dir", P("hooks"), "--kmsg", fifo, "--clock-jump-ms", "0", NULL);
     sa_client_t *c = agent_connect(&a), *w = agent_connect(&a);
     uint64_t wid = watch_send(w);
-    const char *m[] = {g_mnt};
-    Response *r = quiesce(c, m, 1, 60000, 0);
-    ASSERT_RESULT(r, QUIESCED);
-    sa_response_free(r);
-    expect_event(w, wid, LK(QUIESCED), "request");
+    freeze_watched(c, w, wid);
+    Response *r;
 
     /* The line written by a process (facility 1, user: what the kernel
      * gives whatever a writer asks for, here notice 5 + 8), other kernel
@@ -1091,14 +1069,7 @@ LC_TEST(kmsg_vmfork_line_is_noticed_as_a_restore)
     kmsg_put(kfd, "4,200,5000,-;virtio_net virtio1: up\n5,201,5100,-;random: crng reseeded ");
     usleep(100000);
     kmsg_put(kfd, "due to virtual machine fork\n");
-    expect_event(w, wid, LK(THAWED), "restore");
-    r = next_event(w, wid);
-    ASSERT_EQ(r->lifecycle->kind, LK(RESTORED));
-    ASSERT_STR_EQ(r->lifecycle->source, "kmsg");
-    ASSERT_EQ(r->lifecycle->restores, 1);
-    sa_response_free(r);
-    ASSERT(!mnt_frozen());
-    ASSERT(access(P("post-ran"), F_OK) == 0);
+    expect_restore(w, wid, "kmsg");
     ASSERT(log_has(a.log, "95 kernel log records were overwritten"));
 
     /* The same line again so soon is the same restore. */
