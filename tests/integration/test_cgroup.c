@@ -75,40 +75,46 @@ static void kill_and_remove(const char *root)
     }
 }
 
+/* Processes anywhere on the machine whose command line holds marker, each
+ * sent sig unless it is 0; -1 when /proc cannot be read. A zombie has an
+ * empty command line: it is dead already. */
+static int signal_marked(const char *marker, int sig)
+{
+    DIR *d = opendir("/proc");
+    struct dirent *de;
+    int n = 0;
+    size_t mlen = strlen(marker);
+    if (!d)
+        return -1;
+    while ((de = readdir(d))) {
+        char path[300], buf[4096];
+        if (de->d_name[0] < '0' || de->d_name[0] > '9')
+            continue;
+        snprintf(path, sizeof path, "/proc/%s/cmdline", de->d_name);
+        int fd = open(path, O_RDONLY | O_CLOEXEC);
+        if (fd < 0)
+            continue;
+        ssize_t len = read(fd, buf, sizeof buf - 1);
+        close(fd);
+        for (ssize_t i = 0; i + (ssize_t)mlen <= len; i++) {
+            if (!memcmp(buf + i, marker, mlen)) {
+                if (sig)
+                    kill(atoi(de->d_name), sig);
+                n++;
+                break;
+            }
+        }
+    }
+    closedir(d);
+    return n;
+}
+
 /* SIGKILL to every process whose command line holds marker (the bombs
  * of the tests without cgroups, were the agent to miss them). */
 static void kill_marked(const char *marker)
 {
-    size_t mlen = strlen(marker);
-    for (int round = 0; round < 20; round++) {
-        DIR *d = opendir("/proc");
-        struct dirent *de;
-        int n = 0;
-        if (!d)
-            return;
-        while ((de = readdir(d))) {
-            char path[300], buf[4096];
-            if (de->d_name[0] < '0' || de->d_name[0] > '9')
-                continue;
-            snprintf(path, sizeof path, "/proc/%s/cmdline", de->d_name);
-            int fd = open(path, O_RDONLY | O_CLOEXEC);
-            if (fd < 0)
-                continue;
-            ssize_t len = read(fd, buf, sizeof buf - 1);
-            close(fd);
-            for (ssize_t i = 0; i + (ssize_t)mlen <= len; i++) {
-                if (!memcmp(buf + i, marker, mlen)) {
-                    kill(atoi(de->d_name), SIGKILL);
-                    n++;
-                    break;
-                }
-            }
-        }
-        closedir(d);
-        if (!n)
-            return;
+    for (int round = 0; round < 20 && signal_marked(marker, SIGKILL) > 0; round++)
         usleep(10000);
-    }
 }
 
 static void test_cleanup(void)
@@ -232,31 +238,9 @@ static Response *freeze_op(sa_client_t *c, int freeze, uint32_t thaw_after_ms)
 /* Processes anywhere on the machine whose command line holds marker. */
 static int count_marked(const char *marker)
 {
-    DIR *d = opendir("/proc");
-    struct dirent *de;
-    int n = 0;
-    size_t mlen = strlen(marker);
-    if (!d)
+    int n = signal_marked(marker, 0);
+    if (n < 0)
         FAIL("opendir /proc: %s", strerror(errno));
-    while ((de = readdir(d))) {
-        char path[300], buf[4096];
-        if (de->d_name[0] < '0' || de->d_name[0] > '9')
-            continue;
-        snprintf(path, sizeof path, "/proc/%s/cmdline", de->d_name);
-        int fd = open(path, O_RDONLY | O_CLOEXEC);
-        if (fd < 0)
-            continue;
-        ssize_t len = read(fd, buf, sizeof buf - 1);
-        close(fd);
-        /* A zombie has an empty cmdline: it is dead already. */
-        for (ssize_t i = 0; i + (ssize_t)mlen <= len; i++) {
-            if (!memcmp(buf + i, marker, mlen)) {
-                n++;
-                break;
-            }
-        }
-    }
-    closedir(d);
     return n;
 }
 
