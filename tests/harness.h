@@ -5,7 +5,7 @@
  * Integration tests start the real agent on a temporary unix socket with
  * agent_start() and talk to it through the client library.
  * Shared here: files (slurp, put_file, log_count), time (now_ms), children
- * (child_status), UTF-8 (utf8_ok); with the agent: call, recv_id,
+ * (child_status), descriptors (fd_count), UTF-8 (utf8_ok); with the agent: call, recv_id,
  * expect_error, cancel_ok, ping_req, ping_ok, info_call, proc_rss. Beside it in
  * integration/: ctl_helpers.h (the sandboxctl binary: ctl_run, run_ctl),
  * proc_helpers.h (processes: start_sh, collect_all, wait_exit for a
@@ -20,6 +20,7 @@
 #ifndef SA_TEST_HARNESS_H
 #define SA_TEST_HARNESS_H
 
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <inttypes.h>
@@ -207,6 +208,21 @@ static inline int child_status(pid_t pid)
         usleep(10000);
     }
     FAIL("no exit of child %d within 10 s", (int)pid);
+}
+
+/* Open descriptors of a process. */
+static inline int fd_count(pid_t pid)
+{
+    char path[64];
+    int n = 0;
+    snprintf(path, sizeof path, "/proc/%d/fd", (int)pid);
+    DIR *d = opendir(path);
+    if (!d)
+        return -1;
+    for (struct dirent *e; (e = readdir(d));)
+        n += e->d_name[0] != '.';
+    closedir(d);
+    return n;
 }
 
 /* 1 when s is valid UTF-8 (no overlong forms). */

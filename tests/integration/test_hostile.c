@@ -18,23 +18,6 @@ typedef Sandbox__Agent__V1__FileData FileDataReq;
 
 
 
-/* Descriptors the agent holds now. */
-static int fd_count(pid_t pid)
-{
-    char path[64];
-    int n = 0;
-    snprintf(path, sizeof path, "/proc/%d/fd", (int)pid);
-    DIR *d = opendir(path);
-    struct dirent *de;
-    if (!d)
-        return -1;
-    while ((de = readdir(d)))
-        if (de->d_name[0] != '.')
-            n++;
-    closedir(d);
-    return n;
-}
-
 /* The agent's descriptors return to at most base (closing is asynchronous:
  * connections are freed on the next loop turn, uploads by a worker, and
  * starts still queued for the spawner hold their pipes until they run,

@@ -173,21 +173,6 @@ static inline void server_stop(pid_t pid)
     waitpid(pid, NULL, 0);
 }
 
-/* Open descriptors of a process. */
-static inline int fd_count(pid_t pid)
-{
-    char path[64];
-    int n = 0;
-    snprintf(path, sizeof path, "/proc/%d/fd", (int)pid);
-    DIR *d = opendir(path);
-    if (!d)
-        return -1;
-    for (struct dirent *e; (e = readdir(d));)
-        n += e->d_name[0] != '.';
-    closedir(d);
-    return n;
-}
-
 /* Peak RSS (VmHWM) in bytes. */
 static inline long long proc_hwm(pid_t pid) { return proc_vm(pid, "VmHWM"); }
 
