@@ -39,22 +39,6 @@ void lc_plan_free(lc_plan_t *p)
     p->n = 0;
 }
 
-/* mountinfo escapes space, tab, newline and backslash as \ooo. */
-static void unescape(char *s)
-{
-    char *o = s;
-    for (; *s; s++) {
-        if (s[0] == '\\' && s[1] >= '0' && s[1] <= '3' && s[2] >= '0' && s[2] <= '7' &&
-            s[3] >= '0' && s[3] <= '7') {
-            *o++ = (char)((s[1] - '0') << 6 | (s[2] - '0') << 3 | (s[3] - '0'));
-            s += 3;
-        } else {
-            *o++ = *s;
-        }
-    }
-    *o = 0;
-}
-
 static int has_opt(const char *opts, const char *want)
 {
     size_t wl = strlen(want);
@@ -102,8 +86,8 @@ static int mountinfo_read(mi_t **out, int *n)
             }
             v = nv;
         }
-        unescape(mp);
-        unescape(source);
+        util_mountinfo_unescape(mp);
+        util_mountinfo_unescape(source);
         v[cnt].path = strdup(mp);
         v[cnt].source = strdup(source);
         v[cnt].dev = makedev(maj, min);
