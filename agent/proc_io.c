@@ -120,15 +120,20 @@ const cg_stats_t *proc_cg_stats(const proc_t *p, cg_stats_t *live)
     return live;
 }
 
+void proc_exit_status(int status, ProcessExit *e)
+{
+    if (WIFSIGNALED(status)) {
+        e->signal = WTERMSIG(status);
+        e->exit_code = 128 + e->signal;
+        e->core_dumped = WCOREDUMP(status) ? 1 : 0;
+    } else {
+        e->exit_code = WEXITSTATUS(status);
+    }
+}
+
 void proc_fill_exit(const proc_t *p, ProcessExit *e)
 {
-    if (WIFSIGNALED(p->status)) {
-        e->signal = WTERMSIG(p->status);
-        e->exit_code = 128 + e->signal;
-        e->core_dumped = WCOREDUMP(p->status) ? 1 : 0;
-    } else {
-        e->exit_code = WEXITSTATUS(p->status);
-    }
+    proc_exit_status(p->status, e);
     e->ended_at_unix_nano = p->ended;
     e->timed_out = p->timed_out ? 1 : 0;
     e->total_output_bytes = p->log.next_seq;

@@ -540,13 +540,7 @@ void svc_fill_info(const svc_t *s, ProcessInfo *in, ProcessExit *last)
         }
     }
     if (r) {
-        if (WIFSIGNALED(r->status)) {
-            last->signal = WTERMSIG(r->status);
-            last->exit_code = 128 + last->signal;
-            last->core_dumped = WCOREDUMP(r->status) ? 1 : 0;
-        } else {
-            last->exit_code = WEXITSTATUS(r->status);
-        }
+        proc_exit_status(r->status, last);
         last->ended_at_unix_nano = r->ended_at;
         last->timed_out = r->timed_out;
         last->total_output_bytes = r->end_seq;

@@ -38,6 +38,9 @@ void proc_respawn(proc_t *p);
 /* A signal to every process of p's run: its cgroup (SIGKILL: cgroup.kill),
  * or without cgroups its group (SIGKILL: until empty). 0 or -errno. */
 int proc_signal_all(proc_t *p, int sig);
+/* A wait status told as ProcessExit says it: exit_code (128 + the signal
+ * for a signal), signal and core_dumped. The rest of e is the caller's. */
+void proc_exit_status(int status, ProcessExit *e);
 /* A service between runs ends for good (stopped, or it gave up). */
 void proc_end(proc_t *p);
 /* Wake the record's followers and waiters: a service event. */
