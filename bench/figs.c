@@ -2,6 +2,7 @@
  * its references in the same run (see bench/README in the top README's
  * Performance section for what each one means). */
 #include "bench.h"
+#include "frame.h"
 #include "spawnref.h"
 
 #include <errno.h>
@@ -617,17 +618,6 @@ static double agent_download_once(const char *path, uint64_t bytes)
     return (double)got / dt;
 }
 
-static size_t varint(uint8_t *p, uint64_t v)
-{
-    size_t n = 0;
-    while (v >= 0x80) {
-        p[n++] = (uint8_t)(v | 0x80);
-        v >>= 7;
-    }
-    p[n++] = (uint8_t)v;
-    return n;
-}
-
 /* Send one upload chunk without copying it: the frame header and the
  * envelope are encoded by hand in front of the data, and writev sends both.
  * first: a WriteFile carrying path; else a FileData. */
@@ -639,7 +629,7 @@ static int send_chunk(int fd, uint64_t id, int first, const char *path, const ui
     if (first) {
         size_t pl = strlen(path);
         sub[sl++] = 1 << 3 | 2; /* WriteFile.path */
-        sl += varint(sub + sl, pl);
+        sl += frame_varint_put(sub + sl, pl);
         memcpy(sub + sl, path, pl);
         sl += pl;
         if (more) {
@@ -658,19 +648,15 @@ static int send_chunk(int fd, uint64_t id, int first, const char *path, const ui
         }
         sub[sl++] = 1 << 3 | 2; /* FileData.data */
     }
-    sl += varint(sub + sl, len);
+    sl += frame_varint_put(sub + sl, len);
     size_t sublen = sl + len;
     env[el++] = 1 << 3; /* Request.id */
-    el += varint(env + el, id);
+    el += frame_varint_put(env + el, id);
     unsigned op = first ? 31 : 32; /* write_file, write_data */
-    el += varint(env + el, op << 3 | 2);
-    el += varint(env + el, sublen);
+    el += frame_varint_put(env + el, op << 3 | 2);
+    el += frame_varint_put(env + el, sublen);
     size_t plen = el - 5 + sublen;
-    env[0] = 0;
-    env[1] = (uint8_t)(plen >> 24);
-    env[2] = (uint8_t)(plen >> 16);
-    env[3] = (uint8_t)(plen >> 8);
-    env[4] = (uint8_t)plen;
+    frame_header_write(env, 0, (uint32_t)plen);
     struct iovec iov[3] = {{env, el}, {sub, sl}, {(void *)data, len}};
     size_t left = el + sl + len;
     int idx = 0;

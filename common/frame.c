@@ -192,7 +192,7 @@ static size_t varint_size(uint64_t v)
     return n;
 }
 
-static size_t varint_put(uint8_t *p, uint64_t v)
+size_t frame_varint_put(uint8_t *p, uint64_t v)
 {
     size_t n = 0;
     while (v >= 0x80) {
@@ -268,11 +268,11 @@ ssize_t frame_encode_head(ProtobufCMessage *msg, ProtobufCMessage *sub, Protobuf
         frame_header_write(p, 0, (uint32_t)plen);
         p += FRAME_HEADER_SIZE;
         p += protobuf_c_message_pack(msg, p);
-        p += varint_put(p, mkey);
-        p += varint_put(p, subtotal);
+        p += frame_varint_put(p, mkey);
+        p += frame_varint_put(p, subtotal);
         p += protobuf_c_message_pack(sub, p);
-        p += varint_put(p, bkey);
-        p += varint_put(p, saved.len);
+        p += frame_varint_put(p, bkey);
+        p += frame_varint_put(p, saved.len);
         rc = (ssize_t)(p - out);
         *payload_len = plen;
     }

@@ -60,4 +60,9 @@ ssize_t frame_encode_head(ProtobufCMessage *msg, ProtobufCMessage *sub, Protobuf
 /* Write a header for payload_len into dst[0..5). */
 void frame_header_write(uint8_t *dst, uint8_t flags, uint32_t payload_len);
 
+/* Write v at p as a protobuf varint (at most 10 bytes); returns its length.
+ * For encodings written by hand around bulk data (frame_encode_head,
+ * pbscan). */
+size_t frame_varint_put(uint8_t *p, uint64_t v);
+
 #endif

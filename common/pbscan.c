@@ -9,6 +9,8 @@
  * does (same tag, varint and length rules), and declines anything else. */
 #include "pbscan.h"
 
+#include "frame.h"
+
 #include <limits.h>
 #include <stdlib.h>
 #include <string.h>
@@ -82,17 +84,6 @@ static int field_next(const uint8_t *buf, size_t len, size_t at, pbfield_t *f)
     }
 }
 
-static size_t varint_put(uint8_t *p, uint64_t v)
-{
-    size_t n = 0;
-    while (v >= 0x80) {
-        p[n++] = (uint8_t)(v | 0x80);
-        v >>= 7;
-    }
-    p[n++] = (uint8_t)v;
-    return n;
-}
-
 /* The Request ops whose `data` is bulk. */
 static int bulk_op(const char *name)
 {
@@ -149,7 +140,7 @@ Request *pbscan_request(const uint8_t *payload, size_t len, size_t min_bulk,
         return NULL;
     memcpy(rest, payload, op.hdr);
     r = op.hdr;
-    r += varint_put(rest + r, sublen);
+    r += frame_varint_put(rest + r, sublen);
     memcpy(rest + r, payload + op.val, b.key - op.val);
     r += b.key - op.val;
     memcpy(rest + r, payload + b.end, op.end - b.end);
