@@ -8,7 +8,7 @@
  * Lifecycle of a process record (enum proc_state; every transition is in
  * proc_state_set's table):
  *   spawned -> running (pipes read into its outlog)
- *   leader reaped -> draining: read until EOF, or until DRAIN_IDLE_MS pass
+ *   leader reaped -> draining: read until EOF, or until PROC_DRAIN_IDLE_MS pass
  *                    with no data (a grandchild keeps the pipe open)
  *   pipes closed  -> final: ProcessExit goes to followers and waiters; the
  *                    record joins the exited list (oldest first) and is kept
@@ -487,7 +487,7 @@ void proc_leader_exited(proc_t *p, int status)
     if (p->fd_out < 0 && p->fd_err < 0) {
         proc_finalize(p);
     } else if (!p->read_paused) {
-        ev_timer_set(&p->t_drain, DRAIN_IDLE_MS / 1000.0, DRAIN_IDLE_MS / 1000.0);
+        ev_timer_set(&p->t_drain, PROC_DRAIN_IDLE_MS / 1000.0, PROC_DRAIN_IDLE_MS / 1000.0);
         ev_timer_again(proc_loop, &p->t_drain);
     }
     proc_shutdown_check();

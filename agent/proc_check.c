@@ -2,7 +2,7 @@
  * told: the request's fields and sizes, shutdown, the limit on processes,
  * and the answer for a spawn that failed.
  *
- * Errors: a check returns 0, or -1 with a start_err_t filled (code, errno,
+ * Errors: a check returns 0, or -1 with a proc_start_err_t filled (code, errno,
  * message), which its caller answers: the StartProcess handler with an
  * Error, a service's restart through svc_respawn_failed(), services.d in
  * its log. proc_start_reply_error() answers on the connection itself. */
@@ -26,7 +26,7 @@
 #define USER_SPEC_MAX 256
 #define ARG_STR_MAX (128 * 1024)
 
-int proc_start_refuse(start_err_t *e, int code, int os_errno, const char *fmt, ...)
+int proc_start_refuse(proc_start_err_t *e, int code, int os_errno, const char *fmt, ...)
 {
     va_list ap;
     e->code = code;
@@ -37,14 +37,14 @@ int proc_start_refuse(start_err_t *e, int code, int os_errno, const char *fmt, .
     return -1;
 }
 
-int proc_start_refuse_errno(start_err_t *e, int rc, const char *msg)
+int proc_start_refuse_errno(proc_start_err_t *e, int rc, const char *msg)
 {
     return proc_start_refuse(e, errcode_from_errno(rc), -rc, "%s", msg);
 }
 
 /* Everything a ProcessInfo echoes must fit in an answer, so that GetProcess
  * and ListProcesses can always answer: the strings are bounded here. */
-static int start_check_sizes(const StartProcess *sp, start_err_t *e)
+static int start_check_sizes(const StartProcess *sp, proc_start_err_t *e)
 {
     char what[64] = "";
     size_t n = 0, max = 0;
@@ -94,7 +94,7 @@ static int valid_env_key(const char *k)
 
 /* What a start request alone can be refused for, before anything is made:
  * its fields, shutdown, the limit on processes. 0, or -1 with e filled. */
-int proc_start_check(const StartProcess *sp, const proc_t *rec, start_err_t *e)
+int proc_start_check(const StartProcess *sp, const proc_t *rec, proc_start_err_t *e)
 {
     if (!sp->command || !sp->command[0])
         return proc_start_refuse(e, CODE(INVALID_ARGUMENT), 0, "start: command is empty");

@@ -17,7 +17,7 @@
 
 #define USER_PATH "/usr/local/bin:/usr/bin:/bin" /* a user other than root's */
 
-void proc_ctx_free(start_ctx_t *x)
+void proc_ctx_free(proc_start_ctx_t *x)
 {
     for (size_t i = 0; i < x->n_owned; i++)
         free(x->owned[i]);
@@ -34,7 +34,7 @@ static int env_key_eq(const char *entry, const char *key, size_t klen)
     return !strncmp(entry, key, klen) && entry[klen] == '=';
 }
 
-static int env_set(start_ctx_t *x, size_t *n, const char *key, const char *value)
+static int env_set(proc_start_ctx_t *x, size_t *n, const char *key, const char *value)
 {
     size_t klen = strlen(key), vlen = strlen(value);
     char *s = malloc(klen + vlen + 2);
@@ -91,7 +91,7 @@ static int env_locale_var(const char *e)
  * USER, LOGNAME, SHELL and, unless the agent's own user inherits one, a
  * PATH; then on a PTY TERM; then the request's env, later ones winning.
  * clear_env: the request's env (and TERM) only. */
-int proc_env_build(start_ctx_t *x, const StartProcess *sp, const user_id_t *u, int set_user)
+int proc_env_build(proc_start_ctx_t *x, const StartProcess *sp, const user_id_t *u, int set_user)
 {
     size_t base = 0, n = 0;
     if (!sp->clear_env)
@@ -114,7 +114,7 @@ int proc_env_build(start_ctx_t *x, const StartProcess *sp, const user_id_t *u, i
             env_set(x, &n, "SHELL", u->shell[0] ? u->shell : "/bin/sh") < 0)
             return -ENOMEM;
         if (!proc_env_get(x->envp, n, "PATH") &&
-            env_set(x, &n, "PATH", u->uid == 0 ? DEFAULT_PATH : USER_PATH) < 0)
+            env_set(x, &n, "PATH", u->uid == 0 ? PROC_DEFAULT_PATH : USER_PATH) < 0)
             return -ENOMEM;
     }
     if (sp->pty && !has_req_env(sp, "TERM") &&

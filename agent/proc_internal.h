@@ -1,5 +1,5 @@
 /* proc_internal.h - what the pieces of the process module share, private to
- * them: the record (proc_t), the streams about one process (pstream_t), the
+ * them: the record (proc_t), the streams about one process (proc_stream_t), the
  * table's globals and the functions one piece defines for the others.
  * proc.c: table, lifecycle, reaping, signals, shutdown; proc_index.c: the
  * table's indexes (by pid, by tag); proc_start.c: starting; proc_check.c:
@@ -25,8 +25,8 @@
 #include <stdint.h>
 #include <sys/types.h>
 
-#define DRAIN_IDLE_MS 100
-#define DEFAULT_PATH "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+#define PROC_DRAIN_IDLE_MS 100
+#define PROC_DEFAULT_PATH "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 
 #define ST(x) SANDBOX__AGENT__V1__STREAM__##x
 
@@ -37,16 +37,21 @@
 #define SYS_pidfd_send_signal 424
 #endif
 
-enum pkind { PS_FOLLOW, PS_WAIT, PS_WRITE, PS_START };
+enum proc_stream_kind {
+    PROC_STREAM_FOLLOW,
+    PROC_STREAM_WAIT,
+    PROC_STREAM_WRITE,
+    PROC_STREAM_START,
+};
 
-typedef struct start_job start_job_t;
+typedef struct proc_start_job proc_start_job_t;
 
 /* A stream that answers a request about one process. */
-typedef struct pstream {
+typedef struct proc_stream {
     stream_t base;
     proc_t *p;
-    enum pkind kind;
-    struct pstream *next, *prev; /* the process's followers and waiters */
+    enum proc_stream_kind kind;
+    struct proc_stream *next, *prev; /* the process's followers and waiters */
     /* follow */
     outlog_cursor_t cur;
     int attached, lines, no_wait;
@@ -60,14 +65,14 @@ typedef struct pstream {
     int result; /* 0 pending, 1 written, -errno failed */
     int held;   /* queued behind another write: the connection's input waits */
     /* start: the spawn in flight (NULL once it is done) and its outcome */
-    start_job_t *job;
+    proc_start_job_t *job;
     int start_rc;
     enum spawn_stage start_stage;
     int start_follow, start_lines;
     StartProcess *start_req; /* kept for the error message */
     int queued;
-    struct pstream *wnext;
-} pstream_t;
+    struct proc_stream *wnext;
+} proc_stream_t;
 
 typedef struct proc_tag proc_tag_t;
 
@@ -80,7 +85,7 @@ enum proc_state {
     PROC_NEW,      /* made, its first run not begun yet (inside start_done) */
     PROC_RUNNING,  /* the leader runs; its pipes are read into the log */
     PROC_DRAINING, /* the leader was reaped; the pipes are read until EOF, or
-                    * until DRAIN_IDLE_MS pass with no data */
+                    * until PROC_DRAIN_IDLE_MS pass with no data */
     PROC_BETWEEN,  /* a service's run ended, and its next run is due */
     PROC_FINAL,    /* over: ProcessExit answered; kept until forgotten, the
                     * TTL, or the cap on kept output */
@@ -117,8 +122,8 @@ struct proc {
     uint32_t kill_grace_ms;
     uint8_t veof;
     outlog_t log;
-    pstream_t *streams;
-    pstream_t *wq_head, *wq_tail;
+    proc_stream_t *streams;
+    proc_stream_t *wq_head, *wq_tail;
     int close_stdin_pending;
     int stop_group; /* running at shutdown: its group must be gone before exit */
     svc_t *svc;     /* a service, or a process with probes (service.c) */
@@ -166,10 +171,10 @@ extern uint8_t *proc_rbuf;
 extern const stream_ops_t proc_follow_ops, proc_wait_ops, proc_write_ops;
 
 void proc_wake_streams(proc_t *p, int followers_only);
-void proc_stream_attach(proc_t *p, pstream_t *s);
+void proc_stream_attach(proc_t *p, proc_stream_t *s);
 void proc_stream_destroy(stream_t *base);
-pstream_t *proc_stream_new(const stream_ops_t *ops, enum pkind kind);
-int proc_stream_register(conn_t *c, uint64_t id, pstream_t *s, const char *op);
+proc_stream_t *proc_stream_new(const stream_ops_t *ops, enum proc_stream_kind kind);
+int proc_stream_register(conn_t *c, uint64_t id, proc_stream_t *s, const char *op);
 const cg_stats_t *proc_cg_stats(const proc_t *p, cg_stats_t *live);
 void proc_fill_exit(const proc_t *p, ProcessExit *e);
 stream_status_t proc_send_ack(conn_t *c, uint64_t id);
@@ -182,41 +187,41 @@ void proc_on_output(struct ev_loop *loop, ev_io *w, int revents);
 void proc_on_drain_idle(struct ev_loop *loop, ev_timer *w, int revents);
 
 /* proc_env.c */
-typedef struct start_ctx {
+typedef struct proc_start_ctx {
     char **argv;
     char **envp;
     char **owned; /* strings we allocated for envp */
     size_t n_owned;
     int fds[8];
     int n_fds;
-} start_ctx_t;
+} proc_start_ctx_t;
 
-void proc_ctx_free(start_ctx_t *x);
+void proc_ctx_free(proc_start_ctx_t *x);
 const char *proc_env_get(char **envp, size_t n, const char *key);
-int proc_env_build(start_ctx_t *x, const StartProcess *sp, const user_id_t *u, int set_user);
+int proc_env_build(proc_start_ctx_t *x, const StartProcess *sp, const user_id_t *u, int set_user);
 int proc_pty_open(const StartProcess *sp, int *master, int *slave, uint8_t *veof);
 int proc_pipe_make(int fds[2], int parent_end);
 
 /* proc_check.c */
 /* Why a start was refused before anything ran. */
-typedef struct start_err {
+typedef struct proc_start_err {
     int code, os_errno;
     char msg[512];
-} start_err_t;
+} proc_start_err_t;
 
 /* Fill e; returns -1. */
-int proc_start_refuse(start_err_t *e, int code, int os_errno, const char *fmt, ...)
+int proc_start_refuse(proc_start_err_t *e, int code, int os_errno, const char *fmt, ...)
     __attribute__((format(printf, 4, 5)));
-int proc_start_refuse_errno(start_err_t *e, int rc, const char *msg);
+int proc_start_refuse_errno(proc_start_err_t *e, int rc, const char *msg);
 /* What a start request alone can be refused for, before anything is made.
  * rec: a service's record whose next run this is. 0, or -1 with e filled. */
-int proc_start_check(const StartProcess *sp, const proc_t *rec, start_err_t *e);
+int proc_start_check(const StartProcess *sp, const proc_t *rec, proc_start_err_t *e);
 /* Answer a start whose spawn failed at stage st with rc (-errno). */
 int proc_start_reply_error(conn_t *c, uint64_t id, int rc, enum spawn_stage st,
                            const StartProcess *sp);
 
 /* proc_start.c */
 char *proc_strdup_utf8(const char *s);
-void proc_start_job_orphan(start_job_t *j);
+void proc_start_job_orphan(proc_start_job_t *j);
 
 #endif

@@ -33,12 +33,12 @@ static uint8_t g_scratch[OUTLOG_LINE_MAX];
 
 void proc_wake_streams(proc_t *p, int followers_only)
 {
-    for (pstream_t *s = p->streams; s; s = s->next)
-        if (!followers_only || s->kind == PS_FOLLOW)
+    for (proc_stream_t *s = p->streams; s; s = s->next)
+        if (!followers_only || s->kind == PROC_STREAM_FOLLOW)
             stream_wake(&s->base);
 }
 
-void proc_stream_attach(proc_t *p, pstream_t *s)
+void proc_stream_attach(proc_t *p, proc_stream_t *s)
 {
     s->p = p;
     p->refs++;
@@ -60,7 +60,7 @@ static void reading_resume(proc_t *p)
 
 /* A waiting write is over (written, failed or cancelled): its data goes and
  * its connection's input goes on. */
-static void write_release(pstream_t *s)
+static void write_release(proc_stream_t *s)
 {
     free(s->block);
     s->block = s->data = NULL;
@@ -76,7 +76,7 @@ static void write_release(pstream_t *s)
 
 void proc_stream_destroy(stream_t *base)
 {
-    pstream_t *s = (pstream_t *)base;
+    proc_stream_t *s = (proc_stream_t *)base;
     proc_t *p = s->p;
     if (s->job)
         proc_start_job_orphan(s->job); /* the process still starts; nobody hears of it */
@@ -84,11 +84,12 @@ void proc_stream_destroy(stream_t *base)
     if (s->start_req)
         sandbox__agent__v1__start_process__free_unpacked(s->start_req, NULL);
     if (p) {
-        if (s->kind == PS_FOLLOW && s->attached && outlog_detach(&p->log, &s->cur))
+        if (s->kind == PROC_STREAM_FOLLOW && s->attached && outlog_detach(&p->log, &s->cur))
             reading_resume(p);
-        if (s->kind == PS_WRITE && s->queued) {
+        if (s->kind == PROC_STREAM_WRITE && s->queued) {
             /* Leave the stdin queue; what was written stays written. */
-            for (pstream_t **pp = &p->wq_head, *prev = NULL; *pp; prev = *pp, pp = &(*pp)->wnext) {
+            for (proc_stream_t **pp = &p->wq_head, *prev = NULL; *pp;
+                 prev = *pp, pp = &(*pp)->wnext) {
                 if (*pp == s) {
                     *pp = s->wnext;
                     if (p->wq_tail == s)
@@ -103,7 +104,7 @@ void proc_stream_destroy(stream_t *base)
             else if (!p->wq_head)
                 ev_io_stop(proc_loop, &p->w_in);
         }
-        if (s->kind != PS_WRITE)
+        if (s->kind != PROC_STREAM_WRITE)
             SA_LIST_UNLINK(p->streams, s, next, prev);
         proc_unref(p);
     }
@@ -147,7 +148,7 @@ void proc_fill_exit(const proc_t *p, ProcessExit *e)
     }
 }
 
-static stream_status_t send_exit(pstream_t *s)
+static stream_status_t send_exit(proc_stream_t *s)
 {
     Response r = RESPONSE_INIT;
     ProcessExit e = SANDBOX__AGENT__V1__PROCESS_EXIT__INIT;
@@ -172,7 +173,7 @@ static void chunk_unref(void *c) { outlog_chunk_unref(c); }
 
 static stream_status_t follow_next(stream_t *base)
 {
-    pstream_t *s = (pstream_t *)base;
+    proc_stream_t *s = (proc_stream_t *)base;
     proc_t *p = s->p;
     outlog_item_t it;
     Response r = RESPONSE_INIT;
@@ -235,13 +236,13 @@ static stream_status_t follow_next(stream_t *base)
 
 static stream_status_t wait_next(stream_t *base)
 {
-    pstream_t *s = (pstream_t *)base;
+    proc_stream_t *s = (proc_stream_t *)base;
     return s->p->state == PROC_FINAL ? send_exit(s) : STREAM_WAIT;
 }
 
 static stream_status_t write_next(stream_t *base)
 {
-    pstream_t *s = (pstream_t *)base;
+    proc_stream_t *s = (proc_stream_t *)base;
     if (s->result == 0)
         return STREAM_WAIT;
     if (s->result > 0)
@@ -269,9 +270,9 @@ const stream_ops_t proc_write_ops = {
     .destroy = proc_stream_destroy,
 };
 
-pstream_t *proc_stream_new(const stream_ops_t *ops, enum pkind kind)
+proc_stream_t *proc_stream_new(const stream_ops_t *ops, enum proc_stream_kind kind)
 {
-    pstream_t *s = calloc(1, sizeof *s);
+    proc_stream_t *s = calloc(1, sizeof *s);
     if (s) {
         s->base.ops = ops;
         s->kind = kind;
@@ -281,7 +282,7 @@ pstream_t *proc_stream_new(const stream_ops_t *ops, enum pkind kind)
 
 /* Register s as the stream answering id. On failure s is destroyed and the
  * error answered; returns 0 or -errno. */
-int proc_stream_register(conn_t *c, uint64_t id, pstream_t *s, const char *op)
+int proc_stream_register(conn_t *c, uint64_t id, proc_stream_t *s, const char *op)
 {
     int rc = conn_stream_add(c, &s->base, id);
     if (rc < 0) {
@@ -308,7 +309,7 @@ int proc_stdin_fd(const proc_t *p) { return p->pty ? p->fd_out : p->fd_in; }
 void proc_stdin_fail_all(proc_t *p, int err)
 {
     while (p->wq_head) {
-        pstream_t *s = p->wq_head;
+        proc_stream_t *s = p->wq_head;
         p->wq_head = s->wnext;
         s->queued = 0;
         s->result = err;
@@ -324,7 +325,7 @@ static void stdin_pump(proc_t *p)
 {
     int fd = proc_stdin_fd(p);
     while (p->wq_head) {
-        pstream_t *s = p->wq_head;
+        proc_stream_t *s = p->wq_head;
         ssize_t n = write(fd, s->data + s->off, s->len - s->off);
         if (n < 0) {
             if (errno == EINTR)
@@ -438,7 +439,7 @@ void proc_on_output(struct ev_loop *loop, ev_io *w, int revents)
         proc_finalize(p);
 }
 
-/* The leader exited DRAIN_IDLE_MS ago with no output since: whatever still
+/* The leader exited PROC_DRAIN_IDLE_MS ago with no output since: whatever still
  * holds the pipes (a background grandchild) no longer holds the exit. */
 static int fd_readable(int fd)
 {

@@ -48,11 +48,11 @@ void proc_handle_follow(conn_t *c, const Request *req)
 {
     const Sandbox__Agent__V1__FollowOutput *f = req->follow;
     proc_t *p;
-    pstream_t *s;
+    proc_stream_t *s;
 
     if (!(p = lookup_pid_or_tag(c, req->id, f->pid, f->tag, "follow")))
         return;
-    if (!(s = proc_stream_new(&proc_follow_ops, PS_FOLLOW))) {
+    if (!(s = proc_stream_new(&proc_follow_ops, PROC_STREAM_FOLLOW))) {
         conn_send_error(c, req->id, CODE(RESOURCE_EXHAUSTED), ENOMEM, "follow: out of memory");
         return;
     }
@@ -77,10 +77,10 @@ void proc_handle_follow(conn_t *c, const Request *req)
 void proc_handle_wait(conn_t *c, const Request *req)
 {
     proc_t *p = lookup(c, req->id, req->wait->pid, "wait");
-    pstream_t *s;
+    proc_stream_t *s;
     if (!p)
         return;
-    if (!(s = proc_stream_new(&proc_wait_ops, PS_WAIT))) {
+    if (!(s = proc_stream_new(&proc_wait_ops, PROC_STREAM_WAIT))) {
         conn_send_error(c, req->id, CODE(RESOURCE_EXHAUSTED), ENOMEM, "wait: out of memory");
         return;
     }
@@ -165,7 +165,7 @@ void proc_handle_write_stdin(conn_t *c, const Request *req)
 {
     const Sandbox__Agent__V1__WriteStdin *w = req->write_stdin;
     proc_t *p = lookup(c, req->id, w->pid, "write_stdin");
-    pstream_t *s;
+    proc_stream_t *s;
     size_t done = 0;
     int rc, fd;
 
@@ -211,7 +211,7 @@ void proc_handle_write_stdin(conn_t *c, const Request *req)
      * behind it wait in the socket. */
     conn_bulk_t kept = {0};
     if (keep_rest(c, &((Request *)req)->write_stdin->data, &done, &kept) < 0 ||
-        !(s = proc_stream_new(&proc_write_ops, PS_WRITE))) {
+        !(s = proc_stream_new(&proc_write_ops, PROC_STREAM_WRITE))) {
         free(kept.block);
         conn_send_error(c, req->id, CODE(RESOURCE_EXHAUSTED), ENOMEM,
                         "write_stdin: out of memory");

@@ -3,7 +3,7 @@
  * service's next run), and StartProcess's answer. The checks a start must
  * pass are in proc_check.c.
  *
- * Errors: the steps of a start return 0, or -1 with a start_err_t filled
+ * Errors: the steps of a start return 0, or -1 with a proc_start_err_t filled
  * (proc_check.c), which the caller answers; a failure of the spawn itself
  * reaches start_done(), which tells whoever waits (the request's stream, a
  * service, or the log). The handler answers everything itself. */
@@ -48,13 +48,13 @@ static void send_started(conn_t *c, uint64_t id, int done, const proc_t *p)
 
 /* A start in flight: everything the spawner and the record need, owned
  * here, since the request is freed when its handler returns. */
-struct start_job {
+struct proc_start_job {
     spawn_job_t sj;
-    pstream_t *s;     /* the request's stream; NULL once it went away */
+    proc_stream_t *s;     /* the request's stream; NULL once it went away */
     proc_t *rec;      /* a service's next run: the record it joins */
     svc_t *svc;       /* a new service's state, the record's once made */
     StartProcess *sp; /* a copy of the request */
-    start_ctx_t x;
+    proc_start_ctx_t x;
     user_id_t u;
     int set_user;
     int master, out_r, err_r, in_w; /* the agent's ends */
@@ -63,12 +63,12 @@ struct start_job {
     cg_leaf_t *cg; /* the process's cgroup, until the record takes it */
 };
 
-void proc_start_job_orphan(start_job_t *j)
+void proc_start_job_orphan(proc_start_job_t *j)
 {
     j->s = NULL;
 }
 
-static void start_job_free(start_job_t *j)
+static void start_job_free(proc_start_job_t *j)
 {
     /* A start that failed: its empty cgroup goes at once (a service's
      * stays: the record holds it too). */
@@ -102,7 +102,7 @@ StartProcess *proc_start_copy(const StartProcess *sp)
  * the start's error) and, with follow, becomes the follow stream. */
 static stream_status_t start_next(stream_t *base)
 {
-    pstream_t *s = (pstream_t *)base;
+    proc_stream_t *s = (proc_stream_t *)base;
     if (s->job)
         return STREAM_WAIT;
     if (s->start_rc < 0) {
@@ -112,7 +112,7 @@ static stream_status_t start_next(stream_t *base)
     send_started(base->conn, base->id, !s->start_follow, s->p);
     if (!s->start_follow)
         return STREAM_DONE;
-    s->kind = PS_FOLLOW;
+    s->kind = PROC_STREAM_FOLLOW;
     s->lines = s->start_lines;
     outlog_attach(&s->p->log, &s->cur, 0);
     s->attached = 1;
@@ -130,7 +130,7 @@ static const stream_ops_t start_ops = {
 
 /* A new record: what stays the same across a service's runs (identity,
  * log). NULL on ENOMEM. */
-static proc_t *record_new(start_job_t *j)
+static proc_t *record_new(proc_start_job_t *j)
 {
     const StartProcess *sp = j->sp;
     proc_t *p = calloc(1, sizeof *p);
@@ -178,7 +178,7 @@ static proc_t *record_new(start_job_t *j)
 }
 
 /* One run of a record: the pid, its pipes or PTY, watchers and timeout. */
-static void run_begin(proc_t *p, start_job_t *j, pid_t pid)
+static void run_begin(proc_t *p, proc_start_job_t *j, pid_t pid)
 {
     const StartProcess *sp = j->sp;
     proc_state_set(p, PROC_RUNNING);
@@ -199,7 +199,7 @@ static void run_begin(proc_t *p, start_job_t *j, pid_t pid)
     ev_io_set(&p->r_out, p->fd_out, EV_READ);
     ev_io_set(&p->r_err, p->fd_err, EV_READ);
     ev_io_set(&p->w_in, p->pty ? p->fd_out : p->fd_in, EV_WRITE);
-    ev_timer_set(&p->t_drain, DRAIN_IDLE_MS / 1000.0, DRAIN_IDLE_MS / 1000.0);
+    ev_timer_set(&p->t_drain, PROC_DRAIN_IDLE_MS / 1000.0, PROC_DRAIN_IDLE_MS / 1000.0);
     /* A lossless log that a slow follower still holds keeps the new run's
      * pipes paused too. */
     p->read_paused = outlog_paused(&p->log);
@@ -228,9 +228,9 @@ static void run_begin(proc_t *p, start_job_t *j, pid_t pid)
  * for the answer: the process runs. */
 static void start_done(spawn_job_t *sj)
 {
-    start_job_t *j = (start_job_t *)sj;
+    proc_start_job_t *j = (proc_start_job_t *)sj;
     const StartProcess *sp = j->sp;
-    pstream_t *s = j->s;
+    proc_stream_t *s = j->s;
     pid_t pid = sj->pid;
     proc_t *p = j->rec;
 
@@ -305,7 +305,8 @@ out:
 /* The process's cgroup with its limits (the request's, else the agent's
  * defaults); a service's runs share the first run's. A limit no enabled
  * controller can hold is refused, never ignored. 0, or -1 with e filled. */
-static int start_cgroup(const StartProcess *sp, proc_t *rec, start_job_t *j, start_err_t *e)
+static int start_cgroup(const StartProcess *sp, proc_t *rec, proc_start_job_t *j,
+                        proc_start_err_t *e)
 {
     const Sandbox__Agent__V1__Limits *ql = sp->limits;
     cg_limits_t lim = {0};
@@ -358,7 +359,7 @@ static int start_cgroup(const StartProcess *sp, proc_t *rec, start_job_t *j, sta
 
 /* The user the process runs as: the request's, or the agent's own; j->u
  * and j->set_user. 0, or -1 with e filled. */
-static int start_user(const StartProcess *sp, start_job_t *j, start_err_t *e)
+static int start_user(const StartProcess *sp, proc_start_job_t *j, proc_start_err_t *e)
 {
     char err[256];
     int rc, set_user = sp->user && sp->user[0];
@@ -379,7 +380,7 @@ static int start_user(const StartProcess *sp, start_job_t *j, start_err_t *e)
  * STDIN_PIPE, else /dev/null). Every end is in j->x.fds until the record
  * takes the agent's ends; the agent's ends are noted in j. 0, or -1 with e
  * filled. */
-static int start_stdio(start_job_t *j, start_err_t *e)
+static int start_stdio(proc_start_job_t *j, proc_start_err_t *e)
 {
     const StartProcess *sp = j->sp;
     spawn_req_t *sr = &j->sj.req;
@@ -425,14 +426,14 @@ pipe_fail:
 }
 
 /* The rest of the spawner's request: what to run, as whom, where. */
-static void start_spawn_req(start_job_t *j, const char *path)
+static void start_spawn_req(proc_start_job_t *j, const char *path)
 {
     const StartProcess *sp = j->sp;
     spawn_req_t *sr = &j->sj.req;
     sr->command = sp->command;
     sr->argv = j->x.argv;
     sr->envp = j->x.envp;
-    sr->path = path ? path : DEFAULT_PATH;
+    sr->path = path ? path : PROC_DEFAULT_PATH;
     sr->cwd = sp->cwd;
     sr->home = j->u.home; /* the default working directory */
     sr->set_user = j->set_user;
@@ -451,9 +452,10 @@ static void start_spawn_req(start_job_t *j, const char *path)
 /* Everything a start needs from the request alone: checks, the user, the
  * environment, pipes or PTY, the spawn request. 0 with *jp, or -1 with e
  * filled. rec: a service's record that the run joins (referenced). */
-static int start_prepare(const StartProcess *sp, proc_t *rec, start_job_t **jp, start_err_t *e)
+static int start_prepare(const StartProcess *sp, proc_t *rec, proc_start_job_t **jp,
+                         proc_start_err_t *e)
 {
-    start_job_t *j = NULL;
+    proc_start_job_t *j = NULL;
     char err[256];
     int rc;
 
@@ -505,7 +507,7 @@ fail:
  * round trip. When starts come together (another in flight, or already one
  * in this loop turn), they go to the spawner, so the loop keeps answering
  * everyone while children exec. here: run it here in any case. */
-static void start_launch(start_job_t *j, int here)
+static void start_launch(proc_start_job_t *j, int here)
 {
     static unsigned last_turn;
     unsigned turn = ev_iteration(proc_loop);
@@ -523,15 +525,15 @@ static void start_launch(start_job_t *j, int here)
 
 void proc_handle_start(conn_t *c, const Request *req)
 {
-    start_job_t *j = NULL;
-    start_err_t e;
-    pstream_t *s = NULL;
+    proc_start_job_t *j = NULL;
+    proc_start_err_t e;
+    proc_stream_t *s = NULL;
 
     if (start_prepare(req->start, NULL, &j, &e) < 0) {
         conn_send_error(c, req->id, e.code, e.os_errno, "%s", e.msg);
         return;
     }
-    if (!(s = proc_stream_new(&start_ops, PS_START))) {
+    if (!(s = proc_stream_new(&start_ops, PROC_STREAM_START))) {
         conn_send_error(c, req->id, CODE(RESOURCE_EXHAUSTED), ENOMEM, "start: out of memory");
         start_job_free(j);
         return;
@@ -549,8 +551,8 @@ void proc_handle_start(conn_t *c, const Request *req)
 
 int proc_start_detached(const StartProcess *sp, char *err, size_t n)
 {
-    start_job_t *j;
-    start_err_t e;
+    proc_start_job_t *j;
+    proc_start_err_t e;
     if (start_prepare(sp, NULL, &j, &e) < 0) {
         snprintf(err, n, "%s", e.msg);
         return -1;
@@ -563,8 +565,8 @@ int proc_start_detached(const StartProcess *sp, char *err, size_t n)
 
 void proc_respawn(proc_t *p)
 {
-    start_job_t *j;
-    start_err_t e;
+    proc_start_job_t *j;
+    proc_start_err_t e;
     if (!p->svc || p->state == PROC_FINAL || p->state == PROC_RUNNING)
         return;
     if (start_prepare(svc_request(p->svc), p, &j, &e) < 0) {
