@@ -239,11 +239,11 @@ void conn_in_on_read(struct ev_loop *loop, ev_io *w, int revents)
         c->in = nb;
         c->in_cap = ncap;
     }
-    ssize_t n = read(c->fd, c->in + c->in_len, c->in_cap - c->in_len);
+    ssize_t n = util_read(c->fd, c->in + c->in_len, c->in_cap - c->in_len);
     if (n < 0) {
-        if (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR)
+        if (n == -EAGAIN)
             return;
-        log_info("conn %s (%s): read: %s; closing", c->peer, c->kind, strerror(errno));
+        log_info("conn %s (%s): read: %s; closing", c->peer, c->kind, strerror((int)-n));
         conn_close(c);
         return;
     }

@@ -257,14 +257,12 @@ static int drain(hooks_run_t *r, int which)
 {
     char buf[4096];
     for (;;) {
-        ssize_t n = read(r->fd[which], buf, sizeof buf);
+        ssize_t n = util_read(r->fd[which], buf, sizeof buf);
         if (n > 0) {
             take(r, which, buf, (size_t)n);
             continue;
         }
-        if (n < 0 && errno == EINTR)
-            continue;
-        if (n < 0 && errno == EAGAIN)
+        if (n == -EAGAIN)
             return 0;
         /* EOF or error: this stream is over. Watcher first, then the fd. */
         ev_io_stop(r->loop, &r->rio[which]);

@@ -303,11 +303,11 @@ static void on_io(struct ev_loop *loop, ev_io *w, int revents)
         }
         return;
     }
-    ssize_t n = recv(pr->fd, pr->reply + pr->reply_len, HTTP_REPLY_MAX - pr->reply_len, 0);
+    ssize_t n = util_read(pr->fd, pr->reply + pr->reply_len, HTTP_REPLY_MAX - pr->reply_len);
     if (n < 0) {
-        if (errno == EAGAIN || errno == EINTR)
+        if (n == -EAGAIN)
             return;
-        snprintf(err, sizeof err, "%s: recv: %s", pr->desc, strerror(errno));
+        snprintf(err, sizeof err, "%s: read: %s", pr->desc, strerror((int)-n));
         attempt_done(pr, 0, err);
         return;
     }

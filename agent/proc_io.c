@@ -387,7 +387,7 @@ void proc_on_output(struct ev_loop *loop, ev_io *w, int revents)
 
     if (!proc_rbuf && !(proc_rbuf = outlog_buf_new(READ_SIZE)))
         return; /* out of memory: the pipe waits, the next turn tries again */
-    n = read(*fd, proc_rbuf, READ_SIZE);
+    n = util_read(*fd, proc_rbuf, READ_SIZE);
     if (n > 0) {
         const uint8_t *data;
         if (outlog_append_buf(&p->log, stream, proc_rbuf, (size_t)n,
@@ -426,12 +426,12 @@ void proc_on_output(struct ev_loop *loop, ev_io *w, int revents)
         }
         return;
     }
-    if (n < 0 && (errno == EAGAIN || errno == EINTR))
+    if (n == -EAGAIN)
         return;
     /* EOF; EIO is a PTY whose slave side every process closed. */
-    if (n < 0 && errno != EIO)
+    if (n < 0 && n != -EIO)
         log_warn("process %d: read %s: %s", (int)p->pid, is_err ? "stderr" : "stdout",
-                 strerror(errno));
+                 strerror((int)-n));
     proc_output_close(p, w, fd);
     if (p->pty)
         proc_stdin_fail_all(p, -EIO); /* its stdin was that pty */

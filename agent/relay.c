@@ -149,21 +149,22 @@ static ssize_t dir_fill(rdir_t *d)
     if (d->pipe[0] < 0 && !d->buf && (rc = dir_setup(d)) < 0)
         return rc;
     for (;;) {
-        if (d->pipe[0] >= 0)
-            n = splice(d->src, NULL, d->pipe[1], NULL, d->cap - d->pending,
-                       SPLICE_F_NONBLOCK | SPLICE_F_MOVE);
-        else {
+        if (d->pipe[0] < 0) {
             if (d->pending == 0)
                 d->boff = 0;
             if (d->boff + d->pending == d->cap)
                 return -EAGAIN; /* the buffer's end is reached: drain first */
-            n = read(d->src, d->buf + d->boff + d->pending, d->cap - d->boff - d->pending);
+            return util_read(d->src, d->buf + d->boff + d->pending,
+                             d->cap - d->boff - d->pending);
         }
+        n = splice(d->src, NULL, d->pipe[1], NULL, d->cap - d->pending,
+                   SPLICE_F_NONBLOCK | SPLICE_F_MOVE);
         if (n >= 0)
             return n;
         if (errno == EINTR)
             continue;
-        if (errno == EINVAL && d->pipe[0] >= 0 && dir_to_copy(d) == 0)
+        /* A source splice refuses: copy through a buffer from now on. */
+        if (errno == EINVAL && dir_to_copy(d) == 0)
             continue;
         return errno == EWOULDBLOCK ? -EAGAIN : -errno;
     }

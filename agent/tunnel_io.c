@@ -291,7 +291,7 @@ static int read_target(tunnel_t *t, Sandbox__Agent__V1__TunnelData *td, uint8_t 
         close_with(t, ENOMEM, "out of memory for the target's data");
         return -1;
     }
-    ssize_t n = read(t->fd, *buf, want);
+    ssize_t n = util_read(t->fd, *buf, want);
     if (n > 0) {
         if ((size_t)n < want / 2) { /* what is queued is what is counted */
             uint8_t *nb = realloc(*buf, (size_t)n);
@@ -312,10 +312,10 @@ static int read_target(tunnel_t *t, Sandbox__Agent__V1__TunnelData *td, uint8_t 
         td->eof = 1;
         return 1;
     }
-    if (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR)
+    if (n == -EAGAIN)
         ev_io_start(tunnel_loop, &t->rio);
     else
-        close_with(t, errno, "read from the target: %s", strerror(errno));
+        close_with(t, (int)-n, "read from the target: %s", strerror((int)-n));
     return 0;
 }
 
