@@ -111,12 +111,7 @@ static void sub_destroy(stream_t *st)
         s->head = (s->head + 1) % LC_EVENTS_QUEUED;
         s->len--;
     }
-    if (s->prev)
-        s->prev->next = s->next;
-    else
-        g_subs = s->next;
-    if (s->next)
-        s->next->prev = s->prev;
+    SA_LIST_UNLINK(g_subs, s, next, prev);
     free(s);
 }
 
@@ -137,10 +132,7 @@ void lc_handle_watch(conn_t *c, const Request *req)
         return;
     }
     s->base.ops = &sub_ops;
-    s->next = g_subs;
-    if (g_subs)
-        g_subs->prev = s;
-    g_subs = s;
+    SA_LIST_PUSH(g_subs, s, next, prev);
     if ((rc = conn_stream_add(c, &s->base, req->id)) < 0) {
         conn_send_errno(c, req->id, rc == -EEXIST ? -EINVAL : rc, "watch_lifecycle: %s",
                         rc == -EMFILE ? "too many requests in flight" : strerror(-rc));

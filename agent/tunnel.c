@@ -151,10 +151,7 @@ static tunnel_t *tunnel_alloc(void)
 
 static void tunnel_link(tunnel_t *t)
 {
-    t->next = g_tunnels;
-    if (g_tunnels)
-        g_tunnels->prev = t;
-    g_tunnels = t;
+    SA_LIST_PUSH(g_tunnels, t, next, prev);
     g_count++;
 }
 
@@ -168,12 +165,7 @@ static void t_destroy(stream_t *s)
     if (t->fd >= 0)
         close(t->fd);
     free(t->ibuf);
-    if (t->prev)
-        t->prev->next = t->next;
-    else
-        g_tunnels = t->next;
-    if (t->next)
-        t->next->prev = t->prev;
+    SA_LIST_UNLINK(g_tunnels, t, next, prev);
     g_count--;
     free(t);
 }
