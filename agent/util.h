@@ -1,5 +1,6 @@
 /* util.h - tiny helpers every module uses: clocks, min/max, intrusive
- * doubly linked lists, descriptors, UTF-8.
+ * doubly linked lists, descriptors and the outcome of a read, growing
+ * arrays, UTF-8.
  * Errors: functions return 0 or a negative errno, or NULL on ENOMEM. */
 #ifndef SA_UTIL_H
 #define SA_UTIL_H

@@ -1,5 +1,6 @@
 /* frame.h - the pure wire codec: the 5-byte header (flags, big-endian
- * length), the length limit, zlib in and out, protobuf pack and unpack.
+ * length), the length limit, zlib in and out, protobuf pack and unpack, and
+ * the varints of encodings written by hand around bulk data.
  * No I/O and no global state, so unit tests and the fuzzer drive it directly,
  * and the client library shares it with the agent. */
 #ifndef SA_FRAME_H
