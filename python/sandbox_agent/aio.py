@@ -30,7 +30,7 @@ from .types import (CommandResult, DirectoryListing, DownloadResult, Entry, File
                     FollowedOutput, FsEvent, HelloReply, Info, Output,
                     LifecycleEvent, Limits, OutputEvent, OutputGap, Pong, Probe, Process,
                     ProcessExit, ProcessInfo, QuiesceResult, RestartPolicy, RestoredResult,
-                    ServiceEvent, WriteResult)
+                    ServiceEvent, WriteResult, _ms)
 
 __all__ = ["AsyncAgent", "AsyncStream", "OutputStream", "PROTOCOL_VERSION"]
 
@@ -300,10 +300,8 @@ class AsyncAgent:
                              env=dict(env or {}), clear_env=clear_env, cwd=cwd or "",
                              user=user or "", tag=tag or "", lossless=lossless,
                              stdin_mode=pb.STDIN_PIPE if stdin_pipe else pb.STDIN_NULL)
-        if timeout is not None:
-            sp.timeout_ms = max(1, int(timeout * 1000))
-        if kill_grace is not None:
-            sp.kill_grace_ms = max(1, int(kill_grace * 1000))
+        sp.timeout_ms = _ms(timeout)
+        sp.kill_grace_ms = _ms(kill_grace)
         if output_window is not None:
             sp.output_window = output_window
         if pty:
@@ -472,7 +470,7 @@ class AsyncAgent:
         """Freezes every started process at once (the agent keeps running);
         thaw_after: seconds after which the agent thaws them by itself."""
         await self._call(pb.Request(freeze_processes=pb.FreezeProcesses(
-            thaw_after_ms=0 if thaw_after is None else max(1, int(thaw_after * 1000)))),
+            thaw_after_ms=_ms(thaw_after))),
             request_timeout)
 
     async def thaw_processes(self, *, request_timeout: Optional[float] = None) -> None:
@@ -521,7 +519,7 @@ class AsyncAgent:
         the service's state and last probe error); a run that ends before it
         is ready for good is FailedPrecondition."""
         r = await self._call(pb.Request(wait_ready=pb.WaitReady(
-            pid=pid, tag=tag or "", timeout_ms=0 if timeout is None else max(1, int(timeout * 1000)))),
+            pid=pid, tag=tag or "", timeout_ms=_ms(timeout))),
             request_timeout)
         return ProcessInfo._from_pb(r.process)
 
@@ -532,7 +530,7 @@ class AsyncAgent:
         SIGKILL grace seconds later (None: the start's kill_grace). Returns
         its record once it has ended."""
         r = await self._call(pb.Request(stop_service=pb.StopService(
-            tag=tag, signal=_signum(sig), grace_ms=0 if grace is None else max(1, int(grace * 1000)))),
+            tag=tag, signal=_signum(sig), grace_ms=_ms(grace))),
             request_timeout)
         return ProcessInfo._from_pb(r.process)
 
@@ -833,9 +831,7 @@ class AsyncAgent:
         freezes mounts (none named: every local writable file system), all
         or nothing. The agent thaws by itself after thaw_after seconds (None:
         its --thaw-after-ms). dry_run: only say what would be frozen."""
-        q = pb.Quiesce(mounts=list(mounts), dry_run=dry_run)
-        if thaw_after is not None:
-            q.thaw_after_ms = max(1, int(thaw_after * 1000))
+        q = pb.Quiesce(mounts=list(mounts), dry_run=dry_run, thaw_after_ms=_ms(thaw_after))
         r = await self._call(pb.Request(quiesce=q), request_timeout)
         return QuiesceResult._from_pb(r.quiesced)
 
