@@ -9,22 +9,26 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
-import signal as _signal
+import functools
 import threading
-from typing import (Coroutine, Generic, Iterator, List, Mapping, Optional,
-                    Sequence, Tuple, TypeVar, Union)
+from typing import (TYPE_CHECKING, Any, Callable, Coroutine, Generic, Iterator, List,
+                    Optional, Tuple, TypeVar)
 
 from ._tunnel import Forwarder
-from .aio import AsyncAgent, AsyncStream, OutputStream, PathArg, Progress, WriteData
+from .aio import AsyncAgent, AsyncStream, OutputStream
 from .errors import SandboxAgentError
-from .types import (CommandResult, DirectoryListing, DownloadResult, Entry, FileContent,
-                    FollowedOutput, FsEvent, HelloReply, Info, Output, Pong,
-                    LifecycleEvent, Limits, Probe, Process, ProcessExit, ProcessInfo,
-                    QuiesceResult, RestartPolicy, RestoredResult, WriteResult)
+from .types import FsEvent, HelloReply, LifecycleEvent, Output, ProcessExit
 
 __all__ = ["Agent", "Stream", "SyncOutputStream", "Tunnel", "SyncForwarder"]
 
 T = TypeVar("T")
+R = TypeVar("R")
+S = TypeVar("S")
+if TYPE_CHECKING:
+    # Only the type checker needs them (annotations are not evaluated at run
+    # time), so Python 3.9 needs no typing_extensions.
+    from typing_extensions import Concatenate, ParamSpec
+    P = ParamSpec("P")
 
 
 class _LoopThread:
@@ -171,6 +175,46 @@ class SyncForwarder:
         self.close()
 
 
+def _blocking(f: Callable[Concatenate[AsyncAgent, P], Coroutine[Any, Any, T]]
+              ) -> Callable[Concatenate[Agent, P], T]:
+    """Agent's method for AsyncAgent's coroutine method f: the same
+    parameters, run on the agent's loop thread until it returns."""
+    @functools.wraps(f)
+    def method(self: Agent, /, *args: P.args, **kwargs: P.kwargs) -> T:
+        return self._lt.run(f(self._a, *args, **kwargs))
+    method.__qualname__ = "Agent." + f.__name__
+    return method
+
+
+def _blocking_to(f: Callable[Concatenate[AsyncAgent, P], Coroutine[Any, Any, T]],
+                 wrap: Callable[[_LoopThread, T], R]) -> Callable[Concatenate[Agent, P], R]:
+    """The same, for a result that needs the loop thread to be used (a
+    tunnel's reader and writer, a forwarder): wrap(loop thread, result)."""
+    @functools.wraps(f)
+    def method(self: Agent, /, *args: P.args, **kwargs: P.kwargs) -> R:
+        return wrap(self._lt, self._lt.run(f(self._a, *args, **kwargs)))
+    method.__qualname__ = "Agent." + f.__name__
+    return method
+
+
+def _on_loop(f: Callable[Concatenate[AsyncAgent, P], S],
+             wrap: Callable[[_LoopThread, S], R]) -> Callable[Concatenate[Agent, P], R]:
+    """Agent's method for AsyncAgent's method f that returns a stream: f
+    runs on the loop thread (the stream's request is sent from there), and
+    wrap makes the stream a blocking one."""
+    @functools.wraps(f)
+    def method(self: Agent, /, *args: P.args, **kwargs: P.kwargs) -> R:
+        async def make() -> S:
+            return f(self._a, *args, **kwargs)
+        return wrap(self._lt, self._lt.run(make()))
+    method.__qualname__ = "Agent." + f.__name__
+    return method
+
+
+def _tunnel_of(lt: _LoopThread, rw: Tuple[asyncio.StreamReader, asyncio.StreamWriter]) -> Tunnel:
+    return Tunnel(lt, rw[0], rw[1])
+
+
 class Agent:
     """A blocking connection to one agent: ``with Agent.connect() as agent:``.
     Every method of AsyncAgent, with the same name and parameters."""
@@ -219,223 +263,56 @@ class Agent:
     def hello(self) -> HelloReply:
         return self._a.hello
 
-    def _run(self, coro: Coroutine[object, object, T]) -> T:
-        return self._lt.run(coro)
+    # Every method below is AsyncAgent's, run on the loop thread: its
+    # parameters and documentation are AsyncAgent's, declared once there.
 
     # ------------------------------------------------------------ control
 
-    def ping(self, payload: bytes = b"", *, request_timeout: Optional[float] = None) -> Pong:
-        return self._run(self._a.ping(payload, request_timeout=request_timeout))
-
-    def info(self, *, request_timeout: Optional[float] = None) -> Info:
-        return self._run(self._a.info(request_timeout=request_timeout))
+    ping = _blocking(AsyncAgent.ping)
+    info = _blocking(AsyncAgent.info)
 
     # ------------------------------------------------------------ processes
 
-    def run(self, command: str, args: Sequence[str] = (), *,
-            env: Optional[Mapping[str, str]] = None, cwd: Optional[str] = None,
-            user: Optional[str] = None, timeout: Optional[float] = None,
-            stdin: Optional[Union[bytes, str]] = None, tag: Optional[str] = None,
-            clear_env: bool = False, pty: Union[bool, Tuple[int, int]] = False,
-            kill_grace: Optional[float] = None, limits: Optional[Limits] = None,
-            request_timeout: Optional[float] = None) -> CommandResult:
-        return self._run(self._a.run(command, args, env=env, cwd=cwd, user=user, timeout=timeout,
-                                     stdin=stdin, tag=tag, clear_env=clear_env, pty=pty,
-                                     kill_grace=kill_grace, limits=limits,
-                                     request_timeout=request_timeout))
-
-    def start_process(self, command: str, args: Sequence[str] = (), *,
-                      env: Optional[Mapping[str, str]] = None, cwd: Optional[str] = None,
-                      user: Optional[str] = None, timeout: Optional[float] = None,
-                      tag: Optional[str] = None, stdin_mode: str = "null",
-                      clear_env: bool = False, pty: Union[bool, Tuple[int, int]] = False,
-                      term: Optional[str] = None, kill_grace: Optional[float] = None,
-                      output_window: Optional[int] = None, lossless: bool = False,
-                      restart: Union[str, RestartPolicy, None] = None,
-                      ready: Optional[Probe] = None, health: Optional[Probe] = None,
-                      limits: Optional[Limits] = None,
-                      request_timeout: Optional[float] = None) -> Process:
-        return self._run(self._a.start_process(
-            command, args, env=env, cwd=cwd, user=user, timeout=timeout, tag=tag,
-            stdin_mode=stdin_mode, clear_env=clear_env, pty=pty, term=term, kill_grace=kill_grace,
-            output_window=output_window, lossless=lossless, restart=restart, ready=ready,
-            health=health, limits=limits, request_timeout=request_timeout))
-
-    def follow_output(self, pid: int, *, from_sequence: int = 0, lines: bool = True,
-                      tag: Optional[str] = None, no_wait: bool = False,
-                      request_timeout: Optional[float] = None) -> FollowedOutput:
-        return self._run(self._a.follow_output(pid, from_sequence=from_sequence, lines=lines,
-                                               tag=tag, no_wait=no_wait,
-                                               request_timeout=request_timeout))
-
-    def stream_output(self, pid: int, *, from_sequence: int = 0, lines: bool = True,
-                      tag: Optional[str] = None, no_wait: bool = False) -> SyncOutputStream:
-        async def make() -> OutputStream:
-            return self._a.stream_output(pid, from_sequence=from_sequence, lines=lines, tag=tag,
-                                         no_wait=no_wait)
-        return SyncOutputStream(self._lt, self._run(make()))
-
-    def wait(self, pid: int, *, request_timeout: Optional[float] = None) -> ProcessExit:
-        return self._run(self._a.wait(pid, request_timeout=request_timeout))
-
-    def send_signal(self, pid: int, sig: Union[int, _signal.Signals, str], *,
-                    group: bool = False, tree: bool = False,
-                    request_timeout: Optional[float] = None) -> None:
-        return self._run(self._a.send_signal(pid, sig, group=group, tree=tree,
-                                             request_timeout=request_timeout))
-
-    def freeze_processes(self, *, thaw_after: Optional[float] = None,
-                         request_timeout: Optional[float] = None) -> None:
-        return self._run(self._a.freeze_processes(thaw_after=thaw_after,
-                                                  request_timeout=request_timeout))
-
-    def thaw_processes(self, *, request_timeout: Optional[float] = None) -> None:
-        return self._run(self._a.thaw_processes(request_timeout=request_timeout))
-
-    def write_stdin(self, pid: int, data: Union[bytes, str], *,
-                    request_timeout: Optional[float] = None) -> None:
-        return self._run(self._a.write_stdin(pid, data, request_timeout=request_timeout))
-
-    def close_stdin(self, pid: int, *, request_timeout: Optional[float] = None) -> None:
-        return self._run(self._a.close_stdin(pid, request_timeout=request_timeout))
-
-    def resize_pty(self, pid: int, rows: int, cols: int, *,
-                   request_timeout: Optional[float] = None) -> None:
-        return self._run(self._a.resize_pty(pid, rows, cols, request_timeout=request_timeout))
-
-    def list_processes(self, include_exited: bool = False, *,
-                       request_timeout: Optional[float] = None) -> List[ProcessInfo]:
-        return self._run(self._a.list_processes(include_exited, request_timeout=request_timeout))
-
-    def get_process(self, pid: int = 0, *, tag: Optional[str] = None,
-                    request_timeout: Optional[float] = None) -> ProcessInfo:
-        return self._run(self._a.get_process(pid, tag=tag, request_timeout=request_timeout))
-
-    def wait_ready(self, pid: int = 0, *, tag: Optional[str] = None,
-                   timeout: Optional[float] = None,
-                   request_timeout: Optional[float] = None) -> ProcessInfo:
-        return self._run(self._a.wait_ready(pid, tag=tag, timeout=timeout,
-                                            request_timeout=request_timeout))
-
-    def stop_service(self, tag: str, *, sig: Union[int, _signal.Signals, str] = _signal.SIGTERM,
-                     grace: Optional[float] = None,
-                     request_timeout: Optional[float] = None) -> ProcessInfo:
-        return self._run(self._a.stop_service(tag, sig=sig, grace=grace,
-                                              request_timeout=request_timeout))
-
-    def forget_process(self, pid: int, *, request_timeout: Optional[float] = None) -> None:
-        return self._run(self._a.forget_process(pid, request_timeout=request_timeout))
+    run = _blocking(AsyncAgent.run)
+    start_process = _blocking(AsyncAgent.start_process)
+    follow_output = _blocking(AsyncAgent.follow_output)
+    stream_output = _on_loop(AsyncAgent.stream_output, SyncOutputStream)
+    wait = _blocking(AsyncAgent.wait)
+    send_signal = _blocking(AsyncAgent.send_signal)
+    freeze_processes = _blocking(AsyncAgent.freeze_processes)
+    thaw_processes = _blocking(AsyncAgent.thaw_processes)
+    write_stdin = _blocking(AsyncAgent.write_stdin)
+    close_stdin = _blocking(AsyncAgent.close_stdin)
+    resize_pty = _blocking(AsyncAgent.resize_pty)
+    list_processes = _blocking(AsyncAgent.list_processes)
+    get_process = _blocking(AsyncAgent.get_process)
+    wait_ready = _blocking(AsyncAgent.wait_ready)
+    stop_service = _blocking(AsyncAgent.stop_service)
+    forget_process = _blocking(AsyncAgent.forget_process)
 
     # ------------------------------------------------------------ files
 
-    def read_file(self, path: PathArg, *, offset: int = 0, length: int = 0,
-                  user: Optional[str] = None,
-                  request_timeout: Optional[float] = None) -> FileContent:
-        return self._run(self._a.read_file(path, offset=offset, length=length, user=user,
-                                           request_timeout=request_timeout))
+    read_file = _blocking(AsyncAgent.read_file)
+    download = _blocking(AsyncAgent.download)
+    write_file = _blocking(AsyncAgent.write_file)
+    upload = _blocking(AsyncAgent.upload)
+    list_directory = _blocking(AsyncAgent.list_directory)
+    stat = _blocking(AsyncAgent.stat)
+    mkdir = _blocking(AsyncAgent.mkdir)
+    remove = _blocking(AsyncAgent.remove)
+    rename = _blocking(AsyncAgent.rename)
+    symlink = _blocking(AsyncAgent.symlink)
+    set_attributes = _blocking(AsyncAgent.set_attributes)
+    watch = _on_loop(AsyncAgent.watch, Stream[FsEvent])
 
-    def download(self, path: PathArg, local_path: PathArg, *, offset: int = 0,
-                 length: int = 0, user: Optional[str] = None,
-                 progress: Optional[Progress] = None,
-                 request_timeout: Optional[float] = None) -> DownloadResult:
-        return self._run(self._a.download(path, local_path, offset=offset, length=length,
-                                          user=user, progress=progress,
-                                          request_timeout=request_timeout))
+    # ------------------------------------------------------------ lifecycle
 
-    def write_file(self, path: PathArg, data: WriteData, *, mode: Optional[int] = None,
-                   write_mode: str = "truncate", make_parents: bool = False,
-                   atomic: Optional[bool] = None, owner: Optional[str] = None,
-                   sync: bool = False, user: Optional[str] = None,
-                   progress: Optional[Progress] = None,
-                   request_timeout: Optional[float] = None) -> WriteResult:
-        return self._run(self._a.write_file(path, data, mode=mode, write_mode=write_mode,
-                                            make_parents=make_parents, atomic=atomic, owner=owner,
-                                            sync=sync, user=user, progress=progress,
-                                            request_timeout=request_timeout))
+    quiesce = _blocking(AsyncAgent.quiesce)
+    thaw = _blocking(AsyncAgent.thaw)
+    restored = _blocking(AsyncAgent.restored)
+    watch_lifecycle = _on_loop(AsyncAgent.watch_lifecycle, Stream[LifecycleEvent])
 
-    def upload(self, local_path: PathArg, path: PathArg, *, mode: Optional[int] = None,
-               make_parents: bool = False, owner: Optional[str] = None,
-               user: Optional[str] = None, progress: Optional[Progress] = None,
-               request_timeout: Optional[float] = None) -> WriteResult:
-        return self._run(self._a.upload(local_path, path, mode=mode, make_parents=make_parents,
-                                        owner=owner, user=user, progress=progress,
-                                        request_timeout=request_timeout))
+    # ------------------------------------------------------------ tunnels
 
-    def list_directory(self, path: PathArg, depth: int = 1, *, include_hidden: bool = True,
-                       user: Optional[str] = None,
-                       request_timeout: Optional[float] = None) -> DirectoryListing:
-        return self._run(self._a.list_directory(path, depth, include_hidden=include_hidden,
-                                                user=user, request_timeout=request_timeout))
-
-    def stat(self, path: PathArg, *, follow_symlinks: bool = False, user: Optional[str] = None,
-             request_timeout: Optional[float] = None) -> Entry:
-        return self._run(self._a.stat(path, follow_symlinks=follow_symlinks, user=user,
-                                      request_timeout=request_timeout))
-
-    def mkdir(self, path: PathArg, *, parents: bool = False, mode: int = 0,
-              user: Optional[str] = None, request_timeout: Optional[float] = None) -> Entry:
-        return self._run(self._a.mkdir(path, parents=parents, mode=mode, user=user,
-                                       request_timeout=request_timeout))
-
-    def remove(self, path: PathArg, *, recursive: bool = False, user: Optional[str] = None,
-               request_timeout: Optional[float] = None) -> None:
-        return self._run(self._a.remove(path, recursive=recursive, user=user,
-                                        request_timeout=request_timeout))
-
-    def rename(self, source: PathArg, destination: PathArg, *, overwrite: bool = False,
-               make_parents: bool = False, user: Optional[str] = None,
-               request_timeout: Optional[float] = None) -> Entry:
-        return self._run(self._a.rename(source, destination, overwrite=overwrite,
-                                        make_parents=make_parents, user=user,
-                                        request_timeout=request_timeout))
-
-    def symlink(self, path: PathArg, target: PathArg, *, overwrite: bool = False,
-                user: Optional[str] = None, request_timeout: Optional[float] = None) -> Entry:
-        return self._run(self._a.symlink(path, target, overwrite=overwrite, user=user,
-                                         request_timeout=request_timeout))
-
-    def set_attributes(self, path: PathArg, *, mode: Optional[int] = None,
-                       mtime: Optional[float] = None, follow_symlinks: bool = False,
-                       user: Optional[str] = None,
-                       request_timeout: Optional[float] = None) -> Entry:
-        return self._run(self._a.set_attributes(path, mode=mode, mtime=mtime,
-                                                follow_symlinks=follow_symlinks, user=user,
-                                                request_timeout=request_timeout))
-
-    def quiesce(self, mounts: Sequence[str] = (), *, thaw_after: Optional[float] = None,
-                dry_run: bool = False,
-                request_timeout: Optional[float] = None) -> QuiesceResult:
-        return self._run(self._a.quiesce(mounts, thaw_after=thaw_after, dry_run=dry_run,
-                                         request_timeout=request_timeout))
-
-    def thaw(self, *, request_timeout: Optional[float] = None) -> List[str]:
-        return self._run(self._a.thaw(request_timeout=request_timeout))
-
-    def restored(self, *, unix_time: Optional[float] = None, entropy: bytes = b"",
-                 generation: int = 0, env: Optional[Mapping[str, str]] = None,
-                 request_timeout: Optional[float] = None) -> RestoredResult:
-        return self._run(self._a.restored(unix_time=unix_time, entropy=entropy,
-                                          generation=generation, env=env,
-                                          request_timeout=request_timeout))
-
-    def watch_lifecycle(self) -> Stream[LifecycleEvent]:
-        async def make() -> AsyncStream[LifecycleEvent]:
-            return self._a.watch_lifecycle()
-        return Stream(self._lt, self._run(make()))
-
-    def open_tunnel(self, target: str, *, window: int = 0, user: Optional[str] = None,
-                    request_timeout: Optional[float] = None) -> Tunnel:
-        r, w = self._run(self._a.open_tunnel(target, window=window, user=user,
-                                             request_timeout=request_timeout))
-        return Tunnel(self._lt, r, w)
-
-    def forward(self, local_port: int, target: str, *, bind: str = "127.0.0.1",
-                window: int = 0, user: Optional[str] = None) -> SyncForwarder:
-        return SyncForwarder(self._lt, self._run(self._a.forward(local_port, target, bind=bind,
-                                                                 window=window, user=user)))
-
-    def watch(self, path: PathArg, *, recursive: bool = False,
-              user: Optional[str] = None) -> Stream[FsEvent]:
-        async def make() -> AsyncStream[FsEvent]:
-            return self._a.watch(path, recursive=recursive, user=user)
-        return Stream(self._lt, self._run(make()))
+    open_tunnel = _blocking_to(AsyncAgent.open_tunnel, _tunnel_of)
+    forward = _blocking_to(AsyncAgent.forward, SyncForwarder)
