@@ -1,6 +1,7 @@
 /* ctl_logs.c - sandboxctl's logs: a process's kept output, its last lines
  * (--tail), a time (--since), a position (--from), then what comes (-f);
- * every gap said where it happened. */
+ * every gap said where it happened, and a service's events (ready, a run's
+ * exit, a restart) in their place. */
 #include "ctl_proc.h"
 
 #include "ctl.h"
@@ -33,6 +34,16 @@ typedef struct gap {
     uint64_t skipped, from, to;
 } gap_t;
 
+/* A service's event: ProcessReady, the ProcessExit of a run the service
+ * goes on after (done = false), ProcessRestarted. */
+typedef struct svc_ev {
+    Sandbox__Agent__V1__Response__ResultCase kind; /* RES(READY), RES(EXIT), RES(RESTARTED) */
+    uint64_t seq;                                  /* its place: after the output before it */
+    uint64_t ts;
+    uint32_t pid, restarts; /* RES(RESTARTED) */
+    ProcessExit exit;       /* RES(EXIT): numbers only */
+} svc_ev_t;
+
 typedef struct logs {
     ctl_t *ctl;
     int timestamps, allow_gaps, want_stream; /* want_stream 0: all */
@@ -47,6 +58,10 @@ typedef struct logs {
     size_t n_evs, cap_evs;
     gap_t gaps[64]; /* more are merged into the last: every byte counted */
     size_t n_gaps;
+    /* A service remembers its last 64 runs, three events each: more drop
+     * the oldest, the ones furthest from the last lines. */
+    svc_ev_t svc[256];
+    size_t n_svc;
     uint64_t unkept; /* bytes --tail had no memory to keep */
     /* the follow's end */
     ProcessExit exit;
@@ -108,6 +123,75 @@ static void logs_gap(logs_t *l, int stream, uint64_t skipped, uint64_t from, uin
         return;
     }
     logs_gap_print(l, stream, skipped, from, to);
+}
+
+/* A service's event: a JSON line, or a note on stderr in its place among
+ * the output (with --timestamps, its time first). */
+static void logs_svc_print(const logs_t *l, const svc_ev_t *e)
+{
+    if (l->ctl->json) {
+        if (e->kind == RES(READY)) {
+            printf("{\"event\":\"ready\",\"timestamp_unix_nano\":%llu}\n",
+                   (unsigned long long)e->ts);
+        } else if (e->kind == RES(RESTARTED)) {
+            printf("{\"event\":\"restarted\",\"pid\":%u,\"restarts\":%u,"
+                   "\"timestamp_unix_nano\":%llu}\n",
+                   e->pid, e->restarts, (unsigned long long)e->ts);
+        } else {
+            printf("{\"event\":\"exited\",");
+            ctl_proc_json_exit_fields(&e->exit);
+            printf(",\"timestamp_unix_nano\":%llu}\n", (unsigned long long)e->ts);
+        }
+        fflush(stdout);
+        return;
+    }
+    fflush(stdout);
+    if (l->timestamps)
+        put_time(stderr, e->ts);
+    if (e->kind == RES(READY))
+        fprintf(stderr, "sandboxctl: logs: the service is ready here\n");
+    else if (e->kind == RES(RESTARTED))
+        fprintf(stderr, "sandboxctl: logs: the service restarted here as pid %u (restart %u)\n",
+                e->pid, e->restarts);
+    else if (e->exit.signal)
+        fprintf(stderr, "sandboxctl: logs: a run of the service was killed here by signal %d%s\n",
+                e->exit.signal, e->exit.timed_out ? " (it timed out)" : "");
+    else
+        fprintf(stderr, "sandboxctl: logs: a run of the service exited here with code %d%s\n",
+                e->exit.exit_code, e->exit.timed_out ? " (it timed out)" : "");
+}
+
+/* A service's event of a follow: printed, or with --tail kept with its
+ * place until the last lines are known. --stream does not hide it; --since
+ * does when it is older. */
+static void logs_svc(logs_t *l, const Response *r)
+{
+    svc_ev_t e = {.kind = r->result_case, .seq = l->next_seq};
+    if (r->result_case == RES(READY)) {
+        e.ts = r->ready->at_unix_nano;
+    } else if (r->result_case == RES(RESTARTED)) {
+        e.ts = r->restarted->at_unix_nano;
+        e.pid = r->restarted->pid;
+        e.restarts = r->restarted->restarts;
+    } else {
+        e.exit = *r->exit; /* numbers only: nothing points into r */
+        e.ts = r->exit->ended_at_unix_nano;
+    }
+    if (l->since_ns && e.ts < l->since_ns)
+        return;
+    if (l->tail < 0) {
+        for (size_t i = 0; i < l->n_svc; i++) {
+            const svc_ev_t *k = &l->svc[i];
+            if (k->kind == e.kind && k->seq == e.seq && k->ts == e.ts && k->pid == e.pid &&
+                k->restarts == e.restarts)
+                return; /* said before --tail's follow ended */
+        }
+        logs_svc_print(l, &e);
+        return;
+    }
+    if (l->n_svc == sizeof l->svc / sizeof l->svc[0])
+        memmove(l->svc, l->svc + 1, --l->n_svc * sizeof l->svc[0]);
+    l->svc[l->n_svc++] = e;
 }
 
 /* --tail: keep an event until the end says which lines are the last. What
@@ -183,12 +267,30 @@ static void logs_flush_tail(logs_t *l)
             logs_gap_print(l, l->gaps[g].stream, l->gaps[g].skipped, l->gaps[g].from,
                            l->gaps[g].to);
     l->n_gaps = 0;
+    /* A service's events within them (all, when all the output is printed),
+     * each before the output that came after it. */
+    uint64_t svc_from = l->tail > 0 && sj == 0 && sk == 0 ? 0 : start;
+    size_t v = 0;
+    while (v < l->n_svc && l->svc[v].seq < svc_from)
+        v++;
     for (size_t j = sj; j < l->n_evs; j++) {
         ev_t *e = &l->evs[j];
         size_t from = j == sj ? sk : 0;
+        for (; v < l->n_svc && l->svc[v].seq <= e->seq + from; v++)
+            logs_svc_print(l, &l->svc[v]);
         if (from < e->len)
             logs_print(l, e->stream, e->seq + from, e->ts, e->data + from, e->len - from);
     }
+    if (svc_from != UINT64_MAX)
+        for (; v < l->n_svc; v++)
+            logs_svc_print(l, &l->svc[v]);
+    /* A follow that goes on (-f) starts at next_seq, where the agent tells
+     * again what happened there: those are kept to be known (logs_svc). */
+    v = l->n_svc;
+    while (v > 0 && l->svc[v - 1].seq == l->next_seq)
+        v--;
+    memmove(l->svc, l->svc + v, (l->n_svc - v) * sizeof l->svc[0]);
+    l->n_svc -= v;
     for (size_t j = 0; j < l->n_evs; j++)
         free(l->evs[j].data);
     free(l->evs);
@@ -228,11 +330,14 @@ static int parse_since(const char *s, uint64_t *out)
     return 0;
 }
 
-/* One response of a follow: output, a gap, the exit. */
+/* One response of a follow: output, a gap, a service's event, the exit. */
 static int logs_response(ctl_t *ctl, const Response *r, void *arg)
 {
     logs_t *l = arg;
-    if (r->result_case == RES(OUTPUT)) {
+    if (r->result_case == RES(READY) || r->result_case == RES(RESTARTED) ||
+        (r->result_case == RES(EXIT) && !r->done)) {
+        logs_svc(l, r);
+    } else if (r->result_case == RES(OUTPUT)) {
         logs_event(l, r->output);
     } else if (r->result_case == RES(GAP)) {
         const OutputGap *g = r->gap;

@@ -413,7 +413,9 @@ const ctl_cmd_t ctl_cmds_proc[] = {
      "      --allow-gaps   exit 0 even when output was dropped\n"
      "\n"
      "  Output that no longer fits the process's window is dropped by the agent; each\n"
-     "  gap is reported on stderr where it happened, and the exit status is then 1.\n"},
+     "  gap is reported on stderr where it happened, and the exit status is then 1.\n"
+     "  A service's events (ready, a run's exit, a restart) are said on stderr where\n"
+     "  they happened (with --json: lines \"ready\", \"exited\", \"restarted\").\n"},
     {"kill", cmd_kill, "[-s SIG] [-g] PID|TAG", "signal a process (-g: its process group)",
      "  -s SIG, -SIG       the signal, a name (TERM, SIGKILL) or a number (default TERM)\n"
      "  -g                 the whole process group\n"},

@@ -1047,6 +1047,95 @@ TEST(sandboxctl_start_ready_ps_wait_ready_stop)
     agent_stop(&A);
 }
 
+/* Where in its output a service became ready, where a run exited and where
+ * it restarted: notes on stderr, JSON lines with --json, also with --tail. */
+TEST(sandboxctl_logs_says_a_services_events)
+{
+    agent_start(&A, NULL);
+    ctl_out_t o;
+    CTL(&o, A.addr, "start", "--restart", "on-failure", "--max-restarts", "1", "--backoff", "0.1",
+        "--ready", "line:up", "--tag", "ev", "--", "sh", "-c", "echo up; echo bye; exit 3");
+    ASSERT_EQ(o.status, 0);
+    ctl_out_free(&o);
+
+    /* -f follows it across its restart to its end (it gives up). */
+    CTL(&o, A.addr, "logs", "-f", "ev");
+    ASSERT_EQ(o.status, 0);
+    ASSERT_STR_EQ(o.out, "up\nbye\nup\nbye\n");
+    const char *ready1 = strstr(o.err, "sandboxctl: logs: the service is ready here\n");
+    const char *exited = strstr(o.err, "sandboxctl: logs: a run of the service exited here with "
+                                       "code 3\n");
+    const char *restarted = strstr(o.err, "sandboxctl: logs: the service restarted here as pid ");
+    ASSERT(ready1 && exited && restarted);
+    ASSERT(ready1 < exited && exited < restarted);
+    ASSERT(strstr(restarted, "(restart 1)\n"));
+    ASSERT(strstr(restarted, "the service is ready here\n")); /* the second run's */
+    ctl_out_free(&o);
+
+    /* --json: each a JSON line in its place, stderr quiet. */
+    CTL(&o, A.addr, "--json", "logs", "ev");
+    ASSERT_EQ(o.status, 0);
+    ASSERT_EQ(o.err_len, 0);
+    ASSERT_GE(json_lines_ok(o.out, o.out_len, -1), 7);
+    ready1 = strstr(o.out, "{\"event\":\"ready\",\"timestamp_unix_nano\":");
+    exited = strstr(o.out, "{\"event\":\"exited\",\"exit_code\":3,\"signal\":0,");
+    restarted = strstr(o.out, "{\"event\":\"restarted\",\"pid\":");
+    ASSERT(ready1 && exited && restarted);
+    ASSERT(ready1 < exited && exited < restarted);
+    ASSERT(strstr(restarted, "\"restarts\":1,"));
+    ASSERT(strstr(restarted, "{\"event\":\"ready\""));
+    ASSERT(strstr(restarted, "{\"event\":\"exit\",\"exit_code\":3"));
+    ctl_out_free(&o);
+
+    /* --tail: the events among the lines printed, and none before them. */
+    CTL(&o, A.addr, "logs", "--tail", "3", "ev");
+    ASSERT_EQ(o.status, 0);
+    ASSERT_STR_EQ(o.out, "bye\nup\nbye\n");
+    exited = strstr(o.err, "a run of the service exited here with code 3\n");
+    ASSERT(exited && strstr(exited, "the service restarted here as pid "));
+    ctl_out_free(&o);
+    CTL(&o, A.addr, "logs", "--tail", "1", "ev");
+    ASSERT_EQ(o.status, 0);
+    ASSERT_STR_EQ(o.out, "bye\n");
+    ASSERT(!strstr(o.err, "exited here") && !strstr(o.err, "restarted here"));
+    ctl_out_free(&o);
+    agent_stop(&A);
+}
+
+/* logs --tail -f on a service waiting to restart: the follow that goes on
+ * from the last line starts where the run exited, which the agent tells
+ * again; it is said once. */
+TEST(sandboxctl_logs_tail_follow_says_each_event_once)
+{
+    agent_start(&A, NULL);
+    tmpdir_make();
+    char script[512];
+    snprintf(script, sizeof script,
+             "if [ -e %s ]; then echo three; exit 0; fi; touch %s; echo one; echo two; exit 4",
+             P("ran"), P("ran"));
+    ctl_out_t o;
+    CTL(&o, A.addr, "start", "--restart", "on-failure", "--max-restarts", "2", "--backoff", "2",
+        "--tag", "tf", "--", "sh", "-c", script);
+    ASSERT_EQ(o.status, 0);
+    ctl_out_free(&o);
+    sa_client_t *c = agent_connect(&A);
+    for (int i = 0; i < 1000 && state_of(c, "tf") != SSTATE(BACKING_OFF); i++)
+        usleep(10000);
+    ASSERT_EQ(state_of(c, "tf"), SSTATE(BACKING_OFF));
+    CTL(&o, A.addr, "logs", "--tail", "1", "-f", "tf");
+    ASSERT_EQ(o.status, 0);
+    ASSERT_STR_EQ(o.out, "two\nthree\n");
+    static const char once[] = "a run of the service exited here with code 4\n";
+    const char *exited = strstr(o.err, once);
+    ASSERT(exited);
+    ASSERT(!strstr(exited + sizeof once - 1, once));
+    ASSERT(strstr(exited, "the service restarted here as pid "));
+    ctl_out_free(&o);
+    sa_client_close(c);
+    tmpdir_remove();
+    agent_stop(&A);
+}
+
 TEST_MAIN(TEST_ENTRY(on_failure_backs_off_more_each_time_then_gives_up),
           TEST_ENTRY(always_restarts_after_exit_0_and_on_failure_does_not),
           TEST_ENTRY(a_signal_sent_by_the_client_is_not_restarted),
@@ -1063,4 +1152,6 @@ TEST_MAIN(TEST_ENTRY(on_failure_backs_off_more_each_time_then_gives_up),
           TEST_ENTRY(an_unhealthy_service_is_restarted),
           TEST_ENTRY(bad_probes),
           TEST_ENTRY(services_dir_starts_good_files_and_names_the_bad_line),
-          TEST_ENTRY(sandboxctl_start_ready_ps_wait_ready_stop))
+          TEST_ENTRY(sandboxctl_start_ready_ps_wait_ready_stop),
+          TEST_ENTRY(sandboxctl_logs_says_a_services_events),
+          TEST_ENTRY(sandboxctl_logs_tail_follow_says_each_event_once))
