@@ -4,8 +4,9 @@
  * fails that test only. ASSERT_* print both sides and the location.
  * Integration tests start the real agent on a temporary unix socket with
  * agent_start() and talk to it through the client library.
- * Shared here: files (slurp, put_file, log_count), time (now_ms), children
- * (child_status), descriptors (fd_count), UTF-8 (utf8_ok); with the agent: call, recv_id,
+ * Shared here: files (slurp, put_file, file_equals, log_count), time
+ * (now_ms), children (child_status, gone_within, sh), directories
+ * (dir_count, fd_count), UTF-8 (utf8_ok); with the agent: call, recv_id,
  * expect_error, cancel_ok, ping_req, ping_ok, info_call, proc_rss. Beside it in
  * integration/: ctl_helpers.h (the sandboxctl binary: ctl_run, run_ctl),
  * proc_helpers.h (processes: start_sh, collect_all, wait_exit for a
@@ -157,6 +158,21 @@ static inline size_t slurp(const char *path, char *buf, size_t len)
     return o;
 }
 
+/* 1 when path holds exactly the len bytes of data. */
+static inline int file_equals(const char *path, const void *data, size_t len)
+{
+    FILE *f = fopen(path, "rb");
+    if (!f)
+        return 0;
+    uint8_t *got = malloc(len + 1);
+    ASSERT(got);
+    size_t n = fread(got, 1, len + 1, f);
+    fclose(f);
+    int same = n == len && !memcmp(got, data, len);
+    free(got);
+    return same;
+}
+
 /* Create or replace path with len bytes of data, then give it mode. */
 static inline void put_file(const char *path, const void *data, size_t len, mode_t mode)
 {
@@ -210,19 +226,55 @@ static inline int child_status(pid_t pid)
     FAIL("no exit of child %d within 10 s", (int)pid);
 }
 
+/* Names in dir that start with prefix ("": all), "." and ".." aside; -1
+ * when it cannot be read. */
+static inline int dir_count(const char *dir, const char *prefix)
+{
+    DIR *d = opendir(dir);
+    struct dirent *de;
+    int n = 0;
+    size_t plen = strlen(prefix);
+    if (!d)
+        return -1;
+    while ((de = readdir(d)))
+        if (strcmp(de->d_name, ".") && strcmp(de->d_name, "..") &&
+            !strncmp(de->d_name, prefix, plen))
+            n++;
+    closedir(d);
+    return n;
+}
+
 /* Open descriptors of a process. */
 static inline int fd_count(pid_t pid)
 {
     char path[64];
-    int n = 0;
     snprintf(path, sizeof path, "/proc/%d/fd", (int)pid);
-    DIR *d = opendir(path);
-    if (!d)
-        return -1;
-    for (struct dirent *e; (e = readdir(d));)
-        n += e->d_name[0] != '.';
-    closedir(d);
-    return n;
+    return dir_count(path, "");
+}
+
+/* A shell command line (printf's format); its exit status as a shell gives
+ * it (128 when it did not exit). */
+static inline int sh(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+static inline int sh(const char *fmt, ...)
+{
+    char cmd[2048];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(cmd, sizeof cmd, fmt, ap);
+    va_end(ap);
+    int st = system(cmd);
+    return st != -1 && WIFEXITED(st) ? WEXITSTATUS(st) : 128;
+}
+
+/* 1 once pid no longer exists (reaped), within ms milliseconds; else 0. */
+static inline int gone_within(pid_t pid, int ms)
+{
+    for (int i = 0; i < ms / 10; i++) {
+        if (kill(pid, 0) < 0 && errno == ESRCH)
+            return 1;
+        usleep(10000);
+    }
+    return 0;
 }
 
 /* 1 when s is valid UTF-8 (no overlong forms). */

@@ -39,14 +39,6 @@ static pid_t read_pid(const char *path)
     FAIL("no pid in %s", path);
 }
 
-/* Until pid is gone (the agent reaps it), at most ~10 s. */
-static int gone_within(pid_t pid)
-{
-    for (int i = 0; i < 1000 && alive(pid); i++)
-        usleep(10000);
-    return !alive(pid);
-}
-
 TEST(logs_of_an_overflowed_window_say_so_and_fail)
 {
     agent_start(&A, NULL);
@@ -416,8 +408,8 @@ TEST(sigterm_or_sighup_to_run_leaves_no_remote_process)
         ctl_collect(pid, out_r, err_r, &o);
         ASSERT_EQ(o.status, 128 + sigs[i]);
         ctl_out_free(&o);
-        ASSERT(gone_within(sh));
-        ASSERT(gone_within(child));
+        ASSERT(gone_within(sh, 10000));
+        ASSERT(gone_within(child, 10000));
     }
     /* --keep: it stays, and sandboxctl says which pid. */
     pid_t sh, child;
@@ -431,7 +423,7 @@ TEST(sigterm_or_sighup_to_run_leaves_no_remote_process)
     usleep(200000);
     ASSERT(alive(sh) && alive(child));
     kill(-sh, SIGKILL);
-    ASSERT(gone_within(sh));
+    ASSERT(gone_within(sh, 10000));
     agent_stop(&A);
     tmpdir_remove();
 }
@@ -453,7 +445,7 @@ TEST(second_ctrl_c_within_a_second_detaches)
     ctl_out_free(&o);
     ASSERT(alive(sh) && alive(child));
     kill(-sh, SIGKILL);
-    ASSERT(gone_within(sh));
+    ASSERT(gone_within(sh, 10000));
     agent_stop(&A);
     tmpdir_remove();
 }

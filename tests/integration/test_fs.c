@@ -111,21 +111,6 @@ static void expect_content(sa_client_t *c, const char *path, const void *data, s
     sa_response_free(r);
 }
 
-/* Names in g_dir other than "." and "..". */
-static int dir_count(const char *dir)
-{
-    DIR *d = opendir(dir);
-    struct dirent *de;
-    int n = 0;
-    if (!d)
-        return -1;
-    while ((de = readdir(d)))
-        if (strcmp(de->d_name, ".") && strcmp(de->d_name, ".."))
-            n++;
-    closedir(d);
-    return n;
-}
-
 static Response *simple_call(sa_client_t *c, Request *req)
 {
     req->id = 0;
@@ -171,7 +156,7 @@ TEST(round_trip_sizes)
         ASSERT_EQ(st.st_size, sizes[i]);
         ASSERT_EQ(st.st_mode & 0777, 0644);
     }
-    ASSERT_EQ(dir_count(g_dir), (int)SA_ARRAY_LEN(sizes)); /* no temporaries left */
+    ASSERT_EQ(dir_count(g_dir, ""), (int)SA_ARRAY_LEN(sizes)); /* no temporaries left */
     free(data);
     STOP();
 }
@@ -329,7 +314,7 @@ TEST(append_and_create_new)
     ASSERT_RESULT(r, WRITTEN);
     sa_response_free(r);
     expect_content(c, P("x/y/z/file"), "deep", 4);
-    ASSERT_EQ(dir_count(g_dir), 3);
+    ASSERT_EQ(dir_count(g_dir, ""), 3);
     STOP();
 }
 
@@ -346,14 +331,14 @@ TEST(crc_mismatch_leaves_nothing)
     ASSERT_ERROR(r, INVALID_ARGUMENT);
     ASSERT(strstr(r->error->message, "crc32"));
     sa_response_free(r);
-    ASSERT_EQ(dir_count(g_dir), 0);
+    ASSERT_EQ(dir_count(g_dir, ""), 0);
     /* Over an existing file: the old content stays. */
     put_ok(c, P("c"), "old", 3);
     r = upload(c, &w, data, sizeof data);
     ASSERT_ERROR(r, INVALID_ARGUMENT);
     sa_response_free(r);
     expect_content(c, P("c"), "old", 3);
-    ASSERT_EQ(dir_count(g_dir), 1);
+    ASSERT_EQ(dir_count(g_dir, ""), 1);
     /* The right crc passes. */
     w.expected_crc32 ^= 1;
     r = upload(c, &w, data, sizeof data);
@@ -385,9 +370,9 @@ TEST(disconnect_mid_upload_leaves_nothing)
         sa_client_close(c2);
     }
     /* Cleanup is asynchronous: poll until only "keep" is left. */
-    for (int i = 0; i < 3000 && dir_count(g_dir) != 1; i++)
+    for (int i = 0; i < 3000 && dir_count(g_dir, "") != 1; i++)
         usleep(10000);
-    ASSERT_EQ(dir_count(g_dir), 1);
+    ASSERT_EQ(dir_count(g_dir, ""), 1);
     expect_content(c, P("keep"), "old", 3);
     STOP();
 }
@@ -414,7 +399,7 @@ TEST(enospc_small_tmpfs)
     ASSERT_EQ(r->error->os_errno, ENOSPC);
     ASSERT(strstr(r->error->message, path));
     sa_response_free(r);
-    ASSERT_EQ(dir_count(mnt), 0);
+    ASSERT_EQ(dir_count(mnt, ""), 0);
     /* The connection carries on; a later chunk of that id is refused. */
     Request d = REQUEST_INIT;
     FileDataReq fd = SANDBOX__AGENT__V1__FILE_DATA__INIT;
@@ -432,7 +417,7 @@ TEST(enospc_small_tmpfs)
     r = upload(c, &w, data, len);
     ASSERT_ERROR(r, RESOURCE_EXHAUSTED);
     sa_response_free(r);
-    ASSERT_EQ(dir_count(mnt), 0);
+    ASSERT_EQ(dir_count(mnt, ""), 0);
     umount2(mnt, MNT_DETACH);
     free(data);
     STOP();
@@ -950,7 +935,7 @@ TEST(bad_input)
     sa_response_free(r);
     /* Still serving. */
     ping_ok(c);
-    ASSERT_EQ(dir_count(g_dir), 1);
+    ASSERT_EQ(dir_count(g_dir, ""), 1);
     STOP();
 }
 

@@ -550,19 +550,6 @@ static void append_frame(uint8_t **all, size_t *len, Request *req)
     free(f);
 }
 
-static int file_equals(const char *path, const uint8_t *data, size_t len)
-{
-    FILE *f = fopen(path, "rb");
-    if (!f)
-        return 0;
-    uint8_t *got = malloc(len + 1);
-    size_t n = fread(got, 1, len + 1, f);
-    fclose(f);
-    int same = n == len && !memcmp(got, data, len);
-    free(got);
-    return same;
-}
-
 TEST(bulk_in_place)
 {
     static const size_t sizes[] = {2 * MIB + 3, 5,    700 * 1024, MIB + 1, 1500,

@@ -86,25 +86,11 @@ static void data_send(sa_client_t *c, uint64_t id, const void *d, size_t len, in
     ASSERT_EQ(sa_client_send(c, &req), 0);
 }
 
-static int tmp_files_in(const char *dir)
-{
-    DIR *d = opendir(dir);
-    struct dirent *de;
-    int n = 0;
-    if (!d)
-        return -1;
-    while ((de = readdir(d)))
-        if (!strncmp(de->d_name, ".sa-tmp.", 8))
-            n++;
-    closedir(d);
-    return n;
-}
-
 static void no_tmp_files_settle(const char *dir)
 {
     int n = 0;
     for (int i = 0; i < 300; i++) {
-        if ((n = tmp_files_in(dir)) == 0)
+        if ((n = dir_count(dir, ".sa-tmp.")) == 0)
             return;
         usleep(10000);
     }

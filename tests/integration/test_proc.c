@@ -19,16 +19,6 @@ static int read_pid_line(sa_client_t *c, uint64_t id)
     return pid;
 }
 
-static int gone_within(pid_t pid, int ms)
-{
-    for (int i = 0; i < ms / 10; i++) {
-        if (kill(pid, 0) < 0 && errno == ESRCH)
-            return 1;
-        usleep(10000);
-    }
-    return 0;
-}
-
 TEST(timeout_kills_the_shell_and_its_children)
 {
     agent_start(&A, NULL);

@@ -7,6 +7,7 @@
 #include "proc_helpers.h"
 #define TMPDIR_PREFIX "/tmp/sa-svc-"
 #include "tmpdir.h"
+#include "tunnel_helpers.h"
 
 #include <arpa/inet.h>
 #include <netinet/in.h>
@@ -508,18 +509,6 @@ TEST(services_waiting_to_restart_count_against_max_processes)
 }
 
 /* ------------------------------------------------------------ probes */
-
-static int free_port(void)
-{
-    struct sockaddr_in a = {.sin_family = AF_INET};
-    socklen_t len = sizeof a;
-    int fd = socket(AF_INET, SOCK_STREAM, 0);
-    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    ASSERT(fd >= 0 && bind(fd, (struct sockaddr *)&a, sizeof a) == 0);
-    ASSERT(getsockname(fd, (struct sockaddr *)&a, &len) == 0);
-    close(fd);
-    return ntohs(a.sin_port);
-}
 
 static int tcp_connects(int port)
 {

@@ -878,30 +878,6 @@ static pid_t forward_start(agent_t *a, const char *spec, const char *errpath, in
     return pid;
 }
 
-static int run_sh(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
-static int run_sh(const char *fmt, ...)
-{
-    char cmd[2048];
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(cmd, sizeof cmd, fmt, ap);
-    va_end(ap);
-    int st = system(cmd);
-    return WIFEXITED(st) ? WEXITSTATUS(st) : 128;
-}
-
-static void file_equals(const char *path, const uint8_t *want, size_t len)
-{
-    FILE *f = fopen(path, "r");
-    ASSERT(f);
-    uint8_t *got = malloc(len + 1);
-    size_t n = fread(got, 1, len + 1, f);
-    fclose(f);
-    ASSERT_EQ(n, len);
-    ASSERT_MEM_EQ(got, want, len);
-    free(got);
-}
-
 /* The whole workflow: http.server started through the agent, fetched with
  * curl through sandboxctl forward, stopped with a signal. */
 TEST(forward_http_server_with_curl)
@@ -930,20 +906,20 @@ TEST(forward_http_server_with_curl)
     snprintf(spec, sizeof spec, "0:%d", port);
     pid_t fwd = forward_start(&a, spec, P("forward.err"), &lport);
     for (int i = 0; i < 3; i++) {
-        ASSERT_EQ(run_sh("curl -sS --max-time 30 -o %s http://127.0.0.1:%d/page.bin",
-                         P("got.bin"), lport),
-                     0);
-        file_equals(P("got.bin"), body, len);
+        ASSERT_EQ(sh("curl -sS --max-time 30 -o %s http://127.0.0.1:%d/page.bin", P("got.bin"),
+                     lport),
+                  0);
+        ASSERT(file_equals(P("got.bin"), body, len));
     }
     /* Several at once. */
-    ASSERT_EQ(run_sh("for i in 1 2 3 4; do curl -sS --max-time 30 -o %s.$i "
-                     "http://127.0.0.1:%d/page.bin & done; wait",
-                     P("par"), lport),
+    ASSERT_EQ(sh("for i in 1 2 3 4; do curl -sS --max-time 30 -o %s.$i "
+                 "http://127.0.0.1:%d/page.bin & done; wait",
+                 P("par"), lport),
               0);
     for (int i = 1; i <= 4; i++) {
         char name[32];
         snprintf(name, sizeof name, "par.%d", i);
-        file_equals(P(name), body, len);
+        ASSERT(file_equals(P(name), body, len));
     }
     /* Stopped with a signal: the next request is refused, and forward
      * says so. */
@@ -962,8 +938,7 @@ TEST(forward_http_server_with_curl)
     wq.op_case = OP(WAIT);
     wq.wait = &wp;
     sa_response_free(call(c, &wq));
-    ASSERT_NE(run_sh("curl -sS --max-time 30 -o /dev/null http://127.0.0.1:%d/ 2>/dev/null",
-                     lport),
+    ASSERT_NE(sh("curl -sS --max-time 30 -o /dev/null http://127.0.0.1:%d/ 2>/dev/null", lport),
               0);
     kill(fwd, SIGTERM);
     waitpid(fwd, NULL, 0);
@@ -995,13 +970,13 @@ TEST(connect_command)
     fclose(f);
     agent_start(&a, NULL);
     /* stdin's end is passed on; the echo's answer comes back whole. */
-    ASSERT_EQ(run_sh("%s --connect %s connect %d < %s > %s", CTL_BIN, a.addr, port, P("in.bin"),
-                     P("out.bin")),
+    ASSERT_EQ(sh("%s --connect %s connect %d < %s > %s", CTL_BIN, a.addr, port, P("in.bin"),
+                 P("out.bin")),
               0);
-    file_equals(P("out.bin"), data, len);
+    ASSERT(file_equals(P("out.bin"), data, len));
     /* A refusal: exit status 1 and the reason. */
-    ASSERT_EQ(run_sh("%s --connect %s connect tcp:127.0.0.1:%d </dev/null 2>%s", CTL_BIN,
-                     a.addr, free_port(), P("err.txt")),
+    ASSERT_EQ(sh("%s --connect %s connect tcp:127.0.0.1:%d </dev/null 2>%s", CTL_BIN, a.addr,
+                 free_port(), P("err.txt")),
               1);
     f = fopen(P("err.txt"), "r");
     char text[1024] = "";
