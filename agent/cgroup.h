@@ -89,7 +89,7 @@ int cg_leaf_kill(cg_leaf_t *l);
 /* Any signal to every member (SIGKILL: cg_leaf_kill). 0 or -errno. */
 int cg_leaf_signal(cg_leaf_t *l, int sig);
 /* 1 populated, 0 empty (or removed), -errno. */
-int cg_leaf_populated(const cg_leaf_t *l);
+int cg_leaf_populated(cg_leaf_t *l);
 /* Live figures, or the last ones read before the leaf was removed. */
 void cg_leaf_stats(cg_leaf_t *l, cg_stats_t *st);
 /* The processes in it now (0 once removed), whatever the owner's state. */

@@ -33,7 +33,10 @@ int cg_write_at(int dirfd, const char *name, const char *val)
     return e;
 }
 
-/* Read a small file into buf (NUL-terminated). Length or -errno. */
+/* Read a small file into buf (NUL-terminated). Length or -errno. A cgroup
+ * file is a kernel seq_file: a read is filled until it has what was asked
+ * for or the file's end, so a short read is the end and no second read (a
+ * syscall on every exec's exit figures) is needed to see it. */
 ssize_t cg_read_at(int dirfd, const char *name, char *buf, size_t size)
 {
     int fd = openat(dirfd, name, O_RDONLY | O_CLOEXEC);
@@ -41,7 +44,8 @@ ssize_t cg_read_at(int dirfd, const char *name, char *buf, size_t size)
     if (fd < 0)
         return -errno;
     while (len + 1 < size) {
-        ssize_t n = read(fd, buf + len, size - 1 - len);
+        size_t want = size - 1 - len;
+        ssize_t n = read(fd, buf + len, want);
         if (n < 0 && errno == EINTR)
             continue;
         if (n < 0) {
@@ -52,6 +56,8 @@ ssize_t cg_read_at(int dirfd, const char *name, char *buf, size_t size)
         if (n == 0)
             break;
         len += (size_t)n;
+        if ((size_t)n < want)
+            break;
     }
     close(fd);
     buf[len] = 0;

@@ -25,6 +25,11 @@ struct cg_leaf {
     int fd;          /* the directory; -1 once removed */
     int released, removed, pending;
     int killed;      /* cgroup.kill was written: no clone3 into it any more */
+    /* Released and then seen unpopulated: nothing starts in it any more and
+     * no member is left to fork, so it stays empty (short of a privileged
+     * process moving one in) and its figures, once read, are final. Saves
+     * the exit's cgroup.procs count and a second cpu.stat at removal. */
+    int empty, final;
     char *path;      /* absolute, in the agent's mount namespace */
     char *rel;       /* as /proc/PID/cgroup shows it */
     cg_stats_t last; /* read just before it was removed */
@@ -151,8 +156,15 @@ fail:
 
 /* ------------------------------------------------------------ leaves */
 
-static int leaf_make(const char *prefix, const cg_limits_t *lim, cg_leaf_t **out, char *err,
-                     size_t errlen)
+/* A pooled leaf with no limits to write is left unopened (see g_pool). */
+static int no_limits(const cg_limits_t *lim)
+{
+    return !lim->memory_max && !lim->memory_swap_max && !lim->memory_high && !lim->pids_max &&
+           !lim->cpu_max_millicores && !lim->cpu_weight && !lim->io_weight;
+}
+
+static int leaf_make(const char *prefix, const cg_limits_t *lim, int pooled, cg_leaf_t **out,
+                     char *err, size_t errlen)
 {
     char leaf[300];
     cg_leaf_t *l = NULL;
@@ -172,7 +184,9 @@ static int leaf_make(const char *prefix, const cg_limits_t *lim, cg_leaf_t **out
     if (!(l = calloc(1, sizeof *l)))
         goto nomem;
     l->refs = 1;
-    if ((l->fd = openat(cg_work_fd, leaf, O_RDONLY | O_DIRECTORY | O_CLOEXEC)) < 0)
+    l->fd = -1;
+    if ((!pooled || !no_limits(lim)) &&
+        (l->fd = openat(cg_work_fd, leaf, O_RDONLY | O_DIRECTORY | O_CLOEXEC)) < 0)
         goto fail_errno;
     if (asprintf(&l->path, "%s/%s", cg_work, leaf) < 0) {
         l->path = NULL;
@@ -182,7 +196,7 @@ static int leaf_make(const char *prefix, const cg_limits_t *lim, cg_leaf_t **out
         l->rel = NULL;
         goto nomem;
     }
-    if ((rc = apply_limits(l->fd, lim, err, errlen)) < 0)
+    if (l->fd >= 0 && (rc = apply_limits(l->fd, lim, err, errlen)) < 0)
         goto fail;
     *out = l;
     return 0;
@@ -254,8 +268,9 @@ static void on_idle(struct ev_loop *loop, ev_idle *w, int revents)
     }
     cg_limits_defaults(&lim);
     if (g_pool_n < POOL_SIZE && !cg_freeze_requested() && !cg_work_killed &&
-        leaf_make("p", &lim, &l, err, sizeof err) == 0) {
-        close(l->fd);
+        leaf_make("p", &lim, 1, &l, err, sizeof err) == 0) {
+        if (l->fd >= 0)
+            close(l->fd);
         l->fd = -1;
         g_pool[g_pool_n++] = l;
         if (g_pool_n < POOL_SIZE)
@@ -295,7 +310,7 @@ int cg_leaf_new(const char *prefix, const cg_limits_t *lim, cg_leaf_t **out, cha
     idle_soon(); /* make the pool's next leaf when there is time */
     if (!strcmp(prefix, "p") && g_pool_n && default_limits(lim) && (*out = pool_take()))
         return 0;
-    return leaf_make(prefix, lim, out, err, errlen);
+    return leaf_make(prefix, lim, 0, out, err, errlen);
 }
 
 int cg_leaf_fd(const cg_leaf_t *l) { return l ? l->fd : -1; }
@@ -320,11 +335,15 @@ int cg_leaf_signal(cg_leaf_t *l, int sig)
     return cg_signal_tree(l->fd, sig);
 }
 
-int cg_leaf_populated(const cg_leaf_t *l)
+int cg_leaf_populated(cg_leaf_t *l)
 {
-    if (!l || l->fd < 0)
+    int v;
+    if (!l || l->fd < 0 || l->empty)
         return 0;
-    return cg_events_key(l->fd, "populated");
+    v = cg_events_key(l->fd, "populated");
+    if (v == 0 && l->released)
+        l->empty = 1;
+    return v;
 }
 
 /* The figures of a leaf. Only the files its controllers have are read
@@ -359,18 +378,19 @@ void cg_leaf_stats(cg_leaf_t *l, cg_stats_t *st)
         memset(st, 0, sizeof *st);
         return;
     }
-    if (l->fd < 0) {
+    if (l->fd < 0 || l->final) {
         *st = l->last;
         return;
     }
-    read_stats(l->fd, st, 1);
+    read_stats(l->fd, st, l->empty ? 0 : 1);
     /* memory.peak and oom_kill only grow; keep what was seen. */
     l->last = *st;
+    l->final = l->empty;
 }
 
 uint32_t cg_leaf_pids(const cg_leaf_t *l)
 {
-    return l && l->fd >= 0 ? cg_count_procs(l->fd) : 0;
+    return l && l->fd >= 0 && !l->empty ? cg_count_procs(l->fd) : 0;
 }
 
 void cg_leaf_ref(cg_leaf_t *l)
@@ -408,7 +428,8 @@ static int try_remove(cg_leaf_t *l)
     /* A pending leaf is asked first; at release it is usually empty. */
     if (l->pending && cg_leaf_populated(l) == 1)
         return 0;
-    read_stats(l->fd, &l->last, 0);
+    if (!l->final)
+        read_stats(l->fd, &l->last, 0);
     if (unlinkat(cg_work_fd, name, AT_REMOVEDIR) < 0 && errno != ENOENT) {
         /* Populated, or empty with sub-cgroups a member made. */
         if (errno != EBUSY || cg_leaf_populated(l) != 0)

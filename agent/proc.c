@@ -473,13 +473,14 @@ void proc_leader_exited(proc_t *p, int status)
         close(p->pidfd);
         p->pidfd = -1;
     }
+    /* No more processes start in its cgroup (a service's next run does):
+     * it goes once empty. Released first, so the check below that finds it
+     * empty also marks it so (its exit figures need no count of members). */
+    if (!p->svc)
+        cg_leaf_release(p->cg);
     /* t_kill keeps running after a timeout while the group has members (the
      * stragglers get SIGKILL too), and stops when the group is gone. */
     group_check(p);
-    /* No more processes start in its cgroup (a service's next run does):
-     * it goes once empty. */
-    if (!p->svc)
-        cg_leaf_release(p->cg);
     if (WIFSIGNALED(status))
         log_debug("process %d killed by signal %d", (int)p->pid, WTERMSIG(status));
     else
