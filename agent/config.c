@@ -444,7 +444,8 @@ static const opt_t g_opts[] = {
        "the agent's own OOM score adjustment, -1000..1000 (default -1000, or the lowest the "
        "kernel allows)"),
     FN("nice", "N", opt_nice,
-       "the agent's own nice value, -20..19 (default: as started; processes it starts get 0)"),
+       "the agent's own nice value, -20..19 (default: as started, and -10 for the loop while "
+       "processes start; processes it starts get 0)"),
     FN("services-dir", "DIR", opt_services_dir,
        "start the services declared in DIR/*.conf at boot (default " SA_SERVICES_DIR
        "; \"\" for none)"),

@@ -13,6 +13,7 @@
 #include "lifecycle.h"
 #include "listen.h"
 #include "log.h"
+#include "prio.h"
 #include "proc.h"
 #include "service.h"
 #include "tunnel.h"
@@ -193,11 +194,11 @@ static int setup_process(void)
         log_info("running as PID 1: reaping orphans; SIGTERM/SIGINT shut down; other signals "
                  "are ignored; nothing is mounted");
     oom_adjust(g_config.oom_score_adj);
-    /* Only when asked: a higher priority makes the agent preempt a process
-     * at every write to its pipe and read its output in smaller pieces
-     * (measured: streaming 1.8x -> 1.0x of socat at -10), and Ping stays
-     * answered under load without it. Children are put back to 0 before
-     * exec whatever the agent runs at. */
+    /* Only when asked: a higher priority all the time makes the agent
+     * preempt a process at every write to its pipe and read its output in
+     * smaller pieces (measured: streaming 1.8x -> 1.0x of socat at -10).
+     * Without --nice the loop is raised only while processes start (prio.h).
+     * Children are put back to 0 before exec whatever the agent runs at. */
     if (g_config.nice_set) {
         if (setpriority(PRIO_PROCESS, 0, g_config.nice) == 0)
             log_info("nice set to %d", g_config.nice);
@@ -218,6 +219,7 @@ static int start_modules(struct ev_loop *loop)
     int rc;
     cg_init(loop);
     freeze_init(loop);
+    prio_init(loop, !g_config.nice_set);
     if ((rc = proc_init(loop)) < 0) {
         log_error("process table: %s", strerror(-rc));
         return -1;

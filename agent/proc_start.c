@@ -13,6 +13,7 @@
 #include "config.h"
 #include "log.h"
 #include "outlog.h"
+#include "prio.h"
 #include "service.h"
 #include "spawn.h"
 #include "user.h"
@@ -289,8 +290,10 @@ static void start_done(spawn_job_t *sj)
     if (j->rec)
         proc_wake_streams(p, 0); /* followers: ProcessRestarted */
 out:
-    if (!proc_n_spawning)
+    if (!proc_n_spawning) {
         proc_stash_clear(); /* no start left to claim an exit */
+        prio_started();
+    }
     if (s) {
         /* The request is the stream's now, for an error message. */
         s->start_req = j->sp;
@@ -513,6 +516,7 @@ static void start_launch(proc_start_job_t *j, int here)
     unsigned turn = ev_iteration(proc_loop);
     j->t0 = util_now_mono_nano();
     proc_n_spawning++;
+    prio_starting();
     if (here || (proc_n_spawning == 1 && last_turn != turn + 1)) {
         last_turn = turn + 1;
         j->sj.rc = spawn_run(&j->sj.req, &j->sj.pid, &j->sj.stage);

@@ -3,6 +3,8 @@
  * protocol says. */
 #include "proc_helpers.h"
 
+#include <sched.h>
+
 static agent_t A;
 
 TEST(running_processes_share_the_total_cap)
@@ -162,4 +164,29 @@ TEST(children_get_nice_zero)
     agent_stop(&A);
 }
 
-TEST_MAIN(TEST_ENTRY(children_get_nice_zero), TEST_ENTRY(running_processes_share_the_total_cap), TEST_ENTRY(cancel_and_duplicate_id))
+/* Without --nice the loop is raised while processes start (prio.h), with
+ * reset-on-fork set on its thread so that what it starts, and the threads
+ * it makes, run at 0. */
+TEST(children_of_the_raised_loop_get_nice_zero)
+{
+    agent_start(&A, NULL);
+    sa_client_t *c = agent_connect(&A);
+    start_opts_t o = {0};
+    o.follow = 1;
+    uint64_t id;
+    start_sh(c, "exec awk '{print $19}' /proc/self/stat", &o, &id);
+    collected_t k = {0};
+    collect_until_done(c, id, &k);
+    ASSERT_EQ(k.exit_code, 0);
+    ASSERT_EQ(atoi(k.data), 0);
+    collected_free(&k);
+    if (geteuid() == 0) {
+        int pol = sched_getscheduler(A.pid);
+        ASSERT(pol >= 0);
+        ASSERT(pol & SCHED_RESET_ON_FORK);
+    }
+    sa_client_close(c);
+    agent_stop(&A);
+}
+
+TEST_MAIN(TEST_ENTRY(children_get_nice_zero), TEST_ENTRY(children_of_the_raised_loop_get_nice_zero), TEST_ENTRY(running_processes_share_the_total_cap), TEST_ENTRY(cancel_and_duplicate_id))
