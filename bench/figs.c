@@ -118,19 +118,29 @@ void fig_exec(void)
     int n = g_opt.exec_runs, nq = 0, qevery = 10;
     double *a = calloc((size_t)n, sizeof *a), *f = calloc((size_t)n, sizeof *f);
     double *q = calloc((size_t)n / (size_t)qevery + 1, sizeof *q);
+    double *nc = calloc((size_t)n, sizeof *nc);
+    /* The same agent without cgroups: what a cgroup per process costs. */
+    agent_t na;
+    const char *const nocg[] = {"--no-cgroups", NULL};
+    if (agent_up(&na, "nocg", nocg) < 0)
+        die("exec round trip", "the agent with --no-cgroups did not start");
+    sa_client_t *ncc = agent_client(&na);
 
     printf("1. exec round trip: %d runs each (qemu-ga every %dth)\n", n, qevery);
     for (int i = 0; i < 100; i++) {
         agent_exec_once(c);
+        agent_exec_once(ncc);
         floor_exec_once();
         if (g_have_qga && i % qevery == 0)
             qga_exec_once();
     }
-    /* Interleaved, so both see the same machine. */
-    uint64_t run0 = 0, wait0 = 0, run1 = 0, wait1 = 0;
+    /* Interleaved, so all see the same machine. */
+    uint64_t run0 = 0, wait0 = 0, run1 = 0, wait1 = 0, nrun0 = 0, nrun1 = 0;
     sched_ns(g_agent.pid, &run0, &wait0);
+    sched_ns(na.pid, &nrun0, &wait0);
     for (int i = 0; i < n; i++) {
         a[i] = agent_exec_once(c) / 1e3;
+        nc[i] = agent_exec_once(ncc) / 1e3;
         f[i] = floor_exec_once() / 1e3;
         if (g_have_qga && i % qevery == 0) {
             double v = qga_exec_once();
@@ -139,15 +149,24 @@ void fig_exec(void)
         }
     }
     sched_ns(g_agent.pid, &run1, &wait1);
+    sched_ns(na.pid, &nrun1, &wait1);
+    sa_client_close(ncc);
+    agent_down(&na);
     double am = quantile(a, (size_t)n, 0.5), ap = quantile(a, (size_t)n, 0.99);
     double fm = quantile(f, (size_t)n, 0.5), fp = quantile(f, (size_t)n, 0.99);
-    char note[160];
+    char note[200];
     snprintf(note, sizeof note,
              "floor: posix_spawn + waitpid of /bin/true in the benchmark process; the agent's "
              "loop spent %.0f us on a CPU per run",
              (double)(run1 - run0) / 1e3 / n);
     result_add("1", "exec round trip, median", "us", am, "floor", fm, LOWER, 1.10, NAN, note);
     result_add("1", "exec round trip, p99", "us", ap, "floor", fp, LOWER, NAN, NAN, NULL);
+    snprintf(note, sizeof note,
+             "the same agent with --no-cgroups (no cgroup made, joined, read and removed per "
+             "process); its loop spent %.0f us on a CPU per run",
+             (double)(nrun1 - nrun0) / 1e3 / n);
+    result_add("1", "exec round trip, median, --no-cgroups", "us", quantile(nc, (size_t)n, 0.5),
+               "floor", fm, LOWER, NAN, NAN, note);
     if (nq) {
         double qm = quantile(q, (size_t)nq, 0.5), qp = quantile(q, (size_t)nq, 0.99);
         result_add("1", "exec round trip, median", "us", am, "qemu-ga", qm, LOWER, 1.0, NAN,
@@ -157,6 +176,7 @@ void fig_exec(void)
     free(a);
     free(f);
     free(q);
+    free(nc);
     sa_client_close(c);
 }
 
