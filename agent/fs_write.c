@@ -232,6 +232,10 @@ static void wr_run(fsw_job_t *j)
         }
         off += (size_t)n;
     }
+    /* With sync, the disk starts on this chunk now, while the next ones
+     * arrive, instead of taking the whole file at the final fsync. */
+    if (w->sync && len && !(w->wmode == SANDBOX__AGENT__V1__WRITE_MODE__APPEND && !w->atomic))
+        sync_file_range(w->fd, (off_t)w->written, (off_t)len, SYNC_FILE_RANGE_WRITE);
     w->crc = libdeflate_crc32(w->crc, data, len);
     w->written += len;
     free(w->cur.block);
