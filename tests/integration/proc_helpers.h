@@ -193,22 +193,18 @@ static inline void collect_all(sa_client_t *c, uint32_t pid, collected_t *k)
     collect_until_done(c, follow_send(c, pid, 0, 0, 0), k);
 }
 
+/* A request of any op whose message is msg (its field found by the op's
+ * number, which is the field's), and its final response. */
 static inline Response *simple(sa_client_t *c, int op, void *msg)
 {
     Request req = REQUEST_INIT;
+    const ProtobufCFieldDescriptor *f =
+        protobuf_c_message_descriptor_get_field(&sandbox__agent__v1__request__descriptor,
+                                                (unsigned)op);
+    if (!f || f->type != PROTOBUF_C_TYPE_MESSAGE || f->quantifier_offset == 0)
+        FAIL("op %d is not a request's message", op);
     req.op_case = (Sandbox__Agent__V1__Request__OpCase)op;
-    switch (op) {
-    case OP(SIGNAL): req.signal = msg; break;
-    case OP(WRITE_STDIN): req.write_stdin = msg; break;
-    case OP(CLOSE_STDIN): req.close_stdin = msg; break;
-    case OP(RESIZE): req.resize = msg; break;
-    case OP(WAIT): req.wait = msg; break;
-    case OP(GET_PROCESS): req.get_process = msg; break;
-    case OP(FORGET): req.forget = msg; break;
-    case OP(LIST_PROCESSES): req.list_processes = msg; break;
-    case OP(INFO): req.info = msg; break;
-    default: FAIL("op %d", op);
-    }
+    *(void **)(void *)((char *)&req + f->offset) = msg;
     return call(c, &req);
 }
 

@@ -318,30 +318,21 @@ LC_TEST(quiesce_freezes_refuses_writes_and_thaws)
     sa_response_free(r);
     ASSERT_LT(now_ms() - t0, 10000.0);
     {
-        Request req = REQUEST_INIT;
         Sandbox__Agent__V1__MakeDirectory md = SANDBOX__AGENT__V1__MAKE_DIRECTORY__INIT;
         snprintf(path, sizeof path, "%s/d", g_mnt);
         md.path = path;
-        req.op_case = OP(MKDIR);
-        req.mkdir = &md;
-        r = call(c, &req);
+        r = simple(c, OP(MKDIR), &md);
         ASSERT_ERROR(r, UNAVAILABLE);
         sa_response_free(r);
-        Request rq = REQUEST_INIT;
         Sandbox__Agent__V1__Remove rm = SANDBOX__AGENT__V1__REMOVE__INIT;
         snprintf(path, sizeof path, "%s/lost+found", g_mnt);
         rm.path = path;
-        rq.op_case = OP(REMOVE);
-        rq.remove = &rm;
-        r = call(c, &rq);
+        r = simple(c, OP(REMOVE), &rm);
         ASSERT_ERROR(r, UNAVAILABLE);
         sa_response_free(r);
-        Request ls = REQUEST_INIT;
         Sandbox__Agent__V1__ListDirectory ld = SANDBOX__AGENT__V1__LIST_DIRECTORY__INIT;
         ld.path = g_mnt;
-        ls.op_case = OP(LIST_DIR);
-        ls.list_dir = &ld;
-        r = call(c, &ls);
+        r = simple(c, OP(LIST_DIR), &ld);
         ASSERT_EQ(r->result_case, RES(ENTRIES));
         sa_response_free(r);
     }
