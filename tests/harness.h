@@ -6,8 +6,9 @@
  * agent_start() and talk to it through the client library.
  * Shared here: files (slurp, put_file, file_equals, log_count), time
  * (now_ms), children (child_status, gone_within, sh), directories
- * (dir_count, fd_count), UTF-8 (utf8_ok); with the agent: call, recv_id,
- * expect_error, cancel_ok, ping_req, ping_ok, info_call, proc_rss. Beside it in
+ * (dir_count, fd_count), UTF-8 (utf8_ok); with the agent: call, simple (a
+ * request of any op), recv_id, expect_error, cancel_ok, ping_req, ping_ok,
+ * info_call, proc_rss. Beside it in
  * integration/: ctl_helpers.h (the sandboxctl binary: ctl_run, run_ctl),
  * proc_helpers.h (processes: start_sh, collect_all, wait_exit for a
  * WaitProcess), fs_helpers.h (read_collect, watch_wait_ready),
@@ -427,6 +428,21 @@ static inline Response *call(sa_client_t *c, Request *req)
     if (rc < 0)
         FAIL("call (op %d): %s", (int)req->op_case, strerror(-rc));
     return r;
+}
+
+/* A request of any op whose message is msg (its field found by the op's
+ * number, which is the field's), and its final response. */
+static inline Response *simple(sa_client_t *c, int op, void *msg)
+{
+    Request req = REQUEST_INIT;
+    const ProtobufCFieldDescriptor *f =
+        protobuf_c_message_descriptor_get_field(&sandbox__agent__v1__request__descriptor,
+                                                (unsigned)op);
+    if (!f || f->type != PROTOBUF_C_TYPE_MESSAGE || f->quantifier_offset == 0)
+        FAIL("op %d is not a request's message", op);
+    req.op_case = (Sandbox__Agent__V1__Request__OpCase)op;
+    *(void **)(void *)((char *)&req + f->offset) = msg;
+    return call(c, &req);
 }
 
 /* Next response for id, failing the test on transport error or timeout. */

@@ -193,21 +193,6 @@ static inline void collect_all(sa_client_t *c, uint32_t pid, collected_t *k)
     collect_until_done(c, follow_send(c, pid, 0, 0, 0), k);
 }
 
-/* A request of any op whose message is msg (its field found by the op's
- * number, which is the field's), and its final response. */
-static inline Response *simple(sa_client_t *c, int op, void *msg)
-{
-    Request req = REQUEST_INIT;
-    const ProtobufCFieldDescriptor *f =
-        protobuf_c_message_descriptor_get_field(&sandbox__agent__v1__request__descriptor,
-                                                (unsigned)op);
-    if (!f || f->type != PROTOBUF_C_TYPE_MESSAGE || f->quantifier_offset == 0)
-        FAIL("op %d is not a request's message", op);
-    req.op_case = (Sandbox__Agent__V1__Request__OpCase)op;
-    *(void **)(void *)((char *)&req + f->offset) = msg;
-    return call(c, &req);
-}
-
 static inline Response *send_signal(sa_client_t *c, uint32_t pid, int sig, int group)
 {
     Sandbox__Agent__V1__SendSignal s = SANDBOX__AGENT__V1__SEND_SIGNAL__INIT;
