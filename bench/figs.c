@@ -408,7 +408,7 @@ void fig_stream(void)
     result_add("3", "output streaming, 1 follower", "MiB/s", am, "socat", median3(s, (size_t)reps) / MIB,
                HIGHER, 1.0, NAN, "socat: head -c N /dev/zero | socat -u - UNIX-CONNECT (8 KiB blocks)");
     result_add("3", "output streaming, 1 follower", "MiB/s", am, "socat -b 1M",
-               median3(sb, (size_t)reps) / MIB, HIGHER, NAN, NAN, NULL);
+               median3(sb, (size_t)reps) / MIB, HIGHER, 1.0, NAN, NULL);
     if (g_have_qga) {
         char qn[32];
         snprintf(qn, sizeof qn, "%llu", (unsigned long long)g_opt.qga_bytes);
@@ -493,7 +493,7 @@ static void *socat_fan_thread(void *arg)
     int lfd = listen_unix(sock);
     if (lfd < 0)
         return NULL;
-    snprintf(cmd, sizeof cmd, "head -c %llu /dev/zero | %s -u - UNIX-CONNECT:%s",
+    snprintf(cmd, sizeof cmd, "head -c %llu /dev/zero | %s -b 1048576 -u - UNIX-CONNECT:%s",
              (unsigned long long)ra->bytes, g_opt.socat_bin, sock);
     uint64_t t0 = now_ns();
     pid_t pid = spawn_sh(cmd);
@@ -584,11 +584,11 @@ void fig_fanout(void)
         }
         smin = quantile(rates, NF, 0.0);
     }
-    result_add("4", "fan-out, 10 followers, aggregate", "MiB/s", agg / MIB, "10 socat relays",
-               sagg / MIB, HIGHER, NAN, NAN,
-               "reference: ten independent `head | socat` relays at once (sum of their rates); "
-               "the agent reads the pipe once and serves ten cursors");
-    result_add("4", "fan-out, slowest follower", "MiB/s", pmin / MIB, "slowest socat relay",
+    result_add("4", "fan-out, 10 followers, aggregate", "MiB/s", agg / MIB, "10 socat -b 1M relays",
+               sagg / MIB, HIGHER, 1.0, NAN,
+               "reference: ten independent `head | socat -b 1M` relays at once (sum of their "
+               "rates); the agent reads the pipe once and serves ten cursors");
+    result_add("4", "fan-out, slowest follower", "MiB/s", pmin / MIB, "slowest socat -b 1M relay",
                smin / MIB, HIGHER, NAN, NAN, NULL);
 }
 
@@ -911,7 +911,7 @@ void fig_files(void)
     result_add("5", "file download (ReadFile)", "MiB/s", dm, "socat", median3(sdl, (size_t)reps) / MIB,
                HIGHER, 1.0, NAN, "socat: socat -u OPEN:file UNIX-CONNECT, read and discarded");
     result_add("5", "file download (ReadFile)", "MiB/s", dm, "socat -b 1M",
-               median3(sdlb, (size_t)reps) / MIB, HIGHER, NAN, NAN, NULL);
+               median3(sdlb, (size_t)reps) / MIB, HIGHER, 1.0, NAN, NULL);
     result_add("5", "file upload (WriteFile)", "MiB/s", um, "socat", median3(sul, (size_t)reps) / MIB,
                HIGHER, 1.0, NAN,
                "socat: socat -u UNIX-LISTEN OPEN:file,creat,trunc, fed from the source file");
@@ -1293,7 +1293,8 @@ void pinger_report(void)
         result_add("8", what, "ms", quantile(g_phase[i].rtt, g_phase[i].n, 0.99),
                    isnan(idle) ? NULL : "idle p99", idle, LOWER, NAN, 2.0,
                    g_ping_rt ? "one Ping a millisecond on its own connection, from a SCHED_FIFO "
-                               "client thread; the agent runs at normal priority"
+                               "client thread; the agent as it runs by default (its loop at "
+                               "nice -10 only while processes start)"
                              : "one Ping a millisecond on its own connection (client thread at "
                                "normal priority: SCHED_FIFO was refused)");
     }
