@@ -2,9 +2,9 @@
  *
  * One kill: scan /proc (pid, parent, group, session, start time), take the
  * group's members, its session's, the remembered ones and, transitively,
- * their children; SIGSTOP the new ones; scan again until a scan finds
- * nobody new (a stopped process cannot fork, so the set closes); then
- * SIGKILL them all. A process is known by pid and start time, so a pid
+ * their children; SIGSTOP them; scan again until a scan finds nobody
+ * new and every one stopped (a stopped process cannot fork, so the set
+ * closes); then SIGKILL them all. A process is known by pid and start time, so a pid
  * reused meanwhile is never signalled.
  * Then a timer repeats the whole kill (after 10 ms, doubling to 1 s) until
  * the group and everything remembered are gone.
@@ -21,6 +21,7 @@
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <sched.h>
 #include <signal.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -30,13 +31,14 @@
 
 #define MAX_GROUPS 256      /* groups tracked at once */
 #define MAX_MEMBERS 8192    /* processes remembered per group */
-#define STOP_PASSES 32      /* scans before the SIGKILL */
+#define STOP_PASSES 64      /* scans before the SIGKILL, at most */
 #define FIRST_RETRY_S 0.01
 #define LAST_RETRY_S 1.0
 
 typedef struct pinfo {
     pid_t pid, ppid, pgrp, sid;
     uint64_t start;
+    char state; /* /proc/PID/stat's: 'T' (or 't') once stopped */
 } pinfo_t;
 
 typedef struct member {
@@ -96,6 +98,7 @@ static int read_stat(pid_t pid, pinfo_t *pi)
     pi->pgrp = pgrp;
     pi->sid = sid;
     pi->start = start;
+    pi->state = state;
     return 0;
 }
 
@@ -209,6 +212,14 @@ static size_t collect(pgk_group_t *g, pinfo_t *v, size_t n, int stop, int group_
     return added;
 }
 
+/* Stop everything that belongs to g, scanning until a scan finds nobody new
+ * and every member is seen stopped, then SIGKILL it all. Seen stopped, not
+ * only sent SIGSTOP: a signal takes effect when its target next runs, and a
+ * member still running (or in the middle of a fork) when the last scan
+ * read /proc would leave a child nobody saw, which the SIGKILL of its
+ * parent would orphan out of reach (found by a bomb in sessions of its
+ * own, on a loaded machine). Members remembered from before (pgk_mark) are
+ * stopped here too. */
 static void kill_now(pgk_group_t *g)
 {
     pinfo_t *v = NULL;
@@ -218,21 +229,30 @@ static void kill_now(pgk_group_t *g)
     for (int pass = 0; pass < STOP_PASSES; pass++) {
         if ((n = scan(&v)) < 0)
             break;
-        /* Members that died are dropped; those alive stay known. */
-        size_t keep = 0;
+        /* Members that died are dropped; those alive stay known, and are
+         * stopped if they are not yet. */
+        size_t keep = 0, running = 0;
         for (size_t i = 0; i < g->n; i++) {
-            int live = 0;
+            const pinfo_t *live = NULL;
             for (long j = 0; j < n && !live; j++)
-                live = v[j].pid == g->m[i].pid && v[j].start == g->m[i].start;
-            if (live)
-                g->m[keep++] = g->m[i];
+                if (v[j].pid == g->m[i].pid && v[j].start == g->m[i].start)
+                    live = &v[j];
+            if (!live)
+                continue;
+            if (live->state != 'T' && live->state != 't') {
+                kill(live->pid, SIGSTOP);
+                running++;
+            }
+            g->m[keep++] = g->m[i];
         }
         g->n = keep;
         size_t added = collect(g, v, (size_t)n, 1, alive);
         free(v);
         v = NULL;
-        if (!added)
+        if (!added && !running)
             break;
+        if (!added)
+            sched_yield(); /* let the stops land */
     }
     if (alive)
         kill(-g->pgid, SIGKILL);
