@@ -403,16 +403,14 @@ static void on_kmsg(struct ev_loop *loop, ev_io *w, int revents)
     static char buf[KMSG_RECORD_MAX];
     int found = 0;
     for (int i = 0; i < KMSG_READS; i++) {
-        ssize_t n = read(w->fd, buf, sizeof buf);
+        ssize_t n = util_read(w->fd, buf, sizeof buf);
         if (n > 0) {
             found |= kmsg_feed(buf, (size_t)n);
             continue;
         }
-        if (n < 0 && errno == EINTR)
-            continue;
-        if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK))
+        if (n == -EAGAIN)
             break;
-        if (n < 0 && errno == EPIPE) {
+        if (n == -EPIPE) {
             /* Overwritten before read; the next read gives the oldest
              * record left. Not a reason to stop. */
             log_warn("kmsg: kernel log records were overwritten before they were read");
@@ -420,7 +418,7 @@ static void on_kmsg(struct ev_loop *loop, ev_io *w, int revents)
             continue;
         }
         log_warn("kmsg: %s: %s; no longer watching the kernel log", g_config.kmsg_path,
-                 n == 0 ? "end of file" : strerror(errno));
+                 n == 0 ? "end of file" : strerror((int)-n));
         kmsg_close();
         break;
     }
