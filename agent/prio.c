@@ -96,6 +96,7 @@ void prio_started(void)
 {
     if (!g_raised)
         return;
+    ev_timer_stop(g_loop, &g_hold); /* a timer is set only while stopped */
     ev_timer_set(&g_hold, PRIO_HOLD_S, 0);
     ev_timer_start(g_loop, &g_hold);
 }

@@ -801,14 +801,22 @@ TEST(storm_of_followers_that_disconnect)
     /* All 200 run to their end: a WaitProcess for each (600 MB of output
      * on a loaded machine may take minutes; the wait is for the exits).
      * A start still queued for the spawner when its client left runs after
-     * the list is made: listed again until none runs (at most 10 times). */
+     * the list is made (the loop, raised while it starts processes, answers
+     * before the spawner is done): listed again until neither the list nor
+     * GetInfo shows one running (at most 10 times). */
     Sandbox__Agent__V1__ListProcesses lp = SANDBOX__AGENT__V1__LIST_PROCESSES__INIT;
     size_t running = 1;
     for (int pass = 0; pass < 10 && running; pass++) {
         Response *l = simple(c, OP(LIST_PROCESSES), &lp);
         ASSERT_RESULT(l, PROCESSES);
-        running = l->processes->n_processes;
-        for (size_t i = 0; i < running; i++) {
+        size_t listed = l->processes->n_processes;
+        running = listed;
+        if (!listed) {
+            Response *in = info_call(c);
+            running = in->info->running_processes;
+            sa_response_free(in);
+        }
+        for (size_t i = 0; i < listed; i++) {
             Request req = REQUEST_INIT;
             Sandbox__Agent__V1__WaitProcess w = SANDBOX__AGENT__V1__WAIT_PROCESS__INIT;
             Response *r = NULL;
