@@ -130,7 +130,9 @@ void proc_stash_clear(void)
     g_stash_len = g_stash_cap = 0;
 }
 
-unsigned proc_count_running(void) { return proc_n_running; }
+/* Starts with the spawner count too: accepted, they run (and count
+ * against --max-processes already), though not listed until they do. */
+unsigned proc_count_running(void) { return proc_n_running + proc_n_spawning; }
 unsigned proc_count_kept(void) { return g_kept; }
 uint64_t proc_kept_output_bytes(void) { return proc_kept_bytes; }
 

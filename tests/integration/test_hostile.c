@@ -801,12 +801,12 @@ TEST(storm_of_followers_that_disconnect)
     /* All 200 run to their end: a WaitProcess for each (600 MB of output
      * on a loaded machine may take minutes; the wait is for the exits).
      * A start still queued for the spawner when its client left runs after
-     * the list is made (the loop, raised while it starts processes, answers
-     * before the spawner is done): listed again until neither the list nor
-     * GetInfo shows one running (at most 10 times). */
+     * the list is made (200 forks of an ASan build take seconds): GetInfo
+     * counts those too, so the list is made again until neither shows one
+     * (20 ms apart while only GetInfo does; at most 60 s). */
     Sandbox__Agent__V1__ListProcesses lp = SANDBOX__AGENT__V1__LIST_PROCESSES__INIT;
     size_t running = 1;
-    for (int pass = 0; pass < 10 && running; pass++) {
+    for (int pass = 0; pass < 3000 && running; pass++) {
         Response *l = simple(c, OP(LIST_PROCESSES), &lp);
         ASSERT_RESULT(l, PROCESSES);
         size_t listed = l->processes->n_processes;
@@ -815,6 +815,8 @@ TEST(storm_of_followers_that_disconnect)
             Response *in = info_call(c);
             running = in->info->running_processes;
             sa_response_free(in);
+            if (running)
+                usleep(20000);
         }
         for (size_t i = 0; i < listed; i++) {
             Request req = REQUEST_INIT;
