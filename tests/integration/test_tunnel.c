@@ -540,7 +540,9 @@ TEST(cancel_mid_transfer)
     ASSERT_GE(r->tunnel_closed->bytes_in, 8u << 20);
     tun_free(&t);
     ASSERT_EQ(open_tunnels(c), 0);
-    ASSERT_EQ(fd_count(a.pid), fds0);
+    /* At most: a descriptor the agent held just after start-up may be closed
+     * since; a leak shows as more. */
+    ASSERT_LE(fd_count(a.pid), fds0);
     ping_ok(c);
     sa_client_close(c);
     /* The target's connection was closed: its writer fails and exits. */
@@ -575,10 +577,12 @@ TEST(client_disconnect_mid_transfer)
     for (int i = 0; i < 8; i++)
         t[i].c = NULL;
     /* Every target connection closes: each writer dies of it. */
-    for (int i = 0; i < 300 && (open_tunnels(probe) || fd_count(a.pid) != fds0); i++)
+    for (int i = 0; i < 300 && (open_tunnels(probe) || fd_count(a.pid) > fds0); i++)
         usleep(10000);
     ASSERT_EQ(open_tunnels(probe), 0);
-    ASSERT_EQ(fd_count(a.pid), fds0);
+    /* At most: a descriptor the agent held just after start-up may be closed
+     * since; a leak shows as more. */
+    ASSERT_LE(fd_count(a.pid), fds0);
     sa_client_close(probe);
     server_stop(srv);
     agent_stop(&a);
@@ -749,10 +753,12 @@ TEST(connect_dedicated)
     free(out);
     free(in);
     sa_client_close(c);
-    for (int i = 0; i < 300 && (open_tunnels(probe) || fd_count(a.pid) != fds0); i++)
+    for (int i = 0; i < 300 && (open_tunnels(probe) || fd_count(a.pid) > fds0); i++)
         usleep(10000);
     ASSERT_EQ(open_tunnels(probe), 0);
-    ASSERT_EQ(fd_count(a.pid), fds0);
+    /* At most: a descriptor the agent held just after start-up may be closed
+     * since; a leak shows as more. */
+    ASSERT_LE(fd_count(a.pid), fds0);
 
     /* Through the client library. */
     c = agent_connect(&a);
@@ -838,10 +844,12 @@ TEST(connect_bulk_and_disconnect)
     ASSERT_LT(hwm, 48ll << 20);
     for (int i = 0; i < 4; i++)
         sa_client_close(c[i]);
-    for (int i = 0; i < 300 && (open_tunnels(probe) || fd_count(a.pid) != fds0); i++)
+    for (int i = 0; i < 300 && (open_tunnels(probe) || fd_count(a.pid) > fds0); i++)
         usleep(10000);
     ASSERT_EQ(open_tunnels(probe), 0);
-    ASSERT_EQ(fd_count(a.pid), fds0);
+    /* At most: a descriptor the agent held just after start-up may be closed
+     * since; a leak shows as more. */
+    ASSERT_LE(fd_count(a.pid), fds0);
     sa_client_close(probe);
     server_stop(srv);
     agent_stop(&a);
